@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Analysis: pure functions on arrays and tables (electrochemistry and tomography)."""

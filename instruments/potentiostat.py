@@ -102,7 +102,8 @@ class GalvanostaticHold(Technique):
     """Hold a constant current, sampling the voltage.
 
     The hold ends early (``end_reason == "voltage_limit"``) when the voltage leaves
-    ``[voltage_min_V, voltage_max_V]``.
+    ``[voltage_min_V, voltage_max_V]`` or the instrument's own voltage range, whichever is
+    narrower.
     """
 
     current_A: float
@@ -279,18 +280,18 @@ def _check_limits(technique: Technique, limits: Limits, name: str) -> None:
     elif isinstance(technique, GalvanostaticHold):
         check_current(technique.current_A)
         check_timing(technique.duration_s, technique.interval_s)
+        # The voltage window is a stop criterion, not something the instrument sources: a
+        # window wider than the instrument's range just means its own range stops first.
         _check_window(technique.voltage_min_V, technique.voltage_max_V, fail)
-        check_voltage(technique.voltage_min_V, "lower voltage limit")
-        check_voltage(technique.voltage_max_V, "upper voltage limit")
     elif isinstance(technique, CurrentSequence):
         if not technique.steps:
             fail("a current sequence needs at least one step")
         for step in technique.steps:
             check_current(step.current_A)
             check_timing(step.duration_s, technique.interval_s)
+        # The voltage window is a stop criterion, not something the instrument sources: a
+        # window wider than the instrument's range just means its own range stops first.
         _check_window(technique.voltage_min_V, technique.voltage_max_V, fail)
-        check_voltage(technique.voltage_min_V, "lower voltage limit")
-        check_voltage(technique.voltage_max_V, "upper voltage limit")
     elif isinstance(technique, Impedance):
         lo = min(technique.frequency_start_Hz, technique.frequency_stop_Hz)
         hi = max(technique.frequency_start_Hz, technique.frequency_stop_Hz)
