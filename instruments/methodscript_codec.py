@@ -1,0 +1,558 @@
+"""PalmSens MethodSCRIPT wire codec, shared by the driver and the emulator.
+
+Everything here is pure text processing: no I/O, no threads. Sources (read, not copied):
+
+* MethodSCRIPT manual v1.2 (PalmSens BV, 2020) §4.3 as transcribed at
+  https://fdocuments.in/document/methodscript-v1-4222020-hhhhhhh-hexadecimal-value-p-prefix-character.html
+  ("0.01 would be represented as ``800000Am``"), and the current manual at
+  https://dev.palmsens.com/methodscript/latest/methodscript/methodscript_main.html.
+* PalmSens' reference parser ``palmsens/mscript.py`` in
+  https://github.com/PalmSens/MethodSCRIPT_Examples (variable types, metadata, loop markers).
+* PalmSens' example scripts ``Example_MethodSCRIPTs/Measurement_Loops/*.mscr`` in the same
+  repository (argument order of ``meas_loop_cp``, ``meas_loop_ocp``, ``meas_loop_eis``,
+  ``meas_loop_geis``).
+* The pypalmsens documentation (``t``, ``i``, ``v`` replies of an EmStat4:
+  ``tes4_lr1500#Mar 12 2026 14:28:01`` / ``R*``, ``iES4LR20B0008``, ``v01.09.00``).
+
+Wire format summary
+-------------------
+Every line ends with ``\\n``. A data package is ``P`` followed by variables separated by ``;``.
+A variable is a two-letter type code (``ab`` measured potential, ``ba`` WE current, ``eb``
+time, ``dc`` frequency, ``cc``/``cd`` real/imaginary impedance, ...), seven hexadecimal
+digits holding ``value + 0x8000000`` and one SI-prefix character, then optional metadata
+``,<id><hex>`` (id ``1``: status flags, id ``2``: range index). Loop output is framed by
+``M<4 hex>`` ... ``*`` (measurement loops), ``L`` ... ``+`` (plain loops) and ``C<4 hex>`` ...
+``-`` (scans). Errors are ``!XXXX`` (4 hex digits) optionally followed by
+``: Line L, Col C``. In scripts, numbers are integers with an SI prefix (``100m``, ``-500n``,
+``10k``; ``M`` is mega, ``m`` milli), integers carry an ``i`` suffix (``51i``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "DEVICE_MODELS",
+    "ERROR_CODES",
+    "OFFSET",
+    "SI_PREFIXES",
+    "STATUS_OVERLOAD",
+    "STATUS_OVERLOAD_WARNING",
+    "STATUS_TIMING_ERROR",
+    "STATUS_UNDERLOAD",
+    "TECHNIQUE_IDS",
+    "VAR_TYPES",
+    "ErrorReply",
+    "FirmwareInfo",
+    "PackageError",
+    "VarType",
+    "Variable",
+    "decode_value",
+    "encode_value",
+    "error_text",
+    "format_error",
+    "format_firmware",
+    "format_literal",
+    "format_package",
+    "is_loop_end",
+    "is_loop_start",
+    "parse_error",
+    "parse_firmware",
+    "parse_literal",
+    "parse_package",
+    "split_script_line",
+]
+
+#: Offset added to the signed 28-bit mantissa so it is sent as 7 unsigned hex digits.
+OFFSET = 0x8000000
+_MANTISSA_MAX = OFFSET - 1
+_MANTISSA_MIN = -OFFSET
+
+#: SI prefix characters of package values and script literals. ``" "`` is no prefix; ``"i"``
+#: marks an integer (package values only; in scripts it is a suffix of integer literals).
+SI_PREFIXES: dict[str, float] = {
+    "a": 1e-18,
+    "f": 1e-15,
+    "p": 1e-12,
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    " ": 1.0,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "i": 1.0,
+}
+# Exact exponents, so encoding never suffers from 1e-6 not being exactly representable.
+_PREFIX_EXPONENT = {"a": -18, "f": -15, "p": -12, "n": -9, "u": -6, "m": -3, " ": 0}
+_PREFIX_EXPONENT.update({"k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18})
+_NAN_FIELD = "     nan"
+
+#: Status flags of metadata id 1.
+STATUS_TIMING_ERROR = 0x1
+STATUS_OVERLOAD = 0x2
+STATUS_UNDERLOAD = 0x4
+STATUS_OVERLOAD_WARNING = 0x8
+
+#: Technique ids of the ``M<id>`` measurement-loop marker.
+TECHNIQUE_IDS: dict[str, int] = {
+    "meas_loop_lsv": 0x0000,
+    "meas_loop_dpv": 0x0001,
+    "meas_loop_swv": 0x0002,
+    "meas_loop_npv": 0x0003,
+    "meas_loop_acv": 0x0004,
+    "meas_loop_cv": 0x0005,
+    "meas_loop_ca": 0x0007,
+    "meas_loop_pad": 0x0008,
+    "meas_loop_cp": 0x000A,
+    "meas_loop_ocp": 0x000B,
+    "meas_loop_eis": 0x000D,
+    "meas_loop_geis": 0x000E,
+    "meas_loop_lsp": 0x000F,
+}
+
+#: Error codes and their texts (MethodSCRIPT manual, appendix "error codes"). Codes below
+#: 0x4000 are device/runtime errors; 0x4000 and up are script (parse) errors.
+ERROR_CODES: dict[int, str] = {
+    0x0001: "An unspecified error has occurred",
+    0x0002: "An invalid variable type has been used",
+    0x0003: "The command was not recognized",
+    0x0006: "Command not allowed in the present communication mode (e.g. no script running)",
+    0x0007: "An argument has an unexpected value",
+    0x0008: "Command exceeds maximum length",
+    0x0009: "The command has timed out",
+    0x000B: "Cannot reserve the memory needed for this variable",
+    0x000C: "Cannot run a script without loading one first",
+    0x000D: "The given (or calculated) time value is invalid for this command",
+    0x000F: "The given potential is not valid",
+    0x0010: "A variable has become either NaN or inf",
+    0x0011: "The input frequency is invalid",
+    0x0012: "The input amplitude is invalid",
+    0x0014: "Cannot perform OCP measurement when cell on",
+    0x001B: "This command or part of this command is not supported by the current device",
+    0x0021: "The specified PGStat mode is not supported",
+    0x0023: "Command is invalid for the selected PGStat mode",
+    0x0028: "Variable divided by zero",
+    0x4000: "The script contains a syntax error",
+    0x4001: "The script command is unknown",
+    0x4002: "An argument was invalid for this command",
+    0x4003: "An argument was out of range",
+    0x4004: "An unexpected character was encountered",
+    0x4005: "The script is too large for the internal script memory",
+    0x4006: "The variable type specified is unknown",
+    0x4007: "The variable has not been declared",
+    0x4008: "This optional argument is not valid for this command",
+    0x400B: "Measurement loops cannot be placed inside other measurement loops",
+    0x4018: "The script has ended unexpectedly",
+    0x4026: "The variable already exists when declared",
+    0x4027: "This command requires the cell to be enabled with cell_on",
+    0x7FFF: "A fatal error has occurred, the device must be reset",
+}
+
+
+def error_text(code: int) -> str:
+    """Text of a MethodSCRIPT error code (``"unknown error"`` when not listed)."""
+    return ERROR_CODES.get(code, f"unknown error 0x{code:04X} (see the MethodSCRIPT manual)")
+
+
+# --- variable types ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class VarType:
+    """A MethodSCRIPT variable type: two-letter code, meaning and SI unit."""
+
+    code: str
+    name: str
+    unit: str
+
+
+#: The variable types this project uses (a subset of the manual's list).
+VAR_TYPES: dict[str, VarType] = {
+    v.code: v
+    for v in (
+        VarType("aa", "unknown", ""),
+        VarType("ab", "WE vs RE potential", "V"),
+        VarType("ag", "WE vs CE potential", "V"),
+        VarType("ba", "WE current", "A"),
+        VarType("ca", "phase", "deg"),
+        VarType("cb", "impedance modulus", "ohm"),
+        VarType("cc", "impedance real part", "ohm"),
+        VarType("cd", "impedance imaginary part", "ohm"),
+        VarType("da", "set potential", "V"),
+        VarType("db", "set current", "A"),
+        VarType("dc", "set frequency", "Hz"),
+        VarType("dd", "set AC amplitude", "V"),
+        VarType("eb", "time", "s"),
+        VarType("ja", "generic 1", ""),
+        VarType("jb", "generic 2", ""),
+        VarType("jc", "generic 3", ""),
+        VarType("jd", "generic 4", ""),
+    )
+}
+_VAR_CODE_RE = re.compile(r"[a-z]{2}\Z")
+
+
+# --- values ------------------------------------------------------------------------------
+class PackageError(ValueError):
+    """A package or value that does not follow the MethodSCRIPT format."""
+
+
+def encode_value(value: float, *, integer: bool = False) -> str:
+    """Encode ``value`` as the 8-character package field ``HHHHHHHp``.
+
+    The finest SI prefix whose mantissa fits in 28 signed bits is used, as the instruments do
+    (0.1 V is sent as ``DF5E100n``), so the resolution is about 7 significant digits.
+
+    Parameters
+    ----------
+    value : float
+        Value in SI units; NaN gives the manual's ``"     nan"`` field.
+    integer : bool
+        Send an integer with the ``i`` prefix (``value`` must be integral and fit 28 bits).
+
+    Returns
+    -------
+    str
+        Seven hex digits plus the prefix character.
+    """
+    if integer:
+        mantissa = int(value)
+        if mantissa != value or not _MANTISSA_MIN <= mantissa <= _MANTISSA_MAX:
+            raise ValueError(f"{value!r} is not an integer that fits in a MethodSCRIPT package")
+        return f"{mantissa + OFFSET:07X}i"
+    value = float(value)
+    if math.isnan(value):
+        return _NAN_FIELD
+    if math.isinf(value):
+        raise ValueError("infinite values cannot be encoded in a MethodSCRIPT package")
+    if value == 0.0:
+        return f"{OFFSET:07X} "
+    for prefix, exponent in sorted(_PREFIX_EXPONENT.items(), key=lambda kv: kv[1]):
+        mantissa = round(value * 10.0 ** (-exponent))
+        if _MANTISSA_MIN <= mantissa <= _MANTISSA_MAX:
+            if mantissa == 0:
+                continue  # too small for this prefix (cannot happen for the finest fitting one)
+            return f"{mantissa + OFFSET:07X}{prefix}"
+    raise ValueError(f"{value!r} is too large for a MethodSCRIPT package")
+
+
+def decode_value(text: str) -> float:
+    """Decode the 8-character package field ``HHHHHHHp`` (or ``"     nan"``) to a float.
+
+    A field whose trailing space prefix was stripped (7 characters) is accepted as well.
+    """
+    if text == _NAN_FIELD or text.strip() == "nan":
+        return math.nan
+    if len(text) == 7:
+        text += " "
+    if len(text) != 8:
+        raise PackageError(f"value field {text!r} must be 7 hex digits and an SI prefix")
+    digits, prefix = text[:7], text[7]
+    if prefix not in SI_PREFIXES:
+        raise PackageError(f"unknown SI prefix {prefix!r} in value field {text!r}")
+    try:
+        mantissa = int(digits, 16) - OFFSET
+    except ValueError:
+        raise PackageError(f"value field {text!r} has non-hexadecimal digits") from None
+    if prefix == "i":
+        return float(mantissa)
+    exponent = _PREFIX_EXPONENT[prefix]
+    # Divide by a power of ten rather than multiply by 1e-6 etc.: the result is then the
+    # correctly rounded decimal the instrument meant (-0.01 stays -0.01, not -0.010000000000000002).
+    return mantissa / 10.0 ** (-exponent) if exponent < 0 else mantissa * 10.0**exponent
+
+
+# --- packages ----------------------------------------------------------------------------
+@dataclass
+class Variable:
+    """One variable of a data package.
+
+    Attributes
+    ----------
+    type : str
+        Two-letter variable type code (see :data:`VAR_TYPES`).
+    value : float
+        Value in SI units.
+    status : int or None
+        Status flags (metadata id 1): ``STATUS_*`` bits, 0 for OK.
+    range : int or None
+        Range index (metadata id 2), instrument specific.
+    extra : dict
+        Other metadata, id → raw hex text.
+    """
+
+    type: str
+    value: float
+    status: int | None = None
+    range: int | None = None
+    extra: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def unit(self) -> str:
+        """SI unit of the variable type (``""`` when unknown)."""
+        vt = VAR_TYPES.get(self.type)
+        return vt.unit if vt else ""
+
+
+def parse_package(line: str) -> list[Variable]:
+    """Parse a data package line ``P<var>;<var>...`` (trailing ``\\n`` allowed).
+
+    Raises
+    ------
+    PackageError
+        If the line is not a well-formed package.
+    """
+    line = line.rstrip("\r\n")
+    if not line.startswith("P") or len(line) < 2:
+        raise PackageError(f"not a MethodSCRIPT data package: {line!r}")
+    out = []
+    for part in line[1:].split(";"):
+        head, *meta = part.split(",")
+        code = head[:2]
+        if not _VAR_CODE_RE.match(code) or len(head) not in (9, 10):
+            raise PackageError(f"malformed variable {part!r} in package {line!r}")
+        var = Variable(code, decode_value(head[2:]))
+        for token in meta:
+            if len(token) < 2 or not all(c in "0123456789abcdefABCDEF" for c in token):
+                raise PackageError(f"malformed metadata {token!r} in package {line!r}")
+            kind, payload = int(token[0], 16), token[1:]
+            if kind == 1:
+                var.status = int(payload, 16)
+            elif kind == 2:
+                var.range = int(payload, 16)
+            else:
+                var.extra[kind] = payload
+        out.append(var)
+    return out
+
+
+def format_package(variables: Iterable[Variable | tuple]) -> str:
+    """Format variables as a package line (without the trailing ``\\n``).
+
+    Items are :class:`Variable` or tuples ``(type, value[, status[, range]])``. Integer-typed
+    values are sent with the ``i`` prefix when ``value`` is an ``int``.
+    """
+    parts = []
+    for item in variables:
+        var = item if isinstance(item, Variable) else Variable(*item)
+        if not _VAR_CODE_RE.match(var.type):
+            raise ValueError(f"variable type {var.type!r} must be two lowercase letters")
+        text = var.type + encode_value(var.value, integer=isinstance(var.value, int))
+        if var.status is not None:
+            text += f",1{var.status:X}"
+        if var.range is not None:
+            text += f",2{var.range:02X}"
+        for kind, payload in sorted(var.extra.items()):
+            text += f",{kind:X}{payload}"
+        parts.append(text)
+    if not parts:
+        raise ValueError("a package needs at least one variable")
+    return "P" + ";".join(parts)
+
+
+_LOOP_START_RE = re.compile(r"(?:[MC][0-9A-Fa-f]{4}|L)\Z")
+
+
+def is_loop_start(line: str) -> bool:
+    """Whether ``line`` opens a loop: ``M<4 hex>`` measurement loop, ``C<4 hex>`` scan, ``L``."""
+    return bool(_LOOP_START_RE.match(line.rstrip("\r\n")))
+
+
+def is_loop_end(line: str) -> bool:
+    """Whether ``line`` closes a loop: ``*`` measurement loop, ``-`` scan, ``+`` loop."""
+    return line.rstrip("\r\n") in ("*", "-", "+")
+
+
+# --- errors ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ErrorReply:
+    """An ``!XXXX`` error line: code, and where in the script it happened (1-based)."""
+
+    code: int
+    line: int | None = None
+    column: int | None = None
+    prefix: str = ""
+
+    @property
+    def text(self) -> str:
+        """The manual's text for :attr:`code`."""
+        return error_text(self.code)
+
+
+_ERROR_RE = re.compile(
+    r"(?P<prefix>[^!]?)!(?P<code>[0-9A-Fa-f]{4})"
+    r"(?::\s*Line\s+(?P<line>\d+)(?:,\s*Col\s+(?P<col>\d+))?)?\s*\Z"
+)
+
+
+def parse_error(line: str) -> ErrorReply | None:
+    """Parse an error line (``!0003``, ``e!4001: Line 1, Col 16``, ``!0014: Line 9``).
+
+    Returns ``None`` when ``line`` is not an error line.
+    """
+    m = _ERROR_RE.match(line.rstrip("\r\n"))
+    if not m:
+        return None
+    return ErrorReply(
+        code=int(m["code"], 16),
+        line=int(m["line"]) if m["line"] else None,
+        column=int(m["col"]) if m["col"] else None,
+        prefix=m["prefix"],
+    )
+
+
+def format_error(
+    code: int, *, line: int | None = None, column: int | None = None, prefix: str = ""
+) -> str:
+    """Format an error line: ``<prefix>!XXXX[: Line L[, Col C]]`` (without ``\\n``)."""
+    text = f"{prefix}!{code:04X}"
+    if line is not None:
+        text += f": Line {line}"
+        if column is not None:
+            text += f", Col {column}"
+    return text
+
+
+# --- firmware version --------------------------------------------------------------------
+@dataclass(frozen=True)
+class FirmwareInfo:
+    """What the ``t`` command reports.
+
+    Attributes
+    ----------
+    device_code : str
+        Six-character device type, e.g. ``es4_hr``, ``es4_lr``, ``espico``.
+    version : str
+        Firmware version, e.g. ``1.4.00``.
+    build : str
+        Build date and time as sent.
+    release : bool
+        ``True`` for a release build (``R``), ``False`` for a beta (``B``).
+    """
+
+    device_code: str
+    version: str
+    build: str
+    release: bool = True
+
+
+#: Instrument model per ``t`` device code.
+DEVICE_MODELS = {
+    "espico": "EmStat Pico",
+    "senswb": "Sensit Wearable",
+    "es4_hr": "EmStat4 HR",
+    "es4_lr": "EmStat4 LR",
+    "mes4hr": "MultiEmStat4 HR",
+    "mes4lr": "MultiEmStat4 LR",
+    "nexus1": "Nexus",
+}
+
+
+def _version_text(digits: str) -> str:
+    # "14" -> "1.4", "1400" -> "1.4.00": major and minor one digit each, then the patch.
+    if len(digits) <= 2:
+        return ".".join(digits)
+    return f"{digits[0]}.{digits[1]}.{digits[2:]}"
+
+
+def parse_firmware(first: str, second: str) -> FirmwareInfo:
+    """Parse the two lines of the ``t`` reply (``tes4_hr1400#Jan 15 2025 10:00:00``, ``R*``)."""
+    first, second = first.rstrip("\r\n"), second.rstrip("\r\n")
+    m = re.match(r"t(?P<dev>[a-z0-9_]{6})(?P<ver>\d+)#(?P<build>.*)\Z", first)
+    if not m or not second.endswith("*") or second[:1] not in ("R", "B"):
+        raise PackageError(f"not a firmware version reply: {first!r} / {second!r}")
+    return FirmwareInfo(
+        device_code=m["dev"],
+        version=_version_text(m["ver"]),
+        build=" ".join(m["build"].split()),
+        release=second.startswith("R"),
+    )
+
+
+def format_firmware(info: FirmwareInfo) -> tuple[str, str]:
+    """The two lines of the ``t`` reply for ``info`` (without ``\\n``)."""
+    digits = info.version.replace(".", "")
+    return f"t{info.device_code}{digits}#{info.build}", ("R*" if info.release else "B*")
+
+
+# --- script literals ---------------------------------------------------------------------
+_LITERAL_PREFIXES = ("G", "M", "k", "", "m", "u", "n", "p", "f", "a")
+_LITERAL_EXP = {"G": 9, "M": 6, "k": 3, "": 0, "m": -3, "u": -6, "n": -9, "p": -12}
+_LITERAL_EXP.update({"f": -15, "a": -18})
+_LITERAL_RE = re.compile(r"(?P<num>[+-]?\d+)(?P<suffix>[afpnumkMGTPEi]?)\Z")
+_RADIX_RE = re.compile(r"(?P<sign>[+-]?)0(?P<base>[xb])(?P<digits>[0-9A-Fa-f]+)i?\Z")
+
+
+def format_literal(value: float, *, integer: bool = False) -> str:
+    """Format ``value`` as a script literal: an integer with an SI prefix (``-500m``, ``10k``).
+
+    MethodSCRIPT literals have no decimal point, so the coarsest prefix that represents
+    ``value`` to 1 ppm is chosen. ``integer=True`` gives the integer form ``51i``.
+    """
+    if integer:
+        if int(value) != value:
+            raise ValueError(f"{value!r} is not an integer")
+        return f"{int(value)}i"
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} cannot be written in a MethodSCRIPT")
+    if value == 0:
+        return "0"
+    for prefix in _LITERAL_PREFIXES:
+        exp = _LITERAL_EXP[prefix]
+        mantissa = value / 10.0**exp if exp >= 0 else value * 10.0 ** (-exp)
+        rounded = round(mantissa)
+        if rounded != 0 and abs(mantissa - rounded) <= 1e-6 * abs(mantissa):
+            return f"{rounded}{prefix}"
+    return f"{round(value * 1e18)}a"
+
+
+def parse_literal(token: str) -> tuple[float, bool]:
+    """Value of a script literal and whether it is an integer.
+
+    Accepts ``100m``, ``-500n``, ``10k``, ``1M``, ``2`` (floats), ``51i``, ``0x1F``,
+    ``0b101`` (integers).
+
+    Raises
+    ------
+    ValueError
+        If ``token`` is not a literal (e.g. ``1.5`` or ``1e3``).
+    """
+    m = _LITERAL_RE.match(token)
+    if m:
+        num, suffix = int(m["num"]), m["suffix"]
+        if suffix == "i":
+            return float(num), True
+        exp = _LITERAL_EXP.get(suffix, {"T": 12, "P": 15, "E": 18}.get(suffix, 0))
+        value = num / 10.0 ** (-exp) if exp < 0 else num * 10.0**exp
+        return value, False
+    m = _RADIX_RE.match(token)
+    if m and (m["base"] == "x" or set(m["digits"]) <= {"0", "1"}):
+        num = int(m["digits"], 16 if m["base"] == "x" else 2)
+        return float(-num if m["sign"] == "-" else num), True
+    raise ValueError(f"{token!r} is not a MethodSCRIPT literal")
+
+
+def split_script_line(text: str) -> Sequence[str]:
+    """Tokens of one script line, comments (``#`` outside quotes) and indentation removed."""
+    out, token, quoted = [], "", False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+            token += ch
+        elif ch == "#" and not quoted:
+            break
+        elif ch in " \t\r\n" and not quoted:
+            if token:
+                out.append(token)
+                token = ""
+        else:
+            token += ch
+    if token:
+        out.append(token)
+    return out

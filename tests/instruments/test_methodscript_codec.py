@@ -1,0 +1,149 @@
+"""Tests of the MethodSCRIPT wire codec against published examples and by round trips."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from insitu.instruments import methodscript_codec as ms
+
+# Published vector: MethodSCRIPT manual v1.2 (PalmSens, 22-4-2020) §4.3, transcript at
+# https://fdocuments.in/document/methodscript-v1-4222020-hhhhhhh-hexadecimal-value-p-prefix-character.html
+# "For example, a value of 0.01 would be represented as "800000Am" and a value of -0.01 ..."
+# (0x800000A - 0x8000000 = 10, prefix m). The negative counterpart follows from the same rule.
+PUBLISHED = [("800000Am", 0.01), ("7FFFFF6m", -0.01)]
+
+
+@pytest.mark.parametrize(("field", "value"), PUBLISHED)
+def test_published_values_decode(field, value):
+    assert ms.decode_value(field) == value
+
+
+def test_brief_vector_is_not_minus_0_4999():
+    # The brief quoted "da7F85E3Fu" for -0.4999 V; by the manual's rule it is -500161 µV.
+    # -0.4999 V encodes as 7F85F44u. Both facts are pinned here so nobody re-derives them.
+    assert ms.decode_value("7F85E3Fu") == pytest.approx(-0.500161, abs=1e-12)
+    assert ms.encode_value(-0.4999) == "7F85F44u"
+
+
+def test_zero_nan_and_integer_fields():
+    assert ms.encode_value(0.0) == "8000000 "
+    assert ms.decode_value("8000000 ") == 0.0
+    assert ms.decode_value("8000000") == 0.0  # trailing space stripped by a terminal
+    assert math.isnan(ms.decode_value(ms.encode_value(math.nan)))
+    assert ms.encode_value(51, integer=True) == "8000033i"
+    assert ms.decode_value("8000033i") == 51.0
+
+
+@pytest.mark.parametrize(("prefix", "factor"), [(p, f) for p, f in ms.SI_PREFIXES.items()])
+def test_each_si_prefix_decodes(prefix, factor):
+    value = ms.decode_value(f"{ms.OFFSET + 1234:07X}{prefix}")
+    assert value == pytest.approx(1234 * factor, rel=1e-15)
+
+
+@pytest.mark.parametrize("bad", ["800000Ax", "80000G0u", "80u", "800000000m"])
+def test_malformed_fields_are_rejected(bad):
+    with pytest.raises(ms.PackageError):
+        ms.decode_value(bad)
+
+
+def test_round_trip_many_values():
+    rng = np.random.default_rng(0)
+    exponents = rng.uniform(-15, 9, 2000)
+    values = rng.choice([-1, 1], 2000) * 10.0**exponents
+    for value in values:
+        field = ms.encode_value(value)
+        assert len(field) == 8
+        # 28-bit mantissa, prefixes 1000x apart: the mantissa is at least 2**27 / 1000, so the
+        # rounding error is below 0.5 / 134217 ≈ 3.7e-6 relative.
+        assert ms.decode_value(field) == pytest.approx(value, rel=3.8e-6)
+
+
+def test_round_trip_extremes():
+    for value in (ms.OFFSET - 1, -ms.OFFSET):
+        assert ms.decode_value(ms.encode_value(value, integer=True)) == value
+    with pytest.raises(ValueError):
+        ms.encode_value(ms.OFFSET, integer=True)
+    with pytest.raises(ValueError):
+        ms.encode_value(math.inf)
+
+
+def test_package_round_trip_with_metadata():
+    line = ms.format_package(
+        [("eb", 1.5), ("ab", -0.25, ms.STATUS_OVERLOAD), ("ba", 1e-3, 0, 21), ("ja", 7)]
+    )
+    t, e, i, n = ms.parse_package(line + "\n")
+    assert (t.type, e.type, i.type, n.type) == ("eb", "ab", "ba", "ja")
+    assert t.value == pytest.approx(1.5) and t.status is None
+    assert e.value == pytest.approx(-0.25) and e.status == ms.STATUS_OVERLOAD
+    assert i.value == pytest.approx(1e-3) and i.status == 0 and i.range == 21
+    assert n.value == 7 and line.split(";")[3].endswith("i")
+    assert e.unit == "V" and i.unit == "A"
+
+
+@pytest.mark.parametrize("bad", ["", "P", "Xda8000000 ", "Pda80", "PZZ8000000 ", "Pab8000000 ,1Z"])
+def test_bad_packages(bad):
+    with pytest.raises(ms.PackageError):
+        ms.parse_package(bad)
+
+
+def test_loop_markers():
+    assert ms.is_loop_start("M000A") and ms.is_loop_start("L") and ms.is_loop_start("C0001")
+    assert not ms.is_loop_start("M00") and not ms.is_loop_start("Pda8000000 ")
+    assert all(ms.is_loop_end(c) for c in "*+-") and not ms.is_loop_end("**")
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0, "0"),
+        (2.5, "2500m"),
+        (-0.5, "-500m"),
+        (1e-4, "100u"),
+        (1e4, "10k"),
+        (1e6, "1M"),
+        (-5e-7, "-500n"),
+        (0.30000000000000004, "300m"),
+        (6.0, "6"),
+    ],
+)
+def test_script_literals_round_trip(value, text):
+    assert ms.format_literal(value) == text
+    parsed, integer = ms.parse_literal(text)
+    assert parsed == pytest.approx(value) and not integer
+
+
+def test_literal_forms():
+    assert ms.parse_literal("51i") == (51.0, True)
+    assert ms.parse_literal("0x1F") == (31.0, True)
+    assert ms.parse_literal("0b101") == (5.0, True)
+    assert ms.parse_literal("1m")[0] == pytest.approx(1e-3)  # m is milli, M mega
+    assert ms.format_literal(11, integer=True) == "11i"
+    for bad in ("1.5", "1e3", "m", "", "0b102"):
+        with pytest.raises(ValueError):
+            ms.parse_literal(bad)
+    rng = np.random.default_rng(1)
+    for value in rng.integers(-(10**6), 10**6, 200) * 10.0 ** rng.integers(-12, 6, 200):
+        assert ms.parse_literal(ms.format_literal(value))[0] == pytest.approx(value, rel=1e-6)
+
+
+def test_error_lines():
+    err = ms.parse_error("e!4001: Line 1, Col 16")
+    assert (err.code, err.line, err.column, err.prefix) == (0x4001, 1, 16, "e")
+    assert err.text == "The script command is unknown"
+    assert ms.parse_error("Z!0006") == ms.ErrorReply(0x0006, prefix="Z")
+    assert ms.parse_error("!0014: Line 9") == ms.ErrorReply(0x0014, line=9)
+    assert ms.parse_error("Pda8000000 ") is None and ms.parse_error("M000A") is None
+    assert ms.format_error(0x4001, line=2, column=6, prefix="e") == "e!4001: Line 2, Col 6"
+    assert "unknown error" in ms.error_text(0x1234)
+
+
+def test_firmware_reply():
+    # EmStat4 LR reply shown in the pypalmsens documentation (communication protocol page).
+    info = ms.parse_firmware("tes4_lr1500#Mar 12 2026 14:28:01", "R*")
+    assert (info.device_code, info.version, info.release) == ("es4_lr", "1.5.00", True)
+    assert ms.format_firmware(info) == ("tes4_lr1500#Mar 12 2026 14:28:01", "R*")
+    with pytest.raises(ms.PackageError):
+        ms.parse_firmware("es4_hr1400", "R*")
