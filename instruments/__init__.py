@@ -1,1 +1,6 @@
-"""placeholder"""
+"""Instrument drivers: the wire-level end that talks to real hardware.
+
+Start with :func:`insitu.instruments.resources.open_potentiostat`, which picks the driver from
+a resource string, and the :class:`~insitu.instruments.potentiostat.Potentiostat` interface
+that every driver implements.
+"""

@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Protocols: experiment procedures, the simulated bench and the command line."""

@@ -50,6 +50,18 @@ def _cmd_ccd(args: argparse.Namespace) -> int:
     from insitu.protocols.simbench import open_instrument
 
     densities = args.densities or lab_ccd_densities_mA_cm2()
+    # Check what the user typed before any instrument or emulator is touched.
+    for name, value in (
+        ("--area-cm2", args.area_cm2),
+        ("--half-cycle", args.half_cycle),
+        ("--interval", args.interval),
+        ("--voltage-limit", args.voltage_limit),
+        ("--cycles", args.cycles),
+    ):
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, got {value:g}")
+    if any(not j > 0 for j in densities):
+        raise ValueError(f"--densities must all be positive mA/cm², got {densities}")
     with open_instrument(
         args.instrument,
         speedup=args.speedup,

@@ -1,0 +1,745 @@
+"""Keithley 2450 SourceMeter driver (SCPI over VISA) implementing :class:`Potentiostat`.
+
+The 2450 is a two-quadrant-plus source-measure unit, not a potentiostat, but as a current
+source with a voltage limit it runs the galvanostatic techniques that a symmetric Li|SE|Li
+cell needs:
+
+* :class:`~insitu.instruments.potentiostat.GalvanostaticHold` and
+  :class:`~insitu.instruments.potentiostat.CurrentSequence`: current source, voltage sense,
+  run as ONE trigger model on the instrument, so that it steps through the currents by
+  itself and no step change waits for the host: a source configuration list holds one point
+  per step current; per run of equal-length steps a loop of (delay ``interval``, measure one
+  reading, limit branch, reading counter) sits inside a step counter with a
+  configuration-next block (see :func:`_model_blocks`). Each step makes
+  ``floor(duration/interval)`` readings, the first one interval after the step starts, so
+  the first reading of step k+1 comes one interval after the last of step k. The voltage
+  window is the limit block's (``OUTSide``): ``on_limit="stop"`` jumps to the last block
+  (output off), ``"next_step"`` to the step counter. The voltage limit (``:SOUR:CURR:VLIM``)
+  is ``max(|voltage_min_V|, |voltage_max_V|)``; a reading at it (compliance) also ends the
+  step (the window sits a hair inside VLIM). The host only streams readings from
+  ``defbuffer1`` (``:TRAC:ACT?``, ``:TRAC:DATA?``), sized to the technique's reading count
+  (at most 4,000,000 readings; more is refused before anything is sent), and numbers the
+  steps by following the model through the readings (count per step, and the window test on
+  each reading), which is right also for equal consecutive currents.
+* :class:`~insitu.instruments.potentiostat.OpenCircuit`: a 2450 cannot measure with its
+  output off in the normal way (the output-off state disconnects or clamps the terminals), so
+  open circuit is emulated the standard way: output on, sourcing 0 A, measuring voltage (a
+  one-step trigger model as above, without the window). A current source at 0 A draws no
+  current, so this is a true open-circuit measurement.
+* No EIS: :class:`~insitu.instruments.potentiostat.Impedance` raises
+  :class:`~insitu.instruments.errors.UnsupportedTechniqueError` before anything is sent.
+
+Time stamps: ``time_s`` comes from the instrument's own reading time stamps (``SEConds`` and
+``FRACtional`` buffer elements), counted from the start of the technique (one interval
+before the first reading). A source configuration list stores the output state, so its
+points are stored with the output off and a source-output block follows each recall: on a
+real 2450 the output may blink off for the block's execution time at each step change.
+
+Connection: pyvisa with the pyvisa-py backend by default, raw socket on port 5025
+(``TCPIP::<host>::5025::SOCKET``), ``"\\n"`` read and write termination. Every I/O failure is
+mapped to the exceptions of :mod:`insitu.instruments.errors`, naming the instrument and the
+last command.
+
+Example
+-------
+::
+
+    with Keithley2450("TCPIP::192.168.0.12::5025::SOCKET") as k:
+        print(k.identify())
+        data = k.run(GalvanostaticHold(current_A=1e-4, duration_s=600, interval_s=1))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import pyvisa
+import pyvisa.constants
+import pyvisa.errors
+
+from .errors import (
+    InstrumentConnectionError,
+    InstrumentProtocolError,
+    InstrumentReportedError,
+    InstrumentTimeoutError,
+    LimitError,
+)
+from .potentiostat import (
+    TIME_SERIES_COLUMNS,
+    CurrentSequence,
+    GalvanostaticHold,
+    Identity,
+    Limits,
+    OpenCircuit,
+    Potentiostat,
+    Technique,
+    as_sequence,
+)
+
+__all__ = ["Keithley2450"]
+
+log = logging.getLogger(__name__)
+
+#: Readings the default buffer holds after ``*RST``; longer steps enlarge it first.
+DEFAULT_BUFFER_POINTS = 100_000
+#: Largest buffer the 2450 can make (all buffers share the memory).
+MAX_BUFFER_POINTS = 4_000_000
+#: Readings fetched per ``:TRAC:DATA?`` (bounds the reply to about 500 kB).
+FETCH_CHUNK = 10_000
+#: Voltage limit used for open-circuit measurements (no current flows at 0 A anyway).
+OCV_VOLTAGE_LIMIT_V = 21.0
+_ELEMENTS = "READ,SOUR,SEC,FRAC"
+_RUNNING_STATES = ("RUNNING", "WAITING")
+#: Largest block number of a 2450 trigger model.
+MAX_TRIGGER_BLOCKS = 63
+#: Name of the source configuration list that holds the step currents.
+CONFIG_LIST = "insitu_steps"
+
+
+@dataclass(frozen=True)
+class _Step:
+    current_A: float
+    count: int  # readings in the step
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one trigger-model run does: steps, sampling, voltage limit and window."""
+
+    steps: tuple[_Step, ...]
+    interval_s: float
+    vlim: float
+    window: tuple[float, float] | None  # limits of the limit block (None: no window)
+    on_limit: str
+
+    def segments(self) -> list[tuple[int, int]]:
+        """Runs of consecutive steps with equal reading counts: (count, steps)."""
+        runs: list[tuple[int, int]] = []
+        for step in self.steps:
+            if runs and runs[-1][0] == step.count:
+                runs[-1] = (step.count, runs[-1][1] + 1)
+            else:
+                runs.append((step.count, 1))
+        return runs
+
+
+def _model_blocks(plan: _Plan) -> list[str]:
+    """The trigger model that runs every step on the instrument, without the host.
+
+    ``1`` clears the buffer; then, per run of equal-length steps (a segment), at block a::
+
+        a    CONFig:NEXT      recall the next step's source point (current, output off)
+        a+1  SOURce:STATe ON
+        a+2  COUNter:RESet    restart the reading counter (also after a limit jump)
+        a+3  DELay interval
+        a+4  MEASure 1 reading
+        a+5  LIMit OUTSide    the voltage window: to END ("stop") or to a+7 ("next_step")
+        a+6  COUNter count -> a+3     readings of one step
+        a+7  COUNter steps -> a       steps of the segment
+
+    and the last block switches the output off.
+    """
+    commands = [':TRIG:BLOC:BUFF:CLE 1, "defbuffer1"']
+    sizes = [8 if plan.window is not None else 7 for _ in plan.segments()]
+    end = 2 + sum(sizes)
+    a = 2
+    for (count, steps), size in zip(plan.segments(), sizes, strict=True):
+        readings_counter = a + size - 2
+        steps_counter = a + size - 1
+        commands += [
+            f':TRIG:BLOC:CONF:NEXT {a}, "{CONFIG_LIST}"',
+            f":TRIG:BLOC:SOUR:STAT {a + 1}, ON",
+            f":TRIG:BLOC:BRAN:COUN:RES {a + 2}, {readings_counter}",
+            f":TRIG:BLOC:DEL:CONS {a + 3}, {plan.interval_s:.9g}",
+            f':TRIG:BLOC:MEAS {a + 4}, "defbuffer1", 1',
+        ]
+        if plan.window is not None:
+            lo, hi = plan.window
+            target = end if plan.on_limit == "stop" else steps_counter
+            commands.append(
+                f":TRIG:BLOC:BRAN:LIM:CONS {a + 5}, OUTS, {lo:.9g}, {hi:.9g}, {target}, {a + 4}"
+            )
+        commands += [
+            f":TRIG:BLOC:BRAN:COUN {readings_counter}, {count}, {a + 3}",
+            f":TRIG:BLOC:BRAN:COUN {steps_counter}, {steps}, {a}",
+        ]
+        a += size
+    commands.append(f":TRIG:BLOC:SOUR:STAT {end}, OFF")
+    return commands
+
+
+class _StepTracker:
+    """Follows the trigger model through the readings to number the steps.
+
+    A step ends after its count of readings, or at a reading outside the window (the limit
+    block compares that same reading), so the step of every reading follows from the
+    readings alone, also when consecutive steps have equal currents.
+    """
+
+    def __init__(self, plan: _Plan) -> None:
+        self.plan = plan
+        self.step = 0
+        self.in_step = 0
+        self.hit_stop = False
+
+    @property
+    def done(self) -> bool:
+        return self.step >= len(self.plan.steps)
+
+    def assign(self, voltages: np.ndarray) -> np.ndarray:
+        steps = np.zeros(voltages.size, dtype=int)
+        window = self.plan.window
+        if window is not None:
+            outside = (voltages < window[0]) | (voltages > window[1])
+        else:
+            outside = np.zeros(voltages.size, dtype=bool)
+        pos = 0
+        while pos < voltages.size:
+            if self.done or self.hit_stop:
+                steps[pos:] = min(self.step, len(self.plan.steps) - 1)
+                break
+            left = self.plan.steps[self.step].count - self.in_step
+            part = outside[pos : pos + left]
+            n = int(np.argmax(part)) + 1 if part.any() else part.size
+            steps[pos : pos + n] = self.step
+            pos += n
+            self.in_step += n
+            if part.any():
+                if self.plan.on_limit == "stop":
+                    self.hit_stop = True
+                    continue
+                self.in_step = self.plan.steps[self.step].count
+            if self.in_step >= self.plan.steps[self.step].count:
+                self.step += 1
+                self.in_step = 0
+        return steps
+
+
+class Keithley2450(Potentiostat):
+    """Keithley 2450 SourceMeter as a galvanostat for symmetric cells.
+
+    Parameters
+    ----------
+    resource : str
+        VISA resource string, e.g. ``"TCPIP::192.168.0.12::5025::SOCKET"`` or the one an
+        emulator returns from ``start()``.
+    timeout_s : float
+        How long to wait for each reply.
+    visa_library : str
+        pyvisa backend; ``"@py"`` (pyvisa-py) by default.
+    poll_interval_s : float
+        Real seconds between two polls of the reading buffer during an acquisition.
+
+    Raises
+    ------
+    InstrumentConnectionError
+        If the resource cannot be opened.
+
+    Notes
+    -----
+    Nothing is sent when the driver is created; :meth:`identify` asks ``*IDN?``.
+    """
+
+    capabilities: ClassVar[frozenset[type[Technique]]] = frozenset(
+        {OpenCircuit, GalvanostaticHold, CurrentSequence}
+    )
+    limits = Limits(max_abs_current_A=1.05, max_abs_voltage_V=210.0, min_interval_s=1e-3)
+
+    def __init__(
+        self,
+        resource: str,
+        *,
+        timeout_s: float = 5.0,
+        visa_library: str = "@py",
+        poll_interval_s: float = 0.02,
+    ) -> None:
+        self.resource_name = resource
+        self.timeout_s = float(timeout_s)
+        self.poll_interval_s = float(poll_interval_s)
+        self._visa_library = visa_library
+        self.name = f"Keithley 2450 ({resource})"
+        self.last_command: str | None = None
+        self._closed = False
+        self._stale = False
+        # One lock around every exchange: cell_off() may come from another thread (a plan's
+        # pause/abort handler) while a technique is being polled.
+        self._io_lock = threading.RLock()
+        self._rm: pyvisa.ResourceManager | None = None
+        self._res: Any = None
+        self._open()
+
+    # --- connection ----------------------------------------------------------------------
+    def _open(self) -> None:
+        try:
+            if self._rm is None:
+                self._rm = pyvisa.ResourceManager(self._visa_library)
+            self._res = self._rm.open_resource(
+                self.resource_name,
+                read_termination="\n",
+                write_termination="\n",
+                timeout=int(self.timeout_s * 1000),
+                open_timeout=int(self.timeout_s * 1000),
+            )
+        except Exception as exc:  # pyvisa raises many kinds here (VisaIOError, OSError, ...)
+            self._res = None
+            raise InstrumentConnectionError(
+                f"could not open the connection ({exc}); check that the instrument is on, "
+                "reachable and that the resource string is right",
+                instrument=self.name,
+            ) from exc
+        # pyvisa-py "connects" a TCP socket without noticing a refusal; find out now.
+        self._check_alive()
+        self._set_nodelay()
+
+    def _set_nodelay(self) -> None:
+        # Without TCP_NODELAY, Nagle's algorithm holds back a short command until the
+        # previous one is acknowledged, and the peer's delayed ACK makes that ~40 ms per
+        # command pair. pyvisa-py 0.8 routes VI_ATTR_TCPIP_NODELAY to a setter that refuses
+        # it, so fall back to the socket itself.
+        try:
+            self._res.set_visa_attribute(pyvisa.constants.ResourceAttribute.tcpip_nodelay, True)
+            return
+        except Exception:
+            pass
+        sock = self._socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _socket(self) -> socket.socket | None:
+        """The pyvisa-py TCP socket under the resource, if there is one (for liveness)."""
+        try:
+            session = self._res.visalib.sessions[self._res.session]
+            sock = getattr(session, "interface", None)
+        except Exception:
+            return None
+        return sock if isinstance(sock, socket.socket) else None
+
+    def _peer_closed(self) -> bool:
+        sock = self._socket()
+        if sock is None:
+            return False
+        try:
+            data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+        return data == b""
+
+    def _check_alive(self) -> None:
+        if self._res is None:
+            raise InstrumentConnectionError(
+                "the connection is closed; create a new driver",
+                instrument=self.name,
+                last_command=self.last_command,
+            )
+        if self._peer_closed():
+            raise InstrumentConnectionError(
+                "the instrument closed the connection; check the cable/network and that no "
+                "other program took over the instrument, then reconnect",
+                instrument=self.name,
+                last_command=self.last_command,
+            )
+
+    def _io_error(self, exc: BaseException, what: str) -> Exception:
+        """Map a pyvisa/socket exception to an insitu exception."""
+        if isinstance(exc, pyvisa.errors.VisaIOError):
+            if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
+                if self._peer_closed():
+                    return InstrumentConnectionError(
+                        f"the instrument closed the connection while {what}",
+                        instrument=self.name,
+                        last_command=self.last_command,
+                    )
+                return InstrumentTimeoutError(
+                    f"no answer within {self.timeout_s:g} s while {what}; check that the "
+                    "instrument is on and not busy, or raise timeout_s",
+                    instrument=self.name,
+                    last_command=self.last_command,
+                )
+        return InstrumentConnectionError(
+            f"connection failed while {what} ({exc})",
+            instrument=self.name,
+            last_command=self.last_command,
+        )
+
+    def write(self, command: str) -> None:
+        """Send one command (no reply expected)."""
+        with self._io_lock:
+            if self._stale:
+                # A reply may still arrive for the query that timed out; a fresh connection
+                # keeps it from being read as the answer to the next query.
+                self._stale = False
+                self._close_resource()
+                self._open()
+            self.last_command = command
+            self._check_alive()
+            try:
+                self._res.write(command)
+            except Exception as exc:
+                raise self._io_error(exc, "sending") from exc
+
+    def query(self, command: str) -> str:
+        """Send a query and return its reply line (without the terminator)."""
+        with self._io_lock:
+            self.write(command)
+            try:
+                reply = self._res.read()
+            except Exception as exc:
+                error = self._io_error(exc, "waiting for the reply")
+                self._stale = isinstance(error, InstrumentTimeoutError)
+                raise error from exc
+            return reply.strip()
+
+    def _parse(self, reply: str, kind: type, what: str) -> Any:
+        try:
+            if kind is bool:
+                return bool(int(float(reply)))
+            if kind is int:
+                return int(float(reply))
+            return kind(reply)
+        except (TypeError, ValueError) as exc:
+            raise InstrumentProtocolError(
+                f"unexpected reply {reply!r} to {what}",
+                instrument=self.name,
+                last_command=self.last_command,
+            ) from exc
+
+    def check_errors(self, after: str | None = None) -> None:
+        """Read the error queue; raise :class:`InstrumentReportedError` for the first error.
+
+        The queue is emptied either way so that a later check does not report stale errors.
+
+        Parameters
+        ----------
+        after : str, optional
+            The commands checked (named as the last command in the exception); defaults to
+            the last command sent before the check.
+        """
+        after = after if after is not None else self.last_command
+        errors: list[tuple[int, str]] = []
+        for _ in range(32):  # bounded: a broken instrument must not loop us forever
+            reply = self.query(":SYST:ERR?")
+            code_text, _, message = reply.partition(",")
+            code = self._parse(code_text, int, ":SYST:ERR?")
+            if code == 0:
+                break
+            errors.append((code, message.strip().strip('"')))
+        if errors:
+            code, message = errors[0]
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise InstrumentReportedError(
+                f"the instrument reported error {code}, {message!r}{more}",
+                code=code,
+                instrument=self.name,
+                last_command=after,
+            )
+
+    # --- Potentiostat API ----------------------------------------------------------------
+    def identify(self) -> Identity:
+        """Ask ``*IDN?``: ``KEITHLEY INSTRUMENTS,MODEL 2450,<serial>,<firmware>``."""
+        reply = self.query("*IDN?")
+        fields = [f.strip() for f in reply.split(",")]
+        if len(fields) != 4 or not fields[0]:
+            raise InstrumentProtocolError(
+                f"unexpected *IDN? reply {reply!r}; expected 4 comma-separated fields",
+                instrument=self.name,
+                last_command=self.last_command,
+            )
+        manufacturer, model, serial, firmware = fields
+        if "2450" not in model:
+            log.warning("%s: *IDN? says %r, not a Model 2450", self.name, model)
+        return Identity(manufacturer, model, serial, firmware, self.resource_name)
+
+    def cell_off(self) -> None:
+        """Stop any acquisition and switch the output off (safe to repeat, works mid-run).
+
+        The output state is read back (``:OUTP?``), so when this returns the output is off.
+        If the connection is gone, one reconnection is tried so that the output really goes
+        off when the instrument is still there.
+        """
+        with self._io_lock:
+            if self._closed:
+                return  # close() already switched the output off
+            try:
+                self._output_off()
+                return
+            except InstrumentConnectionError as exc:
+                log.warning("%s: %s; reconnecting to switch the output off", self.name, exc)
+            self._close_resource()
+            try:
+                self._open()
+                self._output_off()
+            except InstrumentConnectionError as exc:
+                raise InstrumentConnectionError(
+                    "could not switch the output off: the instrument is unreachable; switch "
+                    "it off at the front panel",
+                    instrument=self.name,
+                    last_command=self.last_command,
+                ) from exc
+
+    def _output_off(self) -> None:
+        self.write(":ABOR")
+        self.write(":OUTP OFF")
+        if self._parse(self.query(":OUTP?"), bool, ":OUTP?"):
+            raise InstrumentReportedError(
+                "the output is still on after :OUTP OFF; switch it off at the front panel",
+                code=0,
+                instrument=self.name,
+                last_command=":OUTP OFF",
+            )
+
+    def close(self) -> None:
+        """Switch the output off and release the connection (safe to repeat)."""
+        if self._closed:
+            return
+        if self._res is not None:
+            try:
+                self.cell_off()
+            except Exception:
+                log.exception("%s: could not switch the output off while closing", self.name)
+        self._closed = True
+        self._close_resource()
+        if self._rm is not None:
+            with contextlib.suppress(Exception):
+                self._rm.close()
+            self._rm = None
+
+    def _close_resource(self) -> None:
+        if self._res is not None:
+            with contextlib.suppress(Exception):
+                self._res.close()
+            self._res = None
+
+    def check(self, technique: Technique) -> None:
+        """Capabilities and limits (see :class:`Potentiostat`), plus what one trigger model
+        and the reading buffer can hold."""
+        super().check(technique)
+        plan = self._plan(technique)
+        total = sum(step.count for step in plan.steps)
+        if total > MAX_BUFFER_POINTS:
+            raise LimitError(
+                f"the technique needs {total} readings, more than the instrument's buffer of "
+                f"{MAX_BUFFER_POINTS}; use a longer sampling interval or split the technique",
+                instrument=self.name,
+            )
+        blocks = len(_model_blocks(plan))
+        if blocks > MAX_TRIGGER_BLOCKS:
+            raise LimitError(
+                f"the steps need a trigger model of {blocks} blocks, more than the "
+                f"instrument's {MAX_TRIGGER_BLOCKS}; use fewer different step durations "
+                "(consecutive steps of equal duration share one loop)",
+                instrument=self.name,
+            )
+
+    # --- techniques ----------------------------------------------------------------------
+    @staticmethod
+    def _count(duration_s: float, interval_s: float) -> int:
+        # Readings at interval, 2·interval, ..., duration (a hair of slack for decimal
+        # round-off); a step shorter than the interval still gets its one reading.
+        return max(1, math.floor(duration_s / interval_s + 1e-9))
+
+    def _plan(self, technique: Technique) -> _Plan:
+        if isinstance(technique, OpenCircuit):
+            count = self._count(technique.duration_s, technique.interval_s)
+            return _Plan(
+                steps=(_Step(0.0, count),),
+                interval_s=technique.interval_s,
+                vlim=OCV_VOLTAGE_LIMIT_V,
+                window=None,
+                on_limit="stop",
+            )
+        seq = as_sequence(technique) if isinstance(technique, GalvanostaticHold) else technique
+        assert isinstance(seq, CurrentSequence)
+        v_min, v_max = seq.voltage_min_V, seq.voltage_max_V
+        # The instrument's own range stops a wider window; 20 mV is the smallest VLIM.
+        vlim = min(max(abs(v_min), abs(v_max), 0.02), self.limits.max_abs_voltage_V)
+        # A reading at the voltage limit (compliance) ends the step too: the limit block's
+        # window sits a hair inside VLIM on a side that reaches it.
+        inner = vlim * (1.0 - 1e-6)
+        lo = float(f"{max(v_min, -inner):.9g}")
+        hi = float(f"{min(v_max, inner):.9g}")
+        steps = tuple(
+            _Step(s.current_A, self._count(s.duration_s, seq.interval_s)) for s in seq.steps
+        )
+        return _Plan(steps, seq.interval_s, vlim, (lo, hi), seq.on_limit)
+
+    def _stream(self, technique: Technique) -> Iterator[pd.DataFrame]:
+        plan = self._plan(technique)
+        self._load_model(plan)
+        self.write(":INIT")
+        tracker = _StepTracker(plan)
+        origin: tuple[int, float] | None = None
+        fetched = 0
+        while True:
+            reply = self.query(":TRIG:STAT?;:TRAC:ACT?")
+            parts = reply.split(";")
+            if len(parts) != 4:
+                raise InstrumentProtocolError(
+                    f"unexpected reply {reply!r} to the status poll",
+                    instrument=self.name,
+                    last_command=self.last_command,
+                )
+            state = parts[0].upper()
+            available = self._parse(parts[3], int, ":TRAC:ACT?")
+            running = state in _RUNNING_STATES
+            if not running and state != "IDLE":
+                self.check_errors()
+                raise InstrumentReportedError(
+                    f"the trigger model stopped in state {state} before all readings were made",
+                    code=0,
+                    instrument=self.name,
+                    last_command=self.last_command,
+                )
+            rows = []
+            while fetched < available:
+                last = min(available, fetched + FETCH_CHUNK)
+                rows.append(self._fetch(fetched + 1, last))
+                fetched = last
+            raw = pd.concat(rows, ignore_index=True) if rows else _raw_empty()
+            if len(raw) and origin is None:
+                origin = (int(raw["_sec"].iloc[0]), float(raw["_frac"].iloc[0]))
+            raw["step"] = tracker.assign(raw["voltage_V"].to_numpy())
+            chunk = (
+                self._frame(raw, origin, plan.interval_s) if len(raw) and origin else _empty_frame()
+            )
+            if not running:
+                if not tracker.hit_stop and not tracker.done:
+                    raise InstrumentProtocolError(
+                        f"the trigger model ended after {fetched} readings, in step "
+                        f"{tracker.step} of {len(plan.steps)}",
+                        instrument=self.name,
+                        last_command=self.last_command,
+                    )
+                # Leave the cell at rest once the technique is over (the model's last block
+                # already switched the output off; this also reads it back).
+                self._output_off()
+                chunk.attrs["end_reason"] = "voltage_limit" if tracker.hit_stop else "completed"
+                yield chunk
+                return
+            if len(chunk):
+                yield chunk
+            time.sleep(self.poll_interval_s)
+
+    def _load_model(self, plan: _Plan) -> None:
+        """Source settings, the configuration list of step currents and the trigger model."""
+        self._send_block([":ABOR", "*CLS", ':TRIG:LOAD "Empty"'])
+        # Start from an empty list; the instrument reports an error if there was none.
+        self.write(f':SOUR:CONF:LIST:DEL "{CONFIG_LIST}"')
+        self._drain_errors()
+        nplc = min(1.0, max(0.01, 0.5 * plan.interval_s * 50.0))  # integrate ≤ half the interval
+        total = sum(step.count for step in plan.steps)
+        commands = [
+            # Points are stored with the output off (a source configuration list holds the
+            # output state); the model's source-output blocks switch it on.
+            ":OUTP OFF",
+            ":SOUR:FUNC CURR",
+            ":SOUR:CURR:RANG:AUTO ON",
+            ":SOUR:CURR 0",
+            f":SOUR:CURR:VLIM {plan.vlim:.6g}",
+            ':SENS:FUNC "VOLT"',
+            ":SENS:VOLT:RANG:AUTO ON",
+            f":SENS:VOLT:NPLC {nplc:.3g}",
+        ]
+        if total > DEFAULT_BUFFER_POINTS:
+            commands.append(f':TRAC:POIN {total}, "defbuffer1"')
+        commands.append(f':SOUR:CONF:LIST:CRE "{CONFIG_LIST}"')
+        for step in plan.steps:
+            commands += [
+                f":SOUR:CURR {step.current_A:.9g}",
+                f':SOUR:CONF:LIST:STOR "{CONFIG_LIST}"',
+            ]
+        commands.append(":SOUR:CURR 0")
+        commands += _model_blocks(plan)
+        self._send_block(commands)
+        size = self._parse(
+            self.query(f':SOUR:CONF:LIST:SIZE? "{CONFIG_LIST}"'), int, ":SOUR:CONF:LIST:SIZE?"
+        )
+        if size != len(plan.steps):
+            raise InstrumentProtocolError(
+                f"the configuration list holds {size} points, expected {len(plan.steps)}",
+                instrument=self.name,
+                last_command=self.last_command,
+            )
+
+    def _drain_errors(self) -> None:
+        for _ in range(32):
+            code = self.query(":SYST:ERR?").partition(",")[0]
+            if self._parse(code, int, ":SYST:ERR?") == 0:
+                return
+
+    def _send_block(self, commands: list[str]) -> None:
+        for command in commands:
+            self.write(command)
+        self.check_errors(after="; ".join(commands[:3]) + ("; ..." if len(commands) > 3 else ""))
+
+    def _fetch(self, first: int, last: int) -> pd.DataFrame:
+        command = f':TRAC:DATA? {first}, {last}, "defbuffer1", {_ELEMENTS}'
+        reply = self.query(command)
+        try:
+            values = np.array(reply.split(","), dtype=float)
+        except ValueError as exc:
+            raise InstrumentProtocolError(
+                f"unparseable buffer data {reply[:80]!r}",
+                instrument=self.name,
+                last_command=command,
+            ) from exc
+        n = last - first + 1
+        if values.size != 4 * n:
+            raise InstrumentProtocolError(
+                f"expected {4 * n} values for readings {first}..{last}, got {values.size}",
+                instrument=self.name,
+                last_command=command,
+            )
+        table = values.reshape(n, 4)
+        return pd.DataFrame(
+            {
+                "voltage_V": table[:, 0],
+                "current_A": table[:, 1],
+                "_sec": table[:, 2].astype(np.int64),
+                "_frac": table[:, 3],
+            }
+        )
+
+    @staticmethod
+    def _frame(raw: pd.DataFrame, origin: tuple[int, float], interval_s: float) -> pd.DataFrame:
+        # Seconds and fractions are subtracted separately to keep nanosecond resolution; the
+        # first reading comes one interval after the technique starts.
+        time_s = (raw["_sec"].to_numpy() - origin[0]) + (raw["_frac"].to_numpy() - origin[1])
+        time_s = time_s + interval_s
+        return pd.DataFrame(
+            {
+                "time_s": time_s.astype(float),
+                "voltage_V": raw["voltage_V"].to_numpy(),
+                "current_A": raw["current_A"].to_numpy(),
+                "step": raw["step"].to_numpy().astype(int),
+            }
+        )
+
+
+def _raw_empty() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "voltage_V": pd.Series(dtype=float),
+            "current_A": pd.Series(dtype=float),
+            "_sec": pd.Series(dtype=np.int64),
+            "_frac": pd.Series(dtype=float),
+        }
+    )
+
+
+def _empty_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {c: pd.Series(dtype=int if c == "step" else float) for c in TIME_SERIES_COLUMNS}
+    )
