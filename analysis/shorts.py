@@ -5,9 +5,13 @@ the instrument numbers its current steps), from a catalog run or a measured file
 
 A *short* is what the CCD protocol looks for: in the middle of a constant-current half-cycle
 the cell voltage collapses toward zero and stays there, because a Li filament now bridges
-the electrolyte. :func:`find_short` flags the first point of a half-cycle whose |voltage|
-falls below ``drop_fraction`` of the largest |voltage| reached earlier in the same half-cycle
-and stays below it for ``confirm_points`` points.
+the electrolyte. :func:`find_short` confirms a collapse at the first point of a half-cycle
+whose |voltage| falls below ``drop_fraction`` of the largest |voltage| reached earlier in the
+same half-cycle and stays below it for ``confirm_points`` points. The short is dated at the
+*onset* of that collapse — the last point before it still within ``onset_fraction`` of that
+largest voltage — because the collapse itself takes a few sampling intervals while the
+filament's resistance falls, and charge counted up to the end of the fall would overstate the
+charge-to-failure.
 """
 
 from __future__ import annotations
@@ -39,9 +43,12 @@ class ShortEvent:
     Attributes
     ----------
     time_s : float
-        Time of the first point after the voltage collapse.
+        Onset of the collapse: the last point before it at which |voltage| was still within
+        ``onset_fraction`` of the half-cycle's largest |voltage|.
     index : int
         Row position (0-based) of that point in the table.
+    collapse_time_s : float
+        First point at which |voltage| was below ``drop_fraction`` of that largest value.
     current_A : float
         Current of the half-cycle in which the cell shorted.
     voltage_before_V : float
@@ -52,6 +59,7 @@ class ShortEvent:
 
     time_s: float
     index: int
+    collapse_time_s: float
     current_A: float
     voltage_before_V: float
     time_into_half_cycle_s: float
@@ -88,6 +96,7 @@ def find_short(
     drop_fraction: float = 0.2,
     confirm_points: int = 3,
     min_current_A: float = 0.0,
+    onset_fraction: float = 0.9,
 ) -> ShortEvent | None:
     """Find the first short: a collapse of |voltage| in the middle of a half-cycle.
 
@@ -102,6 +111,9 @@ def find_short(
         The collapse must last this many consecutive points (rejects single noisy points).
     min_current_A : float
         Half-cycles with |current| at or below this are ignored (rest periods).
+    onset_fraction : float
+        The onset is the last point before the collapse with |voltage| at least this
+        fraction of the half-cycle's largest |voltage| so far.
 
     Returns
     -------
@@ -109,8 +121,11 @@ def find_short(
         ``None`` if the data contain no short.
     """
     _require(data, ("time_s", "voltage_V", "current_A"))
-    if not 0 < drop_fraction < 1:
-        raise ValueError(f"drop_fraction must be between 0 and 1, got {drop_fraction}")
+    if not 0 < drop_fraction < onset_fraction <= 1:
+        raise ValueError(
+            "need 0 < drop_fraction < onset_fraction <= 1, got "
+            f"drop_fraction={drop_fraction}, onset_fraction={onset_fraction}"
+        )
     t = data["time_s"].to_numpy(float)
     v = np.abs(data["voltage_V"].to_numpy(float))
     i = data["current_A"].to_numpy(float)
@@ -140,13 +155,16 @@ def find_short(
             first = end - start - window
         else:
             first = int(hits[0])
-        index = start + first
+        peak = running_max[first]
+        # The running maximum is reached before ``first``, so this set is never empty.
+        onset = int(np.flatnonzero(seg_v[:first] >= onset_fraction * peak)[-1])
         return ShortEvent(
-            time_s=float(t[index]),
-            index=int(index),
+            time_s=float(t[start + onset]),
+            index=int(start + onset),
+            collapse_time_s=float(t[start + first]),
             current_A=float(np.median(i[start:end])),
-            voltage_before_V=float(running_max[first]),
-            time_into_half_cycle_s=float(t[index] - t[start]),
+            voltage_before_V=float(peak),
+            time_into_half_cycle_s=float(t[start + onset] - t[start]),
         )
     return None
 

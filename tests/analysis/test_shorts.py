@@ -7,8 +7,14 @@ import pytest
 from insitu.analysis.shorts import charge_to_failure, find_short, half_cycle_index
 
 
-def cycling(currents_A, half_cycle_s=3600.0, interval_s=10.0, r_ohm=50.0, short_at_s=None):
-    """Ideal ohmic cycling; after ``short_at_s`` the voltage falls to 1 % of its value."""
+def cycling(
+    currents_A, half_cycle_s=3600.0, interval_s=10.0, r_ohm=50.0, short_at_s=None, tau_s=0.0
+):
+    """Ohmic cycling; after ``short_at_s`` the voltage falls to 1 % of its value.
+
+    With ``tau_s`` the fall is exponential with that time constant (a filament whose
+    resistance drops over a few sampling intervals), otherwise immediate.
+    """
     t, i = [], []
     for k, current in enumerate(currents_A):
         ts = k * half_cycle_s + np.arange(0, half_cycle_s, interval_s)
@@ -17,7 +23,9 @@ def cycling(currents_A, half_cycle_s=3600.0, interval_s=10.0, r_ohm=50.0, short_
     t, i = np.concatenate(t), np.concatenate(i)
     v = i * r_ohm * (1 + 0.2 * (t % half_cycle_s) / half_cycle_s)
     if short_at_s is not None:
-        v = np.where(t >= short_at_s, v * 0.01, v)
+        after = np.clip(t - short_at_s, 0, None)
+        fall = np.exp(-after / tau_s) if tau_s > 0 else np.where(after > 0, 0.0, 1.0)
+        v = v * (0.01 + 0.99 * np.where(t > short_at_s, fall, 1.0))
     return pd.DataFrame({"time_s": t, "voltage_V": v, "current_A": i})
 
 
@@ -33,6 +41,14 @@ def test_short_mid_half_cycle_is_found_at_its_time():
     assert event.time_s == pytest.approx(2 * 3600 + 970.0, abs=10.0)
     assert event.current_A == pytest.approx(2e-3)
     assert event.time_into_half_cycle_s == pytest.approx(970.0, abs=10.0)
+
+
+def test_a_gradual_collapse_is_dated_at_its_onset():
+    # The voltage takes ~10 sampling intervals to collapse; the short is where it began.
+    data = cycling([1e-3, -1e-3, 2e-3], short_at_s=2 * 3600 + 1500.0, tau_s=30.0)
+    event = find_short(data)
+    assert event.time_s == pytest.approx(2 * 3600 + 1500.0, abs=10.0)
+    assert event.collapse_time_s - event.time_s > 30.0
 
 
 def test_a_single_noisy_point_is_not_a_short():
