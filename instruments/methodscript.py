@@ -16,9 +16,11 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import select
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 import serial
+from serial.urlhandler.protocol_socket import Serial as _SocketSerial
 
 from .errors import (
     InstrumentConnectionError,
@@ -42,6 +45,7 @@ from .methodscript_codec import (
     parse_error,
     parse_firmware,
     parse_package,
+    parse_packages,
 )
 from .potentiostat import (
     EIS_COLUMNS,
@@ -58,6 +62,17 @@ from .potentiostat import (
 )
 
 __all__ = ["MODEL_LIMITS", "MethodScriptPotentiostat"]
+
+try:  # tcdrain on a pty whose far end has gone raises termios.error, not OSError
+    import termios
+
+    _WRITE_ERRORS: tuple[type[BaseException], ...] = (
+        serial.SerialException,
+        OSError,
+        termios.error,
+    )
+except ImportError:  # pragma: no cover - not POSIX
+    _WRITE_ERRORS = (serial.SerialException, OSError)
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +141,9 @@ class MethodScriptPotentiostat(Potentiostat):
         self.chunk_size = int(chunk_size)
         self.name = f"PalmSens MethodSCRIPT instrument at {port}"
         self._lock = threading.RLock()
-        self._buffer = b""
+        self._buffer = b""  # received bytes after the last complete line
+        self._lines: list[bytes] = []  # complete lines received, without "\n"
+        self._pos = 0  # next unread entry of _lines
         self._last_command: str | None = None
         self._running = False
         try:
@@ -155,16 +172,22 @@ class MethodScriptPotentiostat(Potentiostat):
         try:
             self._ser.write(text.encode("ascii"))
             self._ser.flush()
-        except (serial.SerialException, OSError) as exc:
+        except _WRITE_ERRORS as exc:
             raise InstrumentConnectionError(
                 f"the link was closed while writing ({exc})",
                 instrument=self.name,
                 last_command=self._last_command,
             ) from exc
 
-    def _readline(self, timeout_s: float | None = None) -> str:
+    def _discard_input(self) -> None:
+        self._buffer = b""
+        self._lines = []
+        self._pos = 0
+
+    def _wait_lines(self, timeout_s: float | None = None) -> None:
+        """Read until at least one complete line is waiting (large reads, split at once)."""
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
-        while b"\n" not in self._buffer:
+        while self._pos >= len(self._lines):
             if time.monotonic() > deadline:
                 raise InstrumentTimeoutError(
                     f"no answer within {timeout_s or self.timeout_s:g} s; is the instrument "
@@ -185,16 +208,44 @@ class MethodScriptPotentiostat(Potentiostat):
                     instrument=self.name,
                     last_command=self._last_command,
                 ) from exc
-            self._buffer += data
-        raw, self._buffer = self._buffer.split(b"\n", 1)
+            if b"\n" not in data:
+                self._buffer += data
+                continue
+            joined = self._buffer + data
+            *lines, self._buffer = joined.split(b"\n")
+            if b"\r" in joined:
+                lines = [line.rstrip(b"\r") for line in lines]
+            self._lines = self._lines[self._pos :] + lines
+            self._pos = 0
+
+    def _take_lines(self, timeout_s: float | None = None) -> list[bytes]:
+        """All complete lines waiting (at least one), as raw bytes; they count as read."""
+        self._wait_lines(timeout_s)
+        lines = self._lines[self._pos :] if self._pos else self._lines
+        self._lines, self._pos = [], 0
+        return lines
+
+    def _unread(self, lines: list[bytes]) -> None:
+        """Put lines taken with :meth:`_take_lines` back, in front of the waiting ones."""
+        if lines:
+            self._lines = lines + self._lines[self._pos :]
+            self._pos = 0
+
+    def _decode(self, raw: bytes) -> str:
         try:
-            return raw.decode("ascii").rstrip("\r")
+            return raw.decode("ascii")
         except UnicodeDecodeError:
             raise InstrumentProtocolError(
                 f"garbled line {raw!r} (not ASCII)",
                 instrument=self.name,
                 last_command=self._last_command,
             ) from None
+
+    def _readline(self, timeout_s: float | None = None) -> str:
+        self._wait_lines(timeout_s)
+        raw = self._lines[self._pos]
+        self._pos += 1
+        return self._decode(raw)
 
     def _reported(self, line: str, script: list[str] | None = None) -> InstrumentReportedError:
         err = parse_error(line)
@@ -270,7 +321,7 @@ class MethodScriptPotentiostat(Potentiostat):
         with self._lock:
             if self._running:
                 self._abort_and_sync()
-            self._buffer = b""
+            self._discard_input()
             self._write("e\ncell_off\n\n", label="cell_off")
             line = self._readline()
             if line != "e":
@@ -292,6 +343,20 @@ class MethodScriptPotentiostat(Potentiostat):
         except Exception:
             log.exception("%s: could not switch the cell off while closing", self.name)
         finally:
+            self._close_port()
+
+    def _close_port(self) -> None:
+        # pyserial's socket:// backend sleeps 0.3 s after closing "in case of quick
+        # reconnects"; nothing here reconnects to the same port, so close the socket directly.
+        sock = getattr(self._ser, "_socket", None)
+        if isinstance(sock, socket.socket) and isinstance(self._ser, _SocketSerial):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+            self._ser._socket = None
+            self._ser.is_open = False
+        else:
             self._ser.close()
 
     # --- scripts -------------------------------------------------------------------------
@@ -461,7 +526,7 @@ class MethodScriptPotentiostat(Potentiostat):
         stop_on_limit = isinstance(seq, CurrentSequence) and seq.on_limit == "stop"
 
         with self._lock:
-            self._buffer = b""
+            self._discard_input()
             self._write("e\n" + "\n".join(script) + "\n\n", label=script[0])
             first = self._readline()
             if first != "e":
@@ -473,68 +538,116 @@ class MethodScriptPotentiostat(Potentiostat):
                     last_command="e",
                 )
             self._running = True
-            rows: list[tuple[float, ...]] = []
+            rows = _Rows(len(EIS_COLUMNS if is_eis else TIME_SERIES_COLUMNS))
             step = -1
             limit_hit = False
             # `_running` stays set if we leave early (error, consumer stopped), so that
-            # cell_off aborts the script before switching the cell off.
-            while True:
-                line = self._readline(line_timeout)
-                if line == "":
-                    self._running = False
-                    break
-                head = line[:1]
-                if head == "P":
-                    try:
-                        variables = parse_package(line)
-                    except PackageError as exc:
+            # cell_off aborts the script before switching the cell off. Lines taken but not
+            # handled yet are put back first, whatever ends this generator.
+            batch: list[bytes] = []
+            i = 0
+            try:
+                while True:
+                    if i >= len(batch):
+                        batch, i = self._take_lines(line_timeout), 0
+                    raw = batch[i]
+                    if raw[:1] == b"P":
+                        # Fast path: consecutive packages of one width parsed at once.
+                        j, width = i + 1, len(raw)
+                        while j < len(batch) and len(batch[j]) == width and batch[j][:1] == b"P":
+                            j += 1
+                        block = self._package_block(batch[i:j], is_eis, max(step, 0))
+                        if block is not None:
+                            i = j
+                            if window and not limit_hit:
+                                v = block[:, 1]
+                                limit_hit = not bool(((v >= window[0]) & (v <= window[1])).all())
+                            rows.add_block(block)
+                            while rows.count >= self.chunk_size:
+                                yield self._frame(rows.take(self.chunk_size), is_eis)
+                            continue
+                    i += 1
+                    line = self._decode(raw)
+                    if line == "":
+                        self._running = False
+                        break
+                    head = line[:1]
+                    if head == "P":
+                        row, v = self._package_row(line, is_eis, max(step, 0))
+                        rows.add_row(row)
+                        if window and not window[0] <= v <= window[1]:
+                            limit_hit = True
+                        if rows.count >= self.chunk_size:
+                            yield self._frame(rows.take(self.chunk_size), is_eis)
+                    elif is_loop_start(line):
+                        if head == "M":
+                            step += 1
+                    elif is_loop_end(line):
+                        if head == "*" and rows.count:
+                            yield self._frame(rows.take(), is_eis)
+                    elif head == "T" or line == "Z":
+                        log.info("%s: %s", self.name, line)
+                    elif parse_error(line):
+                        err = self._reported(line, script)
+                        self._unread(batch[i:])
+                        batch, i = [], 0
+                        self._drain_to_end()
+                        raise err
+                    else:
                         raise InstrumentProtocolError(
-                            f"garbled data package: {exc}",
+                            f"unexpected line {line!r} while the script runs",
                             instrument=self.name,
                             last_command=self._last_command,
-                        ) from None
-                    values = {v.type: v.value for v in variables}
-                    try:
-                        if is_eis:
-                            rows.append((values["dc"], values["cc"], values["cd"]))
-                        else:
-                            v = values["ab"]
-                            rows.append((values["eb"], v, values.get("ba", 0.0), max(step, 0)))
-                            if window and not window[0] <= v <= window[1]:
-                                limit_hit = True
-                    except KeyError as exc:
-                        raise InstrumentProtocolError(
-                            f"data package {line!r} lacks variable {exc}",
-                            instrument=self.name,
-                            last_command=self._last_command,
-                        ) from None
-                    if len(rows) >= self.chunk_size:
-                        yield self._frame(rows, is_eis)
-                        rows = []
-                elif is_loop_start(line):
-                    if head == "M":
-                        step += 1
-                elif is_loop_end(line):
-                    if head == "*" and rows:
-                        yield self._frame(rows, is_eis)
-                        rows = []
-                elif head == "T" or line == "Z":
-                    log.info("%s: %s", self.name, line)
-                elif parse_error(line):
-                    err = self._reported(line, script)
-                    self._drain_to_end()
-                    raise err
-                else:
-                    raise InstrumentProtocolError(
-                        f"unexpected line {line!r} while the script runs",
-                        instrument=self.name,
-                        last_command=self._last_command,
-                    )
-            end = self._frame(rows, is_eis)
+                        )
+            finally:
+                self._unread(batch[i:])
+            end = self._frame(rows.take(), is_eis)
             end.attrs["end_reason"] = (
                 "voltage_limit" if (limit_hit and stop_on_limit) else "completed"
             )
             yield end
+
+    def _package_row(self, line: str, is_eis: bool, step: int) -> tuple[tuple, float]:
+        """One table row from a package line (the general parser); also the potential."""
+        try:
+            variables = parse_package(line)
+        except PackageError as exc:
+            raise InstrumentProtocolError(
+                f"garbled data package: {exc}",
+                instrument=self.name,
+                last_command=self._last_command,
+            ) from None
+        values = {v.type: v.value for v in variables}
+        try:
+            if is_eis:
+                return (values["dc"], values["cc"], values["cd"]), math.nan
+            v = values["ab"]
+            return (values["eb"], v, values.get("ba", 0.0), step), v
+        except KeyError as exc:
+            raise InstrumentProtocolError(
+                f"data package {line!r} lacks variable {exc}",
+                instrument=self.name,
+                last_command=self._last_command,
+            ) from None
+
+    @staticmethod
+    def _package_block(lines: list[bytes], is_eis: bool, step: int) -> np.ndarray | None:
+        """Table rows of packages of one layout at once; ``None``: use the general parser."""
+        columns = parse_packages(lines)
+        if columns is None:
+            return None
+        values = {c.type: c.values for c in columns}
+        names = ("dc", "cc", "cd") if is_eis else ("eb", "ab")
+        if any(name not in values for name in names):
+            return None  # the general parser reports the missing variable
+        out = np.empty((len(lines), 3 if is_eis else 4))
+        if is_eis:
+            out[:, 0], out[:, 1], out[:, 2] = values["dc"], values["cc"], values["cd"]
+        else:
+            out[:, 0], out[:, 1] = values["eb"], values["ab"]
+            out[:, 2] = values["ba"] if "ba" in values else 0.0
+            out[:, 3] = step
+        return out
 
     def _drain_to_end(self) -> None:
         # After a runtime error the instrument still ends the output with an empty line.
@@ -546,12 +659,47 @@ class MethodScriptPotentiostat(Potentiostat):
         self._running = False
 
     @staticmethod
-    def _frame(rows: list[tuple[float, ...]], is_eis: bool) -> pd.DataFrame:
+    def _frame(data: np.ndarray | None, is_eis: bool) -> pd.DataFrame:
         cols = EIS_COLUMNS if is_eis else TIME_SERIES_COLUMNS
-        if not rows:
+        if data is None or not len(data):
             return pd.DataFrame({c: pd.Series(dtype=float) for c in cols})
-        data = np.asarray(rows, dtype=float)
         frame = pd.DataFrame(data, columns=list(cols))
         if not is_eis:
             frame["step"] = frame["step"].astype(int)
         return frame
+
+
+class _Rows:
+    """Table rows collected while a script runs: single rows and parsed blocks, in order."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.blocks: list[np.ndarray] = []
+        self.rows: list[tuple] = []
+        self.count = 0
+
+    def add_row(self, row: tuple) -> None:
+        self.rows.append(row)
+        self.count += 1
+
+    def add_block(self, block: np.ndarray) -> None:
+        self._seal()
+        self.blocks.append(block)
+        self.count += len(block)
+
+    def _seal(self) -> None:
+        if self.rows:
+            self.blocks.append(np.asarray(self.rows, dtype=float).reshape(-1, self.width))
+            self.rows = []
+
+    def take(self, n: int | None = None) -> np.ndarray | None:
+        """Remove and return the first ``n`` rows (all when ``None``) as a float array."""
+        self._seal()
+        if not self.blocks:
+            return None
+        data = self.blocks[0] if len(self.blocks) == 1 else np.concatenate(self.blocks)
+        if n is None or n >= len(data):
+            self.blocks, self.count = [], 0
+            return data
+        self.blocks, self.count = [data[n:]], len(data) - n
+        return data[:n]

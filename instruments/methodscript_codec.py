@@ -34,6 +34,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 __all__ = [
     "DEVICE_MODELS",
     "ERROR_CODES",
@@ -47,22 +49,27 @@ __all__ = [
     "VAR_TYPES",
     "ErrorReply",
     "FirmwareInfo",
+    "PackageColumn",
+    "PackageColumns",
     "PackageError",
     "VarType",
     "Variable",
     "decode_value",
     "encode_value",
+    "encode_values",
     "error_text",
     "format_error",
     "format_firmware",
     "format_literal",
     "format_package",
+    "format_packages",
     "is_loop_end",
     "is_loop_start",
     "parse_error",
     "parse_firmware",
     "parse_literal",
     "parse_package",
+    "parse_packages",
     "split_script_line",
 ]
 
@@ -353,6 +360,275 @@ def format_package(variables: Iterable[Variable | tuple]) -> str:
     if not parts:
         raise ValueError("a package needs at least one variable")
     return "P" + ";".join(parts)
+
+
+# --- batches of packages (vectorised; identical results to the per-value functions) -------
+_HEX_DIGITS = np.frombuffer(b"0123456789ABCDEF", dtype=np.uint8)
+_NAN_BYTES = np.frombuffer(_NAN_FIELD.encode("ascii"), dtype=np.uint8)
+_ENC_PREFIXES = sorted(_PREFIX_EXPONENT, key=_PREFIX_EXPONENT.__getitem__)  # finest first
+_ENC_PREFIX_BYTES = np.frombuffer("".join(_ENC_PREFIXES).encode("ascii"), dtype=np.uint8)
+# The same Python expression as encode_value, so the products are bit-identical.
+_ENC_SCALES = np.array([10.0 ** (-_PREFIX_EXPONENT[p]) for p in _ENC_PREFIXES])
+_NIBBLE_SHIFTS = np.arange(24, -1, -4, dtype=np.int64)
+
+
+def encode_values(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Encode many values at once; row ``k`` holds the bytes of ``encode_value(values[k])``.
+
+    Parameters
+    ----------
+    values : array_like of float
+        Values in SI units (NaN allowed).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` array of shape ``(n, 8)``: seven hex digits and the SI prefix per value.
+
+    Raises
+    ------
+    ValueError
+        For infinite values or values too large for a package, as :func:`encode_value`.
+    """
+    v = np.asarray(values, dtype=float).reshape(-1)
+    out = np.empty((v.size, 8), dtype=np.uint8)
+    if v.size == 0:
+        return out
+    nan = np.isnan(v)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mant = np.rint(v[:, None] * _ENC_SCALES[None, :])  # (n, prefixes), finest first
+        fits = (mant >= _MANTISSA_MIN) & (mant <= _MANTISSA_MAX) & (mant != 0)
+    choice = fits.argmax(axis=1)
+    zero = v == 0.0
+    bad = ~(fits.any(axis=1) | zero | nan)
+    if bad.any():
+        encode_value(float(v[bad.argmax()]))  # raises the per-value error
+        raise ValueError(f"{v[bad.argmax()]!r} cannot be encoded")  # pragma: no cover
+    rows = np.arange(v.size)
+    picked = np.where(zero | nan, 0.0, mant[rows, choice]).astype(np.int64) + OFFSET
+    out[:, :7] = _HEX_DIGITS[(picked[:, None] >> _NIBBLE_SHIFTS[None, :]) & 0xF]
+    out[:, 7] = _ENC_PREFIX_BYTES[choice]
+    out[zero, 7] = ord(" ")
+    out[nan] = _NAN_BYTES
+    return out
+
+
+#: One column of :func:`format_packages`: ``(type, values, status, range)``. ``values`` is an
+#: array of ``n`` floats or one scalar for every row (an ``int`` scalar is sent with the ``i``
+#: prefix, as in :func:`format_package`); ``status`` is ``None``, an int or an array of ints;
+#: ``range`` is ``None`` or an int.
+PackageColumn = tuple[str, object, object, object]
+
+
+def _column_bytes(column: PackageColumn, n: int) -> list[np.ndarray]:
+    code, values, status, rng = column
+    if not _VAR_CODE_RE.match(code):
+        raise ValueError(f"variable type {code!r} must be two lowercase letters")
+    pieces = [np.broadcast_to(np.frombuffer(code.encode("ascii"), dtype=np.uint8), (n, 2))]
+    if np.ndim(values) == 0:
+        field_text = encode_value(values, integer=isinstance(values, int))  # type: ignore[arg-type]
+        pieces.append(
+            np.broadcast_to(np.frombuffer(field_text.encode("ascii"), dtype=np.uint8), (n, 8))
+        )
+    else:
+        if len(values) != n:  # type: ignore[arg-type]
+            raise ValueError("every column of a package batch needs one value per row")
+        pieces.append(encode_values(values))  # type: ignore[arg-type]
+    if status is not None:
+        if np.ndim(status) == 0:
+            meta = f",1{int(status):X}".encode("ascii")  # type: ignore[call-overload]
+            pieces.append(np.broadcast_to(np.frombuffer(meta, dtype=np.uint8), (n, len(meta))))
+        else:
+            st = np.asarray(status, dtype=np.int64)
+            if st.shape != (n,) or st.min() < 0 or st.max() > 0xF:
+                raise _NotBatchable
+            block = np.empty((n, 3), dtype=np.uint8)
+            block[:, 0], block[:, 1], block[:, 2] = ord(","), ord("1"), _HEX_DIGITS[st]
+            pieces.append(block)
+    if rng is not None:
+        meta = f",2{int(rng):02X}".encode("ascii")  # type: ignore[call-overload]
+        pieces.append(np.broadcast_to(np.frombuffer(meta, dtype=np.uint8), (n, len(meta))))
+    return pieces
+
+
+class _NotBatchable(Exception):
+    """Rows of a batch would not all have the same width: format them one by one."""
+
+
+def format_packages(columns: Sequence[PackageColumn], n: int) -> str:
+    """Format ``n`` packages with the same variables at once.
+
+    Row ``k`` is exactly ``format_package([(type, values[k], status[k], range), ...])`` (for
+    scalar values/status the same scalar in every row), so the result equals
+    ``"".join(format_package(...) + "\n" for each row)``.
+
+    Parameters
+    ----------
+    columns : sequence of PackageColumn
+        ``(type, values, status, range)`` per variable, in package order.
+    n : int
+        Number of packages.
+
+    Returns
+    -------
+    str
+        ``n`` package lines, each ending with ``\n`` (``""`` when ``n`` is 0).
+    """
+    if not columns:
+        raise ValueError("a package needs at least one variable")
+    if n <= 0:
+        return ""
+    try:
+        pieces = [np.full((n, 1), ord("P"), dtype=np.uint8)]
+        for k, column in enumerate(columns):
+            if k:
+                pieces.append(np.full((n, 1), ord(";"), dtype=np.uint8))
+            pieces.extend(_column_bytes(column, n))
+        pieces.append(np.full((n, 1), ord("\n"), dtype=np.uint8))
+    except _NotBatchable:
+        return "".join(
+            format_package(
+                (code, _row(values, k), _row(status, k), rng)
+                for code, values, status, rng in columns
+            )
+            + "\n"
+            for k in range(n)
+        )
+    return np.concatenate(pieces, axis=1).tobytes().decode("ascii")
+
+
+def _row(value: object, k: int) -> object:
+    if value is None or np.ndim(value) == 0:
+        return value
+    item = value[k]  # type: ignore[index]
+    return int(item) if isinstance(item, np.integer) else float(item)
+
+
+_HEX_VALUE = np.full(256, -1, dtype=np.int64)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEX_VALUE[_c] = _i
+    _HEX_VALUE[bytes([_c]).upper()[0]] = _i
+_PREFIX_INDEX = np.full(256, -1, dtype=np.int64)
+_DEC_PREFIXES = list(SI_PREFIXES)
+for _i, _p in enumerate(_DEC_PREFIXES):
+    _PREFIX_INDEX[ord(_p)] = _i
+# decode_value divides by 10**-e for negative exponents and multiplies by 10**e otherwise;
+# (m / div) * mul with the unused factor 1.0 gives the same correctly rounded result.
+_DEC_DIV = np.array(
+    [
+        10.0 ** (-_PREFIX_EXPONENT.get(p, 0)) if _PREFIX_EXPONENT.get(p, 0) < 0 else 1.0
+        for p in _DEC_PREFIXES
+    ]
+)
+_DEC_MUL = np.array(
+    [
+        10.0 ** _PREFIX_EXPONENT.get(p, 0) if _PREFIX_EXPONENT.get(p, 0) >= 0 else 1.0
+        for p in _DEC_PREFIXES
+    ]
+)
+_NIBBLE_WEIGHTS = 16 ** np.arange(6, -1, -1, dtype=np.int64)
+
+
+@dataclass
+class PackageColumns:
+    """One variable of a batch of packages parsed by :func:`parse_packages`.
+
+    Attributes
+    ----------
+    type : str
+        Two-letter variable type code.
+    values : numpy.ndarray
+        Values in SI units, one per package.
+    status, range : numpy.ndarray or None
+        Metadata ids 1 and 2 per package, ``None`` where the packages carry none.
+    """
+
+    type: str
+    values: np.ndarray
+    status: np.ndarray | None = None
+    range: np.ndarray | None = None
+
+
+def _hex_ints(block: np.ndarray) -> np.ndarray | None:
+    digits = _HEX_VALUE[block]
+    if (digits < 0).any():
+        return None
+    weights = 16 ** np.arange(block.shape[1] - 1, -1, -1, dtype=np.int64)
+    return digits @ weights
+
+
+def parse_packages(lines: Sequence[bytes]) -> list[PackageColumns] | None:
+    """Parse many package lines of one layout at once (a fast path for :func:`parse_package`).
+
+    The lines (bytes, without ``\n``) must all have the layout of the first one: the same
+    variables in the same order with full 8-character value fields and the same metadata
+    (ids 1 and 2 only) of the same widths. Then the result holds, per variable, exactly the
+    values, status and range :func:`parse_package` gives line by line. Anything else (another
+    layout, a malformed line, other metadata) returns ``None``: parse those lines one by one
+    with :func:`parse_package`, which also reports what is wrong with them.
+    """
+    n = len(lines)
+    if n == 0:
+        return None
+    first = lines[0]
+    width = len(first)
+    if width < 2 or first[:1] != b"P" or any(len(line) != width for line in lines):
+        return None
+    try:
+        text = first.decode("ascii")
+        parse_package(text)
+    except (UnicodeDecodeError, PackageError):
+        return None
+    # Layout of the first line: structural bytes must repeat in every line.
+    structural = np.zeros(width, dtype=bool)
+    structural[0] = True
+    layout: list[tuple[str, int, list[tuple[int, int, int]]]] = []
+    cursor = 1
+    for number, part in enumerate(text[1:].split(";")):
+        if number:
+            structural[cursor] = True  # the ";"
+            cursor += 1
+        head, *meta = part.split(",")
+        if len(head) != 10:
+            return None
+        structural[cursor : cursor + 2] = True
+        value_at = cursor + 2
+        cursor += 10
+        metas = []
+        for token in meta:
+            kind = int(token[0], 16)
+            if kind not in (1, 2) or any(k == kind for k, _, _ in metas):
+                return None
+            structural[cursor : cursor + 2] = True  # "," and the id
+            metas.append((kind, cursor + 2, len(token) - 1))
+            cursor += 1 + len(token)
+        layout.append((head[:2], value_at, metas))
+    mat = np.frombuffer(b"".join(lines), dtype=np.uint8).reshape(n, width)
+    if not (mat[:, structural] == mat[0, structural]).all():
+        return None
+    out = []
+    for code, at, metas in layout:
+        fields = mat[:, at : at + 8]
+        nan = (fields == _NAN_BYTES).all(axis=1)
+        prefix = _PREFIX_INDEX[fields[:, 7]]
+        digits = _HEX_VALUE[fields[:, :7]]
+        if ((prefix < 0) | (digits < 0).any(axis=1))[~nan].any():
+            return None
+        prefix[nan] = 0
+        mantissa = (np.where(nan[:, None], 0, digits) @ _NIBBLE_WEIGHTS) - OFFSET
+        values = (mantissa.astype(float) / _DEC_DIV[prefix]) * _DEC_MUL[prefix]
+        values[nan] = math.nan
+        column = PackageColumns(code, values)
+        for kind, start, size in metas:
+            ints = _hex_ints(mat[:, start : start + size])
+            if ints is None:
+                return None
+            if kind == 1:
+                column.status = ints
+            else:
+                column.range = ints
+        out.append(column)
+    return out
 
 
 _LOOP_START_RE = re.compile(r"(?:[MC][0-9A-Fa-f]{4}|L)\Z")

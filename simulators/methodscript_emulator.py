@@ -164,6 +164,7 @@ class MethodScriptEmulator:
         self._thread: threading.Thread | None = None
         self._script_thread: threading.Thread | None = None
         self._loaded: tuple[list, list] | None = None
+        #: pending script output, each piece one or more lines ending in "\n"
         self._out: list[str] = []
         self._out_lock = threading.Lock()
         self._garble = 0
@@ -314,10 +315,14 @@ class MethodScriptEmulator:
                     self._command(line)
 
     def _send(self, *lines: str) -> None:
+        self._send_text("".join(line + "\n" for line in lines))
+
+    def _send_text(self, text: str) -> None:
+        """Write ``text`` (whole lines) to the client in one write."""
         link = self._link
         if link is None or link.closed:
             return
-        data = "".join(line + "\n" for line in lines).encode("ascii", errors="replace")
+        data = text.encode("ascii", errors="replace")
         with self._write_lock:
             if not link.write(data, self._stop):
                 link.closed = True
@@ -375,13 +380,21 @@ class MethodScriptEmulator:
         if line.startswith("P"):
             self.packages_sent += 1
         with self._out_lock:
-            self._out.append(line)
+            self._out.append(line + "\n")
+
+    def _emit_block(self, text: str, count: int) -> None:
+        """Queue ``count`` package lines (``text``, each line ending in ``\\n``) at once."""
+        if self._garble > 0:
+            text = "".join(self._maybe_garble(line) + "\n" for line in text.splitlines())
+        self.packages_sent += count
+        with self._out_lock:
+            self._out.append(text)
 
     def _flush(self) -> None:
         with self._out_lock:
-            lines, self._out = self._out, []
-        if lines:
-            self._send(*lines)
+            pieces, self._out = self._out, []
+        if pieces:
+            self._send_text("".join(pieces))
 
     def _maybe_garble(self, line: str) -> str:
         if self._garble > 0:
@@ -400,6 +413,7 @@ class MethodScriptEmulator:
             self._abort,
             self._state,
             garble=self._maybe_garble,
+            emit_block=self._emit_block,
         )
         try:
             runner.run(main, finished)

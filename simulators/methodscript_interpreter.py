@@ -12,6 +12,7 @@ here imports a driver.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from insitu.instruments.methodscript_codec import (
     VAR_TYPES,
     Variable,
     format_package,
+    format_packages,
     parse_literal,
     split_script_line,
 )
@@ -151,6 +153,23 @@ _MEAS_LOOPS: dict[str, tuple[int, int]] = {
     "meas_loop_geis": (3, 5),  # f zr zi  amplitude f_start f_end n_freq i_dc
 }
 _COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
+_COMPARE: dict[str, Callable[[object, object], object]] = {
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
+_HANDLER_NAMES: dict[str, str] = {}
+
+
+@functools.lru_cache(maxsize=4096)
+def _literal(token: str) -> tuple[float, bool]:
+    """:func:`parse_literal`, cached: loop conditions compare with the same literals."""
+    return parse_literal(token)
+
+
 _VAR_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 
@@ -367,6 +386,19 @@ class ScriptRunner:
     state : dict
         Instrument state kept between scripts (``cell_on``, ``mode``, ``e``, ``i``);
         updated in place.
+    garble : callable, optional
+        Applied to each package line before it is emitted (a test hook of the emulator).
+    emit_block : callable, optional
+        Called as ``emit_block(text, n)`` with ``n`` package lines (each ending in ``\\n``)
+        that a measurement loop produced in one go; ``garble`` is then the callee's job.
+        Without it those lines go through ``garble`` and ``emit`` one by one.
+
+    Notes
+    -----
+    Measurement loops whose body only reads the timer, builds packages and tests
+    conditions take a fast path: the samples of a batch up to the first one for which an
+    ``if`` condition holds are formatted at once (:func:`format_packages`, identical text to
+    running the body sample by sample); that sample and the rest run statement by statement.
     """
 
     #: real seconds the runner sleeps at most before checking for an abort
@@ -383,6 +415,7 @@ class ScriptRunner:
         abort_event: threading.Event,
         state: dict,
         garble: Callable[[str], str] | None = None,
+        emit_block: Callable[[str, int], None] | None = None,
     ) -> None:
         self.cell = cell
         self.clock = clock
@@ -393,6 +426,8 @@ class ScriptRunner:
         self.abort_event = abort_event
         self.state = state
         self.garble = garble or (lambda line: line)
+        self.emit_block = emit_block
+        self._plans: dict[int, list[tuple] | None] = {}
         self.vars: dict[str, _Var] = {}
         self.packet: list[Variable] | None = None
         with self.lock:
@@ -447,7 +482,7 @@ class ScriptRunner:
         var = self.vars.get(token.split("[", 1)[0])
         if var is not None:
             return var.value
-        return parse_literal(token)[0]
+        return _literal(token)[0]
 
     def _set(self, name: str, value: float, vtype: str, **meta) -> None:
         var = self.vars.setdefault(name, _Var(0.0))
@@ -503,7 +538,10 @@ class ScriptRunner:
     def _exec(self, stmt: Statement) -> None:
         cmd = stmt.command
         try:
-            handler = getattr(self, f"_do_{cmd}", None)
+            name = _HANDLER_NAMES.get(cmd)
+            if name is None:
+                name = _HANDLER_NAMES[cmd] = f"_do_{cmd}"
+            handler = getattr(self, name, None)
             if handler is not None:
                 handler(stmt)
             elif cmd in _MEAS_LOOPS:
@@ -520,9 +558,7 @@ class ScriptRunner:
 
     def _do_store_var(self, s: Statement) -> None:
         value, integer = (
-            parse_literal(s.args[1])
-            if s.args[1] not in self.vars
-            else (self._value(s.args[1]), False)
+            _literal(s.args[1]) if s.args[1] not in self.vars else (self._value(s.args[1]), False)
         )
         self._set(s.args[0], value, s.args[2])
         self.vars[s.args[0]].integer = integer
@@ -687,6 +723,7 @@ class ScriptRunner:
         n = math.floor(run / interval + 1e-9)
         times = t0 + interval * np.arange(1, n + 1)
         range_code = self.spec.current_range_code(current)
+        plan = self._quiet_plan(s, outs)
         k = 0
         while k < n:
             self._sleep_until(times[k])
@@ -695,7 +732,17 @@ class ScriptRunner:
             with self.lock:
                 volts = self.cell.hold(current, times[k:j])
             self.t = float(times[j - 1])
-            for idx in range(k, j):
+            idx = k
+            while idx < j:
+                if plan is not None and self.packet is None:
+                    if self.abort_event.is_set():
+                        raise _Abort
+                    done = self._quiet_samples(
+                        plan, outs, current, range_code, times[idx:j], volts[idx - k :]
+                    )
+                    if done:
+                        idx += done
+                        continue
                 v = float(volts[idx - k])
                 status = STATUS_OVERLOAD if abs(v) > self.spec.max_abs_potential_V else 0
                 # Measured values are reported at the sample's own time, for timer_get.
@@ -708,9 +755,140 @@ class ScriptRunner:
                 except _Break:
                     self.t = float(times[j - 1])
                     raise
+                idx += 1
             self.t = float(times[j - 1])
             self.flush()
             k = j
+
+    # fast path of time loops
+    def _quiet_plan(self, s: Statement, outs: list[str]) -> list[tuple] | None:
+        """The loop body as simple steps, or ``None`` when it needs the interpreter.
+
+        Allowed: ``timer_get``, ``pck_start``/``pck_add``/``pck_end`` (one package per
+        sample) and ``if``/``elseif`` chains without ``else`` (their bodies run on the
+        interpreter, for the sample whose condition holds).
+        """
+        key = id(s)
+        if key in self._plans:
+            return self._plans[key]
+        plan: list[tuple] | None = []
+        timers = {st.args[0] for st in s.body if st.command == "timer_get"}
+        if len(set(outs)) != len(outs) or any("[" in name for name in outs):
+            plan = None
+        written: set[str] = set(outs)
+        in_packet, packages = False, 0
+
+        def readable(token: str) -> bool:
+            if "[" in token:
+                return False
+            if token in self.vars:
+                return token not in timers or token in written
+            try:
+                _literal(token)
+            except ValueError:
+                return False
+            return token not in timers
+
+        for st in s.body:
+            if plan is None:
+                break
+            cmd, args = st.command, st.args
+            if cmd == "timer_get" and "[" not in args[0] and args[0] in self.vars:
+                written.add(args[0])
+                plan.append(("timer", args[0]))
+            elif cmd == "pck_start":
+                in_packet = True
+                plan.append(("start",))
+            elif cmd == "pck_add" and in_packet and readable(args[0]) and args[0] in self.vars:
+                plan.append(("add", args[0]))
+            elif cmd == "pck_end" and in_packet and plan[-1][0] == "add":
+                in_packet = False
+                packages += 1
+                plan.append(("end",))
+            elif (
+                cmd == "if"
+                and all(cond is not None for cond, _ in st.branches)
+                and all(readable(c[0]) and readable(c[2]) for c, _ in st.branches)  # type: ignore[index]
+            ):
+                plan.append(("if", [cond for cond, _ in st.branches]))
+            else:
+                plan = None
+        if plan is not None and (in_packet or packages > 1):
+            plan = None
+        self._plans[key] = plan
+        return plan
+
+    def _quiet_samples(
+        self,
+        plan: list[tuple],
+        outs: list[str],
+        current: float,
+        range_code: int,
+        times: np.ndarray,
+        volts: np.ndarray,
+    ) -> int:
+        """Run the body for the leading samples where no ``if`` branch is taken.
+
+        Returns how many samples were handled (0: the first one needs the interpreter).
+        """
+        n = len(times)
+        volts = np.asarray(volts[:n], dtype=float)
+        status = np.where(np.abs(volts) > self.spec.max_abs_potential_V, STATUS_OVERLOAD, 0)
+        timer = times - self.timer_start
+        # name -> (type, value(s), status, range)
+        env: dict[str, tuple] = {}
+
+        def get(name: str) -> tuple:
+            if name in env:
+                return env[name]
+            var = self.vars[name]
+            value = int(var.value) if var.integer else var.value
+            return (var.type, value, var.status, var.range)
+
+        env[outs[0]] = ("ab", volts, status, None)
+        if len(outs) > 1:
+            env[outs[1]] = ("ba", current, 0, range_code)
+        quiet = np.ones(n, dtype=bool)
+        packet: list[tuple] = []
+        columns: list[tuple] = []
+        for step in plan:
+            op = step[0]
+            if op == "timer":
+                env[step[1]] = ("eb", timer, None, None)
+            elif op == "start":
+                packet = []
+            elif op == "add":
+                packet.append(get(step[1]))
+            elif op == "end":
+                columns = packet
+            else:
+                for a, cmp, b in step[1]:
+                    lhs = get(a)[1] if a in env or a in self.vars else _literal(a)[0]
+                    rhs = get(b)[1] if b in env or b in self.vars else _literal(b)[0]
+                    quiet &= ~np.asarray(_COMPARE[cmp](lhs, rhs), dtype=bool)
+        m = n if quiet.all() else int(quiet.argmin())
+        if m == 0:
+            return 0
+        if columns:
+            try:
+                text = format_packages(columns, m)
+            except ValueError:
+                return 0  # let the interpreter raise it, sample by sample
+            if self.emit_block is not None:
+                self.emit_block(text, m)
+            else:
+                for line in text.splitlines():
+                    self.emit(self.garble(line))
+        # Leave the variables as the interpreter would after the last of these samples.
+        last = m - 1
+        self.t = float(times[last])
+        self._set(outs[0], float(volts[last]), "ab", status=int(status[last]))
+        if len(outs) > 1:
+            self._set(outs[1], current, "ba", status=0, range=range_code)
+        for step in plan:
+            if step[0] == "timer":
+                self._set(step[1], float(timer[last]), "eb")
+        return m
 
     def _eis_loop(self, s: Statement, outs: list[str], vals: list[float]) -> None:
         amplitude, f_start, f_end, n_freq, dc = vals

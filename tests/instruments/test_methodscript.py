@@ -258,3 +258,29 @@ def test_throughput_at_high_speedup(bench):
     wall = time.perf_counter() - start
     assert len(data) == 20000
     print(f"\n{emu.transport}: {len(data) / wall:.0f} packages per wall second")
+
+
+def test_block_parser_gives_the_rows_of_the_general_parser():
+    from types import SimpleNamespace
+
+    from insitu.instruments import methodscript_codec as ms
+
+    rng = np.random.default_rng(11)
+    n = 500
+    volts = rng.normal(0, 2, n) * 10.0 ** rng.integers(-9, 1, n)
+    volts[[3, 7]] = [0.0, np.nan]
+    times = np.cumsum(rng.uniform(0, 20, n))
+    status = np.where(np.abs(np.nan_to_num(volts)) > 1, ms.STATUS_OVERLOAD, 0)
+    text = ms.format_packages(
+        [("eb", times, None, None), ("ab", volts, status, None), ("ba", -3e-3, 0, 24)], n
+    )
+    lines = text.splitlines()
+    stub = SimpleNamespace(name="stub", _last_command=None)
+    rows = [MethodScriptPotentiostat._package_row(stub, x, False, 2)[0] for x in lines]
+    block = MethodScriptPotentiostat._package_block([x.encode() for x in lines], False, 2)
+    assert np.array_equal(block, np.asarray(rows, dtype=float), equal_nan=True)
+    # without "ba" the current is 0, as in the general path; without "ab" it declines
+    no_ba = [x.split(";ba")[0].encode() for x in lines]
+    assert (MethodScriptPotentiostat._package_block(no_ba, False, 0)[:, 2] == 0).all()
+    no_ab = [x.split(";")[0].encode() for x in lines]
+    assert MethodScriptPotentiostat._package_block(no_ab, False, 0) is None

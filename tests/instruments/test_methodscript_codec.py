@@ -21,9 +21,9 @@ def test_published_values_decode(field, value):
     assert ms.decode_value(field) == value
 
 
-def test_brief_vector_is_not_minus_0_4999():
-    # The brief quoted "da7F85E3Fu" for -0.4999 V; by the manual's rule it is -500161 µV.
-    # -0.4999 V encodes as 7F85F44u. Both facts are pinned here so nobody re-derives them.
+def test_encoding_of_minus_half_volt_region():
+    # An often-quoted example, "da7F85E3Fu", is -500.161 mV by the manual's rule (not
+    # -0.4999 V); -0.4999 V encodes as 7F85F44u. Both facts are pinned here.
     assert ms.decode_value("7F85E3Fu") == pytest.approx(-0.500161, abs=1e-12)
     assert ms.encode_value(-0.4999) == "7F85F44u"
 
@@ -147,3 +147,139 @@ def test_firmware_reply():
     assert ms.format_firmware(info) == ("tes4_lr1500#Mar 12 2026 14:28:01", "R*")
     with pytest.raises(ms.PackageError):
         ms.parse_firmware("es4_hr1400", "R*")
+
+
+# --- vectorised batch functions: identical to the per-value/per-line functions -----------
+def _many_values() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    exponents = rng.uniform(-19, 19, 3000)
+    random = rng.choice([-1, 1], exponents.size) * 10.0**exponents
+    edges = []
+    for e in range(-18, 19, 3):  # each SI prefix, at and around its mantissa limits
+        for m in (1, 999, 1000, 134217727, 134217727.4, 134217727.6, 134217728, 2**27 - 0.5):
+            edges += [m * 10.0**e, -m * 10.0**e]
+    special = [0.0, -0.0, math.nan, 0.01, -0.01, -0.4999, 0.1, 1e-3, 2.5e-18, 1.23e20]
+    return np.concatenate([random, edges, special])
+
+
+def _encodable(values: np.ndarray) -> np.ndarray:
+    def ok(v: float) -> bool:
+        try:
+            ms.encode_value(v)
+        except ValueError:
+            return False
+        return True
+
+    return np.array([v for v in values if ok(v)])
+
+
+def test_encode_values_matches_encode_value():
+    values = _many_values()
+    expected = []
+    keep = []
+    for v in values:
+        try:
+            expected.append(ms.encode_value(v))
+            keep.append(v)
+        except ValueError:
+            with pytest.raises(ValueError):
+                ms.encode_values([v])
+    encoded = ms.encode_values(np.array(keep))
+    assert [row.tobytes().decode("ascii") for row in encoded] == expected
+    assert {f[7] for f in expected} >= set("afpnum kMGTPE")  # every prefix was exercised
+    with pytest.raises(ValueError):
+        ms.encode_values([1.0, math.inf])
+
+
+def test_format_packages_matches_format_package():
+    rng = np.random.default_rng(3)
+    values = _encodable(_many_values())
+    n = len(values)
+    t = np.abs(rng.normal(size=n)) * 10.0 ** rng.integers(-3, 6, n)
+    status = np.where(np.abs(np.nan_to_num(values)) > 6, ms.STATUS_OVERLOAD, 0)
+    columns = [
+        ("eb", t, None, None),
+        ("ab", values, status, None),
+        ("ba", -1.5e-3, 0, 21),
+        ("ja", 7, None, None),
+        ("dc", 0.0, ms.STATUS_UNDERLOAD, None),
+    ]
+    expected = "".join(
+        ms.format_package(
+            [
+                ("eb", float(t[k])),
+                ("ab", float(values[k]), int(status[k])),
+                ("ba", -1.5e-3, 0, 21),
+                ("ja", 7),
+                ("dc", 0.0, ms.STATUS_UNDERLOAD),
+            ]
+        )
+        + "\n"
+        for k in range(n)
+    )
+    assert ms.format_packages(columns, n) == expected
+    # a status too wide for one hex digit: rows differ in width, formatted one by one
+    wide = np.array([0, 0x10, 3])
+    text = ms.format_packages([("ab", np.array([1.0, -2.0, math.nan]), wide, 9)], 3)
+    assert text.splitlines() == [
+        ms.format_package([("ab", v, int(s), 9)])
+        for v, s in zip([1.0, -2.0, math.nan], wide, strict=True)
+    ]
+    assert ms.format_packages(columns, 0) == ""
+    with pytest.raises(ValueError):
+        ms.format_packages([("AB", 1.0, None, None)], 2)
+
+
+def _same_as_generic(lines: list[bytes]) -> None:
+    columns = ms.parse_packages(lines)
+    assert columns is not None
+    per_line = [ms.parse_package(line.decode("ascii")) for line in lines]
+    for j, column in enumerate(columns):
+        variables = [row[j] for row in per_line]
+        assert column.type == variables[0].type
+        expected = np.array([v.value for v in variables])
+        assert np.array_equal(column.values, expected, equal_nan=True)
+        assert np.isnan(column.values).sum() == np.isnan(expected).sum()
+        for attr in ("status", "range"):
+            got = getattr(column, attr)
+            want = [getattr(v, attr) for v in variables]
+            assert (got is None and all(w is None for w in want)) or list(got) == want
+
+
+def test_parse_packages_matches_parse_package():
+    values = _encodable(_many_values())
+    n = len(values)
+    text = ms.format_packages(
+        [
+            ("eb", values[::-1], None, None),
+            ("ab", values, np.where(np.isnan(values), ms.STATUS_OVERLOAD, 0), None),
+            ("ba", 1e-3, 0, 21),
+            ("ja", 5, None, None),
+        ],
+        n,
+    )
+    _same_as_generic([line.encode("ascii") for line in text.splitlines()])
+    # every SI prefix, lower-case hex digits, zero, negative and NaN fields
+    fields = [f"{ms.OFFSET + m:07X}{p}" for p in ms.SI_PREFIXES for m in (0, 1234, -98765)]
+    fields += ["7f85e3fu", "     nan", "FFFFFFFa", "0000000E"]
+    _same_as_generic([f"Pab{f},10;da{f},2FF".encode("ascii") for f in fields])
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [b"Pab8000000 ", b"Pda8000000 "],  # another variable
+        [b"Pab8000000 ,10", b"Pab8000000 ;10"],  # another separator
+        [b"Pab8000000 ", b"Pab800000G "],  # not hexadecimal
+        [b"Pab8000000 ", b"Pab8000000x"],  # unknown prefix
+        [b"Pab8000000 ,10", b"Pab8000000 ,1Z"],  # bad metadata
+        [b"Pab8000000 ,31"],  # metadata other than status and range
+        [b"Pab8000000,10", b"Pab8000000,10"],  # 7-character field
+        [b"Pab8000000 ", b"Pab80000000 "],  # another width
+        [b"Pab8000000 ", b"Pab\xff000000 "],  # not ASCII
+        [b"P"],
+        [],
+    ],
+)
+def test_parse_packages_declines_what_it_cannot_vouch_for(lines):
+    assert ms.parse_packages(lines) is None

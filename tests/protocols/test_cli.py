@@ -57,32 +57,31 @@ def test_user_errors_print_one_line_and_exit_2(capsys, argv, message):
     assert "\n" not in err and "Traceback" not in err
 
 
-def test_sim_serve_prints_a_resource_a_client_can_use():
+@pytest.mark.parametrize(
+    "protocol, transport, prefix, model",
+    [
+        ("keithley2450", "tcp", "TCPIP::127.0.0.1::", "2450"),
+        ("methodscript", "tcp", "socket://127.0.0.1:", "EmStat4"),
+        ("methodscript", "pty", "/dev/", "EmStat4"),
+    ],
+)
+def test_sim_serve_prints_a_resource_a_client_can_use(protocol, transport, prefix, model):
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "insitu.protocols.cli",
-            "sim",
-            "serve",
-            "--protocol",
-            "keithley2450",
-            "--material",
-            "A-LPS",
-            "--json",
+            sys.executable, "-m", "insitu.protocols.cli", "sim", "serve",
+            "--protocol", protocol, "--transport", transport, "--material", "A-LPS", "--json",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
+    )  # fmt: skip
     try:
-        line = proc.stdout.readline()
-        resource = json.loads(line)["resource"]
-        assert resource.startswith("TCPIP::127.0.0.1::") and resource.endswith("::SOCKET")
+        resource = json.loads(proc.stdout.readline())["resource"]
+        assert resource.startswith(prefix)
         from insitu.instruments.resources import open_potentiostat
 
         with open_potentiostat(resource) as driver:
-            assert "2450" in driver.identify().model
+            assert model in driver.identify().model
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -195,3 +195,117 @@ def test_tcp_is_loopback_only_and_stop_is_idempotent():
     emu.stop()
     with pytest.raises(ValueError):
         MethodScriptEmulator(VirtualCell("A-LPS"), SimClock(1e4), transport="usb")
+
+
+class _FarAheadClock:
+    """A clock at which every sample is already due: the runner takes whole loops at once."""
+
+    speedup = 1e12
+    time_s = 0.0
+
+    def now(self) -> float:
+        return self.time_s
+
+    def sleep_until(self, t: float) -> None:
+        pass
+
+
+# A CP sequence as the driver writes it: voltage window inside the script, a guard variable,
+# a step that stops on the limit, an integer variable and a literal in the packages' rules.
+FAST_PATH_SCRIPT = """var p
+var c
+var t
+var s
+store_var s 0i ja
+set_pgstat_chan 0
+set_pgstat_mode 6
+set_i 0
+cell_on
+timer_start
+meas_loop_cp p c 2m 10 3600
+  timer_get t
+  pck_start
+    pck_add t
+    pck_add p
+    pck_add c
+    pck_add s
+  pck_end
+  if p > 5
+    store_var s 1i ja
+    breakloop
+  endif
+  if t >= 3000
+    breakloop
+  elseif t > 1800
+    add_var s 1i
+  endif
+endloop
+if s < 1000i
+  meas_loop_cp p c -50m 10 3600
+    timer_get t
+    pck_start
+      pck_add t
+      pck_add p
+      pck_add c
+    pck_end
+  endloop
+endif
+cell_off
+set_pgstat_mode 2
+meas_loop_ocp p 1 60
+  pck_start
+    pck_add p
+  pck_end
+endloop
+on_finished:
+  cell_off
+"""
+
+
+def _run_script_lines(fast: bool, monkeypatch) -> list[str]:
+    import threading
+
+    from insitu.simulators import methodscript_interpreter as mi
+
+    if not fast:
+        monkeypatch.setattr(mi.ScriptRunner, "_quiet_plan", lambda self, s, outs: None)
+    else:
+        monkeypatch.undo()
+    out: list[str] = []
+    blocks: list[int] = []
+
+    def emit_block(text: str, n: int) -> None:
+        blocks.append(n)
+        out.extend(text.splitlines())
+
+    main, finished = mi.parse_script(FAST_PATH_SCRIPT.splitlines())
+    state = {"cell_on": False, "mode": 2, "e": 0.0, "i": 0.0, "chan": 0}
+    clock = _FarAheadClock()
+    runner = mi.ScriptRunner(
+        VirtualCell("LiI-AT", seed=5),
+        clock,
+        out.append,
+        lambda: None,
+        threading.Lock(),
+        mi.EMSTAT4_HR,
+        threading.Event(),
+        state,
+        emit_block=emit_block,
+    )
+    clock.time_s = 1e5  # every sample of the script is due at once
+    runner.run(main, finished)
+    assert bool(blocks) == fast
+    return out
+
+
+def test_fast_path_output_is_identical_to_the_interpreter(monkeypatch):
+    slow = _run_script_lines(False, monkeypatch)
+    fast = _run_script_lines(True, monkeypatch)
+    packages = [x for x in slow if x.startswith("P")]
+    # first loop: 180 quiet samples, 119 that add to s, a break at t = 3000 s; then the
+    # second loop and the OCP loop
+    assert len(packages) == 300 + 360 + 60
+    assert {x.rsplit(";", 1)[1] for x in packages[:300]} == {
+        "ja" + ms.encode_value(k, integer=True) for k in range(120)
+    }
+    assert fast == slow
