@@ -7,20 +7,11 @@ cell needs:
 * :class:`~insitu.instruments.potentiostat.GalvanostaticHold` and
   :class:`~insitu.instruments.potentiostat.CurrentSequence`: current source, voltage sense,
   run as ONE trigger model on the instrument, so that it steps through the currents by
-  itself and no step change waits for the host: a source configuration list holds one point
-  per step current; per run of equal-length steps a loop of (delay ``interval``, measure one
-  reading, limit branch, reading counter) sits inside a step counter with a
-  configuration-next block (see :func:`_model_blocks`). Each step makes
-  ``floor(duration/interval)`` readings, the first one interval after the step starts, so
-  the first reading of step k+1 comes one interval after the last of step k. The voltage
-  window is the limit block's (``OUTSide``): ``on_limit="stop"`` jumps to the last block
-  (output off), ``"next_step"`` to the step counter. The voltage limit (``:SOUR:CURR:VLIM``)
-  is ``max(|voltage_min_V|, |voltage_max_V|)``; a reading at it (compliance) also ends the
-  step (the window sits a hair inside VLIM). The host only streams readings from
-  ``defbuffer1`` (``:TRAC:ACT?``, ``:TRAC:DATA?``), sized to the technique's reading count
-  (at most 4,000,000 readings; more is refused before anything is sent), and numbers the
-  steps by following the model through the readings (count per step, and the window test on
-  each reading), which is right also for equal consecutive currents.
+  itself and no step change waits for the host (the model, and the host-side replay that
+  numbers the steps, are :mod:`insitu.instruments.keithley2450_trigger`). The host only
+  streams readings from ``defbuffer1`` (``:TRAC:ACT?``, ``:TRAC:DATA?``), sized to the
+  technique's reading count (at most 4,000,000 readings; more is refused before anything is
+  sent).
 * :class:`~insitu.instruments.potentiostat.OpenCircuit`: a 2450 cannot measure with its
   output off in the normal way (the output-off state disconnects or clamps the terminals), so
   open circuit is emulated the standard way: output on, sourcing 0 A, measuring voltage (a
@@ -31,9 +22,7 @@ cell needs:
 
 Time stamps: ``time_s`` comes from the instrument's own reading time stamps (``SEConds`` and
 ``FRACtional`` buffer elements), counted from the start of the technique (one interval
-before the first reading). A source configuration list stores the output state, so its
-points are stored with the output off and a source-output block follows each recall: on a
-real 2450 the output may blink off for the block's execution time at each step change.
+before the first reading).
 
 Connection: pyvisa with the pyvisa-py backend by default, raw socket on port 5025
 (``TCPIP::<host>::5025::SOCKET``), ``"\\n"`` read and write termination. Every I/O failure is
@@ -53,12 +42,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -74,6 +61,15 @@ from .errors import (
     InstrumentTimeoutError,
     LimitError,
 )
+from .keithley2450_trigger import (
+    CONFIG_LIST,
+    MAX_TRIGGER_BLOCKS,
+    StepReplay,
+    TriggerPlan,
+    load_commands,
+    plan_technique,
+    trigger_model_commands,
+)
 from .potentiostat import (
     TIME_SERIES_COLUMNS,
     CurrentSequence,
@@ -83,146 +79,18 @@ from .potentiostat import (
     OpenCircuit,
     Potentiostat,
     Technique,
-    as_sequence,
 )
 
 __all__ = ["Keithley2450"]
 
 log = logging.getLogger(__name__)
 
-#: Readings the default buffer holds after ``*RST``; longer steps enlarge it first.
-DEFAULT_BUFFER_POINTS = 100_000
 #: Largest buffer the 2450 can make (all buffers share the memory).
 MAX_BUFFER_POINTS = 4_000_000
 #: Readings fetched per ``:TRAC:DATA?`` (bounds the reply to about 500 kB).
 FETCH_CHUNK = 10_000
-#: Voltage limit used for open-circuit measurements (no current flows at 0 A anyway).
-OCV_VOLTAGE_LIMIT_V = 21.0
 _ELEMENTS = "READ,SOUR,SEC,FRAC"
 _RUNNING_STATES = ("RUNNING", "WAITING")
-#: Largest block number of a 2450 trigger model.
-MAX_TRIGGER_BLOCKS = 63
-#: Name of the source configuration list that holds the step currents.
-CONFIG_LIST = "insitu_steps"
-
-
-@dataclass(frozen=True)
-class _Step:
-    current_A: float
-    count: int  # readings in the step
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What one trigger-model run does: steps, sampling, voltage limit and window."""
-
-    steps: tuple[_Step, ...]
-    interval_s: float
-    vlim: float
-    window: tuple[float, float] | None  # limits of the limit block (None: no window)
-    on_limit: str
-
-    def segments(self) -> list[tuple[int, int]]:
-        """Runs of consecutive steps with equal reading counts: (count, steps)."""
-        runs: list[tuple[int, int]] = []
-        for step in self.steps:
-            if runs and runs[-1][0] == step.count:
-                runs[-1] = (step.count, runs[-1][1] + 1)
-            else:
-                runs.append((step.count, 1))
-        return runs
-
-
-def _model_blocks(plan: _Plan) -> list[str]:
-    """The trigger model that runs every step on the instrument, without the host.
-
-    ``1`` clears the buffer; then, per run of equal-length steps (a segment), at block a::
-
-        a    CONFig:NEXT      recall the next step's source point (current, output off)
-        a+1  SOURce:STATe ON
-        a+2  COUNter:RESet    restart the reading counter (also after a limit jump)
-        a+3  DELay interval
-        a+4  MEASure 1 reading
-        a+5  LIMit OUTSide    the voltage window: to END ("stop") or to a+7 ("next_step")
-        a+6  COUNter count -> a+3     readings of one step
-        a+7  COUNter steps -> a       steps of the segment
-
-    and the last block switches the output off.
-    """
-    commands = [':TRIG:BLOC:BUFF:CLE 1, "defbuffer1"']
-    sizes = [8 if plan.window is not None else 7 for _ in plan.segments()]
-    end = 2 + sum(sizes)
-    a = 2
-    for (count, steps), size in zip(plan.segments(), sizes, strict=True):
-        readings_counter = a + size - 2
-        steps_counter = a + size - 1
-        commands += [
-            f':TRIG:BLOC:CONF:NEXT {a}, "{CONFIG_LIST}"',
-            f":TRIG:BLOC:SOUR:STAT {a + 1}, ON",
-            f":TRIG:BLOC:BRAN:COUN:RES {a + 2}, {readings_counter}",
-            f":TRIG:BLOC:DEL:CONS {a + 3}, {plan.interval_s:.9g}",
-            f':TRIG:BLOC:MEAS {a + 4}, "defbuffer1", 1',
-        ]
-        if plan.window is not None:
-            lo, hi = plan.window
-            target = end if plan.on_limit == "stop" else steps_counter
-            commands.append(
-                f":TRIG:BLOC:BRAN:LIM:CONS {a + 5}, OUTS, {lo:.9g}, {hi:.9g}, {target}, {a + 4}"
-            )
-        commands += [
-            f":TRIG:BLOC:BRAN:COUN {readings_counter}, {count}, {a + 3}",
-            f":TRIG:BLOC:BRAN:COUN {steps_counter}, {steps}, {a}",
-        ]
-        a += size
-    commands.append(f":TRIG:BLOC:SOUR:STAT {end}, OFF")
-    return commands
-
-
-class _StepTracker:
-    """Follows the trigger model through the readings to number the steps.
-
-    A step ends after its count of readings, or at a reading outside the window (the limit
-    block compares that same reading), so the step of every reading follows from the
-    readings alone, also when consecutive steps have equal currents.
-    """
-
-    def __init__(self, plan: _Plan) -> None:
-        self.plan = plan
-        self.step = 0
-        self.in_step = 0
-        self.hit_stop = False
-
-    @property
-    def done(self) -> bool:
-        return self.step >= len(self.plan.steps)
-
-    def assign(self, voltages: np.ndarray) -> np.ndarray:
-        steps = np.zeros(voltages.size, dtype=int)
-        window = self.plan.window
-        if window is not None:
-            outside = (voltages < window[0]) | (voltages > window[1])
-        else:
-            outside = np.zeros(voltages.size, dtype=bool)
-        pos = 0
-        while pos < voltages.size:
-            if self.done or self.hit_stop:
-                steps[pos:] = min(self.step, len(self.plan.steps) - 1)
-                break
-            left = self.plan.steps[self.step].count - self.in_step
-            part = outside[pos : pos + left]
-            n = int(np.argmax(part)) + 1 if part.any() else part.size
-            steps[pos : pos + n] = self.step
-            pos += n
-            self.in_step += n
-            if part.any():
-                if self.plan.on_limit == "stop":
-                    self.hit_stop = True
-                    continue
-                self.in_step = self.plan.steps[self.step].count
-            if self.in_step >= self.plan.steps[self.step].count:
-                self.step += 1
-                self.in_step = 0
-        return steps
 
 
 class Keithley2450(Potentiostat):
@@ -428,14 +296,7 @@ class Keithley2450(Potentiostat):
             the last command sent before the check.
         """
         after = after if after is not None else self.last_command
-        errors: list[tuple[int, str]] = []
-        for _ in range(32):  # bounded: a broken instrument must not loop us forever
-            reply = self.query(":SYST:ERR?")
-            code_text, _, message = reply.partition(",")
-            code = self._parse(code_text, int, ":SYST:ERR?")
-            if code == 0:
-                break
-            errors.append((code, message.strip().strip('"')))
+        errors = self._read_errors()
         if errors:
             code, message = errors[0]
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -445,6 +306,18 @@ class Keithley2450(Potentiostat):
                 instrument=self.name,
                 last_command=after,
             )
+
+    def _read_errors(self) -> list[tuple[int, str]]:
+        """Empty the error queue; returns its (code, message) entries, oldest first."""
+        errors: list[tuple[int, str]] = []
+        for _ in range(32):  # bounded: a broken instrument must not loop us forever
+            reply = self.query(":SYST:ERR?")
+            code_text, _, message = reply.partition(",")
+            code = self._parse(code_text, int, ":SYST:ERR?")
+            if code == 0:
+                break
+            errors.append((code, message.strip().strip('"')))
+        return errors
 
     # --- Potentiostat API ----------------------------------------------------------------
     def identify(self) -> Identity:
@@ -527,14 +400,14 @@ class Keithley2450(Potentiostat):
         and the reading buffer can hold."""
         super().check(technique)
         plan = self._plan(technique)
-        total = sum(step.count for step in plan.steps)
+        total = plan.readings
         if total > MAX_BUFFER_POINTS:
             raise LimitError(
                 f"the technique needs {total} readings, more than the instrument's buffer of "
                 f"{MAX_BUFFER_POINTS}; use a longer sampling interval or split the technique",
                 instrument=self.name,
             )
-        blocks = len(_model_blocks(plan))
+        blocks = len(trigger_model_commands(plan))
         if blocks > MAX_TRIGGER_BLOCKS:
             raise LimitError(
                 f"the steps need a trigger model of {blocks} blocks, more than the "
@@ -544,42 +417,14 @@ class Keithley2450(Potentiostat):
             )
 
     # --- techniques ----------------------------------------------------------------------
-    @staticmethod
-    def _count(duration_s: float, interval_s: float) -> int:
-        # Readings at interval, 2·interval, ..., duration (a hair of slack for decimal
-        # round-off); a step shorter than the interval still gets its one reading.
-        return max(1, math.floor(duration_s / interval_s + 1e-9))
-
-    def _plan(self, technique: Technique) -> _Plan:
-        if isinstance(technique, OpenCircuit):
-            count = self._count(technique.duration_s, technique.interval_s)
-            return _Plan(
-                steps=(_Step(0.0, count),),
-                interval_s=technique.interval_s,
-                vlim=OCV_VOLTAGE_LIMIT_V,
-                window=None,
-                on_limit="stop",
-            )
-        seq = as_sequence(technique) if isinstance(technique, GalvanostaticHold) else technique
-        assert isinstance(seq, CurrentSequence)
-        v_min, v_max = seq.voltage_min_V, seq.voltage_max_V
-        # The instrument's own range stops a wider window; 20 mV is the smallest VLIM.
-        vlim = min(max(abs(v_min), abs(v_max), 0.02), self.limits.max_abs_voltage_V)
-        # A reading at the voltage limit (compliance) ends the step too: the limit block's
-        # window sits a hair inside VLIM on a side that reaches it.
-        inner = vlim * (1.0 - 1e-6)
-        lo = float(f"{max(v_min, -inner):.9g}")
-        hi = float(f"{min(v_max, inner):.9g}")
-        steps = tuple(
-            _Step(s.current_A, self._count(s.duration_s, seq.interval_s)) for s in seq.steps
-        )
-        return _Plan(steps, seq.interval_s, vlim, (lo, hi), seq.on_limit)
+    def _plan(self, technique: Technique) -> TriggerPlan:
+        return plan_technique(technique, self.limits.max_abs_voltage_V)
 
     def _stream(self, technique: Technique) -> Iterator[pd.DataFrame]:
         plan = self._plan(technique)
         self._load_model(plan)
         self.write(":INIT")
-        tracker = _StepTracker(plan)
+        tracker = StepReplay(plan)
         origin: tuple[int, float] | None = None
         fetched = 0
         while True:
@@ -632,37 +477,13 @@ class Keithley2450(Potentiostat):
                 yield chunk
             time.sleep(self.poll_interval_s)
 
-    def _load_model(self, plan: _Plan) -> None:
+    def _load_model(self, plan: TriggerPlan) -> None:
         """Source settings, the configuration list of step currents and the trigger model."""
         self._send_block([":ABOR", "*CLS", ':TRIG:LOAD "Empty"'])
         # Start from an empty list; the instrument reports an error if there was none.
         self.write(f':SOUR:CONF:LIST:DEL "{CONFIG_LIST}"')
-        self._drain_errors()
-        nplc = min(1.0, max(0.01, 0.5 * plan.interval_s * 50.0))  # integrate ≤ half the interval
-        total = sum(step.count for step in plan.steps)
-        commands = [
-            # Points are stored with the output off (a source configuration list holds the
-            # output state); the model's source-output blocks switch it on.
-            ":OUTP OFF",
-            ":SOUR:FUNC CURR",
-            ":SOUR:CURR:RANG:AUTO ON",
-            ":SOUR:CURR 0",
-            f":SOUR:CURR:VLIM {plan.vlim:.6g}",
-            ':SENS:FUNC "VOLT"',
-            ":SENS:VOLT:RANG:AUTO ON",
-            f":SENS:VOLT:NPLC {nplc:.3g}",
-        ]
-        if total > DEFAULT_BUFFER_POINTS:
-            commands.append(f':TRAC:POIN {total}, "defbuffer1"')
-        commands.append(f':SOUR:CONF:LIST:CRE "{CONFIG_LIST}"')
-        for step in plan.steps:
-            commands += [
-                f":SOUR:CURR {step.current_A:.9g}",
-                f':SOUR:CONF:LIST:STOR "{CONFIG_LIST}"',
-            ]
-        commands.append(":SOUR:CURR 0")
-        commands += _model_blocks(plan)
-        self._send_block(commands)
+        self._read_errors()
+        self._send_block(load_commands(plan))
         size = self._parse(
             self.query(f':SOUR:CONF:LIST:SIZE? "{CONFIG_LIST}"'), int, ":SOUR:CONF:LIST:SIZE?"
         )
@@ -672,12 +493,6 @@ class Keithley2450(Potentiostat):
                 instrument=self.name,
                 last_command=self.last_command,
             )
-
-    def _drain_errors(self) -> None:
-        for _ in range(32):
-            code = self.query(":SYST:ERR?").partition(",")[0]
-            if self._parse(code, int, ":SYST:ERR?") == 0:
-                return
 
     def _send_block(self, commands: list[str]) -> None:
         for command in commands:

@@ -116,6 +116,10 @@ def _cmd_sim_serve(args: argparse.Namespace) -> int:
     from insitu.protocols.simbench import start_emulator
     from insitu.simulators.cell import CellGeometry
 
+    # Install the SIGTERM handler before the resource is printed: a client may read it and
+    # ask us to stop at once, and the emulator must still shut down cleanly.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     geometry = CellGeometry.lab_ccd()
     if args.temperature_C is not None:
         geometry = CellGeometry(
@@ -140,17 +144,11 @@ def _cmd_sim_serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        _wait_for_interrupt()
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
     return 0
-
-
-def _wait_for_interrupt() -> None:
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
 
 
 def _cmd_sim_materials(args: argparse.Namespace) -> int:
@@ -257,10 +255,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``insitu`` console script."""
     args = _parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    if threading.current_thread() is threading.main_thread():
+        # A polite kill (SIGTERM) unwinds like Ctrl-C, so every driver switches its cell off.
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         return func(args)
     except (InstrumentError, ValueError, OSError) as exc:

@@ -29,6 +29,8 @@ __all__ = [
     "CommandSet",
     "ErrorQueue",
     "SCPIError",
+    "check_count",
+    "one_param",
     "parse_bool",
     "parse_choice",
     "parse_int",
@@ -371,3 +373,24 @@ def parse_string(text: str, *, required_quotes: bool = False) -> str:
     if required_quotes or not t:
         raise SCPIError(-151 if t[:1] in "\"'" else -104)
     return t
+
+
+# --- parameter counts ------------------------------------------------------------------------
+def check_count(params: Sequence[str], minimum: int, maximum: int) -> None:
+    """Check that a command got ``minimum`` to ``maximum`` parameters.
+
+    Raises
+    ------
+    SCPIError
+        ``-109`` when too few, ``-108`` when too many.
+    """
+    if len(params) < minimum:
+        raise SCPIError(-109)
+    if len(params) > maximum:
+        raise SCPIError(-108)
+
+
+def one_param(params: Sequence[str]) -> str:
+    """The only parameter of a command that takes exactly one (see :func:`check_count`)."""
+    check_count(params, 1, 1)
+    return params[0]

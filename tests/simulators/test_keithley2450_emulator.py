@@ -244,6 +244,9 @@ def test_buffers_make_points_clear(k: RawSCPI) -> None:
 def test_sequential_clients_share_the_instrument(emulator: Keithley2450Emulator) -> None:
     first = RawSCPI(emulator.port)
     first.write(":SOUR:FUNC CURR;:SOUR:CURR 5e-4")
+    # Each connection has its own server thread: wait until the first client's commands are
+    # done, as a client of the real instrument would, before the second one asks.
+    assert first.query("*OPC?") == "1"
     first.close()
     second = RawSCPI(emulator.port)
     try:

@@ -88,6 +88,10 @@ def test_identity(bench):
 
 def test_third_party_session_parses_packages_with_the_codec(bench):
     emu, cell, port = bench
+    # A-LPS's interphase grows while the cell rests, and how long it rests before the script
+    # starts depends on how busy the machine is: bracket the readings by the cell model's
+    # voltage at 1 mA before and after the run instead of comparing with one of them.
+    v_before = cell.voltage(1e-3)
     port.write(CP_SCRIPT.encode("ascii"))
     assert port.readline() == b"e\n"
     lines = read_until_blank(port)
@@ -100,9 +104,9 @@ def test_third_party_session_parses_packages_with_the_codec(bench):
     assert [var.type for var in packages[0]] == ["eb", "ba", "ab"]
     np.testing.assert_allclose(t, 0.1 * np.arange(1, 21), atol=1e-6)
     np.testing.assert_allclose(i, 1e-3, rtol=1e-6)
-    # The cell evolves while current flows (interphase, polarisation): compare with its model
-    # at the end of the hold, to 1 %.
-    np.testing.assert_allclose(v, cell.voltage(1e-3), rtol=0.01)
+    v_after = cell.voltage(1e-3)
+    assert v_before < v_after
+    assert np.all(v > 0.995 * v_before) and np.all(v < 1.005 * v_after), (v_before, v, v_after)
     assert packages[0][1].range == 21  # the 1 mA range of the EmStat4
     assert not emu.cell_is_on  # on_finished: cell_off ran
 
