@@ -21,6 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal
 
 import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
 import pandas as pd
 from bluesky.utils import Msg
 from ophyd import Signal
@@ -103,6 +104,7 @@ def run_technique(
     technique: Technique,
     *,
     stop_when: Callable[[pd.DataFrame], str | None] | None = None,
+    watch_s: float | None = None,
     poll_s: float = 0.05,
 ) -> Plan:
     """Run one technique on a potentiostat flyer inside an open run.
@@ -114,9 +116,12 @@ def run_technique(
     technique : Technique
         What to run.
     stop_when : callable, optional
-        Called with all points so far after each collection; returning a non-empty string
+        Called with the points so far after each collection; returning a non-empty string
         stops the technique (the cell is switched off) and that string is returned as the
         reason.
+    watch_s : float, optional
+        Give ``stop_when`` only the points of the last ``watch_s`` seconds of instrument time
+        (all points by default).
     poll_s : float
         Real seconds between collections while the technique runs.
 
@@ -129,15 +134,27 @@ def run_technique(
     yield from bps.kickoff(device, wait=True)
     status = yield from bps.complete(device, group="technique", wait=False)
     stop_reason: str | None = None
-    while not status.done:
-        yield from bps.collect(device)
-        if stop_when is not None and stop_reason is None:
-            stop_reason = stop_when(device.points())
-            if stop_reason:
-                device.stop()
-        yield from bps.sleep(poll_s)
-    yield from bps.wait(group="technique")
-    yield from bps.collect(device)
+
+    def watch() -> Plan:
+        nonlocal stop_reason
+        while not status.done:
+            yield from bps.collect(device, return_payload=False)
+            if stop_when is not None and stop_reason is None:
+                stop_reason = stop_when(device.points(last_s=watch_s))
+                if stop_reason:
+                    device.stop()
+            yield from bps.sleep(poll_s)
+        yield from bps.wait(group="technique")
+        yield from bps.collect(device, return_payload=False)
+
+    def switch_off() -> Plan:
+        # bluesky does not stop flyers when a plan fails or is aborted: do it here, so the
+        # cell is switched off whatever ends the plan.
+        if not status.done:
+            device.stop()
+        yield from bps.null()
+
+    yield from bpp.finalize_wrapper(watch(), switch_off())
     return stop_reason or device.end_reason
 
 
@@ -312,17 +329,18 @@ def ccd_test(
     meta.setdefault("area_cm2", area_cm2)
     window_s = 2 * half_cycle_s + 2 * interval_s
 
-    def short_in(points: pd.DataFrame) -> str | None:
-        if len(points) == 0:
+    def short_in(recent: pd.DataFrame) -> str | None:
+        if len(recent) == 0:
             return None
-        # Only the latest half-cycles can hold a new short: look at the tail only, so the
-        # check costs the same at hour 60 as at hour 1.
-        recent = points[points["time_s"] >= points["time_s"].iloc[-1] - window_s]
         event = find_short(recent, drop_fraction=drop_fraction, min_current_A=1e-12)
         return None if event is None else "short"
 
     uid = yield from bps.open_run(meta)
-    reason = yield from run_technique(potentiostat, technique, stop_when=short_in, poll_s=poll_s)
+    # Only the latest half-cycles can hold a new short: watching the tail keeps the check as
+    # cheap at hour 60 as at hour 1.
+    reason = yield from run_technique(
+        potentiostat, technique, stop_when=short_in, watch_s=window_s, poll_s=poll_s
+    )
     data = potentiostat.points()
     short = (
         find_short(data, drop_fraction=drop_fraction, min_current_A=1e-12) if len(data) else None

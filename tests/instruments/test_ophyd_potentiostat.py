@@ -146,15 +146,30 @@ def test_collect_returns_only_new_points(keithley):
     _, flyer = keithley
     flyer.prepare(GalvanostaticHold(current_A=1e-4, duration_s=20_000.0, interval_s=1.0))
     flyer.kickoff().wait(5)
-    seen = []
+    times: list[float] = []
     while not flyer.complete().done:
-        seen.extend(flyer.collect())
+        for page in flyer.collect_pages():
+            assert len(page["time"]) == len(page["data"]["voltage_V"]) > 0
+            times.extend(page["data"]["time_s"])
         time.sleep(0.005)
-    seen.extend(flyer.collect())
-    assert list(flyer.collect()) == []
-    assert len(seen) == len(flyer.points()) == 20_000
-    times = [e["data"]["time_s"] for e in seen]
+    for page in flyer.collect_pages():
+        times.extend(page["data"]["time_s"])
+    assert list(flyer.collect_pages()) == []
+    assert len(times) == len(flyer.points()) == 20_000
     assert times == sorted(times) and len(set(times)) == len(times)
+
+
+def test_points_of_the_last_seconds_cover_the_tail(keithley):
+    _, flyer = keithley
+    flyer.prepare(GalvanostaticHold(current_A=1e-4, duration_s=5_000.0, interval_s=1.0))
+    flyer.kickoff().wait(5)
+    flyer.complete().wait(10)
+    everything = flyer.points()
+    tail = flyer.points(last_s=100.0)
+    assert len(tail) < len(everything)
+    # Whole chunks are returned: at least the last 100 s, ending with the last point.
+    assert tail["time_s"].iloc[0] <= everything["time_s"].iloc[-1] - 100.0
+    assert tail["time_s"].iloc[-1] == everything["time_s"].iloc[-1]
 
 
 def test_declared_stream_and_dict_technique(keithley):
