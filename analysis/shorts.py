@@ -23,11 +23,18 @@ import pandas as pd
 
 __all__ = [
     "CHARGE_CONVENTIONS",
+    "SHORT_KINDS",
+    "CCDAnalysis",
     "ShortEvent",
+    "ccd_from_trace",
     "charge_to_failure",
+    "classify_short",
     "find_short",
     "half_cycle_index",
 ]
+
+#: ``"hard"``: |voltage| collapsed toward zero; ``"soft"``: a partial, sustained collapse.
+SHORT_KINDS = ("hard", "soft")
 
 #: Named conventions for charge-to-failure (see REFERENCE.md):
 #: ``per_electrode_plated``: charge plated on the more-plated electrode up to the short
@@ -55,6 +62,9 @@ class ShortEvent:
         Largest |voltage| of that half-cycle before the collapse.
     time_into_half_cycle_s : float
         How far into its half-cycle the short happened.
+    kind : str
+        ``"hard"`` (collapse toward zero, what :func:`find_short` finds) or ``"soft"``
+        (partial, sustained collapse, found by :func:`classify_short`).
     """
 
     time_s: float
@@ -63,6 +73,7 @@ class ShortEvent:
     current_A: float
     voltage_before_V: float
     time_into_half_cycle_s: float
+    kind: str = "hard"
 
 
 def half_cycle_index(current_A: np.ndarray, step: np.ndarray | None = None) -> np.ndarray:
@@ -204,6 +215,221 @@ def charge_to_failure(data: pd.DataFrame, until_time_s: float | None = None) -> 
         "per_electrode_plated": max(plated_counter, plated_working),
         "total_abs": float(np.sum(np.abs(i_held) * dt)),
     }
+
+
+def _first_soft_short(
+    data: pd.DataFrame,
+    *,
+    soft_fraction: float,
+    min_duration_s: float,
+    confirm_points: int,
+    min_current_A: float,
+    onset_fraction: float,
+    before_time_s: float | None,
+) -> ShortEvent | None:
+    """First sustained fall of |voltage| below ``soft_fraction`` of the half-cycle's maximum."""
+    t = data["time_s"].to_numpy(float)
+    v = np.abs(data["voltage_V"].to_numpy(float))
+    i = data["current_A"].to_numpy(float)
+    step = data["step"].to_numpy() if "step" in data else None
+    segment = half_cycle_index(i, step)
+    boundaries = np.flatnonzero(np.diff(segment)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [len(t)]])
+    for start, end in zip(starts, ends, strict=True):
+        if before_time_s is not None and t[start] >= before_time_s:
+            break
+        if abs(np.median(i[start:end])) <= min_current_A:
+            continue
+        seg_v = v[start:end]
+        seg_t = t[start:end]
+        running_max = np.maximum.accumulate(seg_v)
+        low = seg_v < soft_fraction * running_max
+        low[0] = False
+        if not low.any():
+            continue
+        # Runs of consecutive low points: [first, last] positions in the half-cycle.
+        edges = np.diff(np.concatenate([[0], low.astype(int), [0]]))
+        run_starts = np.flatnonzero(edges == 1)
+        run_ends = np.flatnonzero(edges == -1) - 1
+        for first, last in zip(run_starts, run_ends, strict=True):
+            lasting = seg_t[last] - seg_t[first] >= min_duration_s
+            # A trace that ends while the voltage is still down (the test was stopped).
+            at_end = end == len(t) and last == end - start - 1
+            if not (lasting or (at_end and last - first + 1 >= confirm_points)):
+                continue
+            peak = running_max[first]
+            onset = int(np.flatnonzero(seg_v[:first] >= onset_fraction * peak)[-1])
+            if before_time_s is not None and seg_t[onset] >= before_time_s:
+                return None
+            return ShortEvent(
+                time_s=float(seg_t[onset]),
+                index=int(start + onset),
+                collapse_time_s=float(seg_t[first]),
+                current_A=float(np.median(i[start:end])),
+                voltage_before_V=float(peak),
+                time_into_half_cycle_s=float(seg_t[onset] - seg_t[0]),
+                kind="soft",
+            )
+    return None
+
+
+def classify_short(
+    data: pd.DataFrame,
+    *,
+    drop_fraction: float = 0.2,
+    soft_fraction: float = 0.6,
+    soft_min_duration_s: float = 300.0,
+    confirm_points: int = 3,
+    min_current_A: float = 0.0,
+    onset_fraction: float = 0.9,
+) -> ShortEvent | None:
+    """Find the first short of either kind, hard or soft.
+
+    A *hard* short is what :func:`find_short` finds (|voltage| below ``drop_fraction`` of
+    the half-cycle's largest |voltage|), returned with ``kind="hard"``. A *soft* short is a
+    fall below ``soft_fraction`` of it (but not below ``drop_fraction``) that lasts at least
+    ``soft_min_duration_s`` — or is still under way when the data end — in a half-cycle
+    before the hard short; it may recover afterwards. It is returned with ``kind="soft"``,
+    dated at its onset like a hard short. A half-cycle in which the voltage sinks gradually
+    and then collapses below ``drop_fraction`` holds a hard short (dated at the onset of the
+    whole fall).
+
+    Parameters
+    ----------
+    data : DataFrame
+        Columns ``time_s``, ``voltage_V``, ``current_A`` and optionally ``step``.
+    drop_fraction, confirm_points, min_current_A, onset_fraction
+        As for :func:`find_short`.
+    soft_fraction : float
+        A soft short takes |voltage| below this fraction of the half-cycle's maximum so far.
+        0.6 leaves room for the normal relaxation of a nucleation or stripping peak.
+    soft_min_duration_s : float
+        ... and keeps it there at least this long (noise and spikes do not).
+
+    Returns
+    -------
+    ShortEvent or None
+        The earliest short; ``None`` if there is none of either kind.
+    """
+    if not 0 < drop_fraction < soft_fraction < onset_fraction <= 1:
+        raise ValueError(
+            "need 0 < drop_fraction < soft_fraction < onset_fraction <= 1, got "
+            f"{drop_fraction}, {soft_fraction}, {onset_fraction}"
+        )
+    _require(data, ("time_s", "voltage_V", "current_A"))
+    hard = find_short(
+        data,
+        drop_fraction=drop_fraction,
+        confirm_points=confirm_points,
+        min_current_A=min_current_A,
+        onset_fraction=onset_fraction,
+    )
+    before = None
+    if hard is not None:
+        # A soft short only counts in a half-cycle before the hard short's.
+        before = hard.time_s - hard.time_into_half_cycle_s
+    soft = _first_soft_short(
+        data,
+        soft_fraction=soft_fraction,
+        min_duration_s=soft_min_duration_s,
+        confirm_points=confirm_points,
+        min_current_A=min_current_A,
+        onset_fraction=onset_fraction,
+        before_time_s=before,
+    )
+    return soft if soft is not None else hard
+
+
+@dataclass(frozen=True)
+class CCDAnalysis:
+    """Critical current density and charge-to-failure read from a cycling trace.
+
+    Attributes
+    ----------
+    ccd_mA_cm2 : float or None
+        |current| / area at the short that counts, mA/cm²; None if the cell did not short.
+    short : ShortEvent or None
+        The short that sets the CCD (hard, or soft with ``count_soft``).
+    soft_short : ShortEvent or None
+        The first soft short, if one came before ``short`` (or anywhere, without a short).
+    charge_to_failure_C_cm2 : dict
+        Charge per area up to ``short`` (to the end of the data without one), under each
+        convention of :data:`CHARGE_CONVENTIONS`.
+    area_cm2 : float
+        The electrode area used.
+    """
+
+    ccd_mA_cm2: float | None
+    short: ShortEvent | None
+    soft_short: ShortEvent | None
+    charge_to_failure_C_cm2: dict[str, float]
+    area_cm2: float
+
+    @property
+    def shorted(self) -> bool:
+        """Whether a short that counts was found."""
+        return self.short is not None
+
+
+def ccd_from_trace(
+    data: pd.DataFrame,
+    area_cm2: float,
+    *,
+    count_soft: bool = False,
+    min_current_A: float = 0.0,
+    drop_fraction: float = 0.2,
+    soft_fraction: float = 0.6,
+    soft_min_duration_s: float = 300.0,
+    confirm_points: int = 3,
+    onset_fraction: float = 0.9,
+) -> CCDAnalysis:
+    """The CCD and charge-to-failure of a galvanostatic cycling trace.
+
+    The CCD is the current density of the half-cycle in which the cell shorted (the paper's
+    "sharp drop in potential mid-half-cycle": a hard short, :func:`find_short`); the
+    charge-to-failure counts up to the short's onset under each named convention
+    (:func:`charge_to_failure`), per cm².
+
+    Parameters
+    ----------
+    data : DataFrame
+        Columns ``time_s``, ``voltage_V``, ``current_A`` and optionally ``step``.
+    area_cm2 : float
+        Electrode area, cm².
+    count_soft : bool
+        Let a soft short (:func:`classify_short`) set the CCD. Off by default: a gradual,
+        partial collapse is not the paper's sharp drop, and is reported in ``soft_short``.
+    min_current_A, drop_fraction, soft_fraction, soft_min_duration_s, confirm_points, onset_fraction
+        As for :func:`classify_short`.
+
+    Returns
+    -------
+    CCDAnalysis
+    """
+    if not area_cm2 > 0:
+        raise ValueError(f"electrode area must be positive, got {area_cm2!r} cm²")
+    _require(data, ("time_s", "voltage_V", "current_A"))
+    options = dict(
+        drop_fraction=drop_fraction,
+        confirm_points=confirm_points,
+        min_current_A=min_current_A,
+        onset_fraction=onset_fraction,
+    )
+    hard = find_short(data, **options)
+    first = classify_short(
+        data, soft_fraction=soft_fraction, soft_min_duration_s=soft_min_duration_s, **options
+    )
+    soft = first if first is not None and first.kind == "soft" else None
+    short = first if count_soft else hard
+    charge = charge_to_failure(data, None if short is None else short.time_s)
+    return CCDAnalysis(
+        ccd_mA_cm2=None if short is None else round(abs(short.current_A) / area_cm2 * 1e3, 6),
+        short=short,
+        soft_short=soft,
+        charge_to_failure_C_cm2={k: v / area_cm2 for k, v in charge.items()},
+        area_cm2=float(area_cm2),
+    )
 
 
 def _require(data: pd.DataFrame, columns: tuple[str, ...]) -> None:
