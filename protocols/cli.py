@@ -1,22 +1,23 @@
-"""The ``insitu`` command line.
+"""The ``insitu`` command line: the parser and the error handling.
 
 Every command that produces numbers takes ``--json`` and then prints exactly one JSON object
-on stdout. Errors a user can cause print one line on stderr and exit with status 2.
+on stdout. Errors a user can cause print one line on stderr and exit with status 2. What each
+command does is in :mod:`insitu.protocols.commands`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from tqdm import tqdm
-
 from insitu.instruments.errors import InstrumentError
+from insitu.protocols import commands
 
 __all__ = ["main"]
 
@@ -28,162 +29,48 @@ def _version() -> str:
         return "0+unknown"
 
 
-def _add_sim_options(parser: argparse.ArgumentParser) -> None:
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, got {text!r}"
+        ) from None
+
+
+def _add_sim_options(parser: argparse.ArgumentParser, default_protocol: str | None) -> None:
     sim = parser.add_argument_group("simulated bench (only for --instrument sim:MATERIAL)")
     sim.add_argument(
         "--speedup",
         type=float,
         default=1e5,
-        help="simulated seconds per real second (default 1e5: the 68 h lab CCD in ~3 s)",
+        help="simulated seconds per real second (default 1e5: the 68 h lab CCD in seconds)",
     )
     sim.add_argument("--seed", type=int, default=0, help="seed of noise and damage (default 0)")
     sim.add_argument(
         "--sim-protocol",
         choices=("keithley2450", "methodscript"),
-        default="keithley2450",
-        help="which instrument the simulated bench emulates (default keithley2450)",
+        default=default_protocol,
+        help=f"which instrument the simulated bench emulates (default {default_protocol})",
     )
 
 
-def _cmd_ccd(args: argparse.Namespace) -> int:
-    from insitu.protocols.lab_ccd import lab_ccd_densities_mA_cm2, run_ccd
-    from insitu.protocols.simbench import open_instrument
-
-    densities = args.densities or lab_ccd_densities_mA_cm2()
-    # Check what the user typed before any instrument or emulator is touched.
-    for name, value in (
-        ("--area-cm2", args.area_cm2),
-        ("--half-cycle", args.half_cycle),
-        ("--interval", args.interval),
-        ("--voltage-limit", args.voltage_limit),
-        ("--cycles", args.cycles),
-    ):
-        if not value > 0:
-            raise ValueError(f"{name} must be positive, got {value:g}")
-    if any(not j > 0 for j in densities):
-        raise ValueError(f"--densities must all be positive mA/cm², got {densities}")
-    with open_instrument(
-        args.instrument,
-        speedup=args.speedup,
-        seed=args.seed,
-        sim_protocol=args.sim_protocol,
-        timeout_s=args.timeout,
-    ) as (driver, _bench):
-        bar = _progress_bar(
-            total=len(densities) * args.cycles * 2 * args.half_cycle,
-            unit="s",
-            desc="CCD",
-            quiet=args.quiet or args.json,
-        )
-        try:
-
-            def progress(time_s: float, density_mA_cm2: float) -> None:
-                bar.set_postfix_str(f"{density_mA_cm2:.2f} mA/cm²", refresh=False)
-                bar.update(time_s - bar.n)
-
-            result = run_ccd(
-                driver,
-                area_cm2=args.area_cm2,
-                densities_mA_cm2=densities,
-                half_cycle_s=args.half_cycle,
-                cycles_per_step=args.cycles,
-                interval_s=args.interval,
-                voltage_limit_V=args.voltage_limit,
-                progress=progress,
-            )
-        finally:
-            bar.close()
-    if args.csv:
-        result.data.to_csv(args.csv, index=False)
-    summary = {"instrument": args.instrument, **result.summary()}
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        if result.ccd_mA_cm2 is None:
-            print(f"no short: the cell survived the protocol ({result.stopped_because})")
-        else:
-            print(
-                f"CCD: {result.ccd_mA_cm2:g} mA/cm² (short at {result.short.time_s / 3600:.3f} h)"
-            )
-        for convention, q in result.charge_to_failure_C_cm2.items():
-            print(f"charge {convention}: {q:.3f} C/cm²")
-        if args.csv:
-            print(f"data: {args.csv}")
-    return 0
+def _add_storage_options(parser: argparse.ArgumentParser) -> None:
+    store = parser.add_argument_group("storage")
+    store.add_argument(
+        "--data",
+        metavar="DIR",
+        default=None,
+        help="folder of the embedded catalog (default ./insitu-data or $INSITU_DATA)",
+    )
+    store.add_argument("--catalog", metavar="URI", help="a tiled server instead of the folder")
+    store.add_argument("--api-key", help="API key of the tiled server")
 
 
-def _cmd_sim_serve(args: argparse.Namespace) -> int:
-    from insitu.protocols.simbench import start_emulator
-    from insitu.simulators.cell import CellGeometry
-
-    # Install the SIGTERM handler before the resource is printed: a client may read it and
-    # ask us to stop at once, and the emulator must still shut down cleanly.
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    geometry = CellGeometry.lab_ccd()
-    if args.temperature_C is not None:
-        geometry = CellGeometry(
-            **{**geometry.__dict__, "temperature_K": args.temperature_C + 273.15}
-        )
-    with start_emulator(
-        args.material,
-        protocol=args.protocol,
-        speedup=args.speedup,
-        seed=args.seed,
-        geometry=geometry,
-        port=args.port,
-        transport=args.transport,
-    ) as bench:
-        if args.json:
-            print(json.dumps({"resource": bench.resource, "material": args.material}), flush=True)
-        else:
-            print(bench.resource, flush=True)
-            print(
-                f"serving a virtual {args.material} cell as {args.protocol} at speed-up "
-                f"{args.speedup:g}; Ctrl-C stops",
-                file=sys.stderr,
-                flush=True,
-            )
-        try:
-            stop.wait()
-        except KeyboardInterrupt:
-            pass
-    return 0
-
-
-def _cmd_sim_materials(args: argparse.Namespace) -> int:
-    from insitu.simulators.materials import MATERIALS
-
-    rows = [m.__dict__ for m in MATERIALS.values()]
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        for m in MATERIALS.values():
-            print(
-                f"{m.name:<11} σ(25 °C) {m.sigma_rt_S_cm:.2e} S/cm  "
-                f"Eₐ {m.activation_energy_eV:.3f} eV  CCD {m.ccd_mA_cm2:g} mA/cm²"
-                f"  — {m.description}"
-            )
-    return 0
-
-
-def _cmd_instrument_info(args: argparse.Namespace) -> int:
-    from insitu.instruments.resources import open_potentiostat
-
-    with open_potentiostat(args.resource, timeout_s=args.timeout) as driver:
-        ident = driver.identify()
-        caps = sorted(t.__name__ for t in driver.capabilities)
-    if args.json:
-        print(json.dumps({**ident.__dict__, "resource": args.resource, "capabilities": caps}))
-    else:
-        print(ident)
-        print(f"resource: {args.resource}")
-        print(f"can run: {', '.join(caps)}")
-    return 0
-
-
-def _progress_bar(total: float, unit: str, desc: str, quiet: bool) -> tqdm:
-    return tqdm(total=total, unit=unit, desc=desc, disable=quiet, file=sys.stderr, leave=False)
+def _add_output_options(parser: argparse.ArgumentParser, progress: bool = False) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object with results")
+    if progress:
+        parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -197,15 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     ccd = sub.add_parser(
         "ccd",
         help="critical-current-density test (the seed paper's lab protocol by default)",
-        description="Run a CCD test: stepwise current density, 1 h half-cycles, 2 cycles per "
-        "step, until the cell shorts. RESOURCE is a real instrument (e.g. "
-        "TCPIP::192.168.0.10::5025::SOCKET, /dev/ttyACM0) or sim:MATERIAL.",
+        description="Run a CCD test as a Bluesky plan: stepwise current density, 1 h "
+        "half-cycles, 2 cycles per step, until the cell shorts; the test stops and switches "
+        "the cell off at the short. RESOURCE is a real instrument (e.g. "
+        "TCPIP::192.168.0.10::5025::SOCKET, /dev/ttyACM0) or sim:MATERIAL. Every point is "
+        "stored in the catalog.",
     )
     ccd.add_argument("--instrument", required=True, metavar="RESOURCE")
     ccd.add_argument("--area-cm2", type=float, default=1.0, help="electrode area (default 1.0)")
     ccd.add_argument(
         "--densities",
-        type=lambda s: [float(x) for x in s.split(",")],
+        type=_floats,
         metavar="J1,J2,...",
         help="current densities in mA/cm² (default 0.1,0.25,0.5,...,4.0)",
     )
@@ -213,12 +102,92 @@ def _parser() -> argparse.ArgumentParser:
     ccd.add_argument("--cycles", type=int, default=2, help="cycles per current density (2)")
     ccd.add_argument("--interval", type=float, default=10.0, help="sampling interval, s (10)")
     ccd.add_argument("--voltage-limit", type=float, default=10.0, help="stop above |V| (10)")
-    ccd.add_argument("--csv", metavar="FILE", help="also write every point to this CSV file")
+    ccd.add_argument("--sample", help="sample name for the run's metadata")
     ccd.add_argument("--timeout", type=float, default=5.0, help="instrument timeout, s (5)")
-    ccd.add_argument("--json", action="store_true", help="print one JSON object with results")
-    ccd.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_sim_options(ccd)
-    ccd.set_defaults(func=_cmd_ccd)
+    _add_output_options(ccd, progress=True)
+    _add_sim_options(ccd, "keithley2450")
+    _add_storage_options(ccd)
+    ccd.set_defaults(func=commands.cmd_ccd)
+
+    cond = sub.add_parser(
+        "conductivity",
+        help="ionic conductivity over temperature (EIS at each oven temperature)",
+        description="At each temperature: set the oven, wait until it settles, measure EIS; "
+        "then σ = L/(R·A) per temperature and Eₐ in both Arrhenius conventions.",
+    )
+    cond.add_argument("--instrument", required=True, metavar="RESOURCE")
+    cond.add_argument("--oven", metavar="RESOURCE", help="Lake Shore 336 resource (sim: auto)")
+    cond.add_argument(
+        "--temperatures",
+        type=_floats,
+        default=[25.0, 40.0, 60.0, 80.0],
+        metavar="T1,T2,...",
+        help="oven temperatures in °C (default 25,40,60,80)",
+    )
+    cond.add_argument("--thickness-cm", type=float, help="pellet thickness (sim: the cell's)")
+    cond.add_argument("--area-cm2", type=float, help="electrode area (sim: the cell's)")
+    cond.add_argument("--f-start", type=float, default=1e6, help="highest frequency, Hz (1e6)")
+    cond.add_argument("--f-stop", type=float, default=0.1, help="lowest frequency, Hz (0.1)")
+    cond.add_argument("--points-per-decade", type=int, default=10)
+    cond.add_argument("--amplitude", type=float, default=0.010, help="EIS amplitude, V (0.010)")
+    cond.add_argument("--settle-time", type=float, default=600.0, help="oven settle time, s (600)")
+    cond.add_argument("--sample", help="sample name for the run's metadata")
+    cond.add_argument("--timeout", type=float, default=5.0, help="instrument timeout, s (5)")
+    _add_output_options(cond, progress=True)
+    _add_sim_options(cond, "methodscript")
+    _add_storage_options(cond)
+    cond.set_defaults(func=commands.cmd_conductivity)
+
+    analyze = sub.add_parser("analyze", help="analyse measured files or stored runs")
+    an_sub = analyze.add_subparsers(dest="what", required=True, metavar="WHAT")
+    an_eis = an_sub.add_parser(
+        "eis",
+        help="electrolyte resistance (and σ) of a spectrum",
+        description="SOURCE is a file (.mpt, .mpr, .csv) or a stored run (uid, uid prefix or "
+        "index; its 'eis' stream).",
+    )
+    an_eis.add_argument("source", metavar="SOURCE")
+    an_eis.add_argument("--cell", choices=("blocking", "li"), default="blocking")
+    an_eis.add_argument(
+        "--method", choices=("fit", "spike_intercept", "hf_intercept"), default="fit"
+    )
+    an_eis.add_argument("--thickness-cm", type=float, help="for σ = L/(R·A)")
+    an_eis.add_argument("--area-cm2", type=float, help="for σ = L/(R·A)")
+    _add_output_options(an_eis)
+    _add_storage_options(an_eis)
+    an_eis.set_defaults(func=commands.cmd_analyze_eis)
+    an_ccd = an_sub.add_parser(
+        "ccd",
+        help="CCD and charge-to-failure of a cycling trace",
+        description="SOURCE is a file (.mpt, .mpr, .csv) or a stored run ('electrochem').",
+    )
+    an_ccd.add_argument("source", metavar="SOURCE")
+    an_ccd.add_argument("--area-cm2", type=float, help="electrode area (runs record it)")
+    _add_output_options(an_ccd)
+    _add_storage_options(an_ccd)
+    an_ccd.set_defaults(func=commands.cmd_analyze_ccd)
+
+    runs = sub.add_parser("runs", help="list the stored runs")
+    runs.add_argument("--limit", type=int, default=None, help="only the last N runs")
+    _add_output_options(runs)
+    _add_storage_options(runs)
+    runs.set_defaults(func=commands.cmd_runs)
+
+    export = sub.add_parser("export", help="write a stored run's data as CSV, Parquet or .mpt")
+    export.add_argument("run", metavar="RUN", help="uid, uid prefix or index (-1: latest)")
+    export.add_argument("--format", choices=("csv", "parquet", "mpt"), default="csv")
+    export.add_argument("--stream", help="which stream (default electrochem, else eis)")
+    export.add_argument("--out", metavar="PATH", help="output file (default UID-STREAM.FORMAT)")
+    _add_output_options(export)
+    _add_storage_options(export)
+    export.set_defaults(func=commands.cmd_export)
+
+    report = sub.add_parser("report", help="write the HTML report of a stored run")
+    report.add_argument("run", metavar="RUN", help="uid, uid prefix or index (-1: latest)")
+    report.add_argument("--out", metavar="FILE.html", help="default UID-report.html")
+    _add_output_options(report)
+    _add_storage_options(report)
+    report.set_defaults(func=commands.cmd_report)
 
     sim = sub.add_parser("sim", help="simulators: emulator servers and material presets")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True, metavar="SIMCOMMAND")
@@ -240,10 +209,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--temperature-C", type=float, default=None, help="cell temperature (60)")
     serve.add_argument("--json", action="store_true")
-    serve.set_defaults(func=_cmd_sim_serve)
+    serve.set_defaults(func=commands.cmd_sim_serve)
     materials = sim_sub.add_parser("materials", help="list the material presets")
     materials.add_argument("--json", action="store_true")
-    materials.set_defaults(func=_cmd_sim_materials)
+    materials.set_defaults(func=commands.cmd_sim_materials)
 
     inst = sub.add_parser("instrument", help="talk to an instrument")
     inst_sub = inst.add_subparsers(dest="inst_command", required=True, metavar="INSTCOMMAND")
@@ -251,7 +220,7 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("resource", metavar="RESOURCE")
     info.add_argument("--timeout", type=float, default=5.0)
     info.add_argument("--json", action="store_true")
-    info.set_defaults(func=_cmd_instrument_info)
+    info.set_defaults(func=commands.cmd_instrument_info)
     return parser
 
 
@@ -259,17 +228,28 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _quiet_libraries() -> None:
+    # Library chatter is not for the user of a command line: keep stdout for results and
+    # stderr for our one-line errors and the progress bar.
+    logging.getLogger("tiled").setLevel(logging.WARNING)
+    logging.getLogger("bluesky").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*httpx.*starlette.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``insitu`` console script."""
     args = _parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    _quiet_libraries()
     if threading.current_thread() is threading.main_thread():
         # A polite kill (SIGTERM) unwinds like Ctrl-C, so every driver switches its cell off.
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         return func(args)
-    except (InstrumentError, ValueError, OSError) as exc:
-        print(f"insitu: error: {exc}", file=sys.stderr)
+    except (InstrumentError, ValueError, OSError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"insitu: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("insitu: interrupted; the cell was switched off", file=sys.stderr)

@@ -26,7 +26,7 @@ import pandas as pd
 from bluesky.utils import Msg
 from ophyd import Signal
 
-from insitu.analysis.shorts import charge_to_failure, find_short
+from insitu.analysis.shorts import ccd_from_trace, find_short
 from insitu.instruments.potentiostat import (
     CurrentSequence,
     CurrentStep,
@@ -39,6 +39,7 @@ __all__ = [
     "LAB_CCD_DENSITIES_MA_CM2",
     "ccd_test",
     "conductivity_vs_temperature",
+    "cycling_sequence",
     "eis",
     "galvanostatic_hold",
     "lab_ccd_densities_mA_cm2",
@@ -225,6 +226,30 @@ def galvanostatic_hold(
     return uid
 
 
+def cycling_sequence(
+    current_densities_mA_cm2: Sequence[float],
+    *,
+    area_cm2: float,
+    half_cycle_s: float,
+    cycles: int,
+    interval_s: float,
+    voltage_limit_V: float,
+    on_limit: Literal["next_step", "stop"] = "stop",
+) -> CurrentSequence:
+    """The current sequence of a plating/stripping or CCD protocol.
+
+    For each current density, ``cycles`` × (plate for ``half_cycle_s``, strip for
+    ``half_cycle_s``), back to back; positive current plates Li on the counter electrode.
+    """
+    return CurrentSequence(
+        steps=_cycling_steps(current_densities_mA_cm2, area_cm2, half_cycle_s, cycles),
+        interval_s=interval_s,
+        voltage_min_V=-voltage_limit_V,
+        voltage_max_V=voltage_limit_V,
+        on_limit=on_limit,
+    )
+
+
 def _cycling_steps(
     densities_mA_cm2: Sequence[float], area_cm2: float, half_cycle_s: float, cycles: int
 ) -> tuple[CurrentStep, ...]:
@@ -260,12 +285,13 @@ def plate_strip(
     step when the polarisation exceeds it. Positive current plates Li on the counter
     electrode.
     """
-    steps = _cycling_steps(current_densities_mA_cm2, area_cm2, half_cycle_s, cycles)
-    technique = CurrentSequence(
-        steps=steps,
+    technique = cycling_sequence(
+        current_densities_mA_cm2,
+        area_cm2=area_cm2,
+        half_cycle_s=half_cycle_s,
+        cycles=cycles,
         interval_s=interval_s,
-        voltage_min_V=-voltage_limit_V,
-        voltage_max_V=voltage_limit_V,
+        voltage_limit_V=voltage_limit_V,
         on_limit=on_limit,
     )
     parameters = {
@@ -308,13 +334,13 @@ def ccd_test(
     charge-to-failure under each convention.
     """
     densities = list(current_densities_mA_cm2 or LAB_CCD_DENSITIES_MA_CM2)
-    steps = _cycling_steps(densities, area_cm2, half_cycle_s, cycles_per_step)
-    technique = CurrentSequence(
-        steps=steps,
+    technique = cycling_sequence(
+        densities,
+        area_cm2=area_cm2,
+        half_cycle_s=half_cycle_s,
+        cycles=cycles_per_step,
         interval_s=interval_s,
-        voltage_min_V=-voltage_limit_V,
-        voltage_max_V=voltage_limit_V,
-        on_limit="stop",
+        voltage_limit_V=voltage_limit_V,
     )
     parameters = {
         "current_densities_mA_cm2": densities,
@@ -341,18 +367,15 @@ def ccd_test(
     reason = yield from run_technique(
         potentiostat, technique, stop_when=short_in, watch_s=window_s, poll_s=poll_s
     )
-    data = potentiostat.points()
-    short = (
-        find_short(data, drop_fraction=drop_fraction, min_current_A=1e-12) if len(data) else None
-    )
-    charge = charge_to_failure(data, None if short is None else short.time_s) if len(data) else {}
+    # The same analysis the command line and reports apply to the stored run.
+    analysis = ccd_from_trace(potentiostat.points(), area_cm2, drop_fraction=drop_fraction)
     results: dict[str, float | str | None] = {
-        "ccd_mA_cm2": None if short is None else abs(short.current_A) / area_cm2 * 1e3,
-        "short_time_s": None if short is None else short.time_s,
-        **{f"charge_to_failure_{k}_C_cm2": v / area_cm2 for k, v in charge.items()},
+        "ccd_mA_cm2": analysis.ccd_mA_cm2,
+        "short_time_s": None if analysis.short is None else analysis.short.time_s,
+        **{f"charge_to_failure_{k}_C_cm2": v for k, v in analysis.charge_to_failure_C_cm2.items()},
     }
     yield from _emit_results(results)
-    stopped = "short" if short is not None else reason
+    stopped = "short" if analysis.shorted else reason
     yield from bps.close_run(reason=stopped)
     return uid
 

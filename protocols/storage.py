@@ -597,6 +597,10 @@ class RunStore:
         from tiled.client import Context, from_context
         from tiled.server.app import build_app
 
+        # tiled announces its version at INFO on every in-process app, through a handler of
+        # its own: in an embedded store that is noise on the user's terminal.
+        logging.getLogger("tiled.server.app").setLevel(logging.WARNING)
+
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         # Event tables go to SQL storage; SQLite rather than tiled's usual DuckDB because a
