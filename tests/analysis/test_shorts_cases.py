@@ -17,7 +17,7 @@ from insitu.analysis.shorts import (
     classify_short,
     find_short,
 )
-from insitu.protocols.lab_ccd import lab_ccd_densities_mA_cm2
+from insitu.protocols.plans import lab_ccd_densities_mA_cm2
 from insitu.simulators.cell import VirtualCell
 from insitu.simulators.materials import MATERIALS
 
@@ -147,7 +147,7 @@ def test_a_slow_collapse_to_near_zero_is_hard_and_dated_at_its_onset():
 
 
 def test_a_short_event_still_builds_without_a_kind():
-    # Callers that build ShortEvent positionally (protocols/lab_ccd.py) keep working.
+    # Callers that build ShortEvent positionally keep working.
     event = ShortEvent(1.0, 0, 2.0, 1e-3, 0.5, 1.0)
     assert event.kind == "hard"
 
