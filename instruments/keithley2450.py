@@ -40,25 +40,18 @@ Example
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import pyvisa
-import pyvisa.constants
-import pyvisa.errors
 
 from .errors import (
     InstrumentConnectionError,
     InstrumentProtocolError,
     InstrumentReportedError,
-    InstrumentTimeoutError,
     LimitError,
 )
 from .keithley2450_trigger import (
@@ -80,6 +73,7 @@ from .potentiostat import (
     Potentiostat,
     Technique,
 )
+from .visa_session import VisaSession
 
 __all__ = ["Keithley2450"]
 
@@ -134,141 +128,37 @@ class Keithley2450(Potentiostat):
         self.resource_name = resource
         self.timeout_s = float(timeout_s)
         self.poll_interval_s = float(poll_interval_s)
-        self._visa_library = visa_library
         self.name = f"Keithley 2450 ({resource})"
-        self.last_command: str | None = None
         self._closed = False
-        self._stale = False
-        # One lock around every exchange: cell_off() may come from another thread (a plan's
-        # pause/abort handler) while a technique is being polled.
-        self._io_lock = threading.RLock()
-        self._rm: pyvisa.ResourceManager | None = None
-        self._res: Any = None
-        self._open()
+        # One lock around every exchange (the session's): cell_off() may come from another
+        # thread (a plan's pause/abort handler) while a technique is being polled.
+        self._session = VisaSession(
+            resource,
+            name=self.name,
+            timeout_s=self.timeout_s,
+            visa_library=visa_library,
+            read_termination="\n",
+            write_termination="\n",
+        )
+        self._io_lock = self._session.lock
 
     # --- connection ----------------------------------------------------------------------
-    def _open(self) -> None:
-        try:
-            if self._rm is None:
-                self._rm = pyvisa.ResourceManager(self._visa_library)
-            self._res = self._rm.open_resource(
-                self.resource_name,
-                read_termination="\n",
-                write_termination="\n",
-                timeout=int(self.timeout_s * 1000),
-                open_timeout=int(self.timeout_s * 1000),
-            )
-        except Exception as exc:  # pyvisa raises many kinds here (VisaIOError, OSError, ...)
-            self._res = None
-            raise InstrumentConnectionError(
-                f"could not open the connection ({exc}); check that the instrument is on, "
-                "reachable and that the resource string is right",
-                instrument=self.name,
-            ) from exc
-        # pyvisa-py "connects" a TCP socket without noticing a refusal; find out now.
-        self._check_alive()
-        self._set_nodelay()
+    @property
+    def last_command(self) -> str | None:
+        """The last command sent (named by every error)."""
+        return self._session.last_command
 
-    def _set_nodelay(self) -> None:
-        # Without TCP_NODELAY, Nagle's algorithm holds back a short command until the
-        # previous one is acknowledged, and the peer's delayed ACK makes that ~40 ms per
-        # command pair. pyvisa-py 0.8 routes VI_ATTR_TCPIP_NODELAY to a setter that refuses
-        # it, so fall back to the socket itself.
-        try:
-            self._res.set_visa_attribute(pyvisa.constants.ResourceAttribute.tcpip_nodelay, True)
-            return
-        except Exception:
-            pass
-        sock = self._socket()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def _socket(self) -> socket.socket | None:
-        """The pyvisa-py TCP socket under the resource, if there is one (for liveness)."""
-        try:
-            session = self._res.visalib.sessions[self._res.session]
-            sock = getattr(session, "interface", None)
-        except Exception:
-            return None
-        return sock if isinstance(sock, socket.socket) else None
-
-    def _peer_closed(self) -> bool:
-        sock = self._socket()
-        if sock is None:
-            return False
-        try:
-            data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            return True
-        return data == b""
-
-    def _check_alive(self) -> None:
-        if self._res is None:
-            raise InstrumentConnectionError(
-                "the connection is closed; create a new driver",
-                instrument=self.name,
-                last_command=self.last_command,
-            )
-        if self._peer_closed():
-            raise InstrumentConnectionError(
-                "the instrument closed the connection; check the cable/network and that no "
-                "other program took over the instrument, then reconnect",
-                instrument=self.name,
-                last_command=self.last_command,
-            )
-
-    def _io_error(self, exc: BaseException, what: str) -> Exception:
-        """Map a pyvisa/socket exception to an insitu exception."""
-        if isinstance(exc, pyvisa.errors.VisaIOError):
-            if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
-                if self._peer_closed():
-                    return InstrumentConnectionError(
-                        f"the instrument closed the connection while {what}",
-                        instrument=self.name,
-                        last_command=self.last_command,
-                    )
-                return InstrumentTimeoutError(
-                    f"no answer within {self.timeout_s:g} s while {what}; check that the "
-                    "instrument is on and not busy, or raise timeout_s",
-                    instrument=self.name,
-                    last_command=self.last_command,
-                )
-        return InstrumentConnectionError(
-            f"connection failed while {what} ({exc})",
-            instrument=self.name,
-            last_command=self.last_command,
-        )
+    @last_command.setter
+    def last_command(self, command: str | None) -> None:
+        self._session.last_command = command
 
     def write(self, command: str) -> None:
         """Send one command (no reply expected)."""
-        with self._io_lock:
-            if self._stale:
-                # A reply may still arrive for the query that timed out; a fresh connection
-                # keeps it from being read as the answer to the next query.
-                self._stale = False
-                self._close_resource()
-                self._open()
-            self.last_command = command
-            self._check_alive()
-            try:
-                self._res.write(command)
-            except Exception as exc:
-                raise self._io_error(exc, "sending") from exc
+        self._session.write(command)
 
     def query(self, command: str) -> str:
         """Send a query and return its reply line (without the terminator)."""
-        with self._io_lock:
-            self.write(command)
-            try:
-                reply = self._res.read()
-            except Exception as exc:
-                error = self._io_error(exc, "waiting for the reply")
-                self._stale = isinstance(error, InstrumentTimeoutError)
-                raise error from exc
-            return reply.strip()
+        return self._session.query(command)
 
     def _parse(self, reply: str, kind: type, what: str) -> Any:
         try:
@@ -350,9 +240,8 @@ class Keithley2450(Potentiostat):
                 return
             except InstrumentConnectionError as exc:
                 log.warning("%s: %s; reconnecting to switch the output off", self.name, exc)
-            self._close_resource()
             try:
-                self._open()
+                self._session.reopen()
                 self._output_off()
             except InstrumentConnectionError as exc:
                 raise InstrumentConnectionError(
@@ -377,23 +266,13 @@ class Keithley2450(Potentiostat):
         """Switch the output off and release the connection (safe to repeat)."""
         if self._closed:
             return
-        if self._res is not None:
+        if self._session.is_open:
             try:
                 self.cell_off()
             except Exception:
                 log.exception("%s: could not switch the output off while closing", self.name)
         self._closed = True
-        self._close_resource()
-        if self._rm is not None:
-            with contextlib.suppress(Exception):
-                self._rm.close()
-            self._rm = None
-
-    def _close_resource(self) -> None:
-        if self._res is not None:
-            with contextlib.suppress(Exception):
-                self._res.close()
-            self._res = None
+        self._session.close()
 
     def check(self, technique: Technique) -> None:
         """Capabilities and limits (see :class:`Potentiostat`), plus what one trigger model

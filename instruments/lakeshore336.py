@@ -30,24 +30,16 @@ Example
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
-import threading
 from typing import Any
 
-import pyvisa
-import pyvisa.constants
-import pyvisa.errors
-
 from .errors import (
-    InstrumentConnectionError,
     InstrumentProtocolError,
     InstrumentReportedError,
-    InstrumentTimeoutError,
     LimitError,
 )
 from .potentiostat import Identity
+from .visa_session import VisaSession
 
 __all__ = ["HEATER_RANGES", "INPUTS", "LakeShore336"]
 
@@ -113,105 +105,37 @@ class LakeShore336:
         self.timeout_s = float(timeout_s)
         self.max_setpoint_K = float(max_setpoint_K)
         self.name = f"Lake Shore 336 ({resource})"
-        self.last_command: str | None = None
-        self._visa_library = visa_library
-        # One lock around every exchange: a settle thread polls while a plan reads.
-        self._io_lock = threading.RLock()
-        self._stale = False
-        self._rm: pyvisa.ResourceManager | None = None
-        self._res: Any = None
-        self._open()
+        # One lock around every exchange (the session's): a settle thread polls while a plan
+        # reads.
+        self._session = VisaSession(
+            resource,
+            name=self.name,
+            timeout_s=self.timeout_s,
+            visa_library=visa_library,
+            read_termination="\r\n",
+            write_termination="\n",
+            open_hint="check that the controller is on, reachable, its Ethernet interface "
+            "enabled and the resource string right",
+            closed_message="the controller closed the connection; check the network and that "
+            "no other program took over the controller, then reconnect",
+            timeout_hint="the 336 does not answer queries it cannot parse, so check the "
+            "command, then that the controller is on",
+        )
+        self._io_lock = self._session.lock
 
     # --- connection ----------------------------------------------------------------------
-    def _open(self) -> None:
-        try:
-            if self._rm is None:
-                self._rm = pyvisa.ResourceManager(self._visa_library)
-            self._res = self._rm.open_resource(
-                self.resource_name,
-                read_termination="\r\n",
-                write_termination="\n",
-                timeout=int(self.timeout_s * 1000),
-                open_timeout=int(self.timeout_s * 1000),
-            )
-        except Exception as exc:  # pyvisa raises many kinds here
-            self._res = None
-            raise InstrumentConnectionError(
-                f"could not open the connection ({exc}); check that the controller is on, "
-                "reachable, its Ethernet interface enabled and the resource string right",
-                instrument=self.name,
-            ) from exc
-        sock = self._socket()
-        if sock is not None:
-            # Short commands must not wait for Nagle's algorithm.
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._check_alive()
+    @property
+    def last_command(self) -> str | None:
+        """The last command sent (named by every error)."""
+        return self._session.last_command
 
-    def _socket(self) -> socket.socket | None:
-        try:
-            session = self._res.visalib.sessions[self._res.session]
-        except Exception:
-            return None
-        sock = getattr(session, "interface", None)
-        return sock if isinstance(sock, socket.socket) else None
-
-    def _peer_closed(self) -> bool:
-        sock = self._socket()
-        if sock is None:
-            return False
-        try:
-            data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            return True
-        return data == b""
-
-    def _check_alive(self) -> None:
-        if self._res is None:
-            raise InstrumentConnectionError(
-                "the connection is closed; create a new driver",
-                instrument=self.name,
-                last_command=self.last_command,
-            )
-        if self._peer_closed():
-            raise InstrumentConnectionError(
-                "the controller closed the connection; check the network and that no other "
-                "program took over the controller, then reconnect",
-                instrument=self.name,
-                last_command=self.last_command,
-            )
-
-    def _io_error(self, exc: BaseException, what: str) -> Exception:
-        timeout = (
-            isinstance(exc, pyvisa.errors.VisaIOError)
-            and exc.error_code == pyvisa.constants.StatusCode.error_timeout
-        )
-        if timeout and not self._peer_closed():
-            return InstrumentTimeoutError(
-                f"no answer within {self.timeout_s:g} s while {what}; the 336 does not answer "
-                "queries it cannot parse, so check the command, then that the controller is on",
-                instrument=self.name,
-                last_command=self.last_command,
-            )
-        return InstrumentConnectionError(
-            f"connection failed while {what} ({exc})",
-            instrument=self.name,
-            last_command=self.last_command,
-        )
+    @last_command.setter
+    def last_command(self, command: str | None) -> None:
+        self._session.last_command = command
 
     def close(self) -> None:
         """Release the connection (the heaters keep their settings; see :meth:`heaters_off`)."""
-        with self._io_lock:
-            if self._res is not None:
-                with contextlib.suppress(Exception):
-                    self._res.close()
-                self._res = None
-            if self._rm is not None:
-                with contextlib.suppress(Exception):
-                    self._rm.close()
-                self._rm = None
+        self._session.close()
 
     def __enter__(self) -> LakeShore336:
         return self
@@ -222,36 +146,11 @@ class LakeShore336:
     # --- exchanges ------------------------------------------------------------------------
     def write(self, command: str) -> None:
         """Send one message (no reply expected, none checked)."""
-        with self._io_lock:
-            if self._stale:
-                # A late reply to a timed-out query must not be read as the next answer.
-                self._stale = False
-                self._reopen()
-            self.last_command = command
-            self._check_alive()
-            try:
-                self._res.write(command)
-            except Exception as exc:
-                raise self._io_error(exc, "sending") from exc
+        self._session.write(command)
 
     def query(self, command: str) -> str:
         """Send a query and return its reply (without the terminator)."""
-        with self._io_lock:
-            self.write(command)
-            try:
-                reply = self._res.read()
-            except Exception as exc:
-                error = self._io_error(exc, "waiting for the reply")
-                self._stale = isinstance(error, InstrumentTimeoutError)
-                raise error from exc
-            return reply.strip()
-
-    def _reopen(self) -> None:
-        if self._res is not None:
-            with contextlib.suppress(Exception):
-                self._res.close()
-            self._res = None
-        self._open()
+        return self._session.query(command)
 
     def command(self, command: str) -> None:
         """Send a setting and check that the controller accepted it (``;*ESR?``).

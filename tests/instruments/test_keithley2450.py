@@ -244,7 +244,7 @@ def test_timeout_when_the_instrument_stops_answering(
         with pytest.raises(InstrumentTimeoutError) as info:
             k2450.identify()
         assert info.value.last_command == "*IDN?"
-        assert "Keithley 2450" in str(info.value)
+        assert "Keithley 2450" in str(info.value) and "not busy" in str(info.value)
         emulator.responding = True
         # The driver recovers on a fresh connection once the instrument answers again.
         assert k2450.identify().model == "MODEL 2450"

@@ -106,6 +106,7 @@ def test_refused_commands_and_unanswered_queries(ls336):
     with pytest.raises(InstrumentTimeoutError, match="no answer") as info:
         ls336.query("KRDG? Z")
     assert info.value.last_command == "KRDG? Z"
+    assert "does not answer queries it cannot parse" in str(info.value)
     # The driver recovers: the next exchange works.
     assert ls336.identify().model == "MODEL336"
     with pytest.raises(InstrumentReportedError, match="invalid reading"):
@@ -116,8 +117,9 @@ def test_connection_errors(emulator, ls336):
     ls336.identify()  # the server has accepted the connection
     emulator.drop_clients()
     time.sleep(0.05)
-    with pytest.raises(InstrumentConnectionError):
+    with pytest.raises(InstrumentConnectionError) as info:
         ls336.identify()
+    assert "Lake Shore 336" in str(info.value) and info.value.last_command == "*IDN?"
     emulator.stop()
     with pytest.raises(InstrumentConnectionError, match=r"could not open|closed"):
         LakeShore336(emulator.resource, timeout_s=0.5)
