@@ -9,16 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from insitu.analysis.conductivity import activation_energies, conductivity_S_cm
 from insitu.analysis.eis import electrolyte_resistance, spectrum_frame
 from insitu.analysis.overpotential import overpotential_table
 from insitu.analysis.report import ccd_report, conductivity_report, html_report, write_report
 from insitu.analysis.runs import spectra_by_temperature
-from insitu.analysis.shorts import ccd_from_trace
+from insitu.analysis.shorts import CCDAnalysis, ccd_from_trace
 from insitu.protocols.storage import StoredRun
 
-__all__ = ["report_for_run"]
+__all__ = ["ccd_tables", "report_for_run"]
 
 _METADATA_KEYS = (
     "uid",
@@ -47,6 +48,18 @@ def _metadata(run: StoredRun) -> dict[str, object]:
     return meta
 
 
+def ccd_tables(data: pd.DataFrame, area_cm2: float) -> tuple[CCDAnalysis, pd.DataFrame]:
+    """The CCD analysis of a cycling trace and its overpotential table up to the short.
+
+    After a short the voltage measures the filament, not the cell's polarisation, so the
+    overpotential table stops at the short's onset.
+    """
+    analysis = ccd_from_trace(data, area_cm2)
+    if analysis.short is not None:
+        data = data[data["time_s"] < analysis.short.time_s]
+    return analysis, overpotential_table(data, area_cm2)
+
+
 def report_for_run(run: StoredRun, path: str | Path) -> Path:
     """Write the HTML report of ``run`` to ``path`` and return the path.
 
@@ -58,7 +71,7 @@ def report_for_run(run: StoredRun, path: str | Path) -> Path:
     if "electrochem" in run.streams:
         data = run.stream("electrochem")
         area = float(run.start.get("area_cm2", 1.0))
-        analysis = ccd_from_trace(data, area)
+        analysis, table = ccd_tables(data, area)
         stop = run.stop or {}
         result = {
             "ccd_mA_cm2": analysis.ccd_mA_cm2,
@@ -70,7 +83,7 @@ def report_for_run(run: StoredRun, path: str | Path) -> Path:
             data,
             metadata=meta,
             result=result,
-            overpotential_table=overpotential_table(data, area),
+            overpotential_table=table,
             area_cm2=area,
         )
     elif "eis" in run.streams and "temperature" in run.streams:
