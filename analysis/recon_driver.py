@@ -41,7 +41,8 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 
-from .gridrec import GridrecPlan, apply_circular_mask
+from .gridrec import apply_circular_mask
+from .recon_backends import Backend, make_backend
 from .tomo_center import find_center_vo
 from .tomo_normalize import minus_log, normalize, remove_outlier
 from .tomo_phase import alpha_from_delta_beta, paganin_length, retrieve_phase
@@ -99,6 +100,9 @@ class ReconOptions:
         Upper bound on the memory the reconstruction uses (all workers together).
     slab_rows : int or None
         Rows per slab (a multiple of 8); default the most the budget allows.
+    backend : str
+        ``"insitu"`` (Fourier-gridding FBP, default) or ``"tomopy"`` (TomoPy's Gridrec, when
+        TomoPy is installed); see :mod:`insitu.analysis.recon_backends`.
     """
 
     center: float | None = None
@@ -120,6 +124,7 @@ class ReconOptions:
     rows: tuple[int, int] | None = None
     memory_budget_gib: float = 8.0
     slab_rows: int | None = None
+    backend: str = "insitu"
 
     def __post_init__(self) -> None:
         if self.slab_rows is not None and (
@@ -322,24 +327,32 @@ def find_center(info: ScanInfo, opts: ReconOptions) -> float:
     return float(find_center_vo(sino, ind=0, smin=smin, smax=smax))
 
 
-_PLANS: dict[tuple, GridrecPlan] = {}
+_BACKENDS: dict[tuple, Backend] = {}
 
 
-def _plan_for(info: ScanInfo, opts: ReconOptions, center: float) -> GridrecPlan:
-    """One gridrec plan per geometry and process (Dask workers keep theirs across slabs)."""
-    key = (info.n_cols, center, opts.filter_name, opts.mask_ratio, info.theta_rad.tobytes())
-    plan = _PLANS.get(key)
-    if plan is None:
-        _PLANS.clear()
-        plan = GridrecPlan(
+def _backend_for(info: ScanInfo, opts: ReconOptions, center: float) -> Backend:
+    """One backend per geometry and process (Dask workers keep theirs across slabs)."""
+    key = (
+        opts.backend,
+        info.n_cols,
+        center,
+        opts.filter_name,
+        opts.mask_ratio,
+        info.theta_rad.tobytes(),
+    )
+    backend = _BACKENDS.get(key)
+    if backend is None:
+        _BACKENDS.clear()
+        backend = make_backend(
+            opts.backend,
             info.theta_rad,
             info.n_cols,
             center=center,
             filter_name=opts.filter_name,
             support=None if opts.mask_ratio is None else opts.mask_ratio * info.n_cols / 2,
         )
-        _PLANS[key] = plan
-    return plan
+        _BACKENDS[key] = backend
+    return backend
 
 
 def _run_slab(
@@ -349,7 +362,7 @@ def _run_slab(
     import zarr
 
     sino = preprocess_rows(info, opts, r0, r1)
-    rec = _plan_for(info, opts, center).reconstruct(sino)
+    rec = _backend_for(info, opts, center).reconstruct(sino)
     del sino
     if opts.mask_ratio is not None:
         apply_circular_mask(rec, opts.mask_ratio)
@@ -413,6 +426,7 @@ def reconstruct_scan(
         raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite")
     t_start = time.perf_counter()
     center = opts.center if opts.center is not None else find_center(info, opts)
+    _backend_for(info, opts, center)  # an unknown or missing backend fails before any work
     workers = 1
     client = None
     cluster = None
