@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from event_model import compose_stream_resource
-from event_model.documents.stream_datum import StreamRange
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.status import Status
 
-from insitu.instruments.dxchange import DATASETS, DataExchangeWriter
+from insitu.instruments.dxchange import DataExchangeWriter
+from insitu.instruments.tomo_assets import FrameAssets, image_data_key
 
 from .clock import SimClock
 
@@ -440,9 +439,10 @@ class SimTomoCamera(Device):
         self.metadata: dict[str, Any] = dict(metadata or {})
         self._writer: DataExchangeWriter | None = None
         self._lock = threading.Lock()
-        self._resources: dict[str, Any] = {}  # kind -> ComposeStreamResourceBundle
-        self._asset_docs: list[tuple[str, dict[str, Any]]] = []
-        self._last_kind: str | None = None
+        self._assets: FrameAssets | None = None
+        # (kind, index) of the frame taken last, and of the one not yet recorded by the run.
+        self.last_frame: tuple[str, int] | None = None
+        self._pending_frame: tuple[str, int] | None = None
         self._last_frame_end = -math.inf
         self._pso_index = 0
         # Setting the trigger mode re-arms the position-compare counter.
@@ -465,9 +465,9 @@ class SimTomoCamera(Device):
         meta = {**self.metadata, "exposure_s": float(self.acquire_time.get())}
         self._writer = DataExchangeWriter(path, shape=self.shape, metadata=meta)
         self.full_file_name.put(str(path))
-        self._resources = {}
-        self._asset_docs = []
-        self._last_kind = None
+        self._assets = FrameAssets(path.as_uri(), self.image_key, self.shape)
+        self.last_frame = None
+        self._pending_frame = None
         return super().stage()
 
     def unstage(self) -> list[Any]:
@@ -548,8 +548,7 @@ class SimTomoCamera(Device):
             # Provisional until collect_asset_docs hands its datum to the RunEngine: a frame
             # retaken after a suspension replaces a frame the run never recorded.
             index = writer.append(kind, counts, theta_rad=angle_rad, pending=True)  # type: ignore[arg-type]
-            self._last_kind = kind
-            self._last_index = index
+            self.last_frame = self._pending_frame = (kind, index)
         self.frame_counter.put(int(self.frame_counter.get()) + 1)
         self.theta.put(angle_rad)
 
@@ -557,46 +556,32 @@ class SimTomoCamera(Device):
     def describe(self) -> dict[str, Any]:
         """Data keys, the external ``<name>_image`` included."""
         out = dict(super().describe())
-        rows, cols = self.shape
-        out[self.image_key] = {
-            "source": f"SIM:{self.name}:image",
-            "dtype": "array",
-            "dtype_numpy": np.dtype(np.uint16).str,
-            "shape": [rows, cols],
-            "external": "STREAM:",
-        }
+        out[self.image_key] = image_data_key(f"SIM:{self.name}:image", self.shape)
         if "units" not in out.get(self.theta.name, {}):
             out[self.theta.name]["units"] = "rad"
         return out
 
+    def commit_frame(self) -> tuple[str, int] | None:
+        """Make the frame taken last permanent in the file, as the run records it now.
+
+        Returns
+        -------
+        tuple of (str, int) or None
+            ``(kind, index)`` of the committed frame; ``None`` if no frame was pending.
+        """
+        with self._lock:
+            frame, self._pending_frame = self._pending_frame, None
+            if frame is not None and self._writer is not None:
+                self._writer.commit(frame[0])  # type: ignore[arg-type]
+            return frame
+
     def collect_asset_docs(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """``stream_resource`` (first frame of a kind) and ``stream_datum`` of the last frame."""
-        with self._lock:
-            kind = self._last_kind
-            writer = self._writer
-            if kind is None or writer is None:
-                return
-            self._last_kind = None
-            writer.commit(kind)  # type: ignore[arg-type]
-            index = self._last_index
-            bundle = self._resources.get(kind)
-            if bundle is None:
-                rows, cols = self.shape
-                bundle = compose_stream_resource(
-                    mimetype="application/x-hdf5",
-                    uri=writer.path.as_uri(),
-                    data_key=self.image_key,
-                    parameters={
-                        "dataset": DATASETS[kind],
-                        "chunk_shape": [1, rows, cols],
-                        # The camera holds the file open for writing during the scan.
-                        "swmr": True,
-                    },
-                )
-                self._resources[kind] = bundle
-                yield "stream_resource", bundle.stream_resource_doc
-            datum = bundle.compose_stream_datum(indices=StreamRange(start=index, stop=index + 1))
-            yield "stream_datum", datum
+        assets = self._assets
+        frame = self.commit_frame()
+        if frame is None or assets is None:
+            return
+        yield from assets.docs(*frame)
 
 
 # --------------------------------------------------------------------------------------------
