@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from insitu.instruments.errors import InstrumentError
 from insitu.protocols import commands
+from insitu.protocols.recon_command import add_recon_parser
 
 __all__ = ["main"]
 
@@ -137,6 +138,52 @@ def _parser() -> argparse.ArgumentParser:
     _add_sim_options(cond, "methodscript")
     _add_storage_options(cond)
     cond.set_defaults(func=commands.cmd_conductivity)
+
+    tomo = sub.add_parser(
+        "tomo-scan",
+        help="simulated tomography scan of a virtual pellet (APS Data Exchange file)",
+        description="Cycle a virtual Li|SE|Li cell through the in-situ protocol until "
+        "--charge-mC has passed (or it shorts), then run the tomo_scan plan (darks, flats, "
+        "projections over 180°, flats and darks) on the simulated 2-BM bench. Writes the Data "
+        "Exchange file at --out, the ground truth next to it as FILE.truth.json and (small "
+        "size) the label volume as FILE.truth.h5.",
+    )
+    tomo.add_argument("--sim", required=True, metavar="MATERIAL", help="A-LPS, LPS:0.5LiI, ...")
+    tomo.add_argument("--out", required=True, metavar="FILE.h5", help="Data Exchange file")
+    tomo.add_argument(
+        "--charge-mC", type=float, default=0.0, help="charge passed before the scan (0: pristine)"
+    )
+    tomo.add_argument(
+        "--size",
+        choices=("small", "full"),
+        default="small",
+        help="small: 64×128×128 voxels of 3 µm, seconds; full: 1143×2000×2000 of 0.7 µm, "
+        "~30–45 min on 2 cores and ~14 GB of scratch disk (default small)",
+    )
+    tomo.add_argument(
+        "--projections", type=int, help="projections over 180° (default 180 small, 1500 full)"
+    )
+    tomo.add_argument("--exposure", type=float, default=0.1, help="exposure per frame, s (0.1)")
+    tomo.add_argument("--mode", choices=("step", "fly"), default="step", help="scan mode (step)")
+    tomo.add_argument("--darks", type=int, default=10, help="darks before and after (10)")
+    tomo.add_argument("--flats", type=int, default=10, help="flats before and after (10)")
+    tomo.add_argument(
+        "--speedup", type=float, default=1e3, help="simulated s per real s of the bench (1e3)"
+    )
+    tomo.add_argument("--seed", type=int, default=0, help="seed of cracks, pores, noise (0)")
+    tomo.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    tomo.add_argument("--workdir", metavar="DIR", help="scratch folder for the full size")
+    tomo.add_argument(
+        "--store",
+        action="store_true",
+        help="also store the run in the catalog (frames referenced from --out; the embedded "
+        "catalog serves them only if --out lies under its data folder)",
+    )
+    _add_output_options(tomo, progress=True)
+    _add_storage_options(tomo)
+    tomo.set_defaults(func=commands.cmd_tomo_scan)
+
+    add_recon_parser(sub)
 
     analyze = sub.add_parser("analyze", help="analyse measured files or stored runs")
     an_sub = analyze.add_subparsers(dest="what", required=True, metavar="WHAT")

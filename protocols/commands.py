@@ -34,6 +34,7 @@ __all__ = [
     "cmd_runs",
     "cmd_sim_materials",
     "cmd_sim_serve",
+    "cmd_tomo_scan",
 ]
 
 
@@ -174,6 +175,76 @@ def cmd_conductivity(args: argparse.Namespace) -> int:
     human += [f"Eₐ ({k}): {v:.4f} eV" for k, v in result["ea_eV"].items()]
     human.append(f"run: {result['run_uid']}")
     return _emit(args, {"instrument": args.instrument, **result}, human)
+
+
+def cmd_tomo_scan(args: argparse.Namespace) -> int:
+    """Scan a virtual pellet on the simulated beamline; print the file and the ground truth."""
+    from contextlib import nullcontext
+
+    from insitu.protocols.tomo_workflow import run_tomo_scan
+    from insitu.simulators.materials import get_material
+
+    material = get_material(args.sim).name  # unknown names fail before anything runs
+    if not args.charge_mC >= 0:
+        raise ValueError(f"--charge-mC must be zero or positive, got {args.charge_mC:g}")
+    _positive(exposure=args.exposure, speedup=args.speedup)
+    if args.projections is not None and args.projections < 2:
+        raise ValueError(f"--projections must be at least 2, got {args.projections}")
+    for name in ("darks", "flats"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    quiet = args.quiet or args.json
+    bars: list[tqdm] = []
+
+    def progress(done: int, total: int) -> None:
+        # Opened with the first frame, so that an error before the scan prints alone.
+        if not bars:
+            bars.append(
+                tqdm(
+                    total=total,
+                    unit="frame",
+                    desc="tomo-scan",
+                    disable=quiet,
+                    file=sys.stderr,
+                    leave=False,
+                )
+            )
+        bars[0].update(done - bars[0].n)
+
+    try:
+        with _store(args) if args.store else nullcontext() as store:
+            result = run_tomo_scan(
+                material,
+                args.out,
+                charge_mC=args.charge_mC,
+                size=args.size,
+                n_projections=args.projections,
+                exposure_s=args.exposure,
+                mode=args.mode,
+                n_darks=args.darks,
+                n_flats=args.flats,
+                speedup=args.speedup,
+                seed=args.seed,
+                overwrite=args.overwrite,
+                store=store,
+                workdir=args.workdir,
+                precompute_progress=None if not quiet else False,
+                progress=progress,
+            )
+    finally:
+        for bar in bars:
+            bar.close()
+    truth = result["ground_truth"]
+    human = [
+        f"wrote {result['file']}  ({' × '.join(map(str, result['shape']))} projections)",
+        f"{material} after {truth['charge_passed_mC']:.3g} mC"
+        + (" (shorted)" if truth["shorted"] else "")
+        + f": porosity {truth['porosity']:.3f}, {truth['n_cracks']} crack(s), "
+        f"crack volume {truth['crack_volume_m3'] * 1e18:.4g} µm³",
+        f"ground truth: {result['truth_json']}",
+        f"run: {result['run_uid']}" + ("" if result["stored"] else " (not stored; --store)"),
+    ]
+    return _emit(args, result, human)
 
 
 # --- analysis of files and stored runs ------------------------------------------------------
