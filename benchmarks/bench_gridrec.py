@@ -81,7 +81,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=8, help="slices in the timed chunk")
     parser.add_argument("--size", type=int, default=2048, help="detector width")
     parser.add_argument("--angles", type=int, default=1500)
-    parser.add_argument("--reference-slices", type=int, default=2, help="algotom slices timed")
+    parser.add_argument(
+        "--reference-slices", type=int, default=3, help="algotom slices timed (best of)"
+    )
     args = parser.parse_args()
     n, n_angles = args.size, args.angles
     theta = np.arange(n_angles) * math.pi / n_angles
@@ -93,12 +95,17 @@ def main() -> None:
     out: dict[str, object] = {"size": n, "angles": n_angles, "rows": args.rows}
 
     t0 = time.perf_counter()
-    plan = GridrecPlan(theta, n, center=center, filter_name="shepp")
-    plan.reconstruct(chunk[:, :2])  # finufft plan and point sort: once per scan
+    # As the driver runs it: the slice wanted inside the circular mask (radius n/2).
+    plan = GridrecPlan(theta, n, center=center, filter_name="shepp", support=n / 2)
+    plan.reconstruct(chunk[:, :8])  # finufft/FFTW plans and point sort: once per scan
     out["ours_setup_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    rec = plan.reconstruct(chunk)
-    ours = (time.perf_counter() - t0) / args.rows
+    # Best of three: the machine is shared, the fastest run is the least disturbed one.
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        rec = plan.reconstruct(chunk)
+        times.append((time.perf_counter() - t0) / args.rows)
+    ours = min(times)
     out["ours_s_per_slice"] = ours
     out["ours"] = errors(rec[0], truth)
 
@@ -109,10 +116,12 @@ def main() -> None:
     else:
         # algotom's defaults (hann window, 25 % padding); apply_log=False: these are already
         # line integrals.
-        t0 = time.perf_counter()
+        ref_times = []
         for _ in range(args.reference_slices):
+            t0 = time.perf_counter()
             ref = dfi_reconstruction(sino, center, angles=theta, apply_log=False)
-        ref_s = (time.perf_counter() - t0) / args.reference_slices
+            ref_times.append(time.perf_counter() - t0)
+        ref_s = min(ref_times)  # best of, as for ours
         out["algotom_dfi_s_per_slice"] = ref_s
         out["algotom_dfi"] = errors(np.asarray(ref), truth)
         out["speedup_vs_algotom_dfi"] = ref_s / ours

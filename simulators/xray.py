@@ -192,7 +192,11 @@ class Projector:
     outer_mu : float
         μ (1/m) of that outer cylinder.
     eps : float
-        NUFFT tolerance (single precision; 1e-5 keeps the error well below 1e-3).
+        NUFFT tolerance (single precision). 1e-4 keeps the line integrals within 1e-4 of the
+        peak, far below the photon noise of any simulated camera.
+    upsampfac : float
+        finufft's fine-grid oversampling; 1.25 with eps 1e-4 measured 2.7× faster than
+        2.0 with 1e-5 on 2000² slices (0.16 vs 0.43 s per row of 1500 angles, 2 cores).
     rows_per_batch : int
         Rows transformed together (memory ≈ rows · n_angles · M · 8 bytes).
     nthreads : int, optional
@@ -209,7 +213,8 @@ class Projector:
         center_offset_px: float = 0.0,
         outer_radius_m: float | None = None,
         outer_mu: float = 0.0,
-        eps: float = 1e-5,
+        eps: float = 1e-4,
+        upsampfac: float = 1.25,
         rows_per_batch: int = 8,
         nthreads: int | None = None,
     ) -> None:
@@ -267,6 +272,7 @@ class Projector:
         )
         self._factor = factor.astype(np.complex64)
         self._eps = float(eps)
+        self._upsampfac = float(upsampfac)
         self._nthreads = nthreads
         # Points are the same for every row: one plan per batch size, set once.
         self._points = (ky.ravel(), kx.ravel())  # finufft axis 0 = slice rows = y
@@ -290,7 +296,14 @@ class Projector:
             if self._nthreads is not None:
                 kwargs["nthreads"] = self._nthreads
             plan = finufft.Plan(
-                2, self.shape_yx, n_trans, eps=self._eps, isign=-1, dtype="complex64", **kwargs
+                2,
+                self.shape_yx,
+                n_trans,
+                eps=self._eps,
+                isign=-1,
+                dtype="complex64",
+                upsampfac=self._upsampfac,
+                **kwargs,
             )
             plan.setpts(self._points[0].astype(np.float32), self._points[1].astype(np.float32))
             self._plans[n_trans] = plan
