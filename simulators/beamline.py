@@ -207,9 +207,7 @@ class SimRotationStage(Device):
 
     def move_time(self, target_deg: float) -> float:
         """Simulated seconds a move from the current position to ``target_deg`` takes."""
-        return move_time_s(
-            target_deg - self.position, self.velocity.get(), self.acceleration.get()
-        )
+        return move_time_s(target_deg - self.position, self.velocity.get(), self.acceleration.get())
 
     def set(self, value: float, **kwargs: Any) -> Status:
         """Move to ``value`` degrees; the status finishes when the simulated move ends."""

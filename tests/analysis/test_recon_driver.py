@@ -129,7 +129,9 @@ def test_paganin_chunked_matches_unchunked(scan, tmp_path) -> None:
     opts = ReconOptions(center=CENTER, rings="none", paganin=True, delta_beta=50.0)
     reconstruct_scan(scan, tmp_path / "one.zarr", opts, progress=False)
     reconstruct_scan(
-        scan, tmp_path / "many.zarr", ReconOptions(**{**opts.__dict__, "slab_rows": 8}),
+        scan,
+        tmp_path / "many.zarr",
+        ReconOptions(**{**opts.__dict__, "slab_rows": 8}),
         progress=False,
     )
     one = zarr.open_array(str(tmp_path / "one.zarr"), mode="r")[:]
@@ -200,7 +202,9 @@ def test_backends_share_one_interface(scan, tmp_path) -> None:
         # Not on PyPI: the backend says how to get it, and the default still runs.
         with pytest.raises(BackendUnavailable, match="conda install -c conda-forge tomopy"):
             reconstruct_scan(
-                scan, tmp_path / "t.zarr", ReconOptions(center=CENTER, backend="tomopy"),
+                scan,
+                tmp_path / "t.zarr",
+                ReconOptions(center=CENTER, backend="tomopy"),
                 progress=False,
             )
         assert not (tmp_path / "t.zarr").exists()
@@ -209,7 +213,9 @@ def test_backends_share_one_interface(scan, tmp_path) -> None:
     opts = ReconOptions(center=CENTER, rings="none")
     reconstruct_scan(scan, tmp_path / "a.zarr", opts, progress=False)
     reconstruct_scan(
-        scan, tmp_path / "b.zarr", ReconOptions(**{**opts.__dict__, "backend": "tomopy"}),
+        scan,
+        tmp_path / "b.zarr",
+        ReconOptions(**{**opts.__dict__, "backend": "tomopy"}),
         progress=False,
     )
     a = zarr.open_array(str(tmp_path / "a.zarr"), mode="r")[20]
