@@ -458,7 +458,15 @@ class SimTomoCamera(Device):
     def stage(self) -> list[Any]:
         """Open a new Data Exchange file (never overwriting) and reset the asset bookkeeping."""
         folder = Path(self.file_path.get() or ".")
-        name = self.file_name.get() or f"tomo_{int(self.file_number.get()):04d}.h5"
+        name = self.file_name.get()
+        if not name:
+            # Numbered names skip files already in the folder (another bench or an earlier
+            # session wrote them); an explicit file_name that exists is refused by the writer.
+            number = int(self.file_number.get())
+            while (folder / f"tomo_{number:04d}.h5").exists():
+                number += 1
+            self.file_number.put(number)
+            name = f"tomo_{number:04d}.h5"
         path = (folder / name).resolve()
         meta = {**self.metadata, "exposure_s": float(self.acquire_time.get())}
         self._writer = DataExchangeWriter(path, shape=self.shape, metadata=meta)

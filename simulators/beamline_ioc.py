@@ -139,7 +139,9 @@ async def _wait(status: StatusBase) -> None:
 
 
 def _message(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    # Channel Access strings are bytes the client decodes as it likes: keep them ASCII.
+    text = f"{type(exc).__name__}: {exc}".replace("\u2014", "-").replace("\u2013", "-")
+    return text.encode("ascii", "replace").decode("ascii")
 
 
 def _text(name: str, *, read_only: bool = False, doc: str | None = None) -> pvproperty:

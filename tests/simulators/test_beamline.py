@@ -139,3 +139,20 @@ def test_camera_frames_honour_shutter_and_reference_file(tmp_path) -> None:
     assert dark[0].mean() == pytest.approx(100)
     assert flat[0].mean() == pytest.approx(1e4 * 0.1)  # counts/s × exposure
     assert cam.file_number.get() == 2
+
+
+def test_numbered_files_skip_existing_scans(tmp_path) -> None:
+    """A second bench writing to the same folder must not collide with the first's files."""
+    clock = SimClock(speedup=1000)
+
+    def source(angle, kind):
+        return np.full((4, 6), 100.0 if kind == "dark" else 1000.0)
+
+    (tmp_path / "tomo_0001.h5").write_bytes(b"an earlier scan")
+    bench = sim_tomo_bench(source, clock=clock, path=tmp_path)
+    bench.camera.stage()
+    try:
+        assert bench.camera.full_file_name.get().endswith("tomo_0002.h5")
+    finally:
+        bench.camera.unstage()
+    assert (tmp_path / "tomo_0001.h5").read_bytes() == b"an earlier scan"
