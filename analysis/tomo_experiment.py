@@ -1,0 +1,332 @@
+"""One in-situ experiment, analysed step by step: the table and the paper's figure types.
+
+An experiment is the sequence of reconstructed scans of one cell (pristine, after each plating
+and stripping step, failed). :func:`analyze_experiment` runs every measurement of
+:mod:`insitu.analysis` on each step the same way:
+
+1. each scan is aligned to the first (:mod:`.tomo_align`); the pellet's disc is found on the
+   first scan and used for all;
+2. the Li|SE interfaces are located per scan (:func:`.tomo_segment.find_interfaces`);
+3. **one** global threshold is computed from the pooled electrolyte histograms of all scans
+   (ImageJ Default or Otsu, 256 bins) and applied identically to every scan; it is returned
+   and stored with the results;
+4. per step: porosity and pore sizes (local thickness), cracks (components grown since the
+   first scan, :func:`.tomo_cracks.find_cracks` with the first scan as reference), crack
+   growth against the previous step, the X-ray-transparent volume, the electrodes' thickness
+   at 15 locations, porosity-factor statistics on 30/60/120 µm cubes and the interfacial
+   intensity at both interfaces;
+5. the charge per electrode from the thickness changes (:func:`.tomo_electrodes.charge_balance`).
+
+Volumes are any sliceable ``(z, y, x)`` arrays (numpy, Zarr); grey values as reconstructed.
+The binarised electrolyte of two steps (the first and the current one) is held in memory at a
+time — about 2 × 3.4 GB for a full 2-BM scan, within an 8 GiB budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from .tomo_align import Shift, align_to, apply_shift
+from .tomo_cracks import crack_summary, find_cracks, match_cracks
+from .tomo_electrodes import charge_balance, electrode_thickness, transparent_volume
+from .tomo_interface import interface_intensity_table, interfacial_intensity_maps
+from .tomo_maps import PorosityFactor, porosity_factor, section_stats
+from .tomo_porosity import pore_analysis
+from .tomo_segment import (
+    Interfaces,
+    StudyThreshold,
+    electrolyte_rows,
+    estimate_pellet_radius,
+    find_interfaces,
+    pellet_mask,
+)
+
+__all__ = ["ExperimentResult", "Step", "TomoSettings", "analyze_experiment"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One scan of the experiment and where in the protocol it was taken."""
+
+    name: str
+    volume: Any
+    charge_mC: float | None = None
+    current_density_mA_cm2: float | None = None
+    half_cycle: str | None = None
+
+
+@dataclass(frozen=True)
+class TomoSettings:
+    """How the experiment is measured (the same for every step).
+
+    Parameters
+    ----------
+    voxel_um : float
+        Voxel edge in µm.
+    method : {"default", "otsu"}
+        ImageJ threshold method for the study threshold.
+    min_crack_volume_um3 : float
+        Components grown since the first scan smaller than this are not cracks.
+    block_um : tuple of float
+        Cube sizes of the porosity factor.
+    area_cm2 : float or None
+        Electrode area, for the charge per electrode from thickness changes.
+    psd : bool
+        Compute the pore size distribution (local thickness), the slowest measurement.
+    align : bool
+        Align every scan to the first.
+    mask_margin_px : float
+        Pixels inside the pellet's edge left out (edge artefacts of the reconstruction).
+    interface_margin_rows : float
+        Rows next to each interface left out of the electrolyte measurements.
+    """
+
+    voxel_um: float
+    method: Literal["default", "otsu"] = "default"
+    min_crack_volume_um3: float = 1000.0
+    block_um: tuple[float, ...] = (30.0, 60.0, 120.0)
+    area_cm2: float | None = None
+    psd: bool = True
+    align: bool = True
+    mask_margin_px: float = 2.0
+    interface_margin_rows: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.voxel_um > 0:
+            raise ValueError(f"voxel_um must be positive (µm), got {self.voxel_um}")
+        if self.method not in ("default", "otsu"):
+            raise ValueError(f"method must be 'default' or 'otsu', got {self.method!r}")
+
+
+@dataclass
+class ExperimentResult:
+    """Everything measured on an experiment."""
+
+    table: pd.DataFrame
+    threshold: StudyThreshold
+    settings: TomoSettings
+    interfaces: list[Interfaces]
+    shifts: list[Shift]
+    porosity_factors: dict[str, dict[float, PorosityFactor]] = field(repr=False)
+    section_stats: pd.DataFrame = field(repr=False)
+    interface_intensity: pd.DataFrame = field(repr=False)
+    crack_tables: dict[str, pd.DataFrame] = field(repr=False)
+    crack_growth: dict[str, pd.DataFrame] = field(repr=False)
+    crack_labels: dict[str, np.ndarray] = field(repr=False)
+    thickness: dict[str, pd.DataFrame] = field(repr=False)
+    charge: pd.DataFrame | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary: the per-step table, the threshold and the settings."""
+        table = self.table.replace({np.nan: None})
+        return {
+            "steps": table.to_dict(orient="records"),
+            "threshold": self.threshold.to_dict(),
+            "settings": {
+                k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in self.settings.__dict__.items()
+            },
+            "charge_per_electrode": (
+                None
+                if self.charge is None
+                else self.charge.replace({np.nan: None}).to_dict("records")
+            ),
+        }
+
+
+def _crack_volume(cracks: pd.DataFrame, origin: str | None = None) -> float:
+    """Crack volume (µm³), corrected for the old pores cracks run through when available."""
+    if origin is not None:
+        cracks = cracks[cracks["origin"] == origin]
+    column = "volume_corrected_um3" if "volume_corrected_um3" in cracks else "volume_um3"
+    return float(cracks[column].sum()) if len(cracks) else 0.0
+
+
+def _pellet_disc(volume: Any, interfaces: Interfaces, margin_px: float) -> np.ndarray:
+    """The pellet's disc from a few electrolyte rows of the first scan."""
+    z0, z1 = electrolyte_rows(interfaces)
+    mid = (z0 + z1) // 2
+    image = np.asarray(volume[max(z0, mid - 2) : min(z1, mid + 3)], dtype=np.float32).mean(axis=0)
+    radius = estimate_pellet_radius(image)
+    return pellet_mask(image.shape, radius_px=radius, margin_px=margin_px)
+
+
+def analyze_experiment(steps: Sequence[Step], settings: TomoSettings) -> ExperimentResult:
+    """Measure every step of an experiment with one threshold and one pellet disc.
+
+    Parameters
+    ----------
+    steps : sequence of Step
+        In protocol order; the first is the reference (pristine) scan.
+    settings : TomoSettings
+
+    Returns
+    -------
+    ExperimentResult
+        ``table`` has one row per step: ``step``, ``charge_mC``, ``current_density_mA_cm2``,
+        ``half_cycle``, ``porosity``, ``mean_pore_diameter_um``, ``crack_count``,
+        ``crack_volume_um3``, ``crack_volume_top_um3``, ``crack_volume_bottom_um3``,
+        ``transparent_volume_um3``, ``top_thickness_um``, ``bottom_thickness_um``,
+        ``d_std_<size>um`` per cube size, ``interface_top``/``interface_bottom`` (mean
+        normalised intensity), ``shift_z/y/x`` and the interface rows.
+    """
+    if not steps:
+        raise ValueError("give at least one step (the pristine scan first)")
+    shapes = {tuple(s.volume.shape) for s in steps}
+    if len(shapes) != 1:
+        raise ValueError(
+            f"all scans of an experiment must have one shape, got {sorted(shapes)}; "
+            "reconstruct them with the same --rows and detector size"
+        )
+    vox = settings.voxel_um
+    reference = steps[0].volume
+    shifts: list[Shift] = []
+    volumes: list[Any] = []
+    for step in steps:
+        if settings.align and step is not steps[0]:
+            shift = align_to(reference, step.volume)
+            volume = apply_shift(step.volume, shift) if any(shift.integer) else step.volume
+        else:
+            shift = Shift(0.0, 0.0, 0.0, 0.0)
+            volume = step.volume
+        shifts.append(shift)
+        volumes.append(volume)
+
+    first_interfaces = find_interfaces(reference)
+    disc = _pellet_disc(reference, first_interfaces, settings.mask_margin_px)
+    interfaces = [find_interfaces(v, mask=disc) for v in volumes]
+    rows = [electrolyte_rows(i, margin_rows=settings.interface_margin_rows) for i in interfaces]
+    threshold = StudyThreshold.from_volumes(volumes, method=settings.method, mask=disc, rows=rows)
+
+    records: list[dict[str, Any]] = []
+    factors: dict[str, dict[float, PorosityFactor]] = {}
+    stats_tables, intensity_tables = [], []
+    crack_tables: dict[str, pd.DataFrame] = {}
+    crack_growth: dict[str, pd.DataFrame] = {}
+    crack_labels: dict[str, np.ndarray] = {}
+    thickness: dict[str, pd.DataFrame] = {}
+    reference_pores: np.ndarray | None = None
+    previous_labels: np.ndarray | None = None
+    for step, volume, inter, (z0, z1), shift in zip(
+        steps, volumes, interfaces, rows, shifts, strict=True
+    ):
+        grey = np.asarray(volume[z0:z1])
+        pores = (grey < threshold.value) & disc[None]
+        del grey
+        local_inter = (inter.top - z0, inter.bottom - z0)
+        analysis = (
+            pore_analysis(volume, threshold, voxel_size_um=vox, mask=disc, rows=(z0, z1))
+            if settings.psd
+            else None
+        )
+        porosity = float(pores.sum() / (disc.sum() * (z1 - z0)))
+        if reference_pores is None:
+            reference_pores = pores
+        # Cracks are what became transparent since the first scan (the first scan, its own
+        # reference, has none): with a percolating pore phase, components alone cannot tell
+        # cracks from pores.
+        labels, cracks = find_cracks(
+            pores,
+            voxel_um=vox,
+            min_volume_um3=settings.min_crack_volume_um3,
+            interfaces=local_inter,
+            mask=disc,
+            reference=reference_pores,
+        )
+        summary = crack_summary(cracks)
+        crack_tables[step.name] = cracks
+        crack_labels[step.name] = labels
+        if previous_labels is not None:
+            crack_growth[step.name] = match_cracks(previous_labels, labels, voxel_um=vox)
+        previous_labels = labels
+        transparent = transparent_volume(
+            np.asarray(volume) < threshold.value,
+            voxel_um=vox,
+            interfaces=(inter.top, inter.bottom),
+            mask=disc,
+        )
+        thick = electrode_thickness(
+            volume,
+            voxel_um=vox,
+            interfaces=(inter.top, inter.bottom),
+            # The Li's outer surface: half-way between the Li next to the interfaces and the
+            # gas around the stack (≈ 0 in an attenuation reconstruction).
+            threshold=0.5 * min(inter.top_level, inter.bottom_level),
+            mask=disc,
+        )
+        thickness[step.name] = thick
+        factors[step.name] = {}
+        record: dict[str, Any] = {
+            "step": step.name,
+            "charge_mC": step.charge_mC,
+            "current_density_mA_cm2": step.current_density_mA_cm2,
+            "half_cycle": step.half_cycle,
+            "porosity": porosity,
+            "mean_pore_diameter_um": analysis.psd.mean_um if analysis is not None else None,
+            "crack_count": int(summary.get("count", 0)),
+            "crack_volume_um3": _crack_volume(cracks),
+            "crack_volume_top_um3": _crack_volume(cracks, "top"),
+            "crack_volume_bottom_um3": _crack_volume(cracks, "bottom"),
+            "transparent_volume_um3": float(transparent),
+            "top_thickness_um": float(thick["top_um"].mean()),
+            "bottom_thickness_um": float(thick["bottom_um"].mean()),
+            "interface_top_row": inter.top,
+            "interface_bottom_row": inter.bottom,
+            "shift_z": shift.dz,
+            "shift_y": shift.dy,
+            "shift_x": shift.dx,
+        }
+        for size in settings.block_um:
+            try:
+                pf = porosity_factor(pores, voxel_um=vox, block_um=size, mask=disc)
+            except ValueError:
+                record[f"d_std_{size:g}um"] = None  # the electrolyte is thinner than a cube
+                continue
+            factors[step.name][size] = pf
+            st = section_stats(pf, "in-plane")
+            st.insert(0, "block_um", size)
+            st.insert(0, "step", step.name)
+            stats_tables.append(st)
+            d = pf.d[np.isfinite(pf.d)]
+            record[f"d_std_{size:g}um"] = float(d.std()) if d.size else None
+        maps = interfacial_intensity_maps(
+            volume, (inter.top, inter.bottom), voxel_um=vox, grey_range=threshold.grey_range
+        )
+        table = interface_intensity_table(maps)
+        table.insert(0, "step", step.name)
+        intensity_tables.append(table)
+        record["interface_top"] = float(maps[0].stats()["mean"])
+        record["interface_bottom"] = float(maps[1].stats()["mean"])
+        records.append(record)
+
+    table = pd.DataFrame.from_records(records)
+    charge = None
+    if settings.area_cm2 is not None and len(steps) > 1:
+        charge = charge_balance(
+            table["top_thickness_um"].tolist(),
+            table["bottom_thickness_um"].tolist(),
+            area_cm2=settings.area_cm2,
+            charge_passed_mC=[s.charge_mC if s.charge_mC is not None else np.nan for s in steps],
+        )
+    return ExperimentResult(
+        table=table,
+        threshold=threshold,
+        settings=settings,
+        interfaces=interfaces,
+        shifts=shifts,
+        porosity_factors=factors,
+        section_stats=pd.concat(stats_tables, ignore_index=True)
+        if stats_tables
+        else pd.DataFrame(),
+        interface_intensity=pd.concat(intensity_tables, ignore_index=True),
+        crack_tables=crack_tables,
+        crack_growth=crack_growth,
+        crack_labels=crack_labels,
+        thickness=thickness,
+        charge=charge,
+    )

@@ -1,0 +1,110 @@
+"""``insitu analyze tomo`` on a simulated in-situ experiment, against the simulator's truth.
+
+A-LPS scanned pristine, just after crack onset and at the short (``insitu tomo-scan --sim``),
+each reconstructed (``insitu recon``), then analysed as one experiment with one threshold.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from insitu.protocols.cli import main
+
+CHARGES_MC = (0.0, 15.0, 20.0)  # pristine, after onset, shorted (see the pellet tests)
+
+
+def run_json(capsys, argv: list[str]) -> dict:
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1, out
+    return json.loads(out[0])
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("experiment")
+    steps, truths = [], []
+    for q in CHARGES_MC:
+        scan, volume = folder / f"s{q:g}.h5", folder / f"v{q:g}.zarr"
+        assert (
+            main(
+                [
+                    "tomo-scan",
+                    "--sim",
+                    "A-LPS",
+                    "--charge-mC",
+                    str(q),
+                    "--out",
+                    str(scan),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
+        assert main(["recon", str(scan), "--out", str(volume), "--quiet"]) == 0
+        truth = json.loads(scan.with_suffix(".truth.json").read_text())
+        truths.append(truth)
+        steps.append(
+            {"name": f"{q:g} mC", "volume": volume.name, "charge_mC": truth["charge_passed_mC"]}
+        )
+    manifest = folder / "experiment.json"
+    manifest.write_text(json.dumps({"steps": steps}))
+    return manifest, truths
+
+
+@pytest.mark.slow
+def test_experiment_against_the_truth(experiment, capsys) -> None:
+    manifest, truths = experiment
+    result = run_json(capsys, ["analyze", "tomo", str(manifest), "--json"])
+    steps = result["steps"]
+    assert [s["step"] for s in steps] == ["0 mC", "15 mC", "20 mC"]
+    for step, truth in zip(steps, truths, strict=True):
+        assert step["porosity"] == pytest.approx(truth["porosity"], abs=0.01)
+    # Cracks: none before onset, then within 15 % of the truth's crack volume.
+    assert steps[0]["crack_volume_um3"] == 0 and steps[0]["crack_count"] == 0
+    truth_crack = [t["crack_volume_m3"] * 1e18 for t in truths]
+    assert truth_crack[1] > 0
+    for step, expected in zip(steps[1:], truth_crack[1:], strict=True):
+        assert step["crack_volume_um3"] == pytest.approx(expected, rel=0.15)
+    # They start at the stripping (top, working) electrode.
+    assert steps[-1]["crack_volume_top_um3"] > steps[-1]["crack_volume_bottom_um3"]
+    # The transparent volume changes with the truth's sign at every step.
+    measured = np.diff([s["transparent_volume_um3"] for s in steps])
+    expected = np.diff([t["transparent_volume_m3"] * 1e18 for t in truths])
+    assert np.all(np.sign(measured) == np.sign(expected)), (measured, expected)
+    # One threshold for the study, stored with the results; figures and tables written.
+    threshold = result["threshold"]
+    assert threshold["method"] == "default" and threshold["nbins"] == 256
+    names = {p.rsplit("/", 1)[-1] for p in result["figures"]}
+    assert {"volumes_vs_step.png", "cracks_last_step.png", "thickness_change.png"} <= names
+    out = manifest.with_name("experiment-analysis")
+    assert (out / "steps.csv").exists() and (out / "sections.csv").exists()
+    assert json.loads((out / "result.json").read_text())["threshold"] == threshold
+
+
+def test_single_volume_and_errors(experiment, capsys, tmp_path) -> None:
+    manifest, _ = experiment
+    volume = manifest.with_name("v0.zarr")
+    result = run_json(
+        capsys,
+        [
+            "analyze",
+            "tomo",
+            str(volume),
+            "--out",
+            str(tmp_path / "a"),
+            "--no-psd",
+            "--no-figures",
+            "--json",
+        ],
+    )
+    assert len(result["steps"]) == 1 and result["steps"][0]["crack_count"] == 0
+    assert main(["analyze", "tomo", str(tmp_path / "missing.zarr")]) == 2
+    assert "no volume at" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"steps": []}))
+    assert main(["analyze", "tomo", str(bad)]) == 2
+    assert "has no 'steps'" in capsys.readouterr().err
