@@ -24,7 +24,9 @@ time — about 2 × 3.4 GB for a full 2-BM scan, within an 8 GiB budget.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -120,6 +122,8 @@ class ExperimentResult:
     crack_labels: dict[str, np.ndarray] = field(repr=False)
     thickness: dict[str, pd.DataFrame] = field(repr=False)
     charge: pd.DataFrame | None = None
+    #: Wall seconds per measurement, summed over the steps.
+    timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary: the per-step table, the threshold and the settings."""
@@ -131,12 +135,65 @@ class ExperimentResult:
                 k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in self.settings.__dict__.items()
             },
+            "timings_s": self.timings,
             "charge_per_electrode": (
                 None
                 if self.charge is None
                 else self.charge.replace({np.nan: None}).to_dict("records")
             ),
         }
+
+
+_SLAB_ROWS = 64
+
+
+def _pore_phase(volume: Any, value: float, disc: np.ndarray, z0: int, z1: int) -> np.ndarray:
+    """``grey < value`` inside the disc for rows ``[z0, z1)``, read slab by slab.
+
+    Only the boolean result is held (1 byte per voxel), never a float copy of the rows.
+    """
+    pores = np.empty((z1 - z0, *disc.shape), dtype=bool)
+    for a in range(z0, z1, _SLAB_ROWS):
+        b = min(a + _SLAB_ROWS, z1)
+        np.less(volume[a:b], value, out=pores[a - z0 : b - z0])
+        pores[a - z0 : b - z0] &= disc
+    return pores
+
+
+class _Timer:
+    """``with timer("name"):`` adds the block's wall time to ``timings["name"]``."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
+
+class _Below:
+    """A lazily thresholded volume: ``self[index]`` is ``volume[index] < value``.
+
+    Lets the slab-wise measurements read a binarised whole volume without building it.
+    """
+
+    def __init__(self, volume: Any, value: float) -> None:
+        self.volume = volume
+        self.value = value
+        self.shape = tuple(volume.shape)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(bool)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(self.volume[index]) < self.value
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.asarray(self.volume) < self.value
+        return out if dtype is None else out.astype(dtype)
 
 
 def _crack_volume(cracks: pd.DataFrame, origin: str | None = None) -> float:
@@ -185,23 +242,30 @@ def analyze_experiment(steps: Sequence[Step], settings: TomoSettings) -> Experim
         )
     vox = settings.voxel_um
     reference = steps[0].volume
+    timings: dict[str, float] = {}
+    timed = _Timer(timings)
     shifts: list[Shift] = []
     volumes: list[Any] = []
     for step in steps:
         if settings.align and step is not steps[0]:
-            shift = align_to(reference, step.volume)
-            volume = apply_shift(step.volume, shift) if any(shift.integer) else step.volume
+            with timed("align"):
+                shift = align_to(reference, step.volume)
+                volume = apply_shift(step.volume, shift) if any(shift.integer) else step.volume
         else:
             shift = Shift(0.0, 0.0, 0.0, 0.0)
             volume = step.volume
         shifts.append(shift)
         volumes.append(volume)
 
-    first_interfaces = find_interfaces(reference)
-    disc = _pellet_disc(reference, first_interfaces, settings.mask_margin_px)
-    interfaces = [find_interfaces(v, mask=disc) for v in volumes]
-    rows = [electrolyte_rows(i, margin_rows=settings.interface_margin_rows) for i in interfaces]
-    threshold = StudyThreshold.from_volumes(volumes, method=settings.method, mask=disc, rows=rows)
+    with timed("interfaces"):
+        first_interfaces = find_interfaces(reference)
+        disc = _pellet_disc(reference, first_interfaces, settings.mask_margin_px)
+        interfaces = [find_interfaces(v, mask=disc) for v in volumes]
+        rows = [electrolyte_rows(i, margin_rows=settings.interface_margin_rows) for i in interfaces]
+    with timed("threshold"):
+        threshold = StudyThreshold.from_volumes(
+            volumes, method=settings.method, mask=disc, rows=rows
+        )
 
     records: list[dict[str, Any]] = []
     factors: dict[str, dict[float, PorosityFactor]] = {}
@@ -215,50 +279,53 @@ def analyze_experiment(steps: Sequence[Step], settings: TomoSettings) -> Experim
     for step, volume, inter, (z0, z1), shift in zip(
         steps, volumes, interfaces, rows, shifts, strict=True
     ):
-        grey = np.asarray(volume[z0:z1])
-        pores = (grey < threshold.value) & disc[None]
-        del grey
+        with timed("binarize"):
+            pores = _pore_phase(volume, threshold.value, disc, z0, z1)
         local_inter = (inter.top - z0, inter.bottom - z0)
-        analysis = (
-            pore_analysis(volume, threshold, voxel_size_um=vox, mask=disc, rows=(z0, z1))
-            if settings.psd
-            else None
-        )
+        with timed("pore_sizes"):
+            analysis = (
+                pore_analysis(volume, threshold, voxel_size_um=vox, mask=disc, rows=(z0, z1))
+                if settings.psd
+                else None
+            )
         porosity = float(pores.sum() / (disc.sum() * (z1 - z0)))
         if reference_pores is None:
             reference_pores = pores
         # Cracks are what became transparent since the first scan (the first scan, its own
         # reference, has none): with a percolating pore phase, components alone cannot tell
         # cracks from pores.
-        labels, cracks = find_cracks(
-            pores,
-            voxel_um=vox,
-            min_volume_um3=settings.min_crack_volume_um3,
-            interfaces=local_inter,
-            mask=disc,
-            reference=reference_pores,
-        )
+        with timed("cracks"):
+            labels, cracks = find_cracks(
+                pores,
+                voxel_um=vox,
+                min_volume_um3=settings.min_crack_volume_um3,
+                interfaces=local_inter,
+                mask=disc,
+                reference=reference_pores,
+            )
+            if previous_labels is not None:
+                crack_growth[step.name] = match_cracks(previous_labels, labels, voxel_um=vox)
         summary = crack_summary(cracks)
         crack_tables[step.name] = cracks
         crack_labels[step.name] = labels
-        if previous_labels is not None:
-            crack_growth[step.name] = match_cracks(previous_labels, labels, voxel_um=vox)
         previous_labels = labels
-        transparent = transparent_volume(
-            np.asarray(volume) < threshold.value,
-            voxel_um=vox,
-            interfaces=(inter.top, inter.bottom),
-            mask=disc,
-        )
-        thick = electrode_thickness(
-            volume,
-            voxel_um=vox,
-            interfaces=(inter.top, inter.bottom),
-            # The Li's outer surface: half-way between the Li next to the interfaces and the
-            # gas around the stack (≈ 0 in an attenuation reconstruction).
-            threshold=0.5 * min(inter.top_level, inter.bottom_level),
-            mask=disc,
-        )
+        with timed("transparent_volume"):
+            transparent = transparent_volume(
+                _Below(volume, threshold.value),
+                voxel_um=vox,
+                interfaces=(inter.top, inter.bottom),
+                mask=disc,
+            )
+        with timed("electrode_thickness"):
+            thick = electrode_thickness(
+                volume,
+                voxel_um=vox,
+                interfaces=(inter.top, inter.bottom),
+                # The Li's outer surface: half-way between the Li next to the interfaces and the
+                # gas around the stack (≈ 0 in an attenuation reconstruction).
+                threshold=0.5 * min(inter.top_level, inter.bottom_level),
+                mask=disc,
+            )
         thickness[step.name] = thick
         factors[step.name] = {}
         record: dict[str, Any] = {
@@ -283,7 +350,8 @@ def analyze_experiment(steps: Sequence[Step], settings: TomoSettings) -> Experim
         }
         for size in settings.block_um:
             try:
-                pf = porosity_factor(pores, voxel_um=vox, block_um=size, mask=disc)
+                with timed("porosity_factor"):
+                    pf = porosity_factor(pores, voxel_um=vox, block_um=size, mask=disc)
             except ValueError:
                 record[f"d_std_{size:g}um"] = None  # the electrolyte is thinner than a cube
                 continue
@@ -294,9 +362,10 @@ def analyze_experiment(steps: Sequence[Step], settings: TomoSettings) -> Experim
             stats_tables.append(st)
             d = pf.d[np.isfinite(pf.d)]
             record[f"d_std_{size:g}um"] = float(d.std()) if d.size else None
-        maps = interfacial_intensity_maps(
-            volume, (inter.top, inter.bottom), voxel_um=vox, grey_range=threshold.grey_range
-        )
+        with timed("interface_maps"):
+            maps = interfacial_intensity_maps(
+                volume, (inter.top, inter.bottom), voxel_um=vox, grey_range=threshold.grey_range
+            )
         table = interface_intensity_table(maps)
         table.insert(0, "step", step.name)
         intensity_tables.append(table)
@@ -329,4 +398,5 @@ def analyze_experiment(steps: Sequence[Step], settings: TomoSettings) -> Experim
         crack_labels=crack_labels,
         thickness=thickness,
         charge=charge,
+        timings=timings,
     )
