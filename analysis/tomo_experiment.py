@@ -17,9 +17,11 @@ and stripping step, failed). :func:`analyze_experiment` runs every measurement o
    intensity at both interfaces;
 5. the charge per electrode from the thickness changes (:func:`.tomo_electrodes.charge_balance`).
 
-Volumes are any sliceable ``(z, y, x)`` arrays (numpy, Zarr); grey values as reconstructed.
-The binarised electrolyte of two steps (the first and the current one) is held in memory at a
-time — about 2 × 3.4 GB for a full 2-BM scan, within an 8 GiB budget.
+Volumes are any sliceable ``(z, y, x)`` arrays (numpy, Zarr); grey values as reconstructed,
+read slab by slab. Held in memory at a time: the current step's binarised electrolyte (one
+byte per voxel), the first step's packed 8 voxels per byte, the crack labels of the previous
+and the current step, and the local-thickness slabs (1 GiB); ``crack_labels`` keeps only the
+last step's. A non-zero alignment shift is applied in memory (the whole moving volume).
 """
 
 from __future__ import annotations
@@ -160,6 +162,31 @@ def _pore_phase(volume: Any, value: float, disc: np.ndarray, z0: int, z1: int) -
     return pores
 
 
+#: Memory for the local-thickness slabs (the rest of the budget holds the pore phase and the
+#: crack labels of two steps).
+_PSD_BUDGET_GIB = 1.0
+
+
+class _PackedBits:
+    """A boolean volume stored 8 voxels per byte, sliced like an array along z (then y, x)."""
+
+    def __init__(self, volume: np.ndarray) -> None:
+        self.shape = tuple(volume.shape)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(bool)
+        self._packed = np.packbits(volume, axis=-1)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        index = index if isinstance(index, tuple) else (index,)
+        zy = index[:2]
+        rows = np.unpackbits(self._packed[zy], axis=-1, count=self.shape[-1]).astype(bool)
+        return rows[..., index[2]] if len(index) > 2 else rows
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
 class _Timer:
     """``with timer("name"):`` adds the block's wall time to ``timings["name"]``."""
 
@@ -279,18 +306,27 @@ def analyze_experiment(steps: Sequence[Step], settings: TomoSettings) -> Experim
     for step, volume, inter, (z0, z1), shift in zip(
         steps, volumes, interfaces, rows, shifts, strict=True
     ):
-        with timed("binarize"):
-            pores = _pore_phase(volume, threshold.value, disc, z0, z1)
         local_inter = (inter.top - z0, inter.bottom - z0)
         with timed("pore_sizes"):
+            # Before the step's pore phase is built, so the two never share the memory.
             analysis = (
-                pore_analysis(volume, threshold, voxel_size_um=vox, mask=disc, rows=(z0, z1))
+                pore_analysis(
+                    volume,
+                    threshold,
+                    voxel_size_um=vox,
+                    mask=disc,
+                    rows=(z0, z1),
+                    memory_budget_gib=_PSD_BUDGET_GIB,
+                )
                 if settings.psd
                 else None
             )
+        with timed("binarize"):
+            pores = _pore_phase(volume, threshold.value, disc, z0, z1)
         porosity = float(pores.sum() / (disc.sum() * (z1 - z0)))
         if reference_pores is None:
-            reference_pores = pores
+            # Kept for every later step: packed 8 voxels per byte.
+            reference_pores = _PackedBits(pores)
         # Cracks are what became transparent since the first scan (the first scan, its own
         # reference, has none): with a percolating pore phase, components alone cannot tell
         # cracks from pores.
@@ -307,6 +343,8 @@ def analyze_experiment(steps: Sequence[Step], settings: TomoSettings) -> Experim
                 crack_growth[step.name] = match_cracks(previous_labels, labels, voxel_um=vox)
         summary = crack_summary(cracks)
         crack_tables[step.name] = cracks
+        # Only the latest step's label volume is kept (as large as the electrolyte).
+        crack_labels.clear()
         crack_labels[step.name] = labels
         previous_labels = labels
         with timed("transparent_volume"):
@@ -362,6 +400,7 @@ def analyze_experiment(steps: Sequence[Step], settings: TomoSettings) -> Experim
             stats_tables.append(st)
             d = pf.d[np.isfinite(pf.d)]
             record[f"d_std_{size:g}um"] = float(d.std()) if d.size else None
+        del pores  # before the next step builds its own
         with timed("interface_maps"):
             maps = interfacial_intensity_maps(
                 volume, (inter.top, inter.bottom), voxel_um=vox, grey_range=threshold.grey_range
