@@ -9,7 +9,7 @@ import bluesky.plan_stubs as bps
 import numpy as np
 import pytest
 from bluesky import RunEngine
-from event_model import unpack_event_page
+from run_documents import Documents
 
 from insitu.instruments.potentiostat import GalvanostaticHold
 from insitu.protocols.bench import open_bench
@@ -23,33 +23,6 @@ from insitu.protocols.plans import (
 )
 from insitu.simulators.cell import CellGeometry
 from insitu.simulators.materials import MATERIALS
-
-
-class Documents:
-    """Collects a run's documents and turns streams into columns."""
-
-    def __init__(self) -> None:
-        self.docs: list[tuple[str, dict]] = []
-
-    def __call__(self, name: str, doc: dict) -> None:
-        self.docs.append((name, doc))
-
-    def of(self, name: str) -> list[dict]:
-        return [d for n, d in self.docs if n == name]
-
-    def stream(self, stream: str) -> dict[str, np.ndarray]:
-        uids = {d["uid"] for d in self.of("descriptor") if d["name"] == stream}
-        rows: dict[str, list] = {}
-        for name, doc in self.docs:
-            events = []
-            if name == "event" and doc["descriptor"] in uids:
-                events = [doc]
-            elif name == "event_page" and doc["descriptor"] in uids:
-                events = list(unpack_event_page(doc))
-            for event in events:
-                for key, value in event["data"].items():
-                    rows.setdefault(key, []).append(value)
-        return {k: np.asarray(v) for k, v in rows.items()}
 
 
 def run(plan, **bench_kwargs):

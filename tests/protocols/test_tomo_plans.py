@@ -8,13 +8,13 @@ import threading
 import numpy as np
 import pytest
 from bluesky import RunEngine
+from run_documents import Documents
+from tomo_scan_checks import COLS, ROWS, N, check_file, run_scan
 
 from insitu.instruments.dxchange import read_data_exchange
 from insitu.protocols.tomo_plans import tomo_scan
 from insitu.simulators.beamline import sim_tomo_bench
 from insitu.simulators.clock import SimClock
-
-ROWS, COLS, N = 32, 48, 30
 
 
 def frame_source(angle_rad: float, kind: str) -> np.ndarray:
@@ -31,60 +31,19 @@ def frame_source(angle_rad: float, kind: str) -> np.ndarray:
     return flat * np.exp(-0.05 * path)[None, :]
 
 
-class Docs:
-    """Every document of a run, in order."""
-
-    def __init__(self) -> None:
-        self.docs: list[tuple[str, dict]] = []
-
-    def __call__(self, name: str, doc: dict) -> None:
-        self.docs.append((name, doc))
-
-    def of(self, name: str) -> list[dict]:
-        return [d for n, d in self.docs if n == name]
-
-
 @pytest.fixture
 def bench(tmp_path):
     clock = SimClock(speedup=200)
     return sim_tomo_bench(frame_source, clock=clock, path=tmp_path, shutter_time_s=0.2)
 
 
-def _run(bench, **kw):
-    RE = RunEngine({})
-    docs = Docs()
-    RE.subscribe(docs)
-    RE(
-        tomo_scan(
-            bench.camera,
-            bench.stage,
-            bench.shutter,
-            n_projections=N,
-            n_darks=3,
-            n_flats=4,
-            **kw,
-        )
-    )
-    return RE, docs
-
-
-def _check_file(path, n_flats=8, n_darks=6):
-    proj, flat, dark, theta = read_data_exchange(path)
-    assert proj.shape == (N, ROWS, COLS)
-    assert flat.shape == (n_flats, ROWS, COLS)
-    assert dark.shape == (n_darks, ROWS, COLS)
-    assert dark.mean() < proj.mean() < flat.mean()
-    assert proj.min() >= dark.min()
-    return proj, flat, dark, theta
-
-
 def test_step_scan_file_and_documents(bench) -> None:
-    _, docs = _run(bench, mode="step")
+    _, docs = run_scan(bench, mode="step")
     start = docs.of("start")[0]
     assert start["mode"] == "step" and start["n_projections"] == N
     assert start["energy_keV"] == 25.0 and start["exposure_s"] == 0.1
     path = start["data_file"]
-    _, _, _, theta = _check_file(path)
+    _, _, _, theta = check_file(path)
     np.testing.assert_allclose(theta, np.arange(N) * math.pi / N, atol=1e-9)
     assert theta.max() < math.pi
     streams = {d["name"]: d for d in docs.of("descriptor")}
@@ -101,8 +60,7 @@ def test_step_scan_file_and_documents(bench) -> None:
     assert len(datums) == N + 8 + 6
     events = docs.of("event")
     assert all("camera_image" not in e["data"] for e in events)
-    by_desc = {d["uid"]: d["name"] for d in docs.of("descriptor")}
-    proj_events = [e for e in events if by_desc[e["descriptor"]] == "projections"]
+    proj_events = docs.events("projections")
     np.testing.assert_allclose(
         [e["data"]["camera_theta"] for e in proj_events], np.arange(N) * math.pi / N, atol=1e-9
     )
@@ -114,10 +72,10 @@ def test_fly_scan(bench) -> None:
     # At 200× a 0.1 s frame period is 0.5 ms of real time, far faster than the RunEngine asks
     # for frames: the angles must come from the stage's position compare, not from when the
     # plan triggers (this failed with per-frame software triggers).
-    _, docs = _run(bench, mode="fly")
+    _, docs = run_scan(bench, mode="fly")
     start = docs.of("start")[0]
     assert start["mode"] == "fly"
-    _, _, _, theta = _check_file(start["data_file"])
+    _, _, _, theta = check_file(start["data_file"])
     # Triggered by the stage position: angles within a fraction of a step of k·π/N.
     np.testing.assert_allclose(theta, np.arange(N) * math.pi / N, atol=0.3 * math.pi / N)
     assert np.all(np.diff(theta) > 0)
@@ -128,7 +86,7 @@ def test_fly_scan(bench) -> None:
 def test_beam_dump_suspends_and_resumes(bench) -> None:
     ring = bench.ring_current
     RE = RunEngine({})
-    docs = Docs()
+    docs = Documents()
     RE.subscribe(docs)
     dumped = threading.Event()
 
@@ -154,9 +112,8 @@ def test_beam_dump_suspends_and_resumes(bench) -> None:
     assert dumped.is_set()
     assert RE.suspenders == ()  # installed for the scan only
     start = docs.of("start")[0]
-    _check_file(start["data_file"])
-    by_desc = {d["uid"]: d["name"] for d in docs.of("descriptor")}
-    proj = [e for e in docs.of("event") if by_desc[e["descriptor"]] == "projections"]
+    check_file(start["data_file"])
+    proj = docs.events("projections")
     assert [e["seq_num"] for e in proj] == list(range(1, N + 1))
     assert docs.of("stop")[0]["exit_status"] == "success"
 

@@ -15,31 +15,15 @@ import time
 import numpy as np
 import pytest
 from bluesky import RunEngine
+from run_documents import Documents
+from tomo_scan_checks import COLS, ROWS, N, check_file, run_scan
 
 from insitu.instruments.dxchange import read_data_exchange
 from insitu.protocols.epics_tomobench import epics_tomo_bench
 from insitu.protocols.tomo_plans import tomo_scan
 from insitu.simulators.epics_bench import IOCStartError
 
-ROWS, COLS, N = 32, 48, 30
 SOURCE = "insitu.simulators.disc_phantom:disc_frame_source"
-
-
-class Docs:
-    """Every document of a run, in order."""
-
-    def __init__(self) -> None:
-        self.docs: list[tuple[str, dict]] = []
-
-    def __call__(self, name: str, doc: dict) -> None:
-        self.docs.append((name, doc))
-
-    def of(self, name: str) -> list[dict]:
-        return [d for n, d in self.docs if n == name]
-
-    def events(self, stream: str) -> list[dict]:
-        by_desc = {d["uid"]: d["name"] for d in self.of("descriptor")}
-        return [e for e in self.of("event") if by_desc[e["descriptor"]] == stream]
 
 
 def test_ioc_that_cannot_start_says_why(tmp_path) -> None:
@@ -64,34 +48,6 @@ def bench(tmp_path_factory):
     assert bench.process.poll() is not None
 
 
-def _run(bench, **kw):
-    RE = RunEngine({})
-    docs = Docs()
-    RE.subscribe(docs)
-    RE(
-        tomo_scan(
-            bench.camera,
-            bench.stage,
-            bench.shutter,
-            n_projections=N,
-            n_darks=3,
-            n_flats=4,
-            **kw,
-        )
-    )
-    return RE, docs
-
-
-def _check_file(path, n_flats=8, n_darks=6):
-    proj, flat, dark, theta = read_data_exchange(path)
-    assert proj.shape == (N, ROWS, COLS)
-    assert flat.shape == (n_flats, ROWS, COLS)
-    assert dark.shape == (n_darks, ROWS, COLS)
-    assert dark.mean() < proj.mean() < flat.mean()
-    assert proj.min() >= dark.min()
-    return proj, flat, dark, theta
-
-
 def test_channel_access_stays_on_loopback(bench) -> None:
     assert os.environ["EPICS_CA_ADDR_LIST"] == f"127.0.0.1:{bench.port}"
     assert os.environ["EPICS_CA_AUTO_ADDR_LIST"] == "NO"
@@ -103,13 +59,13 @@ def test_channel_access_stays_on_loopback(bench) -> None:
 
 
 def test_step_scan_file_and_documents(bench) -> None:
-    _, docs = _run(bench, mode="step")
+    _, docs = run_scan(bench, mode="step")
     start = docs.of("start")[0]
     assert start["mode"] == "step" and start["n_projections"] == N
     assert start["energy_keV"] == 25.0 and start["exposure_s"] == 0.1
     path = start["data_file"]
     assert path.startswith(str(bench.path))
-    _, _, _, theta = _check_file(path)
+    _, _, _, theta = check_file(path)
     np.testing.assert_allclose(theta, np.arange(N) * math.pi / N, atol=1e-9)
     assert theta.max() < math.pi
     streams = {d["name"]: d for d in docs.of("descriptor")}
@@ -141,10 +97,10 @@ def test_step_scan_file_and_documents(bench) -> None:
 
 
 def test_fly_scan(bench) -> None:
-    _, docs = _run(bench, mode="fly")
+    _, docs = run_scan(bench, mode="fly")
     start = docs.of("start")[0]
     assert start["mode"] == "fly"
-    _, _, _, theta = _check_file(start["data_file"])
+    _, _, _, theta = check_file(start["data_file"])
     # Triggered by the stage position in the IOC: angles within a fraction of a step of k·π/N.
     np.testing.assert_allclose(theta, np.arange(N) * math.pi / N, atol=0.3 * math.pi / N)
     assert np.all(np.diff(theta) > 0)
@@ -155,7 +111,7 @@ def test_fly_scan(bench) -> None:
 
 def test_beam_dump_suspends_and_resumes(bench) -> None:
     RE = RunEngine({})
-    docs = Docs()
+    docs = Documents()
     RE.subscribe(docs)
     dumped = threading.Event()
     suspended = threading.Event()
@@ -187,7 +143,7 @@ def test_beam_dump_suspends_and_resumes(bench) -> None:
     assert RE.suspenders == ()  # installed for the scan only
     assert bench.ring_current.get() == pytest.approx(130.0)
     start = docs.of("start")[0]
-    _, _, _, theta = _check_file(start["data_file"])
+    _, _, _, theta = check_file(start["data_file"])
     # A frame retaken after the suspension replaced the unrecorded one: no gap, no repeat.
     np.testing.assert_allclose(theta, np.arange(N) * math.pi / N, atol=1e-9)
     proj = docs.events("projections")
