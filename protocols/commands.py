@@ -258,15 +258,8 @@ def _load_table(args: argparse.Namespace, source: str, stream: str) -> tuple[pd.
             raise FileNotFoundError(f"no such file: {source}")
         return read_measurement(path), {}
     with _store(args) as store:
-        run = store.load(_run_key(source))
+        run = store.load(source)
     return run.stream(stream), dict(run.start)
-
-
-def _run_key(text: str) -> str | int:
-    try:
-        return int(text)
-    except ValueError:
-        return text
 
 
 def cmd_analyze_eis(args: argparse.Namespace) -> int:
@@ -332,7 +325,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from insitu.analysis.readers import write_mpt
 
     with _store(args) as store:
-        run = store.load(_run_key(args.run))
+        run = store.load(args.run)
     stream = args.stream or ("electrochem" if "electrochem" in run.streams else "eis")
     data = run.stream(stream)
     out = Path(args.out or f"{run.uid[:8]}-{stream}.{args.format}")
@@ -352,7 +345,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from insitu.protocols.reports import report_for_run
 
     with _store(args) as store:
-        run = store.load(_run_key(args.run))
+        run = store.load(args.run)
     out = Path(args.out or f"{run.uid[:8]}-report.html")
     report_for_run(run, out)
     return _emit(args, {"run_uid": run.uid, "path": str(out)}, [f"report: {out}"])

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -748,6 +749,12 @@ class RunStore:
 
         container = self._runs_container()
         hint = "list the runs with RunStore.runs()"
+        if isinstance(uid_or_index, str) and re.fullmatch(r"-?[0-9]+", uid_or_index):
+            # Text from a command line: "-1" or "3" is an index, but a uid prefix can be
+            # all digits too ("34852053"), so digits are an index only when one exists.
+            n = len(container)
+            if -n <= int(uid_or_index) < n:
+                uid_or_index = int(uid_or_index)
         if isinstance(uid_or_index, (int, np.integer)) and not isinstance(uid_or_index, bool):
             i = int(uid_or_index)
             ordered = container.sort(("start.time", 1))
@@ -789,7 +796,9 @@ class RunStore:
         ----------
         uid_or_index : str or int
             A start uid, a unique prefix of one, or an index into the runs ordered by start
-            time (``-1``, the default, is the latest; ``0`` the first).
+            time (``-1``, the default, is the latest; ``0`` the first). A string of digits
+            (as typed on a command line) is an index when such an index exists, otherwise
+            a uid prefix: ``"-1"`` is the latest run, ``"34852053"`` a uid prefix.
 
         Returns
         -------

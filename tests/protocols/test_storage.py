@@ -307,6 +307,25 @@ def test_unknown_run_is_a_clear_error(store: RunStore) -> None:
         store.load(10_000)
 
 
+def test_uid_prefix_of_digits_is_not_taken_for_an_index(
+    store: RunStore, RE: RunEngine, monkeypatch
+) -> None:
+    # CI once drew a run uid starting "34852053": `insitu export 34852053` read it as
+    # index 34852053 and failed. Digits are an index only when that index exists.
+    import uuid
+
+    import bluesky.bundlers
+
+    digits_uid = "34852053" + str(uuid.uuid4())[8:]
+    uids = iter([digits_uid])
+    monkeypatch.setattr(bluesky.bundlers, "new_uid", lambda: next(uids, str(uuid.uuid4())))
+    (uid,) = RE(count([det1]))
+    assert uid == digits_uid
+    assert store.load("34852053").uid == digits_uid
+    assert store.load("-1").uid == digits_uid
+    assert store.load("0").uid == store.runs()["uid"].iloc[0]
+
+
 def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     port = _free_port()
     s = RunStore(tmp_path, uri=f"http://127.0.0.1:{port}/api", api_key="secret")
