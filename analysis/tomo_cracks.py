@@ -725,13 +725,21 @@ def match_cracks(
             f"labels_before {shape} and labels_after {tuple(labels_after.shape)} must have "
             "the same shape: align the volumes first"
         )
+    for name, labels in (("labels_before", labels_before), ("labels_after", labels_after)):
+        if np.dtype(labels.dtype).kind not in "ui":
+            raise ValueError(f"{name} must be integer crack labels, got dtype {labels.dtype}")
     bounds = _slab_bounds((0, shape[0]), slab_rows)
     pairs: dict[tuple[int, int], int] = {}
     vol_a: dict[int, int] = {}
     vol_b: dict[int, int] = {}
     for z0, z1 in bounds:
-        a = np.asarray(labels_before[z0:z1]).astype(np.int64).ravel()
-        b = np.asarray(labels_after[z0:z1]).astype(np.int64).ravel()
+        a = np.asarray(labels_before[z0:z1]).ravel()
+        b = np.asarray(labels_after[z0:z1]).ravel()
+        # Cracks are a small fraction of the volume: widen only their voxels, not the slab
+        # (two int64 slabs were 2 GB at beamline size, the peak of a whole experiment).
+        where = np.flatnonzero(a | b)
+        a = a[where].astype(np.int64)
+        b = b[where].astype(np.int64)
         for vol, x in ((vol_a, a), (vol_b, b)):
             u, c = np.unique(x[x > 0], return_counts=True)
             for k, v in zip(u.tolist(), c.tolist(), strict=True):
