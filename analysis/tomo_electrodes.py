@@ -7,13 +7,22 @@ Definitions (REFERENCE.md, "Analysis definitions")
   between the two Li|SE interfaces, inside an optional region of interest.
 * **Electrode thickness**: at 15 lateral locations (a 3 × 5 grid of small windows inside the
   pellet), the window-mean grey profile along z is followed outward from each Li|SE interface
-  until it falls through ``threshold`` (halfway between Li and what lies beyond it, argon
-  or the plunger); the sub-voxel crossing is the Li's outer surface and the thickness the
-  distance to the interface. The thicknesses of each electrode are averaged over the
-  locations. At the beamline the 150 µm foils can run out of the 0.8 mm field of view: a
-  profile that never falls through the threshold before the first or last row gives the
-  visible thickness only (a lower bound) and is flagged ``cut``; its *change* between steps
-  is still the electrode's while the moving surface is in view.
+  to the Li's outer surface; the thickness is the distance between the two, and the
+  thicknesses of each electrode are averaged over the locations. The outer surface is the
+  edge to the **current collector** (the stainless-steel piston pressed against the Li): at
+  25 keV Li attenuates almost like argon (μ ≈ 9 vs ≈ 1 1/m) but steel strongly (≈ 1.2e4
+  1/m, brighter than any electrolyte), so the edge is the steepest rise beyond the
+  interface, and it counts as the collector only if the level beyond it is brighter than the
+  electrolyte. The surface is placed sub-voxel by the profile's integral across the edge:
+  each row adds the share of its height that is not collector, ``(c − g)/(c − l)`` with the
+  collector and Li levels ``c`` and ``l`` (exact for partial-volume rows and for a blur that
+  conserves the integral). Without such an edge (the Li runs out of the field of view, as
+  the 150 µm foils do at the beamline, or the stack is not backed by a collector) no
+  thickness is reported: NaN, flagged ``cut`` with the reason in ``status``, never the distance to
+  the volume's edge posing as a thickness. A fixed ``threshold`` instead follows the
+  profile until it *falls* through it (Li above, whatever lies beyond below: a Li indicator
+  0/1, or Li against gas where phase contrast makes that visible); there a profile that
+  never falls gives the visible thickness only (a lower bound), flagged ``cut``.
 * **Charge from a thickness change**: ``Q = Δh · A · ρ_Li · F / M_Li`` (ρ = 0.534 g/cm³,
   M = 6.94 g/mol, F = 96485 C/mol), ≈ 742 mC/cm² per µm of Li. Between two steps one
   electrode plates and the other strips; equal charges are expected, and Li that stays in
@@ -31,6 +40,9 @@ import pandas as pd
 __all__ = [
     "LI_DENSITY_G_CM3",
     "LI_MOLAR_MASS_G_MOL",
+    "STATUS_CUT",
+    "STATUS_NO_COLLECTOR",
+    "STATUS_OK",
     "charge_balance",
     "electrode_thickness",
     "thickness_locations",
@@ -192,6 +204,18 @@ def thickness_locations(
     return centres(lo)
 
 
+#: ``status`` of a location's electrode: measured, or why not.
+STATUS_OK = "ok"
+STATUS_NO_COLLECTOR = "no collector in view"
+STATUS_CUT = "cut"
+
+
+def _first_electrode_row(start: float, direction: int) -> int:
+    """First row whose centre lies on the electrode's side of the interface at ``start``."""
+    i = int(np.ceil(start - 0.5))
+    return i if direction > 0 else i - 1
+
+
 def _outer_surface(profile: np.ndarray, start: float, direction: int, threshold: float):
     """First crossing of ``threshold`` from above, walking from row ``start`` outward.
 
@@ -199,8 +223,7 @@ def _outer_surface(profile: np.ndarray, start: float, direction: int, threshold:
     the crossing between two centres is interpolated linearly.
     """
     n = profile.size
-    # First row fully on the electrode's side of the interface.
-    i = int(np.ceil(start - 0.5)) if direction > 0 else int(np.ceil(start - 0.5)) - 1
+    i = _first_electrode_row(start, direction)
     prev_i = None
     while 0 <= i < n:
         if profile[i] < threshold:
@@ -215,12 +238,83 @@ def _outer_surface(profile: np.ndarray, start: float, direction: int, threshold:
     return (float(n) if direction > 0 else 0.0), True
 
 
+def _collector_surface(
+    profile: np.ndarray, start: float, direction: int, electrolyte_level: float
+) -> float | None:
+    """Edge to the current collector, walking from the interface at row ``start`` outward.
+
+    Parameters
+    ----------
+    profile : ndarray, shape (nz,)
+        Mean grey of the location's window per row (row i's value at its centre i + 0.5).
+    start : float
+        The Li|SE interface (continuous rows).
+    direction : {-1, +1}
+        Outward: -1 for the top (working) electrode, +1 for the bottom (counter) one.
+    electrolyte_level : float
+        Grey of the electrolyte next to this electrode; the collector must be brighter.
+
+    Returns
+    -------
+    float or None
+        The Li|collector surface (continuous rows), or None when no collector is in view.
+    """
+    i0 = _first_electrode_row(start, direction)
+    rows = np.arange(i0, -1 if direction < 0 else profile.size, direction)
+    if rows.size < 2:
+        return None
+    s = profile[rows]  # outward from the interface
+    # The edge: the steepest rise. The Li|SE step falls outward, the Li|steel step is the
+    # largest rise in the profile by far, noise and pores are much smaller.
+    k = int(np.argmax(np.diff(s)))  # between s[k] and s[k + 1]
+    # Collector level: the rows beyond the edge, skipping the one of partial volume when
+    # there are enough of them; median, so a few rows of blur do not pull it down.
+    beyond = s[k + 2 : k + 7] if s.size > k + 2 else s[k + 1 :]
+    collector = float(np.median(beyond))
+    if not collector > electrolyte_level:
+        return None
+    # Li level: the rows before the edge, skipping the first one (partial volume with the
+    # electrolyte) when the Li is thick enough to have a plateau. Li is darker than the
+    # electrolyte, so a brighter estimate (thin Li, blur, no Li at all) is capped there.
+    before = s[1 : k + 1] if k >= 1 else s[: k + 1]
+    li = min(float(np.median(before)), electrolyte_level)
+    # The first row past the steepest step at or above half-way (a blurred edge rises over a
+    # few rows): the sum below runs a margin beyond it.
+    level = 0.5 * (li + collector)
+    j = k + 1
+    while j < s.size - 1 and s[j] < level:
+        j += 1
+    # The surface conserves the profile's integral: each row from the interface to a margin
+    # past the edge adds the share of its height that is not collector, (c − g)/(c − l).
+    # Exact for partial-volume rows (where a half-way crossing interpolated between row
+    # centres is off by up to a sixth of a row) and for any blur narrower than the margin;
+    # the electrolyte, next to steel almost as dark as Li, counts as ≈ Li, so a blurred
+    # Li|SE interface or a stretch of it inside the sum barely moves the result.
+    stop = min(s.size, j + 1 + _EDGE_MARGIN_ROWS)
+    share = (collector - s[:stop]) / (collector - li)
+    inner = rows[0] + (1 if direction < 0 else 0)  # the first row's edge nearest the interface
+    thickness = direction * (inner - start) + float(share.sum())
+    return float(start + direction * max(0.0, thickness))
+
+
+#: Rows past the half-way row of the Li|collector edge that the integral runs over.
+_EDGE_MARGIN_ROWS = 3
+
+
+def _electrolyte_level(profile: np.ndarray, top: float, bot: float) -> float:
+    """Median grey of the rows between the interfaces, a row clear of each (partial volume)."""
+    z0, z1 = int(np.ceil(top + 0.5)), int(np.ceil(bot - 1.5))
+    if z1 <= z0:  # thinner than three rows: take whatever lies between
+        z0, z1 = int(np.floor(top)), int(np.ceil(bot))
+    return float(np.median(profile[z0:z1]))
+
+
 def electrode_thickness(
     volume: Any,
     *,
     voxel_um: float,
     interfaces: Sequence[float],
-    threshold: float,
+    threshold: float | None = None,
     mask: np.ndarray | None = None,
     window_um: float = 30.0,
     locations: np.ndarray | None = None,
@@ -230,16 +324,21 @@ def electrode_thickness(
     Parameters
     ----------
     volume : array_like, shape (nz, ny, nx)
-        Grey volume (or any field where Li is above ``threshold`` and what lies beyond the
-        electrode below it, e.g. a Li indicator 0/1). Only the windows' columns are read.
+        Grey volume: a reconstruction (attenuation: the collector brighter than the
+        electrolyte, brighter than Li), or with ``threshold`` any field where Li is above it
+        and what lies beyond the electrode below it (e.g. a Li indicator 0/1). Only the
+        windows' columns are read.
     voxel_um : float
         Voxel edge in µm.
     interfaces : (float, float)
         ``(top_row, bottom_row)``: the working Li|SE and SE|counter Li interfaces
         (continuous rows, 0 at the top edge of row 0), e.g. from the interface detection.
-    threshold : float
-        Grey value between Li and the outside (argon) beyond it: halfway between the two
-        phases' levels.
+    threshold : float, optional
+        None (default): the outer surface is the edge to the current collector, found per
+        location (module docstring). A number: the outer surface is where the profile falls
+        through it (Li above, what lies beyond below), the earlier method for a Li indicator
+        or a Li/gas edge; it cannot see the Li against argon in an absorption
+        reconstruction at 25 keV.
     mask : ndarray of bool, shape (ny, nx), optional
         Pellet cross-section; the windows stay inside it.
     window_um : float
@@ -251,9 +350,12 @@ def electrode_thickness(
     -------
     pandas.DataFrame
         One row per location: ``y``, ``x`` (pixels), ``top_um`` and ``bottom_um`` (working
-        and counter electrode thickness), ``top_cut`` and ``bottom_cut`` (True where the Li
-        reaches the field of view's edge: the visible thickness only). ``df[["top_um",
-        "bottom_um"]].mean()`` is the 15-location average.
+        and counter electrode thickness), ``top_cut`` and ``bottom_cut`` (True where the
+        outer surface was not found before the volume's edge) and ``top_status`` and
+        ``bottom_status``: ``"ok"``; ``"no collector in view"`` (collector edge, the
+        default: the thickness is NaN); ``"cut"`` (with ``threshold``: the thickness is the
+        visible part only, a lower bound). ``df[["top_um", "bottom_um"]].mean()`` is the
+        15-location average (NaN locations left out; NaN if none was measured).
     """
     voxel_um = _check_positive(voxel_um, "voxel_um", "µm")
     window_um = _check_positive(window_um, "window_um", "µm")
@@ -264,6 +366,8 @@ def electrode_thickness(
         locations = thickness_locations(shape[1:], window_px=w, mask=mask)
     locations = np.asarray(locations, dtype=int).reshape(-1, 2)
     h = w // 2
+    if threshold is not None and not np.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite grey value or None, got {threshold!r}")
     rows = []
     for y, x in locations:
         y0, x0 = max(0, y - h), max(0, x - h)
@@ -273,19 +377,34 @@ def electrode_thickness(
             profile = block[:, m].mean(axis=1) if m.any() else block.mean(axis=(1, 2))
         else:
             profile = block.mean(axis=(1, 2))
-        z_top, cut_top = _outer_surface(profile, top, -1, threshold)
-        z_bot, cut_bot = _outer_surface(profile, bot, +1, threshold)
-        rows.append(
-            {
-                "y": int(y),
-                "x": int(x),
-                "top_um": (top - z_top) * voxel_um,
-                "bottom_um": (z_bot - bot) * voxel_um,
-                "top_cut": cut_top,
-                "bottom_cut": cut_bot,
-            }
-        )
-    return pd.DataFrame(rows, columns=["y", "x", "top_um", "bottom_um", "top_cut", "bottom_cut"])
+        record: dict[str, Any] = {"y": int(y), "x": int(x)}
+        if threshold is None:
+            se = _electrolyte_level(profile, top, bot)
+        for name, start, direction in (("top", top, -1), ("bottom", bot, +1)):
+            if threshold is None:
+                z = _collector_surface(profile, start, direction, se)
+                cut = z is None
+                status = STATUS_NO_COLLECTOR if cut else STATUS_OK
+            else:
+                z, cut = _outer_surface(profile, start, direction, float(threshold))
+                status = STATUS_CUT if cut else STATUS_OK
+            record[f"{name}_um"] = np.nan if z is None else direction * (z - start) * voxel_um
+            record[f"{name}_cut"] = bool(cut)
+            record[f"{name}_status"] = status
+        rows.append(record)
+    return pd.DataFrame(rows, columns=_THICKNESS_COLUMNS)
+
+
+_THICKNESS_COLUMNS = [
+    "y",
+    "x",
+    "top_um",
+    "bottom_um",
+    "top_cut",
+    "bottom_cut",
+    "top_status",
+    "bottom_status",
+]
 
 
 def thickness_to_charge_mC(

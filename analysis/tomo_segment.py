@@ -604,6 +604,13 @@ def _crossing(p: np.ndarray, level: float, start: int, step: int) -> float:
     return float(k + 0.5 + step * frac)
 
 
+def _bright_runs(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows brighter than half-way between the extremes, and their runs' [start, stop)."""
+    bright = p > 0.5 * (p.min() + p.max())
+    edges = np.diff(np.concatenate([[0], bright.astype(np.int8), [0]]))
+    return bright, np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+
+
 def find_interfaces(
     volume: Any,
     *,
@@ -615,7 +622,10 @@ def find_interfaces(
     """Locate the two Li|electrolyte interfaces of a scan from its row profile.
 
     The electrolyte is the longest run of rows brighter than half-way between the profile's
-    extremes; its plateau level is the median of that run, each Li level the median of the
+    extremes that touches neither end of the volume (bright runs at the ends are the steel
+    current collectors behind the Li; they are set to the darkest level and the search is
+    repeated, so a collector far brighter than the electrolyte does not hide it); its plateau
+    level is the median of that run, each Li level the median of the
     ``li_rows`` rows just outside it (skipping the one row of partial volume). Each interface
     is where the profile crosses the mean of the two levels, interpolated linearly between
     row centres: a sub-voxel, blur-symmetric estimate (a step between rows 11 and 12 gives
@@ -646,23 +656,35 @@ def find_interfaces(
     )
     if p.ndim != 1 or p.size < 3 or not np.all(np.isfinite(p)):
         raise ValueError("the row profile must be a finite 1-D array of at least 3 rows")
-    mid = 0.5 * (p.min() + p.max())
-    bright = p > mid
+    bright, starts, stops = _bright_runs(p)
     if not bright.any() or bright.all():
         raise ValueError(
             "no electrolyte plateau with dark rows on both sides was found in the row profile; "
             "check that the volume spans both electrodes and that mask covers the pellet"
         )
-    # Longest run of bright rows.
-    edges = np.diff(np.concatenate([[0], bright.astype(np.int8), [0]]))
-    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    k = int(np.argmax(stops - starts))
+    # Bright runs at the top or bottom edge of the volume are the steel current collectors
+    # behind the Li (far brighter than the electrolyte, so the half-way level first picks
+    # them alone): set them to the darkest level and look again until a run lies inside.
+    p = p.copy()
+    while not np.any((starts > 0) & (stops < p.size)):
+        for s0, s1 in zip(starts, stops, strict=True):
+            # With the run goes its blurred flank, down to the Li's minimum: left alone, the
+            # flank's rows would be the brightest inside and taken for the electrolyte.
+            while s1 < p.size and s0 == 0 and p[s1] < p[s1 - 1]:
+                s1 += 1
+            while s0 > 0 and s1 == p.size and p[s0 - 1] < p[s0]:
+                s0 -= 1
+            p[s0:s1] = p.min()
+        bright, starts, stops = _bright_runs(p)
+        if not bright.any():
+            raise ValueError(
+                "the electrolyte reaches the top or bottom of the volume, so an interface is "
+                "missing; reconstruct rows that include both Li electrodes"
+            )
+    inside = (starts > 0) & (stops < p.size)
+    starts, stops = starts[inside], stops[inside]
+    k = int(np.argmax(stops - starts))  # the longest run of bright rows inside
     a, b = int(starts[k]), int(stops[k])  # rows a..b-1
-    if a == 0 or b == p.size:
-        raise ValueError(
-            "the electrolyte reaches the top or bottom of the volume, so an interface is "
-            "missing; reconstruct rows that include both Li electrodes"
-        )
     inner = p[a + 1 : b - 1] if b - a > 2 else p[a:b]
     se = float(np.median(inner))
     top_li = float(np.median(p[max(0, a - 1 - li_rows) : a - 1] if a > 1 else p[:a]))

@@ -5,16 +5,25 @@ Axes and geometry
 * The volume is ``(nz, ny, nx)`` uint8 labels from :class:`~insitu.simulators.phases.Phase`.
   z is the stack axis = rotation axis = detector rows, row 0 at the top. The pellet axis is
   the grid's centre line ``(y, x) = (ny/2, nx/2)`` (voxel corners at integers).
-* From top to bottom: OUTSIDE, the **working** Li electrode, the solid electrolyte (with
-  pores and, once the cell is damaged, cracks and Li in cracks), the **counter** Li
-  electrode, OUTSIDE. The electrolyte is centred in z; its interfaces do not move, the Li
-  electrodes' outer surfaces follow the cell state's Li thickness.
+* From top to bottom: the upper stainless-steel piston (COLLECTOR), the **working** Li
+  electrode, the solid electrolyte (with pores and, once the cell is damaged, cracks and Li
+  in cracks), the **counter** Li electrode, the lower piston (COLLECTOR). The pistons have
+  the pellet's radius; around the stack is OUTSIDE (argon). The electrolyte is centred in z;
+  its interfaces do not move, the Li electrodes' outer surfaces (the Li|piston contacts)
+  follow the cell state's Li thickness, and the pistons fill every row beyond them.
 * :meth:`PelletGeometry.small` scales the whole pellet down so it fits in a 64×128×128 grid
-  (fast tests); :meth:`PelletGeometry.full` is the beamline (0.7 µm voxels, 1143 × 2000 ×
+  (fast tests), with four rows of piston beyond each pristine Li electrode;
+  :meth:`PelletGeometry.full` is the beamline (0.7 µm voxels, 1143 × 2000 ×
   2000), where the 3 mm pellet is wider than the 1.4 mm field of view: the grid covers the
   field of view only and **the pellet outside the grid is for the projector to add as
   homogeneous material** (:meth:`VirtualPellet.outside_grid_chord_m` for the path length,
-  :meth:`VirtualPellet.row_phase_fractions` for the mean composition of each row).
+  :meth:`VirtualPellet.row_phase_fractions` for the mean composition of each row). There the
+  150 µm Li foils reach beyond the top and bottom rows, so no piston is in the grid.
+* Why the pistons are there: at 25 keV Li attenuates almost like argon (μ ≈ 9 vs ≈ 1 1/m),
+  so a Li surface facing gas is invisible in a reconstruction; the steel (μ ≈ 1.2e4 1/m)
+  makes the Li's outer surface a strong edge, as in the real cell ("Stainless-steel pistons
+  were pressed against the Li"). A 360 µm chord of steel (the small pellet's diameter)
+  transmits ≈ 1.6 % at 25 keV, well above the −log floor of the normalisation.
 
 Microstructure
 --------------
@@ -31,7 +40,7 @@ Simplifications
 * Pores are a level cut of a Gaussian random field (no particle packing); pore sizes are set
   by the filter width only and are sub-voxel for the denser presets at the small size.
 * The electrolyte interfaces are flat and fixed; only the Li outer surfaces move. No
-  interphase, no voids at the interfaces, no stainless-steel plungers (OUTSIDE beyond Li).
+  interphase, no voids at the interfaces; the Li|piston contact is flat and perfect.
 * A crack is a tapered triangular sheet, at least one voxel thick (so at coarse voxels it is
   rendered thicker than the cell's micrometre opening); cracks of the cell state map onto a
   scaled pellet by the radius (in-plane) and thickness (depth) ratios.
@@ -130,7 +139,8 @@ class PelletGeometry:
     def small(cls) -> PelletGeometry:
         """Fast tests: 64×128×128 voxels of 3 µm, the whole pellet scaled to fit the grid.
 
-        Radius 180 µm, electrolyte 120 µm (40 rows), Li 24 µm (8 rows) each side.
+        Radius 180 µm, electrolyte 120 µm (40 rows), Li 24 µm (8 rows) each side, and 4
+        rows of steel piston beyond each pristine Li electrode.
         """
         return cls(
             shape=(64, 128, 128),
@@ -145,8 +155,8 @@ class PelletGeometry:
         """The beamline: 0.7 µm voxels, 1143 rows × 2000 × 2000 (1.4 × 0.8 mm² field of view).
 
         The 3 mm pellet (600 µm electrolyte, 150 µm Li) is wider than the grid and its Li
-        electrodes reach beyond the top and bottom rows; the projector adds the pellet
-        outside the grid as homogeneous material.
+        electrodes reach beyond the top and bottom rows (so the steel pistons are out of
+        view); the projector adds the pellet outside the grid as homogeneous material.
         """
         return cls(
             shape=(1143, 2000, 2000),
@@ -410,12 +420,9 @@ class VirtualPellet:
         if z1 == z0:
             return out
         zc = np.arange(z0, z1) + 0.5  # row centres, continuous rows
-        f = self.interfaces_z(state)
-        li = ((zc >= f["working_outer"]) & (zc < f["working_electrolyte"])) | (
-            (zc >= f["electrolyte_counter"]) & (zc < f["counter_outer"])
-        )
-        se = (zc >= f["working_electrolyte"]) & (zc < f["electrolyte_counter"])
+        li, se, steel = self._row_layers(zc, state)
         out[li] = np.where(self.inside, Phase.LITHIUM, Phase.OUTSIDE)
+        out[steel] = np.where(self.inside, Phase.COLLECTOR, Phase.OUTSIDE)
         if se.any():
             i = np.flatnonzero(se)
             pores = self._pores(z0 + int(i[0]), z0 + int(i[-1]) + 1)
@@ -425,6 +432,22 @@ class VirtualPellet:
         if state is not None:
             self._render_cracks(out, zc, se, state, tally)
         return out
+
+    def _row_layers(
+        self, zc: np.ndarray, state: CellState | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Which rows (centres ``zc``) are Li, electrolyte and steel piston: boolean masks.
+
+        Every row beyond a Li electrode's outer surface is piston, so the pistons follow
+        the Li as it is plated and stripped (they are pressed against it).
+        """
+        f = self.interfaces_z(state)
+        li = ((zc >= f["working_outer"]) & (zc < f["working_electrolyte"])) | (
+            (zc >= f["electrolyte_counter"]) & (zc < f["counter_outer"])
+        )
+        se = (zc >= f["working_electrolyte"]) & (zc < f["electrolyte_counter"])
+        steel = (zc < f["working_outer"]) | (zc >= f["counter_outer"])
+        return li, se, steel
 
     def _render_cracks(
         self,
@@ -484,7 +507,8 @@ class VirtualPellet:
             ``"counter"``; a voxel shared by two cracks counts for the later one),
             ``transparent_volume_m3`` (pores + cracks + Li in the electrolyte rows),
             ``electrode_thickness_m`` (working, counter; the model's, also where the grid
-            crops it), ``voxel_counts`` (per Phase name, whole grid),
+            crops it), ``voxel_counts`` (per Phase name, whole grid; ``COLLECTOR`` is the
+            steel of the pistons in view),
             ``electrolyte_counts`` (per Phase name, electrolyte rows), ``interfaces_z_rows``
             and ``interfaces_z_m`` (:meth:`interfaces_z`), ``voxel_m``, and the state's own
             ``state_crack_transparent_volume_m3`` and ``state_crack_li_volume_m3`` (cell
@@ -541,18 +565,15 @@ class VirtualPellet:
         -------
         ndarray, shape (z1 - z0, len(Phase))
             Li rows: LITHIUM 1; electrolyte rows: ELECTROLYTE 1 - φ0, PORE φ0 (cracks beyond
-            the field of view are not modelled); other rows: OUTSIDE 1.
+            the field of view are not modelled); rows beyond the Li: COLLECTOR 1 (the pistons
+            have the pellet's radius). Every row sums to 1.
         """
         z1 = self.geometry.shape[0] if z1 is None else z1
         zc = np.arange(z0, z1) + 0.5
-        f = self.interfaces_z(state)
+        li, se, steel = self._row_layers(zc, state)
         out = np.zeros((zc.size, len(Phase)))
-        li = ((zc >= f["working_outer"]) & (zc < f["working_electrolyte"])) | (
-            (zc >= f["electrolyte_counter"]) & (zc < f["counter_outer"])
-        )
-        se = (zc >= f["working_electrolyte"]) & (zc < f["electrolyte_counter"])
         out[li, Phase.LITHIUM] = 1.0
         out[se, Phase.ELECTROLYTE] = 1.0 - self.porosity_target
         out[se, Phase.PORE] = self.porosity_target
-        out[~(li | se), Phase.OUTSIDE] = 1.0
+        out[steel, Phase.COLLECTOR] = 1.0
         return out

@@ -3,6 +3,9 @@
 The virtual pellet (a labelled voxel volume) and the X-ray projector agree on these labels;
 the projector turns each phase's composition and density into a linear attenuation
 coefficient at the beam energy (xraylib).
+
+The labels are stored in files (scans' ground truth), so a new phase is appended with the
+next free value and existing values never change.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class Phase(IntEnum):
     PORE = 3  #: pores of the electrolyte (argon)
     CRACK = 4  #: empty crack volume (argon)
     CRACK_LITHIUM = 5  #: Li metal that has filled a crack
+    COLLECTOR = 6  #: stainless-steel piston / current collector pressed against each Li
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,12 @@ PHASE_MATERIALS: dict[Phase, PhaseMaterial] = {
     Phase.PORE: PhaseMaterial("Ar", 0.001784),
     Phase.CRACK: PhaseMaterial("Ar", 0.001784),
     Phase.CRACK_LITHIUM: PhaseMaterial("Li", 0.534),
+    # 316 stainless steel, Fe-17Cr-12Ni-2.5Mo by mass (minor Mn, Si, C left out: < 3 % and
+    # lighter than Fe, they change μ by about 1 %), as atoms per 100 so that xraylib's mass
+    # fractions come back to 0.685 / 0.170 / 0.120 / 0.025; 8.0 g/cm³. At 25 keV its μ is
+    # ≈ 1.15e4 1/m, 20× that of A-LPS and 1250× that of Li: the bright edge that shows where
+    # the Li ends.
+    Phase.COLLECTOR: PhaseMaterial("Fe68.75Cr18.33Ni11.46Mo1.46", 8.0),
 }
 
 # Dense (skeletal) compositions and densities of the electrolytes: Li3PS4 glass ≈ 1.87 g/cm³;

@@ -18,6 +18,7 @@ from insitu.simulators import cell_parameters as cp
 from insitu.simulators.cell import CellGeometry, VirtualCell
 from insitu.simulators.pellet import VirtualPellet
 from insitu.simulators.phases import Phase
+from insitu.simulators.xray import attenuation_coefficients, label_table
 
 TRANSPARENT = [Phase.PORE, Phase.CRACK, Phase.CRACK_LITHIUM, Phase.LITHIUM]
 
@@ -69,22 +70,33 @@ def _with_li(state, working_m: float, counter_m: float):
     )
 
 
+@pytest.mark.parametrize("method", ["collector", "threshold"])
 @pytest.mark.parametrize(
     ("working_um", "counter_um"), [(150.0, 150.0), (144.0, 159.0), (139.5, 158.1), (131.0, 157.0)]
 )
-def test_thickness_within_a_voxel(working_um: float, counter_um: float) -> None:
+def test_thickness_within_a_voxel(working_um: float, counter_um: float, method: str) -> None:
     pellet = VirtualPellet("LiI-AN", seed=0)
     state = _with_li(VirtualCell("LiI-AN", seed=0).state, working_um * 1e-6, counter_um * 1e-6)
-    # The grid holds 12 rows (36 µm) below the counter interface: thinner Li fits in view.
-    li = (pellet.labels(state=state) != Phase.OUTSIDE).astype(np.float32)  # Li vs argon
+    # The grid holds 12 rows (36 µm) below the counter interface: thinner Li fits in view,
+    # and the steel piston fills the rows beyond it.
+    labels = pellet.labels(state=state)
+    if method == "collector":
+        # Attenuation per phase (what a reconstruction shows): Li ≈ argon, steel brightest.
+        mu = attenuation_coefficients("LiI-AN")
+        volume = label_table(mu)[labels]
+        threshold = None
+    else:
+        volume = np.isin(labels, [Phase.LITHIUM]).astype(np.float32)  # a Li indicator
+        threshold = 0.5
     table = electrode_thickness(
-        li,
+        volume,
         voxel_um=3.0,
         interfaces=pellet.geometry.interfaces_rows,
-        threshold=0.5,
+        threshold=threshold,
         mask=pellet.inside,
     )
     assert len(table) == 15 and not table[["top_cut", "bottom_cut"]].any().any()
+    assert (table[["top_status", "bottom_status"]] == "ok").all().all()
     true_um = np.array(pellet.electrode_thicknesses_m(state)) * 1e6
     mean = table[["top_um", "bottom_um"]].mean().to_numpy()
     assert np.all(np.abs(mean - true_um) <= 3.0)

@@ -183,6 +183,25 @@ def test_interfaces_are_sub_voxel_on_a_blurred_step() -> None:
     assert isinstance(itf, Interfaces)
 
 
+def test_interfaces_behind_bright_current_collectors() -> None:
+    # Steel pistons behind both Li electrodes, 20x brighter than the electrolyte: the
+    # half-way level first finds only the steel; the electrolyte must still be found.
+    z = np.arange(60) + 0.5
+    from scipy.special import ndtr
+
+    def step(at: float) -> np.ndarray:
+        return ndtr((z - at) / 1.0)
+
+    prof = 0.01 + 1.0 * (step(14.2) - step(45.7)) + 20.0 * (1 - step(5.0) + step(54.5))
+    itf = find_interfaces(None, profile=prof)
+    assert itf.top == pytest.approx(14.2, abs=0.15)
+    assert itf.bottom == pytest.approx(45.7, abs=0.15)
+    assert itf.electrolyte_level == pytest.approx(1.01, abs=0.01)
+    # Steel on one side only, electrolyte cut by the other edge: still an error.
+    with pytest.raises(ValueError, match="both Li electrodes"):
+        find_interfaces(None, profile=0.01 + (1 - step(14.2)) + 20.0 * step(54.5))
+
+
 def test_interface_errors_name_the_fix() -> None:
     with pytest.raises(ValueError, match="both Li electrodes"):
         find_interfaces(None, profile=np.r_[np.ones(5), np.zeros(5)])

@@ -123,9 +123,15 @@ def test_layers_of_the_pristine_pellet() -> None:
     labels = pellet.labels()
     z = pellet.interfaces_z()
     centre = labels[:, 64, 64]
-    assert centre[0] == Phase.OUTSIDE and centre[-1] == Phase.OUTSIDE
+    # Steel pistons beyond each Li electrode: 4 rows each side at the small size.
+    assert centre[0] == Phase.COLLECTOR and centre[-1] == Phase.COLLECTOR
+    assert np.all(centre[: int(z["working_outer"])] == Phase.COLLECTOR)
+    assert np.all(centre[int(z["counter_outer"]) :] == Phase.COLLECTOR)
+    assert int(z["working_outer"]) == 4 and labels.shape[0] - int(z["counter_outer"]) == 4
+    assert centre[int(z["working_outer"])] == Phase.LITHIUM
     assert centre[int(z["working_electrolyte"]) - 1] == Phase.LITHIUM
     assert centre[int(z["electrolyte_counter"])] == Phase.LITHIUM
+    assert centre[int(z["counter_outer"]) - 1] == Phase.LITHIUM
     assert set(np.unique(labels[_se_rows(pellet)][:, pellet.inside])) == {
         Phase.ELECTROLYTE,
         Phase.PORE,
