@@ -56,7 +56,11 @@ __all__ = ["ExperimentResult", "Step", "TomoSettings", "analyze_experiment"]
 
 @dataclass(frozen=True)
 class Step:
-    """One scan of the experiment and where in the protocol it was taken."""
+    """One scan of the experiment and where in the protocol it was taken.
+
+    ``charge_mC`` is the charge passed since the first scan (cumulative ∫|I|dt, mC), so the
+    charge of the interval before this scan is its difference from the previous step's.
+    """
 
     name: str
     volume: Any
@@ -165,7 +169,7 @@ def _pore_phase(volume: Any, value: float, disc: np.ndarray, z0: int, z1: int) -
 
 #: Memory for the local-thickness slabs (the rest of the budget holds the pore phase and the
 #: crack labels of two steps).
-_PSD_BUDGET_GIB = 1.0
+_PSD_BUDGET_GIB = 3.0
 
 
 class _PackedBits:
@@ -297,7 +301,9 @@ def analyze_experiment(steps: Sequence[Step], settings: TomoSettings) -> Experim
         ``crack_volume_um3``, ``crack_volume_top_um3``, ``crack_volume_bottom_um3``,
         ``transparent_volume_um3``, ``top_thickness_um``, ``bottom_thickness_um``,
         ``d_std_<size>um`` per cube size, ``interface_top``/``interface_bottom`` (mean
-        normalised intensity), ``shift_z/y/x`` and the interface rows.
+        normalised intensity), ``shift_z/y/x``, the interface rows and ``electrolyte_z0``,
+        ``electrolyte_z1`` (the rows measured; cube edges of the porosity factor count from
+        ``electrolyte_z0``).
     """
     if not steps:
         raise ValueError("give at least one step (the pristine scan first)")
@@ -423,6 +429,8 @@ def analyze_experiment(steps: Sequence[Step], settings: TomoSettings) -> Experim
             "bottom_thickness_um": float(thick["bottom_um"].mean()),
             "interface_top_row": inter.top,
             "interface_bottom_row": inter.bottom,
+            "electrolyte_z0": z0,
+            "electrolyte_z1": z1,
             "shift_z": shift.dz,
             "shift_y": shift.dy,
             "shift_x": shift.dx,
@@ -460,7 +468,10 @@ def analyze_experiment(steps: Sequence[Step], settings: TomoSettings) -> Experim
             table["top_thickness_um"].tolist(),
             table["bottom_thickness_um"].tolist(),
             area_cm2=settings.area_cm2,
-            charge_passed_mC=[s.charge_mC if s.charge_mC is not None else np.nan for s in steps],
+            # Steps carry the cumulative charge; the balance compares per interval.
+            charge_passed_mC=np.diff(
+                [s.charge_mC if s.charge_mC is not None else np.nan for s in steps]
+            ),
         )
     return ExperimentResult(
         table=table,

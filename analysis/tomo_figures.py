@@ -70,27 +70,39 @@ def plot_thickness_change(table: pd.DataFrame) -> Figure:
     return fig
 
 
-def plot_porosity_vs_failure(materials: pd.DataFrame) -> Figure:
+def plot_porosity_vs_failure(materials: pd.DataFrame, *, column: str | None = None) -> Figure:
     """Porosity against charge-to-failure, one point per material.
 
     Parameters
     ----------
     materials : DataFrame
         Columns ``material``, ``porosity`` and ``charge_to_failure_mC`` (or
-        ``charge_to_failure_C_cm2``).
+        ``charge_to_failure_C_cm2``), e.g. from
+        :func:`insitu.analysis.materials_compare.materials_table`. Materials missing either
+        number are left out of the plot.
+    column : str, optional
+        The charge-to-failure column to plot. By default ``charge_to_failure_mC`` (the
+        in-situ cell, as in the paper's Fig. 3b) when it holds any number, else
+        ``charge_to_failure_C_cm2`` (the lab cell).
     """
-    column = (
-        "charge_to_failure_mC" if "charge_to_failure_mC" in materials else "charge_to_failure_C_cm2"
-    )
+    if column is None:
+        # A table may carry both columns with one of them empty (no in-situ failure known).
+        insitu = materials.get("charge_to_failure_mC")
+        column = (
+            "charge_to_failure_mC"
+            if insitu is not None and insitu.notna().any()
+            else "charge_to_failure_C_cm2"
+        )
     if column not in materials or "porosity" not in materials:
         raise ValueError(
             "materials needs columns 'material', 'porosity' and 'charge_to_failure_mC' "
-            "(or 'charge_to_failure_C_cm2')"
+            f"(or 'charge_to_failure_C_cm2'); missing {column!r} or 'porosity'"
         )
+    shown = materials.dropna(subset=["porosity", column])
     fig = Figure(figsize=(5.2, 4.0), layout="constrained")
     ax = fig.subplots()
-    ax.scatter(materials["porosity"], materials[column], s=40)
-    for _, row in materials.iterrows():
+    ax.scatter(shown["porosity"], shown[column], s=40)
+    for _, row in shown.iterrows():
         ax.annotate(
             str(row["material"]),
             (row["porosity"], row[column]),

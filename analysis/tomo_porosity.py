@@ -462,7 +462,7 @@ def _chunked_lt(
         raise ValueError(f"slab_rows must be ≥ 1, got {slab_rows}")
     if dmax is None:
         dmax = _max_distance_sq(read, n, slab_rows)
-    halo = 2 * (_isqrt_py(dmax) + 1) + 3
+    halo = _halo_rows(dmax)
     t = _containment_template(dmax)
     for a in range(0, n, slab_rows):
         b = min(n, a + slab_rows)
@@ -686,9 +686,15 @@ class PoreAnalysis:
         return d
 
 
-def _auto_slab_rows(plane: int, budget_gib: float, halo_guess: int = 40) -> int:
-    rows = int(budget_gib * 2**30 / (plane * _BYTES_PER_VOXEL)) - 2 * halo_guess
+def _auto_slab_rows(plane: int, budget_gib: float, halo: int, bytes_per_voxel: int) -> int:
+    """Core rows per slab so that core + two halos fit the budget (at least 8 rows)."""
+    rows = int(budget_gib * 2**30 / (plane * bytes_per_voxel)) - 2 * halo
     return max(8, rows)
+
+
+def _halo_rows(dmax: int) -> int:
+    """Rows each side of a slab for an exact local thickness (see the module notes)."""
+    return 2 * (_isqrt_py(dmax) + 1) + 3
 
 
 def pore_analysis(
@@ -740,8 +746,6 @@ def pore_analysis(
     nrows = z1 - z0
     if out is not None and tuple(out.shape) != (nrows, *m2.shape):
         raise ValueError(f"out must have shape {(nrows, *m2.shape)}, got {tuple(out.shape)}")
-    if slab_rows is None:
-        slab_rows = _auto_slab_rows(int(m2.size), memory_budget_gib)
     n = nrows + 2  # virtual rows: one solid row above and below the electrolyte
 
     def read(a: int, b: int) -> np.ndarray:
@@ -752,7 +756,15 @@ def pore_analysis(
             res[ra - a : rb - a] = (g < value) & m2
         return res
 
-    dmax = _max_distance_sq(read, n, slab_rows)
+    if slab_rows is None:
+        # Slabs are sized from the real halo, known once the largest distance is: a guessed
+        # 40-row halo left 8-row cores in 90-row slabs at beamline width (many times the
+        # work). The distance pass holds only the mask and D (≈ 6 bytes per voxel).
+        plane = int(m2.size)
+        dmax = _max_distance_sq(read, n, _auto_slab_rows(plane, memory_budget_gib, 16, 6))
+        slab_rows = _auto_slab_rows(plane, memory_budget_gib, _halo_rows(dmax), _BYTES_PER_VOXEL)
+    else:
+        dmax = _max_distance_sq(read, n, slab_rows)
     edges = (
         _default_edges(dmax, v)
         if bin_edges_um is None

@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from insitu.instruments.errors import InstrumentError
 from insitu.protocols import commands
+from insitu.protocols.materials_command import add_analyze_materials_parser
 from insitu.protocols.recon_command import add_recon_parser
 from insitu.protocols.tomo_analysis_command import add_analyze_tomo_parser
 
@@ -215,6 +216,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_storage_options(an_ccd)
     an_ccd.set_defaults(func=commands.cmd_analyze_ccd)
     add_analyze_tomo_parser(an_sub)
+    _add_storage_options(add_analyze_materials_parser(an_sub))
 
     runs = sub.add_parser("runs", help="list the stored runs")
     runs.add_argument("--limit", type=int, default=None, help="only the last N runs")

@@ -8,10 +8,19 @@ array) or an experiment manifest (JSON)::
                {"name": "plate 1", "volume": "v1.zarr", "charge_mC": 5.0,
                 "current_density_mA_cm2": 0.04, "half_cycle": "plate"}]}
 
-(volume paths relative to the manifest). Results go to ``--out`` (default ``PATH`` without its
-suffix + ``-analysis``): ``steps.csv`` (one row per step), ``result.json`` (the table, the study
-threshold, the settings), ``sections.csv`` (porosity-factor statistics per section),
-``interfaces.csv`` and the figures as PNG.
+(volume paths relative to the manifest). Optional top-level keys describe the experiment as a
+whole, for comparisons across materials (``insitu analyze materials``): ``"material"`` (e.g.
+``"A-LPS"``; without it the material is read from the ground truth that ``insitu tomo-scan``
+writes next to a simulated scan), ``"failed": true`` when the cell failed at the last step (its
+``charge_mC`` is then the in-situ charge-to-failure) and ``"charge_to_failure_mC"`` to give that
+number explicitly (it wins over ``failed``).
+
+Results go to ``--out`` (default ``PATH`` without its suffix + ``-analysis``): ``steps.csv``
+(one row per step), ``result.json`` (the table, the study threshold, the settings, and under
+``"experiment"`` the source, material and in-situ charge-to-failure), ``sections.csv``
+(porosity-factor statistics per section), ``porosity_factor.npz`` (every step's cube
+porosities and porosity factors with the cube edges), ``interfaces.csv`` and the figures as
+PNG. ``charge_mC`` is cumulative: the charge passed since the first scan.
 """
 
 from __future__ import annotations
@@ -21,11 +30,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from insitu.analysis.tomo_experiment import Step, TomoSettings, analyze_experiment
+import numpy as np
+
+from insitu.analysis.tomo_experiment import (
+    ExperimentResult,
+    Step,
+    TomoSettings,
+    analyze_experiment,
+)
 from insitu.analysis.tomo_figures import plot_thickness_change, plot_volumes_vs_step, render_cracks
 from insitu.analysis.tomo_maps import plot_porosity_factor_maps
 
-__all__ = ["add_analyze_tomo_parser", "cmd_analyze_tomo"]
+__all__ = ["add_analyze_tomo_parser", "analyze_path", "cmd_analyze_tomo", "experiment_info"]
 
 
 def add_analyze_tomo_parser(an_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -97,11 +113,108 @@ def _load(path: Path) -> tuple[list[Step], dict[str, Any]]:
     return [Step(name=path.stem, volume=volume)], {}
 
 
-def cmd_analyze_tomo(args: argparse.Namespace) -> int:
-    """Analyse, write the results folder and print the per-step table (or JSON)."""
-    path = Path(args.path)
+def _material_of_scan(volume: Any) -> str | None:
+    """The material recorded with the scan a volume was reconstructed from, if any.
+
+    ``insitu recon`` keeps the scan's path in the volume's ``source`` attribute and
+    ``insitu tomo-scan`` writes the simulated pellet's ground truth (with its material) next
+    to the scan; a beamline scan has no such file and gives None.
+    """
+    source = getattr(volume, "attrs", {}).get("source")
+    if not source:
+        return None
+    # Imported here: the scan workflow pulls in Bluesky and the simulators.
+    from insitu.protocols.tomo_workflow import truth_paths
+
+    truth = truth_paths(source)[0]
+    try:
+        material = json.loads(truth.read_text()).get("material")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(material) if material else None
+
+
+def experiment_info(path: Path, manifest: dict[str, Any], steps: list[Step]) -> dict[str, Any]:
+    """What the experiment is, as a whole: source, material and in-situ charge-to-failure.
+
+    Parameters
+    ----------
+    path : Path
+        The manifest (or single volume) analysed.
+    manifest : dict
+        Its contents (empty for a single volume).
+    steps : list of Step
+        Its steps, pristine first.
+
+    Returns
+    -------
+    dict
+        ``source`` (absolute path), ``material`` and ``material_from`` (``"manifest"``,
+        ``"scan"`` or None when unknown), ``failed`` and ``charge_to_failure_mC`` (None when
+        the cell is not known to have failed).
+    """
+    material, material_from = manifest.get("material"), "manifest"
+    if not material:
+        material, material_from = _material_of_scan(steps[0].volume), "scan"
+    failed = manifest.get("failed", False)
+    if not isinstance(failed, bool):
+        raise ValueError(f"{path}: 'failed' must be true or false, got {failed!r}")
+    charge = manifest.get("charge_to_failure_mC")
+    if charge is not None:
+        try:
+            charge = float(charge)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{path}: 'charge_to_failure_mC' must be a number (mC), got {charge!r}"
+            ) from None
+    elif failed:
+        charge = steps[-1].charge_mC
+        if charge is None:
+            raise ValueError(
+                f"{path} marks the cell failed but its last step has no 'charge_mC': add it "
+                "(or give 'charge_to_failure_mC')"
+            )
+        charge = float(charge)
+    return {
+        "source": str(path.resolve()),
+        "material": str(material) if material else None,
+        "material_from": material_from if material else None,
+        "failed": failed or charge is not None,
+        "charge_to_failure_mC": charge,
+    }
+
+
+def analyze_path(
+    path: Path,
+    *,
+    voxel_um: float | None = None,
+    method: str = "default",
+    min_crack_um3: float = 1000.0,
+    area_cm2: float | None = None,
+    psd: bool = True,
+) -> tuple[list[Step], dict[str, Any], ExperimentResult]:
+    """Load a volume or an experiment manifest and analyse it with one study threshold.
+
+    The experiment's description (:func:`experiment_info`) is checked before the analysis,
+    so a manifest with a bad key fails in a second, not after minutes of measuring.
+
+    Parameters
+    ----------
+    path : Path
+        A Zarr volume or a manifest (JSON).
+    voxel_um, method, min_crack_um3, area_cm2, psd
+        As the ``insitu analyze tomo`` options (None: from the manifest or the volume).
+
+    Returns
+    -------
+    steps : list of Step
+    experiment : dict
+        :func:`experiment_info` of the manifest or volume.
+    result : ExperimentResult
+    """
     steps, manifest = _load(path)
-    voxel = args.voxel_um or manifest.get("voxel_um")
+    experiment = experiment_info(path, manifest, steps)
+    voxel = voxel_um or manifest.get("voxel_um")
     if voxel is None:
         voxel = steps[0].volume.attrs.get("voxel_size_um")
     if voxel is None:
@@ -111,19 +224,59 @@ def cmd_analyze_tomo(args: argparse.Namespace) -> int:
         )
     settings = TomoSettings(
         voxel_um=float(voxel),
+        method=method,  # type: ignore[arg-type]
+        min_crack_volume_um3=min_crack_um3,
+        area_cm2=area_cm2 or manifest.get("area_cm2"),
+        psd=psd,
+    )
+    return steps, experiment, analyze_experiment(steps, settings)
+
+
+def _write_porosity_factors(path: Path, result: ExperimentResult) -> None:
+    """Every step's porosity-factor grids, so maps can be redrawn or compared later.
+
+    Keys ``<step>/<block>um/<field>``: ``phi`` and ``d`` (NaN where a cube is not counted),
+    ``coverage``, ``edges_z``/``edges_y``/``edges_x`` (voxel edges of the cubes; z counted
+    from ``z0``, the first electrolyte row analysed, also stored) and ``phi0``.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for step, z0 in zip(result.table["step"], result.table["electrolyte_z0"], strict=True):
+        for size, pf in result.porosity_factors.get(step, {}).items():
+            key = f"{step}/{size:g}um"
+            arrays[f"{key}/phi"] = pf.phi
+            arrays[f"{key}/d"] = pf.d
+            arrays[f"{key}/coverage"] = pf.coverage
+            for axis, edges in zip("zyx", pf.edges, strict=True):
+                arrays[f"{key}/edges_{axis}"] = np.asarray(edges)
+            arrays[f"{key}/phi0"] = np.asarray(pf.phi0)
+            arrays[f"{key}/z0"] = np.asarray(int(z0))
+    np.savez_compressed(path, **arrays)
+
+
+def cmd_analyze_tomo(args: argparse.Namespace) -> int:
+    """Analyse, write the results folder and print the per-step table (or JSON)."""
+    path = Path(args.path)
+    steps, experiment, result = analyze_path(
+        path,
+        voxel_um=args.voxel_um,
         method=args.method,
-        min_crack_volume_um3=args.min_crack_um3,
-        area_cm2=args.area_cm2 or manifest.get("area_cm2"),
+        min_crack_um3=args.min_crack_um3,
+        area_cm2=args.area_cm2,
         psd=not args.no_psd,
     )
-    result = analyze_experiment(steps, settings)
+    settings = result.settings
     out = Path(args.out) if args.out else path.with_name(path.stem + "-analysis")
     out.mkdir(parents=True, exist_ok=True)
     result.table.to_csv(out / "steps.csv", index=False)
     result.section_stats.to_csv(out / "sections.csv", index=False)
     result.interface_intensity.to_csv(out / "interfaces.csv", index=False)
-    summary = {**result.to_dict(), "out": str(out)}
+    summary = {
+        **result.to_dict(),
+        "experiment": experiment,
+        "out": str(out),
+    }
     (out / "result.json").write_text(json.dumps(summary, indent=2, default=str))
+    _write_porosity_factors(out / "porosity_factor.npz", result)
     figures: list[str] = []
     if not args.no_figures:
         last = steps[-1].name
