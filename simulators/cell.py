@@ -18,7 +18,9 @@ The terminal voltage of a Li|SE|Li cell at current I (density j = I/A) is ::
   is ``c = c_P·h0/(h0 + h)`` with c_P = min(1, (P/29 MPa)^0.3) and h0 ∝ P. The current
   crosses only the contacting area, so both interfacial terms are divided by c.
 * **Damage**: ``dD/dt = max(0, j/c - j_c)/q_c`` with ``j/c`` the local current density at the
-  stripping electrode; cracks nucleate at the stripping electrode once damage starts, grow
+  stripping electrode (j_c and q_c from the lab calibration at 29 MPa, from the in-situ
+  calibration, :func:`insitu_damage_law`, at the in-situ cell's ≤ 0.5 MPa, interpolated
+  in between); cracks nucleate at the stripping electrode once damage starts, grow
   through the thickness with damage and take up Li while their origin electrode plates. At
   D = 1 a Li filament shorts the cell: a resistance in parallel falling from 10 kΩ to 0.5 Ω
   within minutes, after which no more Li is transferred.
@@ -41,6 +43,7 @@ Conventions
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -71,7 +74,9 @@ __all__ = [
     "CellState",
     "CrackState",
     "ElectrodeState",
+    "InsituDamageLaw",
     "VirtualCell",
+    "insitu_damage_law",
 ]
 
 ELECTRODES = ("working", "counter")
@@ -134,8 +139,110 @@ class CellGeometry:
             area_m2=np.pi * (1.5e-3) ** 2,
             thickness_m=0.6e-3,
             temperature_K=ROOM_TEMPERATURE_K,
-            stack_pressure_Pa=0.5e6,
+            stack_pressure_Pa=cp.INSITU_PRESSURE_PA,
         )
+
+
+@dataclass(frozen=True)
+class InsituDamageLaw:
+    """Damage constants of the in-situ cell of one material (see :func:`insitu_damage_law`).
+
+    Attributes
+    ----------
+    critical_current_A_m2 : float
+        j_c at ``temperature_K`` (scaled with σ(T) at other temperatures, as the lab j_c).
+    damage_charge_C_m2 : float
+        q_c: excess local charge density above j_c that takes damage from 0 to 1.
+    temperature_K : float
+        Temperature of the in-situ cell the constants were derived at.
+    failure_local_current_A_m2 : float
+        Local current density at the stripping electrode when the calibrated cell fails.
+    """
+
+    critical_current_A_m2: float
+    damage_charge_C_m2: float
+    temperature_K: float
+    failure_local_current_A_m2: float
+
+
+def _insitu_weight(stack_pressure_Pa: float) -> float:
+    """Weight of the in-situ damage constants: 0 at ≥ 29 MPa, 1 at ≤ 0.5 MPa, log-linear between."""
+    span = np.log(cp.REFERENCE_PRESSURE_PA / cp.INSITU_PRESSURE_PA)
+    w = np.log(cp.REFERENCE_PRESSURE_PA / stack_pressure_Pa) / span
+    return float(np.clip(w, 0.0, 1.0))
+
+
+@functools.cache
+def insitu_damage_law(material: str | MaterialPreset) -> InsituDamageLaw:
+    """Derive the in-situ cell's damage constants from the preset's in-situ charge-to-failure.
+
+    The lab pair (j_c, q_c) is fixed by the lab failure (:mod:`~insitu.simulators.
+    cell_parameters`); this fixes the in-situ pair the same way from
+    ``insitu_charge_to_failure_mC``, because at ≤ 0.5 MPa the failure is governed by the
+    void-limited local current density rather than the nominal one, and the paper ascribes the
+    in-situ differences between materials to the in-situ assembly. The cell of
+    :meth:`CellGeometry.insitu` is run through the in-situ protocol
+    (:data:`~insitu.simulators.cell_parameters.INSITU_DENSITIES_MA_CM2`, full half-cycles of
+    :data:`~insitu.simulators.cell_parameters.INSITU_HALF_CYCLE_S`) with damage switched off,
+    recording the local current density ``j_loc`` at the stripping electrode on the damage
+    law's own integration grid (the voids do not depend on damage). With ``Q_f`` the
+    charge-to-failure (∫|I|dt):
+
+    * ``j_c = INSITU_CRITICAL_FRACTION · j_loc(Q_f)``, so damage is still growing at ``Q_f``;
+    * ``q_c = ∫ max(0, j_loc - j_c) dt`` up to ``Q_f``, with the same trapezoidal rule and
+      linear interpolation as :class:`VirtualCell` uses, so damage reaches 1 at ``Q_f``.
+
+    Parameters
+    ----------
+    material : str or MaterialPreset
+        Preset name or preset.
+
+    Returns
+    -------
+    InsituDamageLaw
+
+    Raises
+    ------
+    ValueError
+        If the protocol passes less charge than the preset's in-situ charge-to-failure.
+    """
+    preset = get_material(material)
+    cell = VirtualCell(preset, CellGeometry.insitu(), seed=0, noise_V=0.0)
+    trace: list[tuple[np.ndarray, np.ndarray, float, float]] = []
+    cell._local_trace = trace
+    target_C = preset.insitu_charge_to_failure_mC * 1e-3
+    area = cell.geometry.area_m2
+    for j_mA_cm2 in cp.INSITU_DENSITIES_MA_CM2:
+        current_A = j_mA_cm2 * 10.0 * area
+        for sign in (1.0, -1.0):
+            if cell.state.charge_passed_C >= target_C:
+                break
+            cell.advance_to(cell.time_s + cp.INSITU_HALF_CYCLE_S, sign * current_A)
+    if cell.state.charge_passed_C < target_C:
+        raise ValueError(
+            f"the in-situ protocol passes only {cell.state.charge_passed_C * 1e3:.4g} mC, less "
+            f"than the in-situ charge-to-failure of {preset.name} "
+            f"({preset.insitu_charge_to_failure_mC:g} mC)"
+        )
+    # The hold in which Q_f falls, and j_loc there.
+    charges = [q0 + i_abs * (grid - grid[0]) for grid, _, q0, i_abs in trace]
+    k = next(i for i, q in enumerate(charges) if q[-1] >= target_C)
+    j_fail = float(np.interp(target_C, charges[k], trace[k][1]))
+    j_c = cp.INSITU_CRITICAL_FRACTION * j_fail
+    q_c = 0.0
+    for i in range(k + 1):
+        grid, j_loc, _, _ = trace[i]
+        excess = np.maximum(j_loc - j_c, 0.0)
+        cumulative = np.concatenate(
+            ([0.0], np.cumsum(0.5 * (excess[1:] + excess[:-1]) * np.diff(grid)))
+        )
+        q_c += cumulative[-1] if i < k else float(np.interp(target_C, charges[i], cumulative))
+    return InsituDamageLaw(
+        critical_current_A_m2=j_c,
+        damage_charge_C_m2=q_c,
+        temperature_K=cell.geometry.temperature_K,
+        failure_local_current_A_m2=j_fail,
+    )
 
 
 class _Rates(NamedTuple):
@@ -210,7 +317,12 @@ class VirtualCell:
         self._damage = 0.0
         self._cracks: list[Crack] = []
         self._short_time_s: float | None = None
+        self._short_charge_C: float | None = None
         self._charge_passed_C = 0.0
+        self._hold_start_charge_C = 0.0  # ∫|I| dt at the start of the present hold
+        # Set only by insitu_damage_law: damage off, and each hold's grid, local current
+        # density at the stripping electrode, charge passed at its start and |I| recorded.
+        self._local_trace: list[tuple[np.ndarray, np.ndarray, float, float]] | None = None
         self._dl_voltage_V = 0.0
         # Charge moved into (+) or out of (-) cracks at each electrode in the present hold.
         self._crack_charge_C = np.zeros(2)
@@ -250,6 +362,20 @@ class VirtualCell:
         )
         # Nucleation theory (Eq. 1): j* ∝ 1/ρ, so j_c follows σ(T).
         sigma_ratio = self.conductivity_S_m(t) / self.conductivity_S_m(REFERENCE_TEMPERATURE_K)
+        critical = p.critical_current_A_m2 * sigma_ratio
+        damage_charge = p.damage_charge_C_m2
+        w = _insitu_weight(g.stack_pressure_Pa)
+        if self._local_trace is not None:
+            critical, damage_charge = np.inf, 1.0  # deriving the in-situ law: no damage
+        elif w > 0.0 and not self.blocking:
+            # Low stack pressure: geometric interpolation towards the in-situ calibration,
+            # whose j_c keeps the σ(T) scaling about its own temperature.
+            law = insitu_damage_law(self.material)
+            insitu_critical = law.critical_current_A_m2 * (
+                self.conductivity_S_m(t) / self.conductivity_S_m(law.temperature_K)
+            )
+            critical = critical ** (1.0 - w) * insitu_critical**w
+            damage_charge = damage_charge ** (1.0 - w) * law.damage_charge_C_m2**w
         return _Rates(
             electrolyte_ohm=self.bulk_resistance_ohm(),
             thermal_V=2.0 * GAS_CONSTANT_J_MOL_K * t / FARADAY_C_MOL,
@@ -262,8 +388,8 @@ class VirtualCell:
             creep_m_s=LI_MOLAR_VOLUME_M3_MOL * void_free / FARADAY_C_MOL,
             void_scale_m=cp.VOID_SCALE_M * pressure**cp.VOID_SCALE_PRESSURE_EXPONENT,
             contact_pressure=min(1.0, pressure**cp.CONTACT_PRESSURE_EXPONENT),
-            critical_A_m2=p.critical_current_A_m2 * sigma_ratio,
-            damage_charge_C_m2=p.damage_charge_C_m2,
+            critical_A_m2=critical,
+            damage_charge_C_m2=damage_charge,
         )
 
     @staticmethod
@@ -364,6 +490,7 @@ class VirtualCell:
         times = np.maximum(times, t0)
         t_end = float(times[-1])
         r = self._rates()
+        self._hold_start_charge_C = self._charge_passed_C
         self._charge_passed_C += abs(current_A) * (t_end - t0)
         if self.blocking:
             return self._evolve_blocking(current_A, r, times)
@@ -424,6 +551,9 @@ class VirtualCell:
         grid = np.linspace(t0, t_end, n + 1)
         void_s = np.maximum(self._void_m[s] + void_rate[s] * (grid - t0), 0.0)
         j_local = abs(j) / self._contact(r, void_s)
+        if self._local_trace is not None:
+            i_abs = abs(j) * self.geometry.area_m2
+            self._local_trace.append((grid, j_local, self._hold_start_charge_C, i_abs))
         rate = np.maximum(j_local - r.critical_A_m2, 0.0) / r.damage_charge_C_m2
         damage = np.full(grid.shape, self._damage)
         if rate.any():
@@ -440,6 +570,9 @@ class VirtualCell:
         self._damage = float(min(damage[-1], 1.0))
         if self._damage >= 1.0:
             self._short_time_s = t_stop
+            self._short_charge_C = self._hold_start_charge_C + abs(j) * self.geometry.area_m2 * (
+                t_stop - t0
+            )
         return t_stop
 
     def _transfer_li(self, j: float, duration_s: float) -> None:
@@ -547,6 +680,7 @@ class VirtualCell:
             damage=self._damage,
             shorted=self.shorted,
             short_time_s=self._short_time_s,
+            short_charge_C=self._short_charge_C,
             working=electrodes[0],
             counter=electrodes[1],
             cracks=cracks,

@@ -135,6 +135,9 @@ class CellState:
         Whether a filament has shorted the cell (stays shorted).
     short_time_s : float or None
         When the short happened.
+    short_charge_C : float or None
+        Charge passed through the terminals (∫|I| dt) when the short happened: the cell's
+        charge-to-failure in the convention of the in-situ experiment.
     working, counter : ElectrodeState
         The two electrodes.
     cracks : tuple of CrackState
@@ -153,6 +156,7 @@ class CellState:
     counter: ElectrodeState
     cracks: tuple[CrackState, ...]
     double_layer_voltage_V: float = 0.0
+    short_charge_C: float | None = None
 
     @property
     def electrodes(self) -> tuple[ElectrodeState, ElectrodeState]:

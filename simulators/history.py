@@ -4,6 +4,12 @@ The synchrotron experiment images the cell between plating and stripping steps; 
 a scan "after Q mC", the cell is first cycled with the in-situ protocol (REFERENCE.md:
 0.04–1.2 mA/cm², 30 min per step, each current density as one plating then one stripping
 half-cycle) until ``charge_C`` has passed (∫|I|dt), or the cell shorts.
+:func:`insitu_charge_to_failure_C` runs the same protocol to the short: the in-situ
+charge-to-failure of a material as ``insitu tomo-scan --sim MATERIAL --charge-mC Q`` sees it
+(the scan's cell is shorted for Q above it, not below).
+
+The protocol never reaches the paper's 10 V cut-off (the virtual in-situ cells polarise by
+well under 1 V before they short), so each density runs its full 30 min half-cycles.
 """
 
 from __future__ import annotations
@@ -13,13 +19,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cell import VirtualCell
+from .cell import CellGeometry, VirtualCell
+from .cell_parameters import INSITU_DENSITIES_MA_CM2, INSITU_HALF_CYCLE_S
+from .materials import MaterialPreset, get_material
 
-__all__ = ["INSITU_DENSITIES_MA_CM2", "HistoryPoint", "cycle_to_charge"]
-
-#: Current densities of the in-situ protocol, mA/cm² (the paper gives the range 0.04–1.2;
-#: the steps in between are ours).
-INSITU_DENSITIES_MA_CM2 = (0.04, 0.08, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2)
+__all__ = [
+    "INSITU_DENSITIES_MA_CM2",
+    "HistoryPoint",
+    "cycle_to_charge",
+    "insitu_charge_to_failure_C",
+]
 
 
 @dataclass(frozen=True)
@@ -38,7 +47,7 @@ def cycle_to_charge(
     charge_C: float,
     *,
     densities_mA_cm2: Sequence[float] = INSITU_DENSITIES_MA_CM2,
-    half_cycle_s: float = 1800.0,
+    half_cycle_s: float = INSITU_HALF_CYCLE_S,
     interval_s: float = 10.0,
 ) -> HistoryPoint:
     """Cycle ``cell`` until ``charge_C`` coulombs have passed (∫|I| dt) or it shorts.
@@ -77,3 +86,43 @@ def cycle_to_charge(
             if passed >= charge_C * (1 - 1e-9) or cell.shorted:
                 return last
     return last
+
+
+def insitu_charge_to_failure_C(material: str | MaterialPreset, seed: int = 0) -> float:
+    """Charge passed (∫|I| dt) when the in-situ cell of ``material`` shorts.
+
+    The cell of :meth:`CellGeometry.insitu` is cycled with :func:`cycle_to_charge`, as the
+    tomography source does, until it shorts; the charge is taken at the moment of the short,
+    not at the end of the half-cycle in which it happened.
+
+    Parameters
+    ----------
+    material : str or MaterialPreset
+        Preset name or preset.
+    seed : int
+        Seed of the cell (crack positions and noise; the short does not depend on it).
+
+    Returns
+    -------
+    float
+        Charge-to-failure in C (the paper quotes mC).
+
+    Raises
+    ------
+    RuntimeError
+        If the cell does not short within the protocol.
+    """
+    preset = get_material(material)
+    cell = VirtualCell(preset, CellGeometry.insitu(), seed=seed)
+    total_C = sum(
+        2.0 * j * 10.0 * cell.geometry.area_m2 * INSITU_HALF_CYCLE_S
+        for j in INSITU_DENSITIES_MA_CM2
+    )
+    cycle_to_charge(cell, total_C)
+    short_C = cell.state.short_charge_C
+    if short_C is None:
+        raise RuntimeError(
+            f"the in-situ cell of {preset.name} did not short within the protocol "
+            f"({total_C * 1e3:.4g} mC)"
+        )
+    return short_C

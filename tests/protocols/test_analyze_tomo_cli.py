@@ -13,7 +13,9 @@ import pytest
 
 from insitu.protocols.cli import main
 
-CHARGES_MC = (0.0, 15.0, 20.0)  # pristine, after onset, shorted (see the pellet tests)
+# Pristine, cracks grown (onset ≈ 11 mC, first voxels at 12.5 mC), shorted (25 mC). At 15 mC
+# the crack is 24 voxels of 3 µm, one voxel thick: below the smallest crack counted.
+CHARGES_MC = (0.0, 20.0, 27.5)
 
 
 def run_json(capsys, argv: list[str]) -> dict:
@@ -58,9 +60,9 @@ def experiment(tmp_path_factory):
 @pytest.mark.slow
 def test_experiment_against_the_truth(experiment, capsys) -> None:
     manifest, truths = experiment
-    result = run_json(capsys, ["analyze", "tomo", str(manifest), "--json"])
+    result = run_json(capsys, ["analyze", "tomo", str(manifest), "--area-cm2", "0.0707", "--json"])
     steps = result["steps"]
-    assert [s["step"] for s in steps] == ["0 mC", "15 mC", "20 mC"]
+    assert [s["step"] for s in steps] == ["0 mC", "20 mC", "27.5 mC"]
     for step, truth in zip(steps, truths, strict=True):
         # The measured porosity is the transparent fraction of the electrolyte (pores, cracks
         # and Li in cracks share a grey level); the truth's "porosity" counts pores only.
@@ -81,6 +83,15 @@ def test_experiment_against_the_truth(experiment, capsys) -> None:
     measured = np.diff([s["transparent_volume_um3"] for s in steps])
     expected = np.diff([t["transparent_volume_m3"] * 1e18 for t in truths])
     assert np.all(np.sign(measured) == np.sign(expected)), (measured, expected)
+    assert truths[-1]["shorted"] and not truths[1]["shorted"]
+    # Electrodes measured to the steel pistons: the truth's thicknesses within a voxel.
+    for step, truth in zip(steps, truths, strict=True):
+        thickness = truth["electrode_thickness_m"]
+        assert step["top_thickness_um"] == pytest.approx(thickness["working"] * 1e6, abs=3.0)
+        assert step["bottom_thickness_um"] == pytest.approx(thickness["counter"] * 1e6, abs=3.0)
+    # The charge balance has one row per interval, with the charge passed in it.
+    balance = result["charge_per_electrode"]
+    assert [b["charge_passed_mC"] for b in balance] == pytest.approx([20.0, 7.5], abs=0.01)
     # One threshold for the study, stored with the results; figures and tables written.
     threshold = result["threshold"]
     assert threshold["method"] == "default" and threshold["nbins"] == 256

@@ -22,7 +22,7 @@ from insitu.instruments.dxchange import read_data_exchange, read_metadata
 from insitu.protocols.cli import main
 from insitu.simulators.phases import Phase
 
-MATERIAL, CHARGE_MC = "A-LPS", 20.0  # past crack onset (A-LPS shorts at ~20 mC in situ)
+MATERIAL, CHARGE_MC = "A-LPS", 20.0  # past crack onset (A-LPS shorts at 25 mC in situ)
 
 
 def run_json(capsys, argv: list[str]) -> dict:
