@@ -92,6 +92,18 @@ def test_min_volume_removes_small_pores(shapes) -> None:
     assert big["volume_um3"].min() >= cut
 
 
+def test_min_volume_keeps_a_component_of_exactly_that_volume() -> None:
+    # The filter removes components *smaller than* min_volume_um3: one of exactly that
+    # volume is a crack, one voxel less is a pore.
+    vol = np.zeros((10, 20, 20), dtype=bool)
+    vol[2, 2, 2:10] = True  # 8 voxels
+    vol[6, 10, 2:9] = True  # 7 voxels
+    _, table = find_cracks(vol, voxel_um=2.0, min_volume_um3=8 * 8.0)
+    assert table["voxels"].tolist() == [8]
+    _, table = find_cracks(vol, voxel_um=2.0, min_volume_um3=8 * 8.0 + 1e-9)
+    assert table.empty
+
+
 def test_slabwise_equals_whole_volume(shapes) -> None:
     rng = np.random.default_rng(5)
     noise = rng.random((23, 40, 41)) < 0.3  # near percolation: components cross many slabs

@@ -194,3 +194,10 @@ def test_bad_interfaces() -> None:
         interfacial_intensity_maps(_cell(), (90.0, 30.0), voxel_um=1.0)
     with pytest.raises(ValueError, match="empty"):
         plot_interfacial_intensity_maps([])
+
+
+def test_constant_grey_128_gives_0_502() -> None:
+    vol = np.full((60, 80, 80), 128, dtype=np.uint8)
+    m = interfacial_intensity_map(vol, 30.0, voxel_um=2.0, window_um=40.0, depth_um=100.0)
+    np.testing.assert_allclose(m.image, 128 / 255)
+    assert round(float(m.stats()["mean"]), 3) == 0.502

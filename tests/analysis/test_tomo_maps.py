@@ -302,3 +302,21 @@ def test_plots() -> None:
     assert ax.get_ylabel() == "porosity factor d"
     with pytest.raises(ValueError, match="section_stats"):
         plot_porosity_factor_stats(pd.DataFrame({"mean": [0.0]}))
+
+
+# --- the analytic cases, stated exactly -----------------------------------------------
+def test_uniform_volume_has_zero_porosity_factor_everywhere() -> None:
+    rng = np.random.default_rng(0)
+    # The same 10 × 10 × 10 pattern (porosity 0.37) in every 30 µm cube.
+    cube = rng.random((10, 10, 10)) < 0.37
+    pf = porosity_factor(np.tile(cube, (2, 3, 4)), voxel_um=3.0, block_um=30.0)
+    np.testing.assert_allclose(pf.d, 0.0, atol=1e-12)
+    assert pf.phi0 == pytest.approx(cube.mean())
+
+
+def test_empty_and_full_halves_give_minus_and_plus_one() -> None:
+    vol = np.zeros((20, 30, 40), dtype=bool)
+    vol[..., 20:] = True  # Φ = 0 on one half, 1 on the other: Φ₀ = 0.5
+    pf = porosity_factor(vol, voxel_um=3.0, block_um=30.0)
+    np.testing.assert_array_equal(pf.d[..., :2], -1.0)
+    np.testing.assert_array_equal(pf.d[..., 2:], 1.0)
