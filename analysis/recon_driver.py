@@ -34,7 +34,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +41,7 @@ import h5py
 import numpy as np
 
 from .gridrec import apply_circular_mask
+from .provenance import software_version
 from .recon_backends import Backend, make_backend
 from .tomo_center import find_center_vo
 from .tomo_normalize import minus_log, normalize, remove_outlier
@@ -371,13 +371,6 @@ def _run_slab(
     return r0, r1
 
 
-def _software_version() -> str:
-    try:
-        return metadata.version("insitu")
-    except metadata.PackageNotFoundError:  # running from a source tree
-        return "unknown"
-
-
 def _peak_rss_bytes() -> int:
     usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(usage) * (1 if sys.platform == "darwin" else 1024)
@@ -460,7 +453,7 @@ def reconstruct_scan(
         volume.attrs.update(
             {
                 "software": "insitu",
-                "software_version": _software_version(),
+                "software_version": software_version(),
                 "source": str(Path(scan).resolve()),
                 "first_row": first,
                 "center": center,

@@ -14,8 +14,8 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from importlib.metadata import PackageNotFoundError, version
 
+from insitu.analysis.provenance import software_version
 from insitu.instruments.errors import InstrumentError
 from insitu.protocols import commands
 from insitu.protocols.materials_command import add_analyze_materials_parser
@@ -23,13 +23,6 @@ from insitu.protocols.recon_command import add_recon_parser
 from insitu.protocols.tomo_analysis_command import add_analyze_tomo_parser
 
 __all__ = ["main"]
-
-
-def _version() -> str:
-    try:
-        return version("insitu")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0+unknown"
 
 
 def _floats(text: str) -> list[float]:
@@ -81,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="insitu",
         description="Run and analyse in-situ experiments on solid-state battery cells.",
     )
-    parser.add_argument("--version", action="version", version=f"insitu {_version()}")
+    parser.add_argument("--version", action="version", version=f"insitu {software_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ccd = sub.add_parser(

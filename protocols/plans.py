@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Mapping, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal
 
 import bluesky.plan_stubs as bps
@@ -26,6 +25,7 @@ import pandas as pd
 from bluesky.utils import Msg
 from ophyd import Signal
 
+from insitu.analysis.provenance import software_version
 from insitu.analysis.shorts import ccd_from_trace, find_short
 from insitu.instruments.potentiostat import (
     CurrentSequence,
@@ -64,13 +64,6 @@ def lab_ccd_densities_mA_cm2(
 LAB_CCD_DENSITIES_MA_CM2 = tuple(lab_ccd_densities_mA_cm2())
 
 
-def _software_version() -> str:
-    try:
-        return version("insitu")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
 def _instrument_metadata(device: Any) -> dict[str, str]:
     """Identity of the instrument behind a device, for the run's start document."""
     identify = getattr(getattr(device, "driver", None), "identify", None)
@@ -93,7 +86,7 @@ def _start_metadata(
         "plan_name": plan_name,
         "protocol_parameters": dict(parameters),
         "software": "insitu",
-        "software_version": _software_version(),
+        "software_version": software_version(),
         **_instrument_metadata(device),
     }
     meta.update(md or {})

@@ -23,6 +23,7 @@ from insitu.analysis.tomo_segment import (
     find_interfaces,
     grey_histogram,
     pellet_mask,
+    row_profile,
     threshold_isodata_ij,
     threshold_otsu_ij,
 )
@@ -209,3 +210,21 @@ def test_interface_errors_name_the_fix() -> None:
         electrolyte_rows((10.0, 12.0), margin_rows=2)
     with pytest.raises(ValueError, match="mask"):
         grey_histogram(np.zeros((2, 3, 3)), grey_range=(0, 1), mask=np.ones((2, 2), bool))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16])
+@pytest.mark.parametrize("grey_range", [(0.0, 256.0), (10.5, 200.3), (-50.0, 60000.0)])
+def test_integer_histogram_and_profile_equal_the_float_definition(dtype, grey_range) -> None:
+    # Integer volumes take a per-value path; it must bin exactly as the float definition.
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype)
+    vol = rng.integers(info.min, info.max, (12, 40, 50), endpoint=True).astype(dtype)
+    mask = rng.random((40, 50)) < 0.7
+    lo, hi = grey_range
+    g = vol[:, mask].astype(np.float64).ravel()
+    bins = np.clip(np.floor((g - lo) * 256 / (hi - lo)), 0, 255).astype(int)
+    expected = np.bincount(bins, minlength=256)
+    got = grey_histogram(vol, grey_range=grey_range, mask=mask, slab_rows=5)
+    np.testing.assert_array_equal(got, expected)
+    profile = row_profile(vol, mask=mask, slab_rows=5)
+    np.testing.assert_allclose(profile, vol[:, mask].astype(np.float64).mean(axis=1), rtol=1e-12)
