@@ -35,7 +35,7 @@ import bluesky.preprocessors as bpp
 from bluesky.suspenders import SuspendFloor
 from bluesky.utils import Msg
 
-from .plans import _software_version
+from insitu.analysis.provenance import software_version
 
 __all__ = ["projection_angles_deg", "tomo_scan"]
 
@@ -144,7 +144,7 @@ def tomo_scan(
             "plan_args": parameters,
             "protocol_parameters": parameters,
             "software": "insitu",
-            "software_version": _software_version(),
+            "software_version": software_version(),
             "detectors": [camera.name],
             "motors": [stage.name],
             "technique": "tomography",

@@ -132,6 +132,32 @@ def test_pore_analysis_chunked_equals_unchunked_and_writes_the_map() -> None:
     assert record["threshold"]["value"] == thr.value and record["rows"] == [5, 35]
 
 
+@pytest.mark.parametrize("big_pore", [False, True])
+def test_guessed_largest_distance_gives_the_exact_result(monkeypatch, big_pore: bool) -> None:
+    # Without slab_rows the largest distance is guessed from three samples and verified slab
+    # by slab; a pore larger than any sample saw sends the run back to the exact pass.
+    import insitu.analysis.tomo_porosity as tp
+
+    pores = random_pores((200, 24, 24), 1.2, seed=5)
+    if big_pore:  # rows 2..18: outside the samples (rows 26-74, 76-124, 126-174)
+        zz, yy, xx = np.mgrid[:200, :24, :24]
+        pores |= (zz - 10) ** 2 + (yy - 12) ** 2 + (xx - 12) ** 2 <= 64
+    grey = np.where(pores, 30, 220).astype(np.uint8)
+    exact_passes = []
+    real = tp._max_distance_sq
+    monkeypatch.setattr(
+        tp, "_max_distance_sq", lambda *a, **k: exact_passes.append(1) or real(*a, **k)
+    )
+    # ≈ 0.4 MiB: slabs of a few dozen rows, several of them.
+    guessed = pore_analysis(grey, 128.0, voxel_size_um=1.0, memory_budget_gib=4e-4)
+    assert len(exact_passes) == (1 if big_pore else 0)
+    one_slab = pore_analysis(grey, 128.0, voxel_size_um=1.0, slab_rows=1000)
+    np.testing.assert_array_equal(guessed.psd.bin_edges_um, one_slab.psd.bin_edges_um)
+    np.testing.assert_array_equal(guessed.psd.counts, one_slab.psd.counts)
+    assert guessed.psd.mean_um == pytest.approx(one_slab.psd.mean_um, rel=1e-12)
+    assert guessed.psd.max_um == one_slab.psd.max_um
+
+
 def test_input_errors_name_the_argument() -> None:
     with pytest.raises(ValueError, match="boolean"):
         local_thickness(np.zeros((3, 3, 3), dtype=np.uint8))

@@ -1,0 +1,35 @@
+"""Every module of the package imports (a renamed helper breaks its importers at once).
+
+The four parts are walked one by one: ``insitu`` itself is a namespace package that the
+editable install serves through a path hook, which ``pkgutil`` cannot list.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import pytest
+
+PARTS = ("analysis", "instruments", "protocols", "simulators")
+
+
+def _modules() -> list[str]:
+    names = []
+    for part in PARTS:
+        package = importlib.import_module(f"insitu.{part}")
+        names += [m.name for m in pkgutil.walk_packages(package.__path__, f"insitu.{part}.")]
+    return sorted(names)
+
+
+MODULES = _modules()
+
+
+def test_every_part_has_modules() -> None:
+    for part in PARTS:
+        assert sum(name.startswith(f"insitu.{part}.") for name in MODULES) >= 5, part
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_module_imports(name: str) -> None:
+    importlib.import_module(name)
