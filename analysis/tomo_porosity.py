@@ -36,12 +36,16 @@ counted in voxel edges (2R + 1). That bias is ImageJ's; we keep it so that numbe
 
 Chunking and memory
 -------------------
-The volume is read in z-slabs (any array-like with slicing: numpy, zarr, h5py). A first pass
-computes the exact largest distance ``R = √max D`` slab by slab (a slab's distances are
-exact wherever they do not exceed its halo, which is checked and grown). The second pass
-processes slabs with a halo of ``2·⌈R⌉ + 3`` rows: ``R`` for the distances of ball centres
-reaching the core, ``R`` for the balls themselves, and 3 rows for the ridge test and the
-clean-up neighbourhood, so **the chunked result equals the unchunked one exactly**.
+The volume is read in z-slabs (any array-like with slicing: numpy, zarr, h5py). The slabs
+need the largest distance ``R = √max D``: it is guessed (with 50 % to spare) from three
+sample slabs and verified by the local-thickness pass itself, slab by slab (every voxel lies
+in one slab's core, where distances are exact); a slab beyond the guess sends the run to an
+exact first pass that computes ``R`` slab by slab (a slab's distances are exact wherever they
+do not exceed its halo, which is checked and grown), as it always does when ``slab_rows`` is
+given. The local-thickness pass processes slabs with a halo of ``2·⌈R⌉ + 3`` rows: ``R`` for
+the distances of ball centres reaching the core, ``R`` for the balls themselves, and 3 rows
+for the ridge test and the clean-up neighbourhood, so **the chunked result equals the
+unchunked one exactly**, whether ``R`` was guessed or computed.
 
 Working memory per slab voxel: 1 (pore mask) + 4 (D, int32) + 4 (painted D, int32) + 4
 (thickness, float32) + 1 (surface flag) = 14 bytes, plus the input slab itself. Slabs are
