@@ -228,3 +228,15 @@ def test_integer_histogram_and_profile_equal_the_float_definition(dtype, grey_ra
     np.testing.assert_array_equal(got, expected)
     profile = row_profile(vol, mask=mask, slab_rows=5)
     np.testing.assert_allclose(profile, vol[:, mask].astype(np.float64).mean(axis=1), rtol=1e-12)
+
+
+def test_float_histogram_in_pieces_equals_the_definition(monkeypatch) -> None:
+    import insitu.analysis.tomo_segment as segment
+
+    rng = np.random.default_rng(4)
+    vol = rng.normal(0.5, 0.3, (6, 20, 30)).astype(np.float32)
+    vol[0, 0, :3] = np.nan  # non-finite values are not counted
+    expected = grey_histogram(vol, grey_range=(0.0, 1.0))
+    monkeypatch.setattr(segment, "_HISTOGRAM_PIECE", 7)
+    np.testing.assert_array_equal(grey_histogram(vol, grey_range=(0.0, 1.0)), expected)
+    assert expected.sum() == vol.size - 3
