@@ -55,13 +55,16 @@ def add_recon_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         type=_center,
         default=None,
         metavar="auto|X",
-        help="rotation axis column, or 'auto' (Vo's method on the middle row; default)",
+        help=(
+            "rotation axis column, or 'auto' (default: first vs mirrored last projection, "
+            "refined by Vo's method)"
+        ),
     )
     recon.add_argument(
         "--center-search",
         type=_pair,
         metavar="MIN,MAX",
-        help="auto-centre search range, columns from the detector centre (default ±width/4)",
+        help="search Vo's method alone over this range, columns from the detector centre",
     )
     recon.add_argument(
         "--rings",
