@@ -58,6 +58,7 @@ def open_bench(
     oven_settle_time_s: float = 600.0,
     oven_timeout_s: float | None = None,
     timeout_s: float = 5.0,
+    cell: VirtualCell | None = None,
 ) -> Iterator[Bench]:
     """Open the devices of a bench; close drivers and stop emulators on exit.
 
@@ -78,10 +79,16 @@ def open_bench(
         seconds on a simulated bench), giving up after the timeout.
     timeout_s : float
         Instrument answer timeout in real seconds.
+    cell : VirtualCell, optional
+        Simulation only: serve this existing cell (e.g. restored from a checkpoint) instead
+        of a new one; it keeps its own geometry, temperature and random state.
     """
     if is_sim_resource(instrument):
         material = instrument.strip()[len("sim:") :]
-        geometry = geometry or CellGeometry.lab_ccd()
+        if cell is not None and temperature_C is not None:
+            raise ValueError("temperature_C sets up a new cell; the cell given keeps its own")
+        if cell is None:
+            geometry = geometry or CellGeometry.lab_ccd()
         if temperature_C is not None:
             geometry = replace(geometry, temperature_K=temperature_C + 273.15)
         with contextlib.ExitStack() as stack:
@@ -92,6 +99,7 @@ def open_bench(
                     speedup=speedup,
                     seed=seed,
                     geometry=geometry,
+                    cell=cell,
                 )
             )
             driver = stack.enter_context(open_potentiostat(sim.resource, timeout_s=timeout_s))
@@ -128,6 +136,10 @@ def open_bench(
         return
     if oven == "sim":
         raise ValueError("a simulated oven needs a simulated cell: use --instrument sim:MATERIAL")
+    if cell is not None:
+        raise ValueError(
+            f"a virtual cell can only be served by a simulated bench, not {instrument!r}"
+        )
     with contextlib.ExitStack() as stack:
         driver = stack.enter_context(open_potentiostat(instrument, timeout_s=timeout_s))
         bench = Bench(

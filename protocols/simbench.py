@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from insitu.instruments.potentiostat import Potentiostat
 from insitu.instruments.resources import open_potentiostat
-from insitu.simulators.cell import CellGeometry, VirtualCell
+from insitu.simulators.cell import CellGeometry, CellState, VirtualCell
 from insitu.simulators.clock import SimClock
 from insitu.simulators.materials import get_material
 
@@ -38,6 +39,35 @@ class SimBench:
     emulator: object
     resource: str
 
+    @property
+    def cell_lock(self) -> AbstractContextManager[Any]:
+        """The lock the emulator holds while it touches the cell.
+
+        Hold it to read or save the cell from another thread (a beamline imaging the cell, a
+        checkpointer): no hold is then half applied. The Keithley 2450 emulator's is an
+        ``RLock``, the MethodSCRIPT emulator's a ``Lock`` (not re-entrant).
+        """
+        lock = getattr(self.emulator, "cell_lock", None)
+        if lock is None:
+            # The Keithley emulator runs every command under its private lock and offers no
+            # public name for it.
+            lock = getattr(self.emulator, "_lock", None)
+        if lock is None:
+            raise AttributeError(
+                f"{type(self.emulator).__name__} has no lock guarding its cell (cell_lock or _lock)"
+            )
+        return lock
+
+    def cell_state(self) -> CellState:
+        """The cell's state now, taken under :attr:`cell_lock`.
+
+        The state is as the emulator last brought the cell up to date: the Keithley 2450
+        emulator does so lazily, at each command it receives, the MethodSCRIPT emulator at
+        each batch of samples of a running script.
+        """
+        with self.cell_lock:
+            return self.cell.state
+
 
 @contextlib.contextmanager
 def start_emulator(
@@ -49,8 +79,9 @@ def start_emulator(
     geometry: CellGeometry | None = None,
     port: int = 0,
     transport: Literal["tcp", "pty"] = "tcp",
+    cell: VirtualCell | None = None,
 ) -> Iterator[SimBench]:
-    """Start an emulator serving a fresh virtual cell of ``material``; stop it on exit.
+    """Start an emulator serving a virtual cell of ``material``; stop it on exit.
 
     Parameters
     ----------
@@ -68,10 +99,30 @@ def start_emulator(
         TCP port on 127.0.0.1 (0 picks a free one).
     transport : {"tcp", "pty"}
         MethodSCRIPT only: a ``socket://`` URL or a pseudo-terminal path.
+    cell : VirtualCell, optional
+        Serve this cell (e.g. one restored from a checkpoint,
+        :func:`insitu.simulators.cell_persistence.load_cell`) instead of a fresh one; it must
+        be of ``material``, ``geometry`` (if given) must be its own, and ``seed`` is unused
+        (the cell carries its own random state). The clock starts at the cell's time.
     """
-    get_material(material)  # fail early, with the list of valid names
-    clock = SimClock(speedup=speedup)
-    cell = VirtualCell(material, geometry, seed=seed, start_time_s=clock.now())
+    name = get_material(material).name  # fail early, with the list of valid names
+    if cell is None:
+        clock = SimClock(speedup=speedup)
+        cell = VirtualCell(material, geometry, seed=seed, start_time_s=clock.now())
+    else:
+        if cell.material.name != name:
+            raise ValueError(
+                f"the cell given is of {cell.material.name}, not of {name}: serve it as "
+                f"sim:{cell.material.name}"
+            )
+        if geometry is not None and geometry != cell.geometry:
+            raise ValueError(
+                f"the cell given has its own geometry ({cell.geometry}); leave geometry out "
+                f"or pass that one, not {geometry}"
+            )
+        # The emulators need the clock never behind the cell: the cell's time is where the
+        # simulation resumes.
+        clock = SimClock(speedup=speedup, start_s=cell.time_s)
     if protocol == "keithley2450":
         from insitu.simulators.keithley2450_emulator import Keithley2450Emulator
 

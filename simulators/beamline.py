@@ -456,7 +456,12 @@ class SimTomoCamera(Device):
 
     # -- staging: one Data Exchange file per scan -------------------------------------------
     def stage(self) -> list[Any]:
-        """Open a new Data Exchange file (never overwriting) and reset the asset bookkeeping."""
+        """Open a new Data Exchange file (never overwriting) and reset the asset bookkeeping.
+
+        A frame source with ``prepare_scan(path)`` (e.g.
+        :class:`~insitu.simulators.cell_imaging.CellImagingSource`) is told first, so the
+        scan images the sample as it is now; a source with ``metadata`` updates the file's.
+        """
         folder = Path(self.file_path.get() or ".")
         name = self.file_name.get()
         if not name:
@@ -468,6 +473,14 @@ class SimTomoCamera(Device):
             self.file_number.put(number)
             name = f"tomo_{number:04d}.h5"
         path = (folder / name).resolve()
+        prepare = getattr(self.frame_source, "prepare_scan", None)
+        if callable(prepare):
+            # Before the writer: the file's sample description is the state at this scan's
+            # start. No truth beside a file the writer is about to refuse (an earlier scan's).
+            prepare(None if path.exists() else path)
+        source_md = getattr(self.frame_source, "metadata", None)
+        if isinstance(source_md, Mapping):
+            self.metadata.update(source_md)
         meta = {**self.metadata, "exposure_s": float(self.acquire_time.get())}
         self._writer = DataExchangeWriter(path, shape=self.shape, metadata=meta)
         self.full_file_name.put(str(path))

@@ -12,6 +12,10 @@ counts per second of beam of a dark, a flat or a projection, drawn from the
 noise, ring defects), which is what the simulated camera (and the EPICS IOC, which loads
 ``"insitu.simulators.tomo_source:pellet_frame_source"`` with JSON keyword arguments) expects.
 
+Given a ``state`` (a :class:`~insitu.simulators.cell.CellState`, e.g. of the cell a potentiostat
+emulator drives), the source images that state instead of cycling a cell of its own
+(:mod:`insitu.simulators.cell_imaging` builds one per scan from a live cell).
+
 Angles: a nominal angle is served exactly; any other (a fly scan measures the angle at
 mid-exposure, a little off the nominal one) is linearly interpolated between the two
 neighbouring computed angles; angles outside [0, π] use p(θ + π, u) = p(θ, −u).
@@ -98,7 +102,11 @@ class PelletFrameSource:
         Electrolyte preset (``A-LPS``, ``LPS:0.5LiI``, ``LiI-AT``, ``LiI-AN``).
     charge_mC : float
         Charge passed (∫|I| dt, mC) through the in-situ protocol before the scan; 0 is the
-        pristine cell. Cycling stops earlier if the cell shorts.
+        pristine cell. Cycling stops earlier if the cell shorts. Leave it at 0 with ``state``.
+    state : CellState, optional
+        Image this state of a cell of ``material`` instead of cycling one: the history is
+        derived from it (charge passed, shorted; the current density and half-cycle are
+        unknown, ``None``). Its cracks come from the cell that made it, whatever ``seed``.
     size : {"small", "full"}
         ``"small"``: 64 × 128 × 128 voxels of 3 µm (scaled pellet, seconds);
         ``"full"``: the 2-BM field of view, 1143 × 2000 × 2000 voxels of 0.7 µm (tens of
@@ -132,6 +140,7 @@ class PelletFrameSource:
         material: str,
         charge_mC: float = 0.0,
         *,
+        state: CellState | None = None,
         size: str = "small",
         n_projections: int | None = None,
         seed: int = 0,
@@ -147,6 +156,11 @@ class PelletFrameSource:
         charge_mC = float(charge_mC)
         if not math.isfinite(charge_mC) or charge_mC < 0:
             raise ValueError(f"charge_mC must be zero or positive, got {charge_mC:g}")
+        if state is not None and charge_mC != 0:
+            raise ValueError(
+                "give either charge_mC (cycle a cell of the source's own) or state (image that "
+                f"state), not both; got charge_mC={charge_mC:g} with a state"
+            )
         if size not in SIZES:
             raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
         n = DEFAULT_PROJECTIONS[size] if n_projections is None else int(n_projections)
@@ -155,16 +169,30 @@ class PelletFrameSource:
         if not exposure_s > 0:
             raise ValueError(f"exposure_s must be positive, got {exposure_s:g}")
         self.size = size
-        self.charge_mC = charge_mC
         self.n_projections = n
         self.seed = int(seed)
         self.exposure_s = float(exposure_s)
         self.energy_keV = float(energy_keV)
 
-        # The history: the in-situ cell cycled to the chosen charge.
-        cell = VirtualCell(self.material, CellGeometry.insitu(), seed=self.seed)
-        self.history: HistoryPoint = cycle_to_charge(cell, charge_mC * 1e-3)
-        self.state: CellState = cell.state
+        if state is None:
+            # The history: the in-situ cell cycled to the chosen charge.
+            cell = VirtualCell(self.material, CellGeometry.insitu(), seed=self.seed)
+            self.history: HistoryPoint = cycle_to_charge(cell, charge_mC * 1e-3)
+            self.state: CellState = cell.state
+        else:
+            # A state from elsewhere (a cell driven by an emulator): what it went through is
+            # known only as far as the state tells; the protocol step is unknown.
+            self.history = HistoryPoint(
+                charge_passed_C=state.charge_passed_C,
+                time_s=state.time_s,
+                current_density_mA_cm2=None,  # type: ignore[arg-type]
+                half_cycle=None,  # type: ignore[arg-type]
+                shorted=state.shorted,
+            )
+            self.state = state
+            charge_mC = state.charge_passed_C * 1e3
+        self.charge_mC = charge_mC
+        self._imaged_state = state is not None
 
         self.geometry = SIZES[size]()
         self.pellet = VirtualPellet(self.material, self.geometry, seed=self.seed)
@@ -200,6 +228,10 @@ class PelletFrameSource:
         self._finalizer = weakref.finalize(self, _cleanup, self._tmp)
         self.ground_truth: dict[str, Any] = self._ground_truth()
         passed_mC = self.history.charge_passed_C * 1e3
+        if self._imaged_state:
+            when = f"at t = {self.state.time_s:.6g} s of its cell, {passed_mC:.3g} mC passed"
+        else:
+            when = f"after {passed_mC:.3g} mC of the in-situ protocol"
         self.metadata: dict[str, Any] = {
             "energy_keV": self.energy_keV,
             "pixel_size_um": voxel * 1e6,
@@ -207,8 +239,7 @@ class PelletFrameSource:
             "sample_detector_distance_mm": _SAMPLE_DETECTOR_M * 1e3,
             "sample_name": f"virtual {self.material} pellet",
             "sample_description": (
-                f"simulated Li|{self.material}|Li cell after {passed_mC:.3g} mC of the in-situ"
-                f" protocol ({self.size} size, seed {self.seed})"
+                f"simulated Li|{self.material}|Li cell {when} ({self.size} size, seed {self.seed})"
             ),
             "rotation_range_deg": 180.0,
             "n_projections": n,
@@ -342,6 +373,15 @@ class PelletFrameSource:
             out.append(self._mirror(p) if flip else p)
         return out[0], out[1]  # type: ignore[return-value]
 
+    def restart_noise(self) -> None:
+        """Restart the running frame indices: the next frames repeat the noise from the start.
+
+        A new scan of the same state and seed then gives the same frames as the first one
+        (what a source reused across scans needs).
+        """
+        with self._lock:
+            self._served = dict.fromkeys(self._served, 0)
+
     def _mirror(self, p: np.ndarray) -> np.ndarray:
         """p(θ + π, u) = p(θ, −u): mirror the columns about the rotation axis's image."""
         cols = np.arange(p.shape[-1])
@@ -364,6 +404,7 @@ class PelletFrameSource:
             "seed": self.seed,
             "charge_requested_mC": self.charge_mC,
             "charge_passed_mC": h.charge_passed_C * 1e3,
+            "cell_time_s": float(h.time_s),
             "current_density_mA_cm2": h.current_density_mA_cm2,
             "half_cycle": h.half_cycle,
             "shorted": bool(h.shorted),
