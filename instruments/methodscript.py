@@ -549,6 +549,11 @@ class MethodScriptPotentiostat(Potentiostat):
             try:
                 while True:
                     if i >= len(batch):
+                        if rows.count:
+                            # Hand over what arrived before waiting for more: at slow sampling
+                            # (an OCV at 10 s a point) a full chunk would take tens of minutes,
+                            # and the consumer can only stop the technique between chunks.
+                            yield self._frame(rows.take(), is_eis)
                         batch, i = self._take_lines(line_timeout), 0
                     raw = batch[i]
                     if raw[:1] == b"P":

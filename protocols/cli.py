@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from insitu.analysis.provenance import software_version
 from insitu.instruments.errors import InstrumentError
 from insitu.protocols import commands
+from insitu.protocols.experiment_command import add_demo_parser, add_experiment_parser
 from insitu.protocols.materials_command import add_analyze_materials_parser
 from insitu.protocols.recon_command import add_recon_parser
 from insitu.protocols.tomo_analysis_command import add_analyze_tomo_parser
@@ -76,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"insitu {software_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    add_demo_parser(sub)
+    add_experiment_parser(sub)
 
     ccd = sub.add_parser(
         "ccd",

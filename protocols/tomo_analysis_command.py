@@ -253,19 +253,22 @@ def _write_porosity_factors(path: Path, result: ExperimentResult) -> None:
     np.savez_compressed(path, **arrays)
 
 
-def cmd_analyze_tomo(args: argparse.Namespace) -> int:
-    """Analyse, write the results folder and print the per-step table (or JSON)."""
-    path = Path(args.path)
-    steps, experiment, result = analyze_path(
-        path,
-        voxel_um=args.voxel_um,
-        method=args.method,
-        min_crack_um3=args.min_crack_um3,
-        area_cm2=args.area_cm2,
-        psd=not args.no_psd,
-    )
+def write_analysis(
+    out: Path,
+    steps: list[Step],
+    experiment: dict[str, Any],
+    result: ExperimentResult,
+    *,
+    figures: bool = True,
+) -> dict[str, Any]:
+    """Write an analysis's results folder: tables, ``result.json``, porosity factors, figures.
+
+    Returns
+    -------
+    dict
+        What ``result.json`` holds, plus ``figures`` (paths written).
+    """
     settings = result.settings
-    out = Path(args.out) if args.out else path.with_name(path.stem + "-analysis")
     out.mkdir(parents=True, exist_ok=True)
     result.table.to_csv(out / "steps.csv", index=False)
     result.section_stats.to_csv(out / "sections.csv", index=False)
@@ -277,8 +280,8 @@ def cmd_analyze_tomo(args: argparse.Namespace) -> int:
     }
     (out / "result.json").write_text(json.dumps(summary, indent=2, default=str))
     _write_porosity_factors(out / "porosity_factor.npz", result)
-    figures: list[str] = []
-    if not args.no_figures:
+    written: list[str] = []
+    if figures:
         last = steps[-1].name
         drawn = {
             "volumes_vs_step.png": plot_volumes_vs_step(result.table),
@@ -293,12 +296,30 @@ def cmd_analyze_tomo(args: argparse.Namespace) -> int:
             drawn[f"porosity_factor_{size:g}um.png"] = plot_porosity_factor_maps(factors[size])
         for name, fig in drawn.items():
             fig.savefig(out / name, dpi=120)
-            figures.append(str(out / name))
-    summary["figures"] = figures
+            written.append(str(out / name))
+    summary["figures"] = written
+    return summary
+
+
+def cmd_analyze_tomo(args: argparse.Namespace) -> int:
+    """Analyse, write the results folder and print the per-step table (or JSON)."""
+    path = Path(args.path)
+    steps, experiment, result = analyze_path(
+        path,
+        voxel_um=args.voxel_um,
+        method=args.method,
+        min_crack_um3=args.min_crack_um3,
+        area_cm2=args.area_cm2,
+        psd=not args.no_psd,
+    )
+    out = Path(args.out) if args.out else path.with_name(path.stem + "-analysis")
+    summary = write_analysis(out, steps, experiment, result, figures=not args.no_figures)
     if args.json:
         print(json.dumps(summary, default=str))
     else:
         columns = ["step", "porosity", "crack_count", "crack_volume_um3", "transparent_volume_um3"]
         print(result.table[columns].to_string(index=False))
-        print(f"threshold {result.threshold.value:.6g} ({settings.method}); results in {out}")
+        print(
+            f"threshold {result.threshold.value:.6g} ({result.settings.method}); results in {out}"
+        )
     return 0

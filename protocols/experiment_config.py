@@ -1,0 +1,323 @@
+"""The in-situ experiment as one YAML file, validated before anything moves.
+
+An experiment file names the sample and its material, the cell geometry, the electrochemical
+schedule, the tomography scan, where runs are stored, which devices to use and what to
+analyse while it runs. Every key has the seed paper's value as its default, so the smallest
+valid file is ``material: A-LPS``::
+
+    sample: S1
+    material: A-LPS
+    schedule:
+      current_densities_mA_cm2: [0.04, 0.08, 0.1, 0.2]
+      voltage_limit_V: 10
+    scan: {n_projections: 180}
+    devices:
+      potentiostat: sim            # or a resource: TCPIP::10.0.0.5::5025::SOCKET, /dev/ttyACM0
+      tomography: sim              # sim | sim-epics | epics (then epics_prefix: "2bma:")
+
+The schema is pydantic (every model forbids unknown keys, so a typo is an error, not a
+silently ignored setting); :func:`load_config` turns its errors into one
+:class:`ExperimentConfigError` that names each bad key with its path in the file and says
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from insitu.simulators.cell_parameters import INSITU_DENSITIES_MA_CM2, INSITU_HALF_CYCLE_S
+from insitu.simulators.materials import MATERIALS
+
+__all__ = [
+    "AdaptiveConfig",
+    "AnalysisConfig",
+    "CatalogConfig",
+    "DevicesConfig",
+    "EisConfig",
+    "ExperimentConfig",
+    "ExperimentConfigError",
+    "ExperimentError",
+    "GeometryConfig",
+    "ScanConfig",
+    "ScheduleConfig",
+    "SimulationConfig",
+    "load_config",
+    "validate_config",
+]
+
+#: The in-situ pellet of the paper: 3 mm diameter.
+PAPER_PELLET_AREA_CM2 = math.pi * 0.15**2
+
+
+class ExperimentError(ValueError):
+    """An experiment that cannot be run, resumed or found as asked; the message says why."""
+
+
+class ExperimentConfigError(ExperimentError):
+    """An experiment file that cannot run; the message names every bad key and the fix."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GeometryConfig(_Model):
+    """The cell: electrode area and electrolyte thickness."""
+
+    area_cm2: float = Field(PAPER_PELLET_AREA_CM2, gt=0, description="electrode area, cm²")
+    thickness_cm: float | None = Field(None, gt=0, description="electrolyte thickness, cm")
+
+
+class EisConfig(_Model):
+    """Potentiostatic EIS before and after (and to confirm a short)."""
+
+    f_start_Hz: float = Field(1e6, gt=0)
+    f_stop_Hz: float = Field(0.1, gt=0)
+    points_per_decade: int = Field(10, ge=1, le=100)
+    amplitude_V: float = Field(0.010, gt=0, le=1.0)
+
+    @model_validator(mode="after")
+    def _descending(self) -> EisConfig:
+        if self.f_stop_Hz >= self.f_start_Hz:
+            raise ValueError(
+                f"f_stop_Hz ({self.f_stop_Hz:g}) must be below f_start_Hz ({self.f_start_Hz:g})"
+            )
+        return self
+
+
+class ScheduleConfig(_Model):
+    """Plating and stripping at rising current density (the paper's in-situ protocol)."""
+
+    current_densities_mA_cm2: list[float] = Field(
+        default_factory=lambda: list(INSITU_DENSITIES_MA_CM2), min_length=1
+    )
+    half_cycle_s: float = Field(INSITU_HALF_CYCLE_S, gt=0, description="s per plating/stripping")
+    cycles_per_step: int = Field(1, ge=1, description="plate+strip cycles per current density")
+    interval_s: float = Field(10.0, gt=0, description="sampling interval, s")
+    voltage_limit_V: float = Field(
+        10.0, gt=0, description="cut-off |V|; exceeding it moves on to the next current density"
+    )
+    ocv_interval_s: float = Field(10.0, gt=0, description="OCV sampling during a scan, s")
+    drop_fraction: float = Field(
+        0.2, gt=0, lt=0.9, description="a short: |V| below this fraction of the half-cycle's"
+    )
+    short_confirm_ratio: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="EIS confirms a short when |Z| at the lowest frequency falls below this "
+        "fraction of its value before the experiment",
+    )
+    eis: EisConfig = Field(default_factory=EisConfig)
+
+    @field_validator("current_densities_mA_cm2")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        bad = [j for j in value if not (math.isfinite(j) and j > 0)]
+        if bad:
+            raise ValueError(f"current densities must be positive mA/cm², got {bad}")
+        return value
+
+
+class ScanConfig(_Model):
+    """The tomography scan after every step (2-BM: 1500 projections, 100 ms)."""
+
+    n_projections: int | None = Field(
+        None, ge=2, description="over 180°; default 180 (small simulated size) or 1500"
+    )
+    exposure_s: float = Field(0.1, gt=0)
+    n_darks: int = Field(10, ge=0)
+    n_flats: int = Field(10, ge=0)
+    mode: Literal["step", "fly"] = "step"
+    min_ring_current_mA: float = Field(10.0, ge=0, description="suspend the scan below this")
+    every_half_cycles: int = Field(
+        1, ge=1, description="scan after every N-th half-cycle (1: the paper's protocol)"
+    )
+
+
+class AdaptiveConfig(_Model):
+    """Rules that close the loop between imaging and electrochemistry."""
+
+    after_crack_onset_every: int | None = Field(
+        None,
+        ge=1,
+        description="once the analysis sees crack onset, scan after every N-th half-cycle",
+    )
+    crack_onset_um3: float = Field(
+        1000.0, gt=0, description="crack volume grown since the pristine scan that is onset"
+    )
+    stop_before_charge_mC: float | None = Field(
+        None,
+        gt=0,
+        description="end before a half-cycle would take the charge passed past this (image "
+        "the pre-failure state, e.g. just below the expected charge-to-failure)",
+    )
+
+
+class AnalysisConfig(_Model):
+    """Reconstruction and microstructure analysis as the scans come in."""
+
+    enabled: bool = True
+    scheduler: str = Field(
+        "process", description="'process' (a local process pool) or a Dask scheduler address"
+    )
+    workers: int = Field(1, ge=1, le=64)
+    psd: bool = Field(False, description="pore-size distribution in the final analysis")
+    memory_gib: float = Field(2.0, gt=0)
+    method: Literal["default", "otsu"] = "default"
+    min_crack_um3: float = Field(1000.0, gt=0)
+
+
+class CatalogConfig(_Model):
+    """Where runs go: an embedded catalog folder, or a tiled server."""
+
+    data: str | None = Field(None, description="catalog folder (default ./insitu-data)")
+    uri: str | None = None
+    api_key: str | None = None
+
+
+class SimulationConfig(_Model):
+    """The simulated bench (only used for devices named ``sim``)."""
+
+    # The EmStat4 (MethodSCRIPT) measures EIS; the Keithley 2450 cannot (EIS is skipped).
+    protocol: Literal["keithley2450", "methodscript"] = "methodscript"
+    speedup: float = Field(
+        2e4, gt=0, description="simulated seconds per real second while current flows"
+    )
+    rest_speedup: float = Field(
+        100.0,
+        gt=0,
+        description="simulated seconds per real second at rest (scans, EIS, between segments):"
+        " the cell relaxes at open circuit, so the software's own time must not become hours"
+        " of simulated rest",
+    )
+    seed: int = 0
+    size: Literal["small", "full"] = "small"
+
+
+class DevicesConfig(_Model):
+    """Which hardware: simulated or real."""
+
+    potentiostat: str = Field("sim", description="'sim' or an instrument resource string")
+    tomography: Literal["sim", "sim-epics", "epics", "none"] = "sim"
+    epics_prefix: str | None = Field(None, description="PV prefix of a real beamline")
+    timeout_s: float = Field(5.0, gt=0)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DevicesConfig:
+        if self.tomography == "epics" and not self.epics_prefix:
+            raise ValueError("tomography: epics needs epics_prefix (e.g. '2bma:')")
+        if self.tomography.startswith("sim") and self.potentiostat != "sim":
+            raise ValueError(
+                "a simulated beamline images the simulated cell: use potentiostat: sim, or "
+                "tomography: epics (with epics_prefix) for a real beamline"
+            )
+        return self
+
+    @property
+    def simulated(self) -> bool:
+        """Whether the potentiostat (and so the cell) is simulated."""
+        return self.potentiostat == "sim"
+
+
+class ExperimentConfig(_Model):
+    """One in-situ experiment (see the module docstring)."""
+
+    sample: str = Field("sample", min_length=1, max_length=200)
+    material: str
+    operator: str | None = None
+    geometry: GeometryConfig = Field(default_factory=GeometryConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    scan: ScanConfig = Field(default_factory=ScanConfig)
+    adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    devices: DevicesConfig = Field(default_factory=DevicesConfig)
+    output: str = Field("experiments", description="folder of the experiments' files")
+
+    @model_validator(mode="after")
+    def _material_known_when_simulated(self) -> ExperimentConfig:
+        if self.devices.simulated and self.material not in MATERIALS:
+            raise ValueError(
+                f"material {self.material!r} has no simulator preset; use one of "
+                f"{', '.join(MATERIALS)} with potentiostat: sim"
+            )
+        return self
+
+    @property
+    def n_projections(self) -> int:
+        """Projections per scan: the configured number, else the size's default."""
+        if self.scan.n_projections is not None:
+            return self.scan.n_projections
+        return 180 if self.devices.simulated and self.devices.simulation.size == "small" else 1500
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly dict (what the journal and the runs record)."""
+        return self.model_dump(mode="json")
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def validate_config(data: Any, source: str = "the experiment") -> ExperimentConfig:
+    """Validate a mapping as an :class:`ExperimentConfig`.
+
+    Raises
+    ------
+    ExperimentConfigError
+        Naming every bad key (dotted path), what was wrong and the value given.
+    """
+    if isinstance(data, ExperimentConfig):
+        return data
+    if not isinstance(data, dict):
+        raise ExperimentConfigError(
+            f"{source} must be a mapping of keys (sample, material, schedule, ...), got "
+            f"{type(data).__name__}"
+        )
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = _location(err["loc"])
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                message = "unknown key (check the spelling; see `insitu experiment run --help`)"
+            elif err["type"] == "missing":
+                message = "required"
+            given = err.get("input")
+            suffix = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {given!r})"
+            problems.append(f"{where}: {message}{suffix}")
+        raise ExperimentConfigError(f"{source} is not valid: " + "; ".join(problems)) from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment YAML file.
+
+    Raises
+    ------
+    ExperimentConfigError
+        For a missing or unreadable file, bad YAML (with its line) or a bad key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ExperimentConfigError(f"no experiment file at {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ExperimentConfigError(f"cannot read {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ExperimentConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+    return validate_config(data, source=str(path))
