@@ -20,6 +20,7 @@ from insitu.instruments.errors import InstrumentError
 from insitu.protocols import commands
 from insitu.protocols.experiment_command import add_demo_parser, add_experiment_parser
 from insitu.protocols.materials_command import add_analyze_materials_parser
+from insitu.protocols.qserver_command import add_queue_server_parser
 from insitu.protocols.recon_command import add_recon_parser
 from insitu.protocols.tomo_analysis_command import add_analyze_tomo_parser
 
@@ -183,6 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     tomo.set_defaults(func=commands.cmd_tomo_scan)
 
     add_recon_parser(sub)
+    add_queue_server_parser(sub)
 
     analyze = sub.add_parser("analyze", help="analyse measured files or stored runs")
     an_sub = analyze.add_subparsers(dest="what", required=True, metavar="WHAT")

@@ -23,6 +23,7 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -388,8 +389,14 @@ def run_experiment(
     out: TextIO | None = sys.stderr,
     analysis: bool | None = None,
     report: bool = True,
+    observers: Sequence[Callable[[ExperimentBench], Any]] = (),
 ) -> dict[str, Any]:
-    """Run a new experiment to its end; returns its summary (see :func:`experiment_report`)."""
+    """Run a new experiment to its end; returns its summary (see :func:`experiment_report`).
+
+    ``observers`` are factories called with the open bench; what they return is told of
+    every segment (:class:`~insitu.protocols.experiment_plan.ExperimentObserver`), e.g. a
+    notebook's own display.
+    """
     cfg = _resolved(validate_config(config))
     experiment_id = experiment_id or new_experiment_id(cfg.sample)
     folder = Path(cfg.output) / experiment_id
@@ -410,6 +417,7 @@ def run_experiment(
         out=out,
         analysis=analysis,
         report=report,
+        observers=observers,
     )
 
 
@@ -421,6 +429,7 @@ def resume_experiment(
     out: TextIO | None = sys.stderr,
     analysis: bool | None = None,
     report: bool = True,
+    observers: Sequence[Callable[[ExperimentBench], Any]] = (),
 ) -> dict[str, Any]:
     """Continue an experiment after a kill, a Ctrl-C or a restart, from its next segment."""
     folder = find_experiment(experiment_id, output)
@@ -445,6 +454,7 @@ def resume_experiment(
         out=out,
         analysis=analysis,
         report=report,
+        observers=observers,
     )
 
 
@@ -458,6 +468,7 @@ def _drive(
     out: TextIO | None,
     analysis: bool | None,
     report: bool,
+    observers: Sequence[Callable[[ExperimentBench], Any]] = (),
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     store = store or _store_for(cfg)
@@ -473,6 +484,9 @@ def _drive(
                 _resubmit_scans(analyzer, read_journal(folder))
             view = LiveView(cfg, bench, folder, analyzer, out=out, figures=report)
             RE = RunEngine({})
+            # Pauses, suspensions (beam loss) and resumes go into each run's 'interruptions'
+            # stream: the catalog shows which scan waited for the beam.
+            RE.record_interruptions = True
             store.subscribe(RE)
             plan = insitu_experiment(
                 bench.potentiostat,
@@ -483,7 +497,7 @@ def _drive(
                 config=cfg.to_dict(),
                 experiment_id=experiment_id,
                 folder=str(folder),
-                observer=Observers(bench.pace, view),
+                observer=Observers(bench.pace, view, *(o(bench) for o in observers)),
             )
             try:
                 RE(plan)
