@@ -9,6 +9,7 @@ HTML report, in a few minutes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -65,6 +66,14 @@ def _human(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _quiet_stdout(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
+    """With --json, stdout carries the one JSON object only: the RunEngine's own messages
+    (a suspension for a beam loss, a deferred pause) go to stderr meanwhile."""
+    if getattr(args, "json", False):
+        return contextlib.redirect_stdout(sys.stderr)
+    return contextlib.nullcontext()
+
+
 def _print(args: argparse.Namespace, result: dict[str, Any]) -> int:
     if args.json:
         print(json.dumps(result, default=str, allow_nan=False))
@@ -89,12 +98,13 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
     if args.check:
         print(json.dumps(cfg.to_dict(), indent=2) if args.json else f"{args.config}: valid")
         return 0
-    result = run_experiment(
-        cfg,
-        experiment_id=args.id,
-        out=None if args.quiet else sys.stderr,
-        analysis=False if args.no_analysis else None,
-    )
+    with _quiet_stdout(args):
+        result = run_experiment(
+            cfg,
+            experiment_id=args.id,
+            out=None if args.quiet else sys.stderr,
+            analysis=False if args.no_analysis else None,
+        )
     return _print(args, result)
 
 
@@ -102,12 +112,13 @@ def cmd_experiment_resume(args: argparse.Namespace) -> int:
     """Continue an interrupted experiment from its next segment."""
     from insitu.protocols.experiment_workflow import resume_experiment
 
-    result = resume_experiment(
-        args.id,
-        output=args.output,
-        out=None if args.quiet else sys.stderr,
-        analysis=False if args.no_analysis else None,
-    )
+    with _quiet_stdout(args):
+        result = resume_experiment(
+            args.id,
+            output=args.output,
+            out=None if args.quiet else sys.stderr,
+            analysis=False if args.no_analysis else None,
+        )
     return _print(args, result)
 
 
@@ -178,7 +189,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"{args.speedup:g}× simulated time",
             file=sys.stderr,
         )
-    result = run_experiment(cfg, out=None if args.quiet else sys.stderr)
+    with _quiet_stdout(args):
+        result = run_experiment(cfg, out=None if args.quiet else sys.stderr)
     result["wall_s"] = time.perf_counter() - t0
     return _print(args, result)
 

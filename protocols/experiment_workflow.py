@@ -593,10 +593,16 @@ def _close_backup(path: Path, docs: list[tuple[str, dict[str, Any]]]) -> None:
         elif name == "event_page":
             key = streams.get(doc["descriptor"], "")
             counts[key] = counts.get(key, 0) + len(doc["seq_num"])
-    last_time = max((float(doc.get("time", 0)) for _, doc in docs if "time" in doc), default=0.0)
+    times = [float(start["time"])]
+    for _, doc in docs:
+        stamp = doc.get("time")
+        if isinstance(stamp, list):  # an event page: one time per event
+            times.extend(float(t) for t in stamp)
+        elif stamp is not None:
+            times.append(float(stamp))
     stop = {
         "run_start": start["uid"],
-        "time": max(last_time, float(start["time"])),
+        "time": max(times),
         "uid": str(uuid.uuid4()),
         "exit_status": "abort",
         "reason": "interrupted: the process ended during this segment (closed on resume)",

@@ -237,7 +237,7 @@ def test_config_errors_name_every_bad_key(tmp_path):
         validate_config({})
     with pytest.raises(ExperimentConfigError, match="epics_prefix"):
         validate_config({"material": "X", "devices": {"potentiostat": "x", "tomography": "epics"}})
-    with pytest.raises(ExperimentConfigError, match="imaging the simulated cell|simulated cell"):
+    with pytest.raises(ExperimentConfigError, match="images the simulated cell"):
         validate_config({"material": "X", "devices": {"potentiostat": "TCPIP::1::SOCKET"}})
     bad = tmp_path / "bad.yaml"
     bad.write_text("material: A-LPS\nschedule: [\n")
