@@ -17,6 +17,7 @@ What ``insitu experiment run|resume|status`` and ``insitu demo`` do, callable fr
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -104,6 +105,20 @@ def _resolved(cfg: ExperimentConfig) -> ExperimentConfig:
 
 # --- the live view ---------------------------------------------------------------------------
 _SHADES = " .:-=+*#%@"
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: np.ndarray, width: int = 32) -> str:
+    """A trace as a line of block characters (the voltage of a half-cycle in the terminal)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return ""
+    edges = np.linspace(0, values.size, min(width, values.size) + 1).astype(int)
+    means = np.array([values[a:b].mean() for a, b in itertools.pairwise(edges)])
+    lo, hi = means.min(), means.max()
+    scaled = (means - lo) / (hi - lo) if hi > lo else np.zeros_like(means)
+    return "".join(_BARS[round(float(x) * (len(_BARS) - 1))] for x in scaled)
 
 
 def ascii_slice(image: np.ndarray, width: int = 48) -> str:
@@ -177,8 +192,10 @@ class LiveView:
     def segment_started(self, segment: Segment, state: dict[str, Any]) -> None:
         self.seg_t0 = time.perf_counter()
         left_half, left_s = self._remaining(state)
+        n_steps = len(self.cfg.schedule.current_densities_mA_cm2)
+        step = f"step {min(state['step'] + 1, n_steps)}/{n_steps}"
         self._print(
-            f"[{time.perf_counter() - self.t0:7.1f} s] segment {segment.index}: "
+            f"[{time.perf_counter() - self.t0:7.1f} s] segment {segment.index}, {step}: "
             f"{segment.label}  (charge so far {state['charge_C'] * 1e3:.3g} mC; "
             f"≤{left_half} half-cycles left, ≤{left_s / 60:.1f} min at this pace)"
         )
@@ -211,7 +228,13 @@ class LiveView:
             detail += f", {outcome.charge_C * 1e3:.3g} mC" + (
                 f", last {v:.3f} V" if v is not None else ""
             )
-        if segment.kind == "tomogram":
+            if points is not None and "voltage_V" in points and len(points):
+                volts = points["voltage_V"].to_numpy(float)
+                detail += (
+                    f"\n             V {np.nanmin(volts):+.3f} {sparkline(volts)} "
+                    f"{np.nanmax(volts):+.3f}"
+                )
+        if segment.kind == "tomogram" and outcome.scan_file:
             self.scan_wall.append(wall)
             detail += f", {outcome.scan_file}"
             if outcome.extra.get("ocv_V") is not None:
@@ -839,7 +862,7 @@ def experiment_report(
         "short_time_s": short_time_s,
         "ccd_mA_cm2": ccd,
         "n_segments": len(rows),
-        "n_scans": sum(1 for r in rows if r["kind"] == "tomogram"),
+        "n_scans": sum(1 for r in rows if r["kind"] == "tomogram" and r["scan_file"]),
         "notes": state.get("notes", []),
         "simulated": cfg.devices.simulated,
     }

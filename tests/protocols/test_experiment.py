@@ -334,9 +334,7 @@ def _running(folder: Path, kind: str, min_index: int = 0) -> bool:
     if not started or started[-1]["segment"]["kind"] != kind:
         return False
     index = started[-1]["segment"]["index"]
-    return index >= min_index and any(
-        e["type"] == "run" and e["index"] == index for e in entries
-    )
+    return index >= min_index and any(e["type"] == "run" and e["index"] == index for e in entries)
 
 
 def test_kills_during_a_half_cycle_and_a_scan_then_resume(tmp_path):
