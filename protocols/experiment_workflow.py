@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 import shutil
 import sys
@@ -526,7 +527,15 @@ def _drive(
                 RE(plan)
             except RunEngineInterrupted:
                 # Ctrl-C: abort, which switches the cell off; the journal keeps the place.
-                RE.abort("interrupted by the operator")
+                # The RunEngine logs an abort with its traceback: for an operator's Ctrl-C
+                # that is noise, not a bug.
+                bluesky_log = logging.getLogger("bluesky")
+                level = bluesky_log.level
+                bluesky_log.setLevel(logging.CRITICAL)
+                try:
+                    RE.abort("interrupted by the operator")
+                finally:
+                    bluesky_log.setLevel(level)
                 if out is not None:
                     print(
                         f"experiment {experiment_id} interrupted; continue it with "
