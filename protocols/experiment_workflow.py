@@ -26,6 +26,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -169,6 +170,8 @@ class LiveView:
         self.scan_wall: list[float] = []
         self.half_wall: list[float] = []
         self.eis: dict[str, pd.DataFrame] = {}
+        self._painter: ThreadPoolExecutor | None = None
+        self._drawing: Future[None] | None = None
 
     # --- estimate -----------------------------------------------------------------------
     def _remaining(self, state: dict[str, Any]) -> tuple[int, float]:
@@ -310,11 +313,30 @@ class LiveView:
         )
 
     def refresh_figures(self) -> None:
-        """Redraw the report folder's figures with what is known now."""
+        """Redraw the report folder's figures with what is known now, in the background.
+
+        Drawing takes most of a second; the next segment must not wait for it (at rest, a
+        second is minutes of simulated relaxation). A refresh still drawing when the next
+        segment ends makes that segment skip its own: the one after catches up.
+        """
+        if self._drawing is not None and not self._drawing.done():
+            return
+        data = self.data()
+        if self._painter is None:
+            self._painter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-figures")
+        self._drawing = self._painter.submit(self._draw, data)
+
+    def _draw(self, data: ExperimentData) -> None:
         try:
-            experiment_figures(self.data(), self.folder / "report" / "figures")
+            experiment_figures(data, self.folder / "report" / "figures")
         except Exception as exc:  # figures are a convenience: never stop the experiment
             self._print(f"           (live figures not refreshed: {type(exc).__name__}: {exc})")
+
+    def close(self) -> None:
+        """Wait for a refresh still drawing (the report then writes the final figures)."""
+        if self._painter is not None:
+            self._painter.shutdown(wait=True)
+            self._painter = None
 
 
 def _segment_row(
@@ -543,6 +565,8 @@ def _drive(
                         file=out,
                     )
                 raise KeyboardInterrupt from None
+            finally:
+                view.close()
             run_s = time.perf_counter() - t0
             final = None
             if analyzer is not None:
