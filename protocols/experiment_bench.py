@@ -57,7 +57,7 @@ class ExperimentBench:
     #: The frame source of the in-process simulated beamline.
     imaging: Any = None
     scans: Path | None = None
-    #: Simulated bench: switches the clock between cycling and rest (an experiment observer).
+    #: Simulated bench: switches the clock between cycling and rest (``RE.subscribe(pace)``).
     pace: SimPace | None = None
 
     @property
@@ -84,9 +84,17 @@ class SimPace:
     EIS, the software between segments) a high speed-up would turn each real second of
     computing into hours of open-circuit relaxation, which heals voids and delays the short.
     A real scan takes minutes: at ``rest_speedup`` (100×) the few real seconds a simulated
-    scan takes are about that. This observer of the experiment plan switches the clock's
-    speed-up at segment boundaries (time stays continuous).
+    scan takes are about that.
+
+    Subscribe it to the RunEngine (``RE.subscribe(pace)``): it reads the documents, so it
+    paces any plan, under the command line or the queue server. A run that passes current
+    (a half-cycle of the experiment, or a ``galvanostatic_hold``, ``plate_strip`` or
+    ``ccd_test`` run) runs at ``cycling_speedup`` from its start document to its stop
+    document; everything else at ``rest_speedup``. Time stays continuous.
     """
+
+    #: Plans whose runs pass current throughout.
+    CURRENT_PLANS = frozenset({"galvanostatic_hold", "plate_strip", "ccd_test"})
 
     def __init__(self, clock: Any, cycling_speedup: float, rest_speedup: float) -> None:
         self.clock = clock
@@ -94,14 +102,18 @@ class SimPace:
         self.rest_speedup = float(rest_speedup)
         self.clock.speedup = self.rest_speedup
 
-    def segment_started(self, segment: Any, state: Any) -> None:
-        """Fast for plating and stripping, at rest speed otherwise."""
-        half = getattr(segment, "half_cycle", None)
-        self.clock.speedup = self.cycling_speedup if half else self.rest_speedup
-
-    def segment_done(self, segment: Any, outcome: Any, state: Any) -> None:
-        """Back to rest speed."""
-        self.clock.speedup = self.rest_speedup
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        """The RunEngine's document callback."""
+        if name == "start":
+            segment = doc.get("experiment_segment")
+            current = (
+                segment in ("plate", "strip")
+                if segment is not None
+                else doc.get("plan_name") in self.CURRENT_PLANS
+            )
+            self.clock.speedup = self.cycling_speedup if current else self.rest_speedup
+        elif name == "stop":
+            self.clock.speedup = self.rest_speedup
 
 
 def insitu_geometry(cfg: ExperimentConfig) -> CellGeometry:

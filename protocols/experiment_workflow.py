@@ -534,6 +534,8 @@ def _drive(
             # stream: the catalog shows which scan waited for the beam.
             RE.record_interruptions = True
             store.subscribe(RE)
+            if bench.pace is not None:
+                RE.subscribe(bench.pace)
             plan = insitu_experiment(
                 bench.potentiostat,
                 bench.camera,
@@ -543,7 +545,7 @@ def _drive(
                 config=cfg.to_dict(),
                 experiment_id=experiment_id,
                 folder=str(folder),
-                observer=Observers(bench.pace, view, *(o(bench) for o in observers)),
+                observer=Observers(view, *(o(bench) for o in observers)),
             )
             try:
                 RE(plan)

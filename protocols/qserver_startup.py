@@ -222,16 +222,14 @@ def _open_devices(RE: _Any) -> dict[str, _Any]:
                 "devices": {
                     "potentiostat": "sim",
                     "tomography": "sim",
-                    "simulation": {
-                        "speedup": _speedup(),
-                        "rest_speedup": _speedup(),
-                        "protocol": _sim_protocol(),
-                    },
+                    "simulation": {"speedup": _speedup(), "protocol": _sim_protocol()},
                 },
             },
             source="the queue server's bench",
         )
         bench = _resources.enter_context(open_experiment_bench(cfg, store.data_dir / "tomo"))
+        # Simulated time fast while current flows, near real time at rest (scans, EIS).
+        RE.subscribe(bench.pace)
         return {
             "potentiostat": bench.potentiostat,
             "camera": bench.camera,

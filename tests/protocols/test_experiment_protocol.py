@@ -279,3 +279,31 @@ def test_journal_records_and_a_torn_last_line_is_ignored(tmp_path):
     assert read.interrupted_run_uid == "uid-1"
     with pytest.raises(FileExistsError, match="experiment resume x1"):
         ExperimentJournal(tmp_path).create("x1", {})
+
+
+# --- simulated time: fast while current flows, near real time at rest ---------------------
+def test_sim_pace_runs_fast_only_while_current_flows():
+    from insitu.protocols.experiment_bench import SimPace
+    from insitu.simulators.clock import SimClock
+
+    clock = SimClock(speedup=5.0)
+    pace = SimPace(clock, cycling_speedup=2e4, rest_speedup=100.0)
+    assert clock.speedup == 100.0
+    pace("start", {"experiment_segment": "plate", "plan_name": "galvanostatic_hold"})
+    assert clock.speedup == 2e4
+    pace("event_page", {})
+    assert clock.speedup == 2e4
+    pace("stop", {"exit_status": "success"})
+    assert clock.speedup == 100.0
+    for doc in (
+        {"experiment_segment": "tomogram", "plan_name": "tomo_scan"},
+        {"experiment_segment": "eis_confirm", "plan_name": "eis"},
+        {"plan_name": "eis"},
+    ):
+        pace("start", doc)
+        assert clock.speedup == 100.0, doc
+    pace("start", {"plan_name": "ccd_test"})  # a lab CCD test through the queue server
+    assert clock.speedup == 2e4
+    t = clock.now()
+    pace("stop", {})
+    assert clock.now() >= t  # time stays continuous across the switch
