@@ -207,7 +207,10 @@ class LiveView:
     def segment_done(self, segment: Segment, outcome: Outcome, state: dict[str, Any]) -> None:
         wall = time.perf_counter() - self.seg_t0
         start_s = self.elapsed_s
-        points = self._points(segment)
+        # Only a segment that made a run measured anything (a skipped scan, an EIS the
+        # instrument cannot do or a current out of range did not: the device still holds
+        # the previous technique's points).
+        points = self._points(segment) if outcome.run_uid else None
         if points is not None and len(points) and "time_s" in points:
             trace = points.assign(
                 time_s=points["time_s"] + start_s,
@@ -774,6 +777,15 @@ def experiment_status(experiment_id: str, output: str | Path | None = None) -> d
     }
 
 
+def _steps_from_live(folder: Path) -> pd.DataFrame | None:
+    rows = []
+    for path in sorted((folder / "analysis" / "live").glob("[0-9][0-9][0-9].json")):
+        data = json.loads(path.read_text()).get("data")
+        if data:
+            rows.append({"step": path.stem, "segment_index": int(path.stem), **data})
+    return pd.DataFrame(rows) if rows else None
+
+
 def _eis_of(store: RunStore, uid: str | None) -> pd.DataFrame | None:
     if not uid:
         return None
@@ -872,6 +884,10 @@ def experiment_report(
     steps_csv = folder / "analysis" / "final" / "steps.csv"
     if steps_csv.is_file():
         steps = pd.read_csv(steps_csv)
+    else:
+        # No final analysis (it was switched off, or the process ended before it): the live
+        # measurements, each scan against the pristine one.
+        steps = _steps_from_live(folder)
     slices: dict[str, np.ndarray] = {}
     live = sorted((folder / "analysis" / "live").glob("*-slice.npy"))
     voxel = None
