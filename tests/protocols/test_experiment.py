@@ -430,3 +430,79 @@ def test_porosity_falls_as_the_charge_to_failure_rises(presets):
     order = sorted(PAPER_CHARGE_TO_FAILURE_MC, key=PAPER_CHARGE_TO_FAILURE_MC.get)
     porosity = [presets[m][1]["porosity"].iloc[0] for m in order]
     assert porosity == sorted(porosity, reverse=True), dict(zip(order, porosity, strict=True))
+
+
+# --- a pause never switches the cell off, and resuming never replays current ------------------
+def test_a_pause_during_plating_keeps_the_cell_plating_and_resumes_without_replay(tmp_path):
+    from bluesky import RunEngine
+    from bluesky.utils import RunEngineInterrupted
+
+    from insitu.protocols.experiment_bench import open_experiment_bench
+    from insitu.protocols.experiment_config import validate_config
+    from insitu.protocols.experiment_plan import insitu_experiment
+
+    cfg = validate_config(
+        config(
+            tmp_path,
+            schedule={"current_densities_mA_cm2": [0.04]},
+            devices={"tomography": "none", "simulation": {"speedup": 600}},
+        )
+    )
+    store = RunStore(tmp_path / "data")
+    RE = RunEngine({})
+    RE.record_interruptions = True
+    store.subscribe(RE)
+    with open_experiment_bench(cfg, tmp_path / "p1") as bench:
+        RE.subscribe(bench.pace)
+        device = bench.potentiostat
+
+        class PauseDuringPlating:
+            def segment_started(self, segment, state):
+                if segment.kind != "plate":
+                    return
+
+                def pause():
+                    # The plating's own points (the device still holds the EIS's when the
+                    # segment starts).
+                    while not (
+                        type(device.prepared_technique).__name__ == "GalvanostaticHold"
+                        and device.running
+                        and device.n_points >= 20
+                    ):
+                        time.sleep(0.005)
+                    RE.request_pause(defer=False)
+
+                threading.Thread(target=pause, daemon=True).start()
+
+        plan = insitu_experiment(
+            device,
+            config=cfg.to_dict(),
+            experiment_id="p1",
+            folder=str(tmp_path / "p1"),
+            observer=PauseDuringPlating(),
+        )
+        with pytest.raises(RunEngineInterrupted):
+            RE(plan)
+        assert RE.state == "paused"
+        # Paused: the plating goes on in the instrument, the cell is not switched off.
+        assert device.running and device.state.get() == "running"
+        n_paused = device.n_points
+        time.sleep(0.5)
+        assert device.n_points > n_paused
+        RE.resume()
+    runs = experiment_runs(tmp_path / "data", "p1")
+    store.close()
+    assert [r.start["experiment_segment"] for r in runs] == [
+        "eis_before",
+        "plate",
+        "strip",
+        "eis_after",
+    ]
+    plate = runs[1]
+    points = plate.cached["electrochem"]
+    # One technique, never kicked off twice: 180 points of 10 s, times strictly increasing.
+    assert len(points) == 180
+    assert np.all(np.diff(points["time_s"]) > 0)
+    assert plate.stop["exit_status"] == "success" and plate.stop["reason"] == "completed"
+    pauses = list(plate.cached["interruptions"]["interruption"])
+    assert pauses == ["pause", "resume"]
