@@ -54,7 +54,7 @@ from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
 from .plots import figure_to_png_bytes, plot_nyquist, plot_voltage_time
 from .provenance import software_version
-from .report import _CSS, _key_value_table, _table_html, format_value
+from .report import _key_value_table, _table_html, format_value, html_page_start
 from .tomo_electrodes import FARADAY_C_MOL
 from .tomo_figures import plot_volumes_vs_step
 from .tomo_maps import PorosityFactor
@@ -1178,17 +1178,7 @@ def write_experiment_report(
     )
 
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{html.escape(title)}</title>",
-        f"<style>\n{_CSS}\n{_EXTRA_CSS}\n</style>",
-        "</head>",
-        "<body>",
-        "<main>",
-        f"<h1>{html.escape(title)}</h1>",
+        *html_page_start(title, _EXTRA_CSS),
         '<section class="header" id="experiment">',
         _key_value_table(header, "meta"),
         "</section>",

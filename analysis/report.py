@@ -120,6 +120,36 @@ def _table_html(table: pd.DataFrame) -> str:
     )
 
 
+def html_page_start(title: str, extra_css: str = "") -> list[str]:
+    """The opening of a self-contained report page: head, styles, ``<main>`` and the title.
+
+    Parameters
+    ----------
+    title : str
+        Page title and first heading (escaped here).
+    extra_css : str
+        Styles added after the common ones.
+
+    Returns
+    -------
+    list of str
+        HTML lines; the page is closed by ``"</main>", "</body>", "</html>"``.
+    """
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>\n{_CSS}\n{extra_css}\n</style>",
+        "</head>",
+        "<body>",
+        "<main>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+
+
 def html_report(
     title: str,
     *,
@@ -157,17 +187,7 @@ def html_report(
         The complete HTML document.
     """
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{html.escape(title)}</title>",
-        f"<style>\n{_CSS}\n</style>",
-        "</head>",
-        "<body>",
-        "<main>",
-        f"<h1>{html.escape(title)}</h1>",
+        *html_page_start(title),
         '<section id="summary">',
         "<h2>Summary</h2>",
         _key_value_table(summary, "summary"),

@@ -229,6 +229,8 @@ class LiveView:
             _segment_row(segment, outcome, state, start_s=start_s, end_s=self.elapsed_s)
         )
         detail = f"{outcome.end_reason}"
+        if outcome.extra.get("why"):
+            detail += f" ({outcome.extra['why']})"
         if segment.half_cycle:
             self.half_wall.append(wall)
             v = outcome.extra.get("v_end_V")

@@ -57,6 +57,16 @@ def check_against_truth(results, scans):
 def test_scans_are_measured_in_a_process_pool(tmp_path, scans):
     results = measure(tmp_path, scans, "process")
     check_against_truth(results, scans)
+    # The crack-onset rule of the adaptive protocol reads these results.
+    config = AnalysisConfig(scheduler="process")
+    with ScanAnalyzer(tmp_path / "onset", config) as analyzer:
+        analyzer.submit(1, "pristine", str(scans["pristine"]), charge_mC=0.0, pristine=True)
+        analyzer.wait(timeout_s=300)
+        assert not analyzer.crack_onset(1000.0)
+        analyzer.submit(3, "cracked", str(scans["cracked"]), charge_mC=27.5)
+        analyzer.wait(timeout_s=300)
+        assert analyzer.crack_onset(1000.0)
+        assert not analyzer.crack_onset(1e9)
     # Measured before a resume: a second analyzer takes the stored results.
     config = AnalysisConfig(scheduler="process")
     with ScanAnalyzer(tmp_path, config) as again:
