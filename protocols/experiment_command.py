@@ -40,7 +40,8 @@ CONFIG is a YAML file; every key but `material` has the seed paper's value as de
   devices:
     potentiostat: sim            # or TCPIP::10.0.0.5::5025::SOCKET, /dev/ttyACM0, ...
     tomography: sim              # sim | sim-epics | epics (with epics_prefix: "2bma:") | none
-    simulation: {protocol: methodscript, speedup: 2e4, seed: 0, size: small}
+    simulation: {protocol: methodscript, speedup: 2e4, rest_speedup: 100, seed: 0,
+                 size: small}
   output: experiments            # the experiment's folder is OUTPUT/ID
 """
 
@@ -259,7 +260,7 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``insitu demo``."""
     demo = sub.add_parser(
         "demo",
-        help="the whole in-situ experiment on the simulated bench (a few minutes)",
+        help="the whole in-situ experiment on the simulated bench (about a minute)",
         description="Run the in-situ experiment on a virtual cell: one cell behind a "
         "potentiostat emulator over TCP and imaged by the simulated beamline; scans "
         "reconstructed and analysed as they come in; the HTML report at the end.",

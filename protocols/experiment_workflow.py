@@ -524,6 +524,8 @@ def _drive(
     t0 = time.perf_counter()
     store = store or _store_for(cfg)
     do_analysis = cfg.analysis.enabled if analysis is None else analysis
+    if out is not None:
+        print(f"experiment {experiment_id} in {folder}", file=out, flush=True)
     with open_experiment_bench(cfg, folder, restore=restore) as bench:
         analyzer = (
             ScanAnalyzer(folder, cfg.analysis, area_cm2=cfg.geometry.area_cm2)
