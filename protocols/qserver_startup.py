@@ -256,6 +256,8 @@ ring_current: _Any = None
 # editor, the docs) defines the plans and opens nothing, writes nothing.
 if _is_re_worker_active():
     RE = _RunEngine({})
+    # Pauses and beam-loss suspensions go into each run's "interruptions" stream.
+    RE.record_interruptions = True
     try:
         _devices = _open_devices(RE)
     except BaseException:
