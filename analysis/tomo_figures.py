@@ -139,11 +139,20 @@ def render_cracks(labels: np.ndarray, *, voxel_um: float, title: str | None = No
         (2, "side view (z–y)", (0, ny * voxel_um, nz * voxel_um, 0), "y (µm)", "z (µm)"),
     )
     cmap = colormaps["tab20"].with_extremes(under="white")
+    # An explicit top: without cracks every pixel is below vmin, and an automatic vmax would
+    # fall under vmin (matplotlib refuses to draw that).
+    top = max(float(labels.max()), 1.0)
     for ax, (axis, name, extent, xlabel, ylabel) in zip(axes, views, strict=True):
         projection = labels.max(axis=axis).astype(float)
         projection[projection == 0] = -1
         ax.imshow(
-            projection, cmap=cmap, vmin=0.5, extent=extent, interpolation="nearest", aspect="auto"
+            projection,
+            cmap=cmap,
+            vmin=0.5,
+            vmax=top,
+            extent=extent,
+            interpolation="nearest",
+            aspect="auto",
         )
         ax.set_title(name)
         ax.set_xlabel(xlabel)

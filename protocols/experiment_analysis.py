@@ -18,11 +18,16 @@ Files, under the experiment's folder:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import sys
 import time
+import types
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +150,27 @@ def reconstruct_and_measure(
     }
 
 
+@contextlib.contextmanager
+def _without_main_module() -> Iterator[None]:
+    """Start worker processes without the caller's ``__main__``.
+
+    A spawned child imports the parent's main module before it runs anything: a script that
+    calls :func:`~insitu.protocols.experiment_workflow.run_experiment` without an
+    ``if __name__ == "__main__":`` guard would run the whole experiment again in every worker
+    (and their workers), and the pool breaks. The workers run insitu's own functions only, so
+    the main module is hidden from them while they start.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 @dataclass
 class ScanResult:
     """The live measurement of one scan of the experiment."""
@@ -214,7 +240,15 @@ class ScanAnalyzer:
                     max_workers=self.config.workers,
                     mp_context=multiprocessing.get_context("spawn"),
                 )
-            return self._executor.submit(reconstruct_and_measure, *args, **kwargs)
+            try:
+                # The workers are started here, at the first submissions.
+                with _without_main_module():
+                    return self._executor.submit(reconstruct_and_measure, *args, **kwargs)
+            except BrokenProcessPool:
+                # A worker died (killed, out of memory): start a new pool for what follows.
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+                return self._submit(*args, **kwargs)
         if self._client is None:
             from distributed import Client
 

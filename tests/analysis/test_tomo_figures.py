@@ -53,3 +53,12 @@ def test_porosity_vs_failure_and_crack_rendering() -> None:
     assert top_view[2, 1:4].tolist() == [1, 1, 1] and (top_view[0] == -1).all()
     with pytest.raises(ValueError, match="3-D"):
         render_cracks(labels[0], voxel_um=2.0)
+
+
+def test_render_cracks_of_a_volume_without_cracks_draws(tmp_path):
+    # A single scan, or a pristine one, has no crack labels: the figure must still be drawn
+    # (the automatic colour range fell below vmin and matplotlib refused to save it).
+    fig = render_cracks(np.zeros((4, 5, 6), dtype=np.uint32), voxel_um=3.0)
+    fig.savefig(tmp_path / "cracks.png")
+    assert (tmp_path / "cracks.png").stat().st_size > 0
+    assert (fig.axes[0].images[0].get_array() == -1).all()

@@ -80,3 +80,28 @@ def test_scans_are_measured_on_a_dask_cluster_given_by_address(tmp_path, scans):
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False) as cluster:
         results = measure(tmp_path, scans, cluster.scheduler_address)
     check_against_truth(results, scans)
+
+
+def test_a_script_without_a_main_guard_gets_its_scans_analysed(tmp_path):
+    # Spawned workers import the parent's __main__: an unguarded script ran the whole
+    # experiment again in each worker and the pool broke (BrokenProcessPool for every scan).
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from insitu.protocols.experiment_workflow import run_experiment\n"
+        "run_experiment({'material': 'A-LPS', 'adaptive': {'stop_before_charge_mC': 0.001},\n"
+        "                'scan': {'n_projections': 60, 'n_darks': 2, 'n_flats': 2},\n"
+        "                'catalog': {'data': 'data'}, 'output': 'exp'},\n"
+        "               experiment_id='u1', out=None, report=False)\n"
+        "print('ran once')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("ran once") == 1
+    live = json.loads((tmp_path / "exp" / "u1" / "analysis" / "live" / "001.json").read_text())
+    assert live["error"] is None and live["data"]["crack_volume_um3"] == 0
+    assert (tmp_path / "exp" / "u1" / "analysis" / "final" / "cracks_last_step.png").is_file()
