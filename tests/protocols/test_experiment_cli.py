@@ -144,3 +144,33 @@ def test_ctrl_c_during_plating_stops_with_the_cell_off_and_resumes(tmp_path):
     assert outcome["end_reason"] == "interrupted"
     # The plating was aborted by Ctrl-C: its run is closed as such, with its points.
     assert 0 < outcome["charge_C"] < 5.089e-3
+
+
+def test_cut_off_moves_on_and_an_impossible_current_ends_the_experiment(tmp_path, capsys):
+    # A-LPS polarises past 0.2 V while plating at 0.08 mA/cm² (0.25-0.4 V): the cut-off ends
+    # that half-cycle and the schedule moves on to the next current density. 2000 mA/cm²
+    # (141 mA through the 3 mm pellet) is beyond the EmStat4's 100 mA: nothing is sent, the
+    # experiment ends with a last scan and EIS.
+    cfg = {
+        "material": "A-LPS",
+        "schedule": {"current_densities_mA_cm2": [0.08, 2000.0], "voltage_limit_V": 0.2},
+        "devices": {"tomography": "none"},
+        "analysis": {"enabled": False},
+        "catalog": {"data": str(tmp_path / "data")},
+        "output": str(tmp_path / "e"),
+    }
+    path = write(tmp_path / "e.yaml", cfg)
+    assert main(["experiment", "run", str(path), "--id", "lim", "--quiet", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["end_reason"] == "out_of_range"
+    journal = read_journal(tmp_path / "e" / "lim")
+    ended = [(e["segment"]["label"], e["outcome"]["end_reason"]) for e in journal.done]
+    assert ended[2] == ("plate 0.08 mA/cm²", "voltage_limit")
+    assert ended[3] == ("tomogram (after cut-off)", "skipped")
+    assert ended[4] == ("plate 2000 mA/cm²", "out_of_range")
+    assert ended[-2:] == [("tomogram (final)", "skipped"), ("EIS after", "completed")]
+    why = journal.done[4]["outcome"]["extra"]["why"]
+    assert "exceeds the instrument limit" in why
+    # The cut-off half-cycle stopped early: fewer than its 180 points, |V| at the limit.
+    plate = journal.done[2]["outcome"]["extra"]
+    assert plate["points"] < 180 and abs(plate["v_end_V"]) >= 0.2
