@@ -219,6 +219,9 @@ def _parser() -> argparse.ArgumentParser:
 
     runs = sub.add_parser("runs", help="list the stored runs")
     runs.add_argument("--limit", type=int, default=None, help="only the last N runs")
+    runs.add_argument(
+        "--experiment", metavar="ID", help="only the runs of this in-situ experiment, in order"
+    )
     _add_output_options(runs)
     _add_storage_options(runs)
     runs.set_defaults(func=commands.cmd_runs)

@@ -313,10 +313,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
     """List the stored runs."""
     with _store(args) as store:
         table = store.runs(limit=args.limit)
+    experiment = getattr(args, "experiment", None)
+    if experiment:
+        # Row labels stay the catalog's indices (`insitu export INDEX` still works).
+        ids = table["experiment_uid"] if "experiment_uid" in table else None
+        table = table[ids == experiment] if ids is not None else table.iloc[0:0]
+        if not table.empty:
+            table = table.sort_values(["segment_index", "time"], kind="stable")
     if args.json:
         print(table.to_json(orient="records", date_format="iso"))
         return 0
-    print("no runs yet" if table.empty else table.to_string(index=True))
+    if table.empty:
+        print(f"no runs of experiment {experiment}" if experiment else "no runs yet")
+    else:
+        print(table.to_string(index=True))
     return 0
 
 

@@ -64,7 +64,19 @@ LOCATION_ENV_VAR = "INSITU_DATA"
 # paths give identical DataFrames.
 _RESERVED_KEYS = ("time", "seq_num")
 # Start-document keys that the run listing shows when a plan recorded them.
-_LISTED_METADATA = ("scan_id", "sample", "sample_name", "material", "cell", "cell_id", "operator")
+_LISTED_METADATA = (
+    "scan_id",
+    "sample",
+    "sample_name",
+    "material",
+    "cell",
+    "cell_id",
+    "operator",
+    # The in-situ experiment's runs: which experiment, which segment.
+    "experiment_uid",
+    "segment_index",
+    "segment_label",
+)
 
 
 # --------------------------------------------------------------------------------------------

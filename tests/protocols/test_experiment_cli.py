@@ -77,6 +77,19 @@ def test_a_finished_experiment_is_not_resumed(tmp_path, capsys):
     assert main(["experiment", "status", "done1", "--output", str(tmp_path / "e"), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["finished"] == "schedule_complete" and status["segments_done"] == 7
+    # The catalog lists the experiment's runs in order (skipped scans made none).
+    data = ["--data", str(tmp_path / "data")]
+    assert main(["runs", "--experiment", "done1", "--json", *data]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [r["segment_label"] for r in runs] == [
+        "EIS before",
+        "plate 0.04 mA/cm²",
+        "strip 0.04 mA/cm²",
+        "EIS after",
+    ]
+    assert [r["segment_index"] for r in runs] == [0, 2, 4, 6]
+    assert main(["runs", "--experiment", "nope", *data]) == 0
+    assert capsys.readouterr().out.strip() == "no runs of experiment nope"
     # The same id twice is refused: the journal would be overwritten.
     assert main(["experiment", "run", str(path), "--id", "done1", "--quiet"]) == 2
     assert "exists" in one_line_error(capsys)
