@@ -96,7 +96,8 @@ def test_a_finished_experiment_is_not_resumed(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_plating_stops_with_the_cell_off_and_resumes(tmp_path):
+@pytest.mark.parametrize("signals", [["SIGINT", "SIGINT"], ["SIGTERM"]], ids=["ctrl-c", "term"])
+def test_ctrl_c_or_term_during_plating_stops_with_the_cell_off_and_resumes(tmp_path, signals):
     cfg = {
         "material": "A-LPS",
         "schedule": {"current_densities_mA_cm2": [0.04]},
@@ -130,10 +131,11 @@ def test_ctrl_c_during_plating_stops_with_the_cell_off_and_resumes(tmp_path):
         assert process.poll() is None, process.stderr.read()
         time.sleep(0.02)
     time.sleep(0.5)
-    # Twice within a second: pause now (once would pause at the next safe point, the scan).
-    process.send_signal(signal.SIGINT)
-    time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
+    # Ctrl-C twice within a second: pause now (once would pause at the next safe point, the
+    # scan). A polite kill (SIGTERM) does the same.
+    for name in signals:
+        process.send_signal(getattr(signal, name))
+        time.sleep(0.2)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "experiment resume c1" in err
