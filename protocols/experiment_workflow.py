@@ -731,6 +731,13 @@ def settle_interrupted(
         writer.note("redo", index=segment.index, why="interrupted before its run was opened")
         return f"segment {segment.index} ({segment.label}) had not started measuring: run it"
     docs = _backup_docs(backup)
+    if not docs or docs[0][0] != "start":
+        # Killed while the start document itself was being written: nothing was measured.
+        superseded = folder / "superseded"
+        superseded.mkdir(exist_ok=True)
+        shutil.move(str(backup), superseded / backup.name)
+        writer.note("redo", index=segment.index, why="its run never started")
+        return f"segment {segment.index} ({segment.label}) had not started measuring: run it"
     if segment.kind == "tomogram":
         root = store.client
         if uid in root:
@@ -750,7 +757,10 @@ def settle_interrupted(
     run = store.load(uid)
     outcome = Outcome("interrupted", run_uid=uid)
     if segment.half_cycle:
-        points = run.stream("electrochem")
+        try:
+            points = run.stream("electrochem")
+        except (KeyError, ValueError):  # killed before the first points were collected
+            points = pd.DataFrame({"time_s": [], "voltage_V": [], "current_A": []})
         outcome.charge_C = charge_passed_C(points)
         outcome.extra = {"points": len(points)}
         if len(points) >= 3:
