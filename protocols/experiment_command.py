@@ -58,6 +58,18 @@ def _human(result: dict[str, Any]) -> list[str]:
             f"short at {result.get('ccd_mA_cm2')} mA/cm²; in-situ charge-to-failure "
             f"{result['charge_to_failure_mC']:.4g} mC"
         )
+    scans = [t for t in result.get("tomograms") or [] if t.get("porosity") is not None]
+    if scans:
+        lines.append(
+            f"{'scan':<36}{'charge mC':>10}{'porosity':>10}{'cracks µm³':>12}"
+            f"{'crack count':>12}{'transparent µm³':>17}"
+        )
+        for t in scans:
+            lines.append(
+                f"{t.get('label') or t.get('step')!s:<36}{t.get('charge_mC') or 0:>10.3f}"
+                f"{t['porosity']:>10.4f}{t.get('crack_volume_um3') or 0:>12.4g}"
+                f"{t.get('crack_count') or 0:>12.0f}{t.get('transparent_volume_um3') or 0:>17.5g}"
+            )
     for note in result.get("notes") or []:
         lines.append(f"note: {note}")
     if result.get("report"):

@@ -213,11 +213,13 @@ def _step_on(state: dict[str, Any], config: ExperimentConfig, *, cut_off: bool) 
         state["step"] += 1
 
 
-def _after_half_cycle(state: dict[str, Any], config: ExperimentConfig, *, cut_off: bool) -> None:
+def _after_half_cycle(
+    state: dict[str, Any], config: ExperimentConfig, *, cut_off: bool, after: str
+) -> None:
     _step_on(state, config, cut_off=cut_off)
     if cut_off or state["half_cycles_since_scan"] >= _scan_every(state, config):
         state["half_cycles_since_scan"] = 0
-        label = "tomogram (after cut-off)" if cut_off else "tomogram"
+        label = f"tomogram after {after}" + (" (cut-off)" if cut_off else "")
         state["pending"] = _make(state, "tomogram", label).to_dict()
         return
     _next_half_cycle_or_end(state, config)
@@ -272,7 +274,9 @@ def advance(
             # it is and finish with EIS.
             _end(new, outcome.end_reason)
         else:
-            _after_half_cycle(new, config, cut_off=outcome.end_reason == "voltage_limit")
+            _after_half_cycle(
+                new, config, cut_off=outcome.end_reason == "voltage_limit", after=segment.label
+            )
     elif kind == "eis_confirm":
         before = new.get("z_before_ohm")
         ratio = config.schedule.short_confirm_ratio
@@ -292,7 +296,7 @@ def advance(
                 f"EIS (|Z| {outcome.z_low_ohm:.4g} Ω against {float(before):.4g} Ω before): "
                 "a soft short; cycling goes on"
             )
-            _after_half_cycle(new, config, cut_off=False)
+            _after_half_cycle(new, config, cut_off=False, after=new["suspected"]["label"])
     elif kind == "eis_after":
         new["phase"] = "done"
         new["pending"] = None

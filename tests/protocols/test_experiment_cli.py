@@ -181,7 +181,7 @@ def test_cut_off_moves_on_and_an_impossible_current_ends_the_experiment(tmp_path
     journal = read_journal(tmp_path / "e" / "lim")
     ended = [(e["segment"]["label"], e["outcome"]["end_reason"]) for e in journal.done]
     assert ended[2] == ("plate 0.08 mA/cm²", "voltage_limit")
-    assert ended[3] == ("tomogram (after cut-off)", "skipped")
+    assert ended[3] == ("tomogram after plate 0.08 mA/cm² (cut-off)", "skipped")
     assert ended[4] == ("plate 2000 mA/cm²", "out_of_range")
     assert ended[-2:] == [("tomogram (final)", "skipped"), ("EIS after", "completed")]
     why = journal.done[4]["outcome"]["extra"]["why"]

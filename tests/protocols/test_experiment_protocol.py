@@ -66,11 +66,11 @@ def test_paper_sequence_to_a_confirmed_short():
         "EIS before",
         "tomogram (pristine)",
         "plate 0.04 mA/cm²",
-        "tomogram",
+        "tomogram after plate 0.04 mA/cm²",
         "strip 0.04 mA/cm²",
-        "tomogram",
+        "tomogram after strip 0.04 mA/cm²",
         "plate 0.08 mA/cm²",
-        "tomogram",
+        "tomogram after plate 0.08 mA/cm²",
         "strip 0.08 mA/cm²",
         "EIS (confirm short)",
         "tomogram (failed cell)",
@@ -102,11 +102,11 @@ def test_a_collapse_not_confirmed_by_eis_is_noted_and_cycling_goes_on():
         "tomogram (pristine)",
         "plate 0.04 mA/cm²",
         "EIS (confirm short)",
-        "tomogram",
+        "tomogram after plate 0.04 mA/cm²",
         "strip 0.04 mA/cm²",
     ]
     assert state["end_reason"] == "schedule_complete"
-    assert labels[-2:] == ["tomogram", "EIS after"]
+    assert labels[-2:] == ["tomogram after strip 0.08 mA/cm²", "EIS after"]
     assert "not confirmed by EIS" in state["notes"][0]
 
 
@@ -133,7 +133,8 @@ def test_cut_off_moves_on_to_the_next_current_density_after_a_scan():
         "plate 0.1 mA/cm²",
         "strip 0.1 mA/cm²",
     ]
-    assert labels[labels.index("plate 0.08 mA/cm²") + 1] == "tomogram (after cut-off)"
+    after_cut = labels[labels.index("plate 0.08 mA/cm²") + 1]
+    assert after_cut == "tomogram after plate 0.08 mA/cm² (cut-off)"
     assert state["end_reason"] == "schedule_complete"
 
 
@@ -168,14 +169,14 @@ def test_scan_every_second_half_cycle_and_densely_after_crack_onset():
         "tomogram (pristine)",
         "plate 0.04 mA/cm²",
         "strip 0.04 mA/cm²",
-        "tomogram",
+        "tomogram after strip 0.04 mA/cm²",
         "plate 0.08 mA/cm²",
         "strip 0.08 mA/cm²",
-        "tomogram",
+        "tomogram after strip 0.08 mA/cm²",
         "plate 0.1 mA/cm²",
-        "tomogram",
+        "tomogram after plate 0.1 mA/cm²",
         "strip 0.1 mA/cm²",
-        "tomogram",
+        "tomogram after strip 0.1 mA/cm²",
         "EIS after",
     ]
 
@@ -192,7 +193,7 @@ def test_stop_before_the_expected_short_images_the_pre_failure_state():
 
     labels, state = walk(cfg, outcome)
     # 5.09 + 5.09 + 10.18 = 20.4 mC; the next (10.18 mC) would pass 22 mC.
-    assert labels[-3:] == ["plate 0.08 mA/cm²", "tomogram", "EIS after"]
+    assert labels[-3:] == ["plate 0.08 mA/cm²", "tomogram after plate 0.08 mA/cm²", "EIS after"]
     assert state["end_reason"] == "pre_failure"
     assert state["charge_C"] * 1e3 == pytest.approx(20.36, abs=0.01)
 
@@ -213,7 +214,7 @@ def test_state_survives_json():
     for _ in range(3):  # EIS, pristine scan, plating
         seg = pending_segment(state)
         state = json.loads(json.dumps(advance(state, seg, Outcome("completed", 1e-3), cfg)))
-    assert pending_segment(state).label == "tomogram"
+    assert pending_segment(state).label == "tomogram after plate 0.04 mA/cm²"
     assert state["charge_C"] == pytest.approx(1e-3)
 
 
