@@ -69,6 +69,7 @@ __all__ = [
     "charge_passed_C",
     "insitu_experiment",
     "new_experiment_id",
+    "z_at_lowest_frequency",
 ]
 
 Plan = Generator[Msg, Any, Any]
@@ -110,6 +111,14 @@ def charge_passed_C(points: pd.DataFrame) -> float:
     i = np.abs(points["current_A"].to_numpy(float))
     first = i[0] * max(t[0], 0.0)
     return float(first + np.sum(0.5 * (i[1:] + i[:-1]) * np.diff(t)))
+
+
+def z_at_lowest_frequency(spectrum: pd.DataFrame) -> float | None:
+    """|Z| at the spectrum's lowest frequency, Ω (what confirms a short); None if empty."""
+    if len(spectrum) == 0:
+        return None
+    row = spectrum.loc[spectrum["frequency_Hz"].idxmin()]
+    return float(math.hypot(row["z_real_ohm"], row["z_imag_ohm"]))
 
 
 def _call(observer: Any, name: str, *args: Any) -> Any:
@@ -172,9 +181,11 @@ def insitu_experiment(
                 f"`insitu experiment resume {experiment_id}` to settle it first"
             )
         state = history.last_state or initial_state()
+        finished = history.finished is not None
     else:
         journal.create(experiment_id, cfg.to_dict())
         state = initial_state()
+        finished = False
 
     base_md: dict[str, Any] = {
         "experiment_uid": experiment_id,
@@ -212,13 +223,9 @@ def insitu_experiment(
         state = advance(state, segment, outcome, cfg)
         journal.done(segment.to_dict(), outcome.to_dict(), state)
         _call(observer, "segment_done", segment, outcome, state)
-    if not _finished(where):
+    if not finished:
         journal.finished(state.get("end_reason") or "done")
     return experiment_id
-
-
-def _finished(folder: Path) -> bool:
-    return read_journal(folder).finished is not None
 
 
 def _segment_plan(
@@ -301,11 +308,7 @@ def eis_segment(
     if on_open is not None:
         on_open(uid)
     reason = yield from run_technique(potentiostat, technique, poll_s=poll_s)
-    spectrum = potentiostat.points()
-    z_low = None
-    if len(spectrum):
-        row = spectrum.loc[spectrum["frequency_Hz"].idxmin()]
-        z_low = float(math.hypot(row["z_real_ohm"], row["z_imag_ohm"]))
+    z_low = z_at_lowest_frequency(potentiostat.points())
     yield from bps.close_run(reason=reason)
     return Outcome(reason or "completed", z_low_ohm=z_low, run_uid=uid)
 

@@ -54,9 +54,14 @@ from insitu.protocols.experiment_config import (
     validate_config,
 )
 from insitu.protocols.experiment_journal import ExperimentJournal, JournalState, read_journal
-from insitu.protocols.experiment_plan import charge_passed_C, insitu_experiment, new_experiment_id
+from insitu.protocols.experiment_plan import (
+    charge_passed_C,
+    insitu_experiment,
+    new_experiment_id,
+    z_at_lowest_frequency,
+)
 from insitu.protocols.experiment_protocol import Outcome, Segment, advance, initial_state
-from insitu.protocols.storage import RunStore
+from insitu.protocols.storage import RunStore, iter_backup
 
 __all__ = [
     "ExperimentError",
@@ -215,15 +220,7 @@ class LiveView:
         # the previous technique's points).
         points = self._points(segment) if outcome.run_uid else None
         if points is not None and len(points) and "time_s" in points:
-            trace = points.assign(
-                time_s=points["time_s"] + start_s,
-                segment=segment.index,
-                kind="ocv" if segment.kind == "tomogram" else segment.kind,
-                current_density_mA_cm2=segment.current_density_mA_cm2
-                if segment.kind != "tomogram"
-                else math.nan,
-            )
-            self.electrochem.append(trace)
+            self.electrochem.append(segment_trace(points, segment, start_s))
             self.elapsed_s += float(points["time_s"].iloc[-1])
         elif points is not None and len(points) and "frequency_Hz" in points:
             key = "eis_after" if segment.kind == "eis_after" else segment.kind
@@ -345,6 +342,27 @@ class LiveView:
         if self._painter is not None:
             self._painter.shutdown(wait=True)
             self._painter = None
+
+
+def segment_trace(points: pd.DataFrame, segment: Segment, start_s: float) -> pd.DataFrame:
+    """A segment's time series on the experiment's time axis, as the report takes it.
+
+    ``time_s`` counts from the experiment's start (segments laid end to end), ``kind`` is
+    ``plate``, ``strip`` or ``ocv`` (the rest during a scan) and the current density is NaN
+    at open circuit.
+    """
+    return pd.DataFrame(
+        {
+            "time_s": points["time_s"].to_numpy(float) + start_s,
+            "voltage_V": points["voltage_V"].to_numpy(float),
+            "current_A": points["current_A"].to_numpy(float),
+            "segment": segment.index,
+            "kind": "ocv" if segment.kind == "tomogram" else segment.kind,
+            "current_density_mA_cm2": segment.current_density_mA_cm2
+            if segment.half_cycle
+            else math.nan,
+        }
+    )
 
 
 def _segment_row(
@@ -640,29 +658,13 @@ def _resubmit_scans(analyzer: ScanAnalyzer, journal: JournalState) -> None:
 
 
 # --- resume: settle the interrupted segment ---------------------------------------------------
-def _backup_docs(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    docs = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.endswith("\n"):
-                break  # torn by the kill
-            entry = json.loads(line)
-            docs.append((entry["name"], entry["doc"]))
-    return docs
-
-
 def _find_segment_run(store: RunStore, experiment_id: str, index: int) -> str | None:
     """The uid of a segment's run, from the JSONL backups (they are written first)."""
     folder = store.backup_dir
     if not folder.is_dir():
         return None
     for path in sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True):
-        with open(path, encoding="utf-8") as fh:
-            first = fh.readline()
-        try:
-            name, doc = json.loads(first)["name"], json.loads(first)["doc"]
-        except (json.JSONDecodeError, KeyError):
-            continue
+        name, doc = next(iter_backup(path), (None, {}))
         if (
             name == "start"
             and doc.get("experiment_uid") == experiment_id
@@ -730,7 +732,7 @@ def settle_interrupted(
     if uid is None or backup is None or not backup.is_file():
         writer.note("redo", index=segment.index, why="interrupted before its run was opened")
         return f"segment {segment.index} ({segment.label}) had not started measuring: run it"
-    docs = _backup_docs(backup)
+    docs = list(iter_backup(backup))
     if not docs or docs[0][0] != "start":
         # Killed while the start document itself was being written: nothing was measured.
         superseded = folder / "superseded"
@@ -768,12 +770,9 @@ def settle_interrupted(
             outcome.short = short is not None
     else:
         try:
-            spectrum = run.stream("eis")
-        except (KeyError, ValueError):
-            spectrum = pd.DataFrame()
-        if len(spectrum):
-            row = spectrum.loc[spectrum["frequency_Hz"].idxmin()]
-            outcome.z_low_ohm = float(math.hypot(row["z_real_ohm"], row["z_imag_ohm"]))
+            outcome.z_low_ohm = z_at_lowest_frequency(run.stream("eis"))
+        except (KeyError, ValueError):  # killed before the first points were collected
+            pass
     state = journal.last_state or initial_state()
     new_state = advance(state, segment, outcome, cfg)
     writer.done(segment.to_dict(), outcome.to_dict(), new_state)
@@ -897,20 +896,7 @@ def experiment_report(
             except Exception:  # a tomogram without OCV points
                 points = pd.DataFrame()
             if len(points):
-                traces.append(
-                    pd.DataFrame(
-                        {
-                            "time_s": points["time_s"].to_numpy(float) + start,
-                            "voltage_V": points["voltage_V"].to_numpy(float),
-                            "current_A": points["current_A"].to_numpy(float),
-                            "segment": segment.index,
-                            "kind": "ocv" if segment.kind == "tomogram" else segment.kind,
-                            "current_density_mA_cm2": segment.current_density_mA_cm2
-                            if segment.half_cycle
-                            else math.nan,
-                        }
-                    )
-                )
+                traces.append(segment_trace(points, segment, start))
                 elapsed += float(points["time_s"].iloc[-1])
                 if outcome.short and charge_to_failure_mC is None:
                     event = find_short(points, drop_fraction=cfg.schedule.drop_fraction)

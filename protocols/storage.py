@@ -49,6 +49,7 @@ __all__ = [
     "RunStore",
     "StorageFailure",
     "StoredRun",
+    "iter_backup",
     "load_backup",
 ]
 
@@ -277,7 +278,11 @@ class _JsonlBackup:
         self._files.clear()
 
 
-def _iter_backup(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def iter_backup(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The ``(name, document)`` pairs of a JSONL backup, in order.
+
+    A line a kill tore (the last one, cut mid-write) is skipped with a warning.
+    """
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -318,7 +323,7 @@ def load_backup(path: str | Path) -> StoredRun:
     # 25 000-point event page is one list extension rather than 25 000 appends.
     chunks: dict[str, dict[str, list[list[Any]]]] = {}
     by_stream: dict[str, list[dict[str, Any]]] = {}
-    for name, doc in _iter_backup(path):
+    for name, doc in iter_backup(path):
         if name == "start":
             start = doc
         elif name == "stop":
@@ -914,7 +919,7 @@ class RunStore:
         path = self._backup_path(path_or_uid)
         if not path.is_file():
             raise FileNotFoundError(f"no JSONL backup at {path}")
-        documents = list(_iter_backup(path))
+        documents = list(iter_backup(path))
         if not documents or documents[0][0] != "start":
             raise ValueError(f"{path} does not begin with a start document")
         uid = documents[0][1]["uid"]
