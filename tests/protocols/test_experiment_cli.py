@@ -121,7 +121,9 @@ def test_ctrl_c_or_term_during_plating_stops_with_the_cell_off_and_resumes(tmp_p
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        lines = (folder / "journal.jsonl").read_text().splitlines() if folder.exists() else []
+        # The folder exists a moment before its journal does.
+        path = folder / "journal.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
         entries = [json.loads(line) for line in lines]
         starts = [e for e in entries if e["type"] == "start"]
         if starts and starts[-1]["segment"]["kind"] == "plate":
