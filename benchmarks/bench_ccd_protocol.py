@@ -18,9 +18,12 @@ import time
 
 import numpy as np
 
-from insitu.protocols.plans import cycling_sequence, lab_ccd_densities_mA_cm2
-from insitu.protocols.simbench import open_instrument
-from insitu.simulators.cell import CellGeometry, VirtualCell
+from insitu.protocols.bench.emulated import open_instrument
+from insitu.protocols.plans.electrochem import (
+    cycling_sequence,
+    lab_ccd_densities_mA_cm2,
+)
+from insitu.simulators.cell.model import CellGeometry, VirtualCell
 
 
 def direct(material: str, interval_s: float) -> tuple[float, float]:

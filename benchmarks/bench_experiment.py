@@ -31,16 +31,16 @@ from pathlib import Path
 import numpy as np
 from bluesky import RunEngine
 
-from insitu.protocols.bench import open_bench
-from insitu.protocols.experiment_bench import insitu_geometry
+from insitu.protocols.bench.experiment import insitu_geometry
+from insitu.protocols.bench.lab import open_bench
 from insitu.protocols.experiment_config import validate_config
-from insitu.protocols.experiment_workflow import run_experiment
-from insitu.protocols.plans import galvanostatic_hold
-from insitu.protocols.storage import RunStore
-from insitu.protocols.tomo_plans import tomo_scan
-from insitu.simulators.beamline import sim_tomo_bench
+from insitu.protocols.plans.electrochem import galvanostatic_hold
+from insitu.protocols.plans.tomo import tomo_scan
+from insitu.protocols.storage.catalog import RunStore
+from insitu.protocols.workflows.experiment import run_experiment
+from insitu.simulators.beamline.devices import sim_tomo_bench
 from insitu.simulators.clock import SimClock
-from insitu.simulators.tomo_source import pellet_frame_source
+from insitu.simulators.imaging.frame_source import pellet_frame_source
 
 
 def reference_scan(cfg, folder: Path, store: RunStore) -> float:

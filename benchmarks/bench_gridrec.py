@@ -1,10 +1,12 @@
-"""Benchmark: Fourier-gridding FBP (insitu.analysis.gridrec) vs algotom's direct Fourier inversion.
+"""Benchmark: Fourier-gridding FBP (insitu.analysis.tomo.recon.algorithm) vs algotom's DFI
+(direct Fourier inversion).
 
 Reported (nothing asserted: machines are shared and noisy), on a 2048-wide, 1500-angle
 sinogram chunk of an analytic phantom whose sinogram is computed exactly (discs: chords;
 Gaussian blobs: their closed-form Radon transform), not with either reconstructor's projector:
 
-- seconds per slice of :func:`insitu.analysis.gridrec.GridrecPlan.reconstruct` over a chunk
+- seconds per slice of :func:`insitu.analysis.tomo.recon.algorithm.GridrecPlan.reconstruct` over a
+  chunk
   (the plan is built once per scan; its build time is reported separately) and of
   ``algotom.rec.reconstruction.dfi_reconstruction`` (the reference, one slice at a time, on
   the same cores), and their ratio;
@@ -27,7 +29,7 @@ import time
 
 import numpy as np
 
-from insitu.analysis.gridrec import GridrecPlan
+from insitu.analysis.tomo.recon.algorithm import GridrecPlan
 
 
 def phantom(n: int) -> list[tuple[float, float, float, float]]:

@@ -2,7 +2,7 @@
 
 Reported (nothing asserted: machines are shared and noisy), all measured in this run:
 
-- :func:`insitu.analysis.tomo_phase.retrieve_phase` (float32 ``scipy.fft.rfft2``, padding of
+- :func:`insitu.analysis.tomo.prep.phase.retrieve_phase` (float32 ``scipy.fft.rfft2``, padding of
   8 Paganin lengths to a fast size, all CPUs): seconds per projection;
 - the reference: a naive, TomoPy-shaped implementation in float64 ``numpy.fft`` — pad to the
   next power of two of ``cols + π λ d / pixel²`` (TomoPy's rule), complex ``fft2`` — on the
@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from insitu.analysis.tomo_phase import alpha_from_delta_beta, paganin_length, retrieve_phase
+from insitu.analysis.tomo.prep.phase import alpha_from_delta_beta, paganin_length, retrieve_phase
 
 # APS 2-BM-like geometry (REFERENCE.md): 25 keV, 0.7 µm pixels; 10 cm propagation, δ/β = 500.
 PIXEL_CM = 7e-5

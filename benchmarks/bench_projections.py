@@ -3,7 +3,7 @@
 Reported (nothing asserted: machines are shared and noisy):
 
 - small case (128 × 128 slices, 64 rows, 180 angles): row-projections per second of
-  :class:`insitu.simulators.xray.Projector` and of ``skimage.transform.radon`` on the same
+  :class:`insitu.simulators.imaging.xray.Projector` and of ``skimage.transform.radon`` on the same
   data (the reference, one slice at a time), their ratio, and the projector's error against the
   analytic chord of a disc (relative to the peak, away from the edge);
 - full size (2000 × 2000 slices, one slab of 16 rows, 1500 angles): the projector's time per
@@ -20,7 +20,7 @@ import time
 import numpy as np
 from skimage.transform import radon
 
-from insitu.simulators.xray import Projector
+from insitu.simulators.imaging.xray import Projector
 
 
 def disc_slab(n: int, rows: int, mu: float = 500.0) -> tuple[np.ndarray, float]:

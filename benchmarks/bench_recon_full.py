@@ -3,7 +3,7 @@
 Writes a Data Exchange scan of the APS 2-BM size (1500 projections of 1143 × 2000 pixels,
 uint16, ≈ 6.9 GB; darks and flats included) from an analytic phantom — cylinders whose
 sinogram is computed exactly, with a ring-causing column gain error — then reconstructs it
-with :func:`insitu.analysis.recon_driver.reconstruct_scan` (automatic centre, Fourier-wavelet
+with :func:`insitu.analysis.tomo.pipeline.reconstruct_scan` (automatic centre, Fourier-wavelet
 ring removal, gridrec) in a *child process*, so that the peak resident memory reported is
 that of the reconstruction alone. Reported (nothing asserted): the time to write the scan,
 the reconstruction's wall time, seconds per slice, peak RSS against the budget, and the
@@ -88,7 +88,7 @@ def truth_slice(cols: int) -> np.ndarray:
 
 CHILD = """
 import json, sys
-from insitu.analysis.recon_driver import ReconOptions, reconstruct_scan
+from insitu.analysis.tomo.pipeline import ReconOptions, reconstruct_scan
 scan, out, budget = sys.argv[1], sys.argv[2], float(sys.argv[3])
 summary = reconstruct_scan(scan, out, ReconOptions(memory_budget_gib=budget), progress=True)
 print(json.dumps(summary))

@@ -4,7 +4,8 @@ Writes two uint8 Zarr volumes (default 1143 × 1000 × 2000 voxels, the issue's 
 2.3 G voxels each) of a synthetic cell — Li layers top and bottom, a porous electrolyte
 (thresholded Gaussian noise, porosity ≈ 0.2) inside a disc wider than the field of view — the
 second with planar cracks grown from the top interface; then runs
-:func:`insitu.analysis.tomo_experiment.analyze_experiment` on them in a *child process* and
+:func:`insitu.analysis.microstructure.experiment.analyze_experiment` on them in a *child process*
+and
 reports the wall time of each measurement (summed over both steps) and the child's peak
 resident memory. Nothing is asserted.
 
@@ -63,7 +64,7 @@ def write_volume(path: Path, shape: tuple[int, int, int], cracks: bool, seed: in
 
 CHILD = """
 import json, sys, zarr
-from insitu.analysis.tomo_experiment import Step, TomoSettings, analyze_experiment
+from insitu.analysis.microstructure.experiment import Step, TomoSettings, analyze_experiment
 a, b, psd = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 steps = [Step("pristine", zarr.open_array(a, mode="r")),
          Step("cracked", zarr.open_array(b, mode="r"))]

@@ -5,7 +5,8 @@ synthetic A-LPS-like uint8 volume (pores: Gaussian-filtered noise, σ = 1.8 µm 
 voxels, porosity ≈ 0.48, in a 1.4 mm-wide field of view):
 
 - wall time per step: pooled 256-bin histogram + ImageJ threshold, porosity, and
-  :func:`insitu.analysis.tomo_porosity.pore_analysis` (distance pass + local thickness pass);
+  :func:`insitu.analysis.microstructure.pores.pore_analysis` (distance pass + local thickness
+  pass);
 - voxels per second of each step and the peak resident memory of the process;
 - the extrapolation to the beamline volume, 2000 × 1143 × 1000 voxels: time scales with the
   number of voxels at fixed pore size (every step is linear in voxels; the painting cost is
@@ -27,8 +28,8 @@ import time
 import numpy as np
 from scipy import ndimage as ndi
 
-from insitu.analysis.tomo_porosity import local_thickness, pore_analysis, porosity
-from insitu.analysis.tomo_segment import StudyThreshold
+from insitu.analysis.microstructure.pores import local_thickness, pore_analysis, porosity
+from insitu.analysis.microstructure.segment import StudyThreshold
 
 FULL = (2000, 1143, 1000)
 VOXEL_UM = 0.7

@@ -61,10 +61,10 @@ def open_potentiostat(resource: str, *, timeout_s: float = 5.0) -> Potentiostat:
     """
     kind = driver_kind(resource)
     if kind == "keithley2450":
-        from .keithley2450 import Keithley2450
+        from .keithley2450.driver import Keithley2450
 
         return Keithley2450(resource.strip(), timeout_s=timeout_s)
-    from .methodscript import MethodScriptPotentiostat
+    from .methodscript.driver import MethodScriptPotentiostat
 
     port = resource.strip()
     match = _ASRL.match(port)

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from insitu.simulators.cell_parameters import INSITU_DENSITIES_MA_CM2, INSITU_HALF_CYCLE_S
+from insitu.simulators.cell.parameters import INSITU_DENSITIES_MA_CM2, INSITU_HALF_CYCLE_S
 from insitu.simulators.materials import MATERIALS
 
 __all__ = [

@@ -6,7 +6,7 @@ from bluesky import RunEngine
 from run_documents import Documents
 
 from insitu.instruments.dxchange import read_data_exchange
-from insitu.protocols.tomo_plans import tomo_scan
+from insitu.protocols.plans.tomo import tomo_scan
 
 #: Detector rows and columns of the test frame sources, and projections per scan.
 ROWS, COLS, N = 32, 48, 30

@@ -12,7 +12,7 @@ from insitu.analysis.materials_compare import (
     materials_table,
     rank_correlation,
 )
-from insitu.analysis.tomo_figures import plot_porosity_vs_failure
+from insitu.analysis.report.tomo_figures import plot_porosity_vs_failure
 
 
 def obs(material: str, quantity: str, value: float | None, source: str = "s") -> dict:

@@ -12,6 +12,7 @@ import bluesky.plan_stubs as bps
 import pytest
 from bluesky import RunEngine
 
+from insitu.instruments.devices.temperature import SettleTimeoutError, TemperatureController
 from insitu.instruments.errors import (
     InstrumentConnectionError,
     InstrumentReportedError,
@@ -19,10 +20,9 @@ from insitu.instruments.errors import (
     LimitError,
 )
 from insitu.instruments.lakeshore336 import LakeShore336
-from insitu.instruments.temperature import SettleTimeoutError, TemperatureController
-from insitu.simulators.cell import VirtualCell
+from insitu.simulators.cell.model import VirtualCell
 from insitu.simulators.clock import SimClock
-from insitu.simulators.lakeshore336_emulator import LakeShore336Emulator
+from insitu.simulators.emulators.lakeshore336 import LakeShore336Emulator
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,0 +1,493 @@
+"""One in-situ experiment, analysed step by step: the table and the paper's figure types.
+
+An experiment is the sequence of reconstructed scans of one cell (pristine, after each plating
+and stripping step, failed). :func:`analyze_experiment` runs every measurement of
+:mod:`insitu.analysis` on each step the same way:
+
+1. each scan is aligned to the first (:mod:`.tomo_align`); the pellet's disc is found on the
+   first scan and used for all;
+2. the Li|SE interfaces are located per scan (:func:`.tomo_segment.find_interfaces`);
+3. **one** global threshold is computed from the pooled electrolyte histograms of all scans
+   (ImageJ Default or Otsu, 256 bins) and applied identically to every scan; it is returned
+   and stored with the results;
+4. per step: porosity and pore sizes (local thickness), cracks (components grown since the
+   first scan, :func:`.tomo_cracks.find_cracks` with the first scan as reference), crack
+   growth against the previous step, the X-ray-transparent volume, the electrodes' thickness
+   at 15 locations, porosity-factor statistics on 30/60/120 µm cubes and the interfacial
+   intensity at both interfaces;
+5. the charge per electrode from the thickness changes (:func:`.tomo_electrodes.charge_balance`).
+
+Volumes are any sliceable ``(z, y, x)`` arrays (numpy, Zarr); grey values as reconstructed,
+read slab by slab. Held in memory at a time: the current step's binarised electrolyte (one
+byte per voxel), the first step's packed 8 voxels per byte, the current step's crack labels
+(one byte per voxel below 255 cracks) and the previous step's as their non-zero voxels only,
+and the local-thickness slabs (1 GiB); ``crack_labels`` keeps only the last step's. A
+non-zero alignment shift is applied in memory (the whole moving volume).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from ..tomo.prep.alignment import Shift, align_to, apply_shift
+from .cracks import crack_summary, find_cracks, match_cracks
+from .electrodes import charge_balance, electrode_thickness, transparent_volume
+from .interface import interface_intensity_table, interfacial_intensity_maps
+from .maps import PorosityFactor, porosity_factor, section_stats
+from .pores import pore_analysis
+from .segment import (
+    Interfaces,
+    StudyThreshold,
+    electrolyte_rows,
+    estimate_pellet_radius,
+    find_interfaces,
+    pellet_mask,
+)
+
+__all__ = ["ExperimentResult", "Step", "TomoSettings", "analyze_experiment"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One scan of the experiment and where in the protocol it was taken.
+
+    ``charge_mC`` is the charge passed since the first scan (cumulative ∫|I|dt, mC), so the
+    charge of the interval before this scan is its difference from the previous step's.
+    """
+
+    name: str
+    volume: Any
+    charge_mC: float | None = None
+    current_density_mA_cm2: float | None = None
+    half_cycle: str | None = None
+
+
+@dataclass(frozen=True)
+class TomoSettings:
+    """How the experiment is measured (the same for every step).
+
+    Parameters
+    ----------
+    voxel_um : float
+        Voxel edge in µm.
+    method : {"default", "otsu"}
+        ImageJ threshold method for the study threshold.
+    min_crack_volume_um3 : float
+        Components grown since the first scan smaller than this are not cracks.
+    block_um : tuple of float
+        Cube sizes of the porosity factor.
+    area_cm2 : float or None
+        Electrode area, for the charge per electrode from thickness changes.
+    psd : bool
+        Compute the pore size distribution (local thickness), the slowest measurement.
+    align : bool
+        Align every scan to the first.
+    mask_margin_px : float
+        Pixels inside the pellet's edge left out (edge artefacts of the reconstruction).
+    interface_margin_rows : float
+        Rows next to each interface left out of the electrolyte measurements.
+    """
+
+    voxel_um: float
+    method: Literal["default", "otsu"] = "default"
+    min_crack_volume_um3: float = 1000.0
+    block_um: tuple[float, ...] = (30.0, 60.0, 120.0)
+    area_cm2: float | None = None
+    psd: bool = True
+    align: bool = True
+    mask_margin_px: float = 2.0
+    interface_margin_rows: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.voxel_um > 0:
+            raise ValueError(f"voxel_um must be positive (µm), got {self.voxel_um}")
+        if self.method not in ("default", "otsu"):
+            raise ValueError(f"method must be 'default' or 'otsu', got {self.method!r}")
+
+
+@dataclass
+class ExperimentResult:
+    """Everything measured on an experiment."""
+
+    table: pd.DataFrame
+    threshold: StudyThreshold
+    settings: TomoSettings
+    interfaces: list[Interfaces]
+    shifts: list[Shift]
+    porosity_factors: dict[str, dict[float, PorosityFactor]] = field(repr=False)
+    section_stats: pd.DataFrame = field(repr=False)
+    interface_intensity: pd.DataFrame = field(repr=False)
+    crack_tables: dict[str, pd.DataFrame] = field(repr=False)
+    crack_growth: dict[str, pd.DataFrame] = field(repr=False)
+    crack_labels: dict[str, np.ndarray] = field(repr=False)
+    thickness: dict[str, pd.DataFrame] = field(repr=False)
+    charge: pd.DataFrame | None = None
+    #: Wall seconds per measurement, summed over the steps.
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary: the per-step table, the threshold and the settings."""
+        table = self.table.replace({np.nan: None})
+        return {
+            "steps": table.to_dict(orient="records"),
+            "threshold": self.threshold.to_dict(),
+            "settings": {
+                k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in self.settings.__dict__.items()
+            },
+            "timings_s": self.timings,
+            "charge_per_electrode": (
+                None
+                if self.charge is None
+                else self.charge.replace({np.nan: None}).to_dict("records")
+            ),
+        }
+
+
+_SLAB_ROWS = 64
+
+
+def _pore_phase(volume: Any, value: float, disc: np.ndarray, z0: int, z1: int) -> np.ndarray:
+    """``grey < value`` inside the disc for rows ``[z0, z1)``, read slab by slab.
+
+    Only the boolean result is held (1 byte per voxel), never a float copy of the rows.
+    """
+    pores = np.empty((z1 - z0, *disc.shape), dtype=bool)
+    for a in range(z0, z1, _SLAB_ROWS):
+        b = min(a + _SLAB_ROWS, z1)
+        np.less(volume[a:b], value, out=pores[a - z0 : b - z0])
+        pores[a - z0 : b - z0] &= disc
+    return pores
+
+
+#: Memory for the local-thickness slabs (the rest of the budget holds the pore phase and the
+#: crack labels of two steps).
+_PSD_BUDGET_GIB = 3.0
+
+
+class _PackedBits:
+    """A boolean volume stored 8 voxels per byte, sliced like an array along z (then y, x)."""
+
+    def __init__(self, volume: np.ndarray) -> None:
+        self.shape = tuple(volume.shape)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(bool)
+        self._packed = np.packbits(volume, axis=-1)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        index = index if isinstance(index, tuple) else (index,)
+        zy = index[:2]
+        rows = np.unpackbits(self._packed[zy], axis=-1, count=self.shape[-1]).astype(bool)
+        return rows[..., index[2]] if len(index) > 2 else rows
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
+class _SparseLabels:
+    """A label volume stored as its non-zero voxels, sliced like an array along z.
+
+    Cracks are a few per cent of the electrolyte at most, so the previous step's labels,
+    kept only to match cracks against, cost ~10 bytes per crack voxel here instead of one
+    byte per voxel of the volume (1.7 GB at beamline size).
+    """
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self.shape = tuple(labels.shape)
+        self.ndim = len(self.shape)
+        self.dtype = labels.dtype
+        plane = int(np.prod(self.shape[1:]))
+        index, values = [], []
+        # Row by row, so no temporary larger than a row's worth of indices is built.
+        for z in range(self.shape[0]):
+            flat = labels[z].ravel()
+            nz = np.flatnonzero(flat)
+            index.append(nz + z * plane)
+            values.append(flat[nz])
+        self._index = np.concatenate(index) if index else np.empty(0, np.int64)
+        self._values = np.concatenate(values) if values else np.empty(0, self.dtype)
+        self._plane = plane
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._index.nbytes + self._values.nbytes)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("_SparseLabels supports only row slices volume[z0:z1]")
+        z0, z1, _ = index.indices(self.shape[0])
+        z1 = max(z0, z1)
+        out = np.zeros((z1 - z0, *self.shape[1:]), dtype=self.dtype)
+        lo, hi = np.searchsorted(self._index, [z0 * self._plane, z1 * self._plane])
+        out.ravel()[self._index[lo:hi] - z0 * self._plane] = self._values[lo:hi]
+        return out
+
+
+class _Timer:
+    """``with timer("name"):`` adds the block's wall time to ``timings["name"]``."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
+
+class _Below:
+    """A lazily thresholded volume: ``self[index]`` is ``volume[index] < value``.
+
+    Lets the slab-wise measurements read a binarised whole volume without building it.
+    """
+
+    def __init__(self, volume: Any, value: float) -> None:
+        self.volume = volume
+        self.value = value
+        self.shape = tuple(volume.shape)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(bool)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(self.volume[index]) < self.value
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.asarray(self.volume) < self.value
+        return out if dtype is None else out.astype(dtype)
+
+
+def _crack_volume(cracks: pd.DataFrame, origin: str | None = None) -> float:
+    """Crack volume (µm³), corrected for the old pores cracks run through when available."""
+    if origin is not None:
+        cracks = cracks[cracks["origin"] == origin]
+    column = "volume_corrected_um3" if "volume_corrected_um3" in cracks else "volume_um3"
+    return float(cracks[column].sum()) if len(cracks) else 0.0
+
+
+def _pellet_disc(volume: Any, interfaces: Interfaces, margin_px: float) -> np.ndarray:
+    """The pellet's disc from a few electrolyte rows of the first scan."""
+    z0, z1 = electrolyte_rows(interfaces)
+    mid = (z0 + z1) // 2
+    image = np.asarray(volume[max(z0, mid - 2) : min(z1, mid + 3)], dtype=np.float32).mean(axis=0)
+    radius = estimate_pellet_radius(image)
+    return pellet_mask(image.shape, radius_px=radius, margin_px=margin_px)
+
+
+def analyze_experiment(steps: Sequence[Step], settings: TomoSettings) -> ExperimentResult:
+    """Measure every step of an experiment with one threshold and one pellet disc.
+
+    Parameters
+    ----------
+    steps : sequence of Step
+        In protocol order; the first is the reference (pristine) scan.
+    settings : TomoSettings
+
+    Returns
+    -------
+    ExperimentResult
+        ``table`` has one row per step: ``step``, ``charge_mC``, ``current_density_mA_cm2``,
+        ``half_cycle``, ``porosity``, ``mean_pore_diameter_um``, ``crack_count``,
+        ``crack_volume_um3``, ``crack_volume_top_um3``, ``crack_volume_bottom_um3``,
+        ``transparent_volume_um3``, ``top_thickness_um``, ``bottom_thickness_um``,
+        ``d_std_<size>um`` per cube size, ``interface_top``/``interface_bottom`` (mean
+        normalised intensity), ``shift_z/y/x``, the interface rows and ``electrolyte_z0``,
+        ``electrolyte_z1`` (the rows measured; cube edges of the porosity factor count from
+        ``electrolyte_z0``).
+    """
+    if not steps:
+        raise ValueError("give at least one step (the pristine scan first)")
+    shapes = {tuple(s.volume.shape) for s in steps}
+    if len(shapes) != 1:
+        raise ValueError(
+            f"all scans of an experiment must have one shape, got {sorted(shapes)}; "
+            "reconstruct them with the same --rows and detector size"
+        )
+    vox = settings.voxel_um
+    reference = steps[0].volume
+    timings: dict[str, float] = {}
+    timed = _Timer(timings)
+    shifts: list[Shift] = []
+    volumes: list[Any] = []
+    for step in steps:
+        if settings.align and step is not steps[0]:
+            with timed("align"):
+                shift = align_to(reference, step.volume)
+                volume = apply_shift(step.volume, shift) if any(shift.integer) else step.volume
+        else:
+            shift = Shift(0.0, 0.0, 0.0, 0.0)
+            volume = step.volume
+        shifts.append(shift)
+        volumes.append(volume)
+
+    with timed("interfaces"):
+        first_interfaces = find_interfaces(reference)
+        disc = _pellet_disc(reference, first_interfaces, settings.mask_margin_px)
+        interfaces = [find_interfaces(v, mask=disc) for v in volumes]
+        rows = [electrolyte_rows(i, margin_rows=settings.interface_margin_rows) for i in interfaces]
+    with timed("threshold"):
+        threshold = StudyThreshold.from_volumes(
+            volumes, method=settings.method, mask=disc, rows=rows
+        )
+
+    records: list[dict[str, Any]] = []
+    factors: dict[str, dict[float, PorosityFactor]] = {}
+    stats_tables, intensity_tables = [], []
+    crack_tables: dict[str, pd.DataFrame] = {}
+    crack_growth: dict[str, pd.DataFrame] = {}
+    crack_labels: dict[str, np.ndarray] = {}
+    thickness: dict[str, pd.DataFrame] = {}
+    reference_pores: np.ndarray | None = None
+    previous_labels: _SparseLabels | None = None
+    for step, volume, inter, (z0, z1), shift in zip(
+        steps, volumes, interfaces, rows, shifts, strict=True
+    ):
+        # The previous step's dense labels go before this step's measurements start (they
+        # are kept sparse for the matching; only the last step's are returned).
+        crack_labels.clear()
+        labels = None
+        local_inter = (inter.top - z0, inter.bottom - z0)
+        with timed("pore_sizes"):
+            # Before the step's pore phase is built, so the two never share the memory.
+            analysis = (
+                pore_analysis(
+                    volume,
+                    threshold,
+                    voxel_size_um=vox,
+                    mask=disc,
+                    rows=(z0, z1),
+                    memory_budget_gib=_PSD_BUDGET_GIB,
+                )
+                if settings.psd
+                else None
+            )
+        with timed("binarize"):
+            pores = _pore_phase(volume, threshold.value, disc, z0, z1)
+        porosity = float(pores.sum() / (disc.sum() * (z1 - z0)))
+        if reference_pores is None:
+            # Kept for every later step: packed 8 voxels per byte.
+            reference_pores = _PackedBits(pores)
+        # Cracks are what became transparent since the first scan (the first scan, its own
+        # reference, has none): with a percolating pore phase, components alone cannot tell
+        # cracks from pores.
+        with timed("cracks"):
+            labels, cracks = find_cracks(
+                pores,
+                voxel_um=vox,
+                min_volume_um3=settings.min_crack_volume_um3,
+                interfaces=local_inter,
+                mask=disc,
+                reference=reference_pores,
+            )
+            if previous_labels is not None:
+                crack_growth[step.name] = match_cracks(previous_labels, labels, voxel_um=vox)
+        summary = crack_summary(cracks)
+        crack_tables[step.name] = cracks
+        crack_labels[step.name] = labels
+        previous_labels = _SparseLabels(labels)
+        with timed("transparent_volume"):
+            transparent = transparent_volume(
+                _Below(volume, threshold.value),
+                voxel_um=vox,
+                interfaces=(inter.top, inter.bottom),
+                mask=disc,
+            )
+        with timed("electrode_thickness"):
+            thick = electrode_thickness(
+                volume,
+                voxel_um=vox,
+                interfaces=(inter.top, inter.bottom),
+                # No threshold: the Li's outer surface is its edge to the bright current
+                # collector, found per location (Li against gas is invisible at 25 keV).
+                mask=disc,
+            )
+        thickness[step.name] = thick
+        factors[step.name] = {}
+        record: dict[str, Any] = {
+            "step": step.name,
+            "charge_mC": step.charge_mC,
+            "current_density_mA_cm2": step.current_density_mA_cm2,
+            "half_cycle": step.half_cycle,
+            "porosity": porosity,
+            "mean_pore_diameter_um": analysis.psd.mean_um if analysis is not None else None,
+            "crack_count": int(summary.get("count", 0)),
+            "crack_volume_um3": _crack_volume(cracks),
+            "crack_volume_top_um3": _crack_volume(cracks, "top"),
+            "crack_volume_bottom_um3": _crack_volume(cracks, "bottom"),
+            "transparent_volume_um3": float(transparent),
+            "top_thickness_um": float(thick["top_um"].mean()),
+            "bottom_thickness_um": float(thick["bottom_um"].mean()),
+            "interface_top_row": inter.top,
+            "interface_bottom_row": inter.bottom,
+            "electrolyte_z0": z0,
+            "electrolyte_z1": z1,
+            "shift_z": shift.dz,
+            "shift_y": shift.dy,
+            "shift_x": shift.dx,
+        }
+        for size in settings.block_um:
+            try:
+                with timed("porosity_factor"):
+                    pf = porosity_factor(pores, voxel_um=vox, block_um=size, mask=disc)
+            except ValueError:
+                record[f"d_std_{size:g}um"] = None  # the electrolyte is thinner than a cube
+                continue
+            factors[step.name][size] = pf
+            st = section_stats(pf, "in-plane")
+            st.insert(0, "block_um", size)
+            st.insert(0, "step", step.name)
+            stats_tables.append(st)
+            d = pf.d[np.isfinite(pf.d)]
+            record[f"d_std_{size:g}um"] = float(d.std()) if d.size else None
+        del pores  # before the next step builds its own
+        with timed("interface_maps"):
+            maps = interfacial_intensity_maps(
+                volume, (inter.top, inter.bottom), voxel_um=vox, grey_range=threshold.grey_range
+            )
+        table = interface_intensity_table(maps)
+        table.insert(0, "step", step.name)
+        intensity_tables.append(table)
+        record["interface_top"] = float(maps[0].stats()["mean"])
+        record["interface_bottom"] = float(maps[1].stats()["mean"])
+        records.append(record)
+
+    table = pd.DataFrame.from_records(records)
+    charge = None
+    if settings.area_cm2 is not None and len(steps) > 1:
+        charge = charge_balance(
+            table["top_thickness_um"].tolist(),
+            table["bottom_thickness_um"].tolist(),
+            area_cm2=settings.area_cm2,
+            # Steps carry the cumulative charge; the balance compares per interval.
+            charge_passed_mC=np.diff(
+                [s.charge_mC if s.charge_mC is not None else np.nan for s in steps]
+            ),
+        )
+    return ExperimentResult(
+        table=table,
+        threshold=threshold,
+        settings=settings,
+        interfaces=interfaces,
+        shifts=shifts,
+        porosity_factors=factors,
+        section_stats=pd.concat(stats_tables, ignore_index=True)
+        if stats_tables
+        else pd.DataFrame(),
+        interface_intensity=pd.concat(intensity_tables, ignore_index=True),
+        crack_tables=crack_tables,
+        crack_growth=crack_growth,
+        crack_labels=crack_labels,
+        thickness=thickness,
+        charge=charge,
+        timings=timings,
+    )

