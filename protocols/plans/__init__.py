@@ -34,6 +34,14 @@ from .tomo import (
     projection_angles_deg,
     tomo_scan,
 )
+from .tomo_stubs import (
+    dark_frames,
+    declare_tomo_streams,
+    flat_frames,
+    fly_projections,
+    step_projections,
+    tomo_start_metadata,
+)
 
 __all__ = [
     "ELECTROCHEM_KINDS",
@@ -47,7 +55,11 @@ __all__ = [
     "charge_passed_C",
     "conductivity_vs_temperature",
     "cycling_sequence",
+    "dark_frames",
+    "declare_tomo_streams",
     "eis",
+    "flat_frames",
+    "fly_projections",
     "galvanostatic_hold",
     "initial_state",
     "insitu_experiment",
@@ -58,6 +70,8 @@ __all__ = [
     "plate_strip",
     "projection_angles_deg",
     "run_technique",
+    "step_projections",
     "tomo_scan",
+    "tomo_start_metadata",
     "z_at_lowest_frequency",
 ]

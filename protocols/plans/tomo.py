@@ -35,7 +35,14 @@ import bluesky.preprocessors as bpp
 from bluesky.suspenders import SuspendFloor
 from bluesky.utils import Msg
 
-from insitu.analysis.provenance import software_version
+from .tomo_stubs import (
+    dark_frames,
+    declare_tomo_streams,
+    flat_frames,
+    fly_projections,
+    step_projections,
+    tomo_start_metadata,
+)
 
 __all__ = ["projection_angles_deg", "tomo_scan"]
 
@@ -47,15 +54,6 @@ def projection_angles_deg(n_projections: int, range_deg: float = 180.0) -> list[
     if n_projections < 1:
         raise ValueError(f"n_projections must be at least 1, got {n_projections}")
     return [range_deg * k / n_projections for k in range(n_projections)]
-
-
-def _frames(camera: Any, shutter: Any, stream: str, n: int, *, shutter_state: str) -> Plan:
-    """``n`` frames of one kind into ``stream`` (a checkpoint before each, for suspenders)."""
-    kind = "dark" if stream == "darks" else "flat"
-    yield from bps.mv(shutter, shutter_state, camera.frame_type, kind)
-    for _ in range(n):
-        yield from bps.checkpoint()
-        yield from bps.trigger_and_read([camera], name=stream)
 
 
 def tomo_scan(
@@ -138,47 +136,20 @@ def tomo_scan(
         yield from bps.mv(camera.acquire_time, exposure_s, camera.trigger_mode, "internal")
         # Staged before the run opens so that the start document names the file.
         yield from bps.stage(camera)
-        cam_md = dict(getattr(camera, "metadata", {}) or {})
-        meta: dict[str, Any] = {
-            "plan_name": "tomo_scan",
-            "plan_args": parameters,
-            "protocol_parameters": parameters,
-            "software": "insitu",
-            "software_version": software_version(),
-            "detectors": [camera.name],
-            "motors": [stage.name],
-            "technique": "tomography",
-            "n_projections": n_projections,
-            "exposure_s": exposure_s,
-            "mode": mode,
-            "energy_keV": cam_md.get("energy_keV"),
-            "pixel_size_um": cam_md.get("pixel_size_um"),
-            "sample_detector_distance_mm": cam_md.get("sample_detector_distance_mm"),
-            "beamline": cam_md.get("beamline"),
-            "data_file": camera.full_file_name.get(),
-            "data_format": "APS Data Exchange (HDF5)",
-            "theta_units": "rad",
-            "hints": {"dimensions": [([f"{camera.name}_theta"], "projections")]},
-        }
+        meta = tomo_start_metadata(camera, stage, parameters)
         meta.update(md or {})
         yield from bps.open_run(meta)
-        yield from bps.declare_stream(camera, name="darks")
-        yield from bps.declare_stream(camera, name="flats")
-        yield from bps.declare_stream(camera, stage, name="projections")
-
-        if n_darks:
-            yield from _frames(camera, shutter, "darks", n_darks, shutter_state="close")
-        if n_flats:
-            yield from _frames(camera, shutter, "flats", n_flats, shutter_state="open")
-        yield from bps.mv(shutter, "open", camera.frame_type, "projection")
+        yield from declare_tomo_streams(camera, stage)
+        yield from dark_frames(camera, shutter, n_darks)
+        yield from flat_frames(camera, shutter, n_flats)
         if mode == "step":
-            yield from _step_projections(camera, stage, angles)
+            yield from step_projections(camera, stage, shutter, angles)
         else:
-            yield from _fly_projections(camera, stage, angles, exposure_s)
-        if flats_at_end and n_flats:
-            yield from _frames(camera, shutter, "flats", n_flats, shutter_state="open")
-        if darks_at_end and n_darks:
-            yield from _frames(camera, shutter, "darks", n_darks, shutter_state="close")
+            yield from fly_projections(camera, stage, shutter, angles, exposure_s)
+        if flats_at_end:
+            yield from flat_frames(camera, shutter, n_flats)
+        if darks_at_end:
+            yield from dark_frames(camera, shutter, n_darks)
         yield from bps.mv(shutter, "close")
         return (yield from bps.close_run())
 
@@ -195,46 +166,3 @@ def tomo_scan(
         )
         plan = bpp.suspend_wrapper(plan, suspender)
     return (yield from plan)
-
-
-def _step_projections(camera: Any, stage: Any, angles: list[float]) -> Plan:
-    for angle in angles:
-        yield from bps.checkpoint()
-        yield from bps.mv(stage, angle)
-        yield from bps.trigger_and_read([camera, stage], name="projections")
-
-
-def _fly_projections(camera: Any, stage: Any, angles: list[float], exposure_s: float) -> Plan:
-    """Constant-speed sweep; the camera exposes as the stage passes each angle."""
-    period = max(float(camera.acquire_period.get()), exposure_s)
-    step_deg = angles[1] - angles[0] if len(angles) > 1 else 1.0
-    old_velocity = stage.velocity.get()
-    fly_velocity = step_deg / period
-    # Start and end far enough out that the stage is at constant speed over every exposure.
-    runup = fly_velocity * float(stage.acceleration.get()) / 2 + fly_velocity * exposure_s
-    yield from bps.mv(stage, angles[0] - runup)
-    # Exposures centred on the angles: each pulse half an exposure before its angle.
-    yield from bps.mv(
-        stage.velocity,
-        fly_velocity,
-        camera.pso_start,
-        angles[0] - fly_velocity * exposure_s / 2,
-        camera.pso_step,
-        step_deg,
-    )
-    yield from bps.mv(camera.trigger_mode, "position")  # arms the position compare
-
-    def sweep() -> Plan:
-        # No checkpoint in the sweep: a frame missed at speed cannot be retaken at its angle,
-        # so a beam dump during a fly sweep pauses the run where it is, without replaying
-        # frames already recorded (step scans rewind and retake); rescan if that happens.
-        yield from bps.clear_checkpoint()
-        yield from bps.abs_set(stage, angles[-1] + step_deg + runup, group="sweep")
-        for _ in angles:
-            yield from bps.trigger_and_read([camera, stage], name="projections")
-        yield from bps.wait(group="sweep")
-
-    def restore() -> Plan:
-        yield from bps.mv(stage.velocity, old_velocity, camera.trigger_mode, "internal")
-
-    yield from bpp.finalize_wrapper(sweep(), restore())

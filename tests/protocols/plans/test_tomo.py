@@ -141,3 +141,40 @@ def test_tiled_writer_references_the_file(tmp_path) -> None:
     file_proj, _, file_dark, _ = read_data_exchange(bench.camera.full_file_name.get())
     np.testing.assert_array_equal(proj, file_proj)
     np.testing.assert_array_equal(darks, file_dark)
+
+
+def test_a_plan_built_from_the_stubs_writes_the_same_layout(bench) -> None:
+    # Another sequence than tomo_scan's (flats, 4 projections at 0-135°, darks) from the public
+    # stubs: the frames land in the same streams and the same Data Exchange datasets.
+    from bluesky import plan_stubs as bps
+    from bluesky import preprocessors as bpp
+
+    from insitu.protocols.plans import tomo_stubs
+
+    camera, stage, shutter = bench.camera, bench.stage, bench.shutter
+    angles = [0.0, 45.0, 90.0, 135.0]
+
+    def plan():
+        yield from bps.stage(camera)
+        md = tomo_stubs.tomo_start_metadata(camera, stage, {"n_projections": 4}, "custom")
+        yield from bps.open_run(md)
+        yield from tomo_stubs.declare_tomo_streams(camera, stage)
+        yield from tomo_stubs.flat_frames(camera, shutter, 3)
+        yield from tomo_stubs.step_projections(camera, stage, shutter, angles)
+        yield from tomo_stubs.dark_frames(camera, shutter, 2)
+        yield from tomo_stubs.dark_frames(camera, shutter, 0)  # nothing, no shutter move
+        yield from bps.close_run()
+
+    def cleanup():
+        yield from bps.abs_set(shutter, "close", wait=True)
+        yield from bps.unstage(camera)
+
+    docs = Documents()
+    RE = RunEngine({})
+    RE(bpp.finalize_wrapper(plan(), cleanup()), docs)
+    start = docs.of("start")[0]
+    assert start["plan_name"] == "custom" and start["data_format"].startswith("APS Data")
+    assert [len(docs.events(s)) for s in ("flats", "projections", "darks")] == [3, 4, 2]
+    proj, flat, dark, theta = read_data_exchange(start["data_file"])
+    assert (proj.shape[0], flat.shape[0], dark.shape[0]) == (4, 3, 2)
+    np.testing.assert_allclose(theta, np.deg2rad(angles), atol=1e-9)
