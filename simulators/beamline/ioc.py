@@ -54,6 +54,7 @@ from ophyd.status import StatusBase
 
 from ..clock import SimClock
 from .devices import FRAME_KINDS, FrameSource, SimTomoBench, sim_tomo_bench
+from .ioc_settings import DEFAULT_PREFIX, LOOPBACK, READY_LINE, server_environment
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -64,38 +65,10 @@ __all__ = [
     "server_environment",
 ]
 
-DEFAULT_PREFIX = "SIM2BM:"
-#: Printed on stdout once the IOC serves (the bench waits for it before connecting).
-READY_LINE = "beamline_ioc ready"
-LOOPBACK = "127.0.0.1"
 #: Readback updates per real second while the stage moves.
 MOTOR_TICK_HZ = 50.0
 #: Travel limits of the rotation stage (deg): it turns freely, fly scans run up below 0°.
 TRAVEL_LIMITS_DEG = (-3600.0, 3600.0)
-
-
-def server_environment(port: int) -> dict[str, str]:
-    """EPICS variables that confine an IOC to 127.0.0.1 and to one UDP/TCP port.
-
-    Parameters
-    ----------
-    port : int
-        Channel Access server port (UDP search and, when free, TCP).
-
-    Returns
-    -------
-    dict
-        Environment variables to set before the server starts.
-    """
-    return {
-        # caproto binds the UDP search socket to EPICS_CA_SERVER_PORT; EPICS_CAS_SERVER_PORT
-        # is the name libCAS uses, set as well so that either reading agrees.
-        "EPICS_CA_SERVER_PORT": str(port),
-        "EPICS_CAS_SERVER_PORT": str(port),
-        "EPICS_CAS_INTF_ADDR_LIST": LOOPBACK,
-        "EPICS_CAS_BEACON_ADDR_LIST": LOOPBACK,
-        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-    }
 
 
 def load_frame_source(spec: str, kwargs: Mapping[str, Any] | None = None) -> FrameSource:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .devices import DEFAULT_METADATA
-from .ioc import DEFAULT_PREFIX, LOOPBACK, READY_LINE, server_environment
+from .ioc_settings import DEFAULT_PREFIX, LOOPBACK, READY_LINE, server_environment
 
 __all__ = [
     "IOCStartError",

@@ -1,4 +1,4 @@
-"""Tests of the interfacial intensity maps (analysis/tomo_interface.py)."""
+"""Tests of the interfacial intensity maps (analysis/microstructure/interface.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of the porosity-factor maps (analysis/tomo_maps.py)."""
+"""Tests of the porosity-factor maps (analysis/microstructure/maps.py)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Thresholds are checked on histograms whose ImageJ level is computed by hand, and against
 scikit-image where the definitions coincide (Otsu on an integer image, one value per bin).
 The interfaces are checked on the simulator's label volume turned into noisy grey values
-(the reconstructed scan is checked in ``test_tomo_porosity.py``).
+(the reconstructed scan is checked in ``test_pores.py``).
 """
 
 from __future__ import annotations

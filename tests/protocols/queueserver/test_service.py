@@ -233,7 +233,7 @@ def test_galvanostatic_hold_through_the_queue_lands_in_the_catalog(tmp_path):
         log_path = qs.log_path
     assert not _gone(pids), "processes left behind"
     # The environment was closed in order: the startup module closed the bench.
-    assert "qserver_startup: bench and catalog closed" in log_path.read_text()
+    assert "queueserver.startup: bench and catalog closed" in log_path.read_text()
 
 
 @pytest.mark.slow
