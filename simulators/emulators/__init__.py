@@ -1,61 +1,27 @@
 """Instrument emulators: servers on 127.0.0.1 (TCP) or pseudo-terminals that speak the real
 instruments' protocols, with the virtual cell behind them.
+
+All of them stand on one line server (:class:`LineServer`: transport, framing, clients, life
+cycle); each emulator keeps only what a line does to its instrument.
 """
 
-from .keithley2450 import (
-    Keithley2450Emulator,
-)
-from .lakeshore336 import (
-    LakeShore336Emulator,
-    first_order_response,
-)
-from .methodscript import (
-    EMSTAT4_HR,
-    DeviceSpec,
-    MethodScriptEmulator,
-    ScriptError,
-    ScriptRunner,
-    Statement,
-    parse_script,
-)
-from .scpi import (
-    STANDARD_ERRORS,
-    Command,
-    CommandSet,
-    ErrorQueue,
-    SCPIError,
-    check_count,
-    one_param,
-    parse_bool,
-    parse_choice,
-    parse_int,
-    parse_number,
-    parse_string,
-    split_message,
-)
+# The room's public API is the union of its modules' ``__all__`` (as TomoPy's packages do):
+# a name added to a module's ``__all__`` is exported here too.
+from . import keithley2450, lakeshore336, line_server, methodscript, scpi
+from .keithley2450 import *
+from .lakeshore336 import *
+from .line_server import *
+from .methodscript import *
+from .scpi import *
 
-__all__ = [
-    "EMSTAT4_HR",
-    "STANDARD_ERRORS",
-    "Command",
-    "CommandSet",
-    "DeviceSpec",
-    "ErrorQueue",
-    "Keithley2450Emulator",
-    "LakeShore336Emulator",
-    "MethodScriptEmulator",
-    "SCPIError",
-    "ScriptError",
-    "ScriptRunner",
-    "Statement",
-    "check_count",
-    "first_order_response",
-    "one_param",
-    "parse_bool",
-    "parse_choice",
-    "parse_int",
-    "parse_number",
-    "parse_script",
-    "parse_string",
-    "split_message",
-]
+__all__ = list(
+    dict.fromkeys(
+        [
+            *keithley2450.__all__,
+            *lakeshore336.__all__,
+            *line_server.__all__,
+            *methodscript.__all__,
+            *scpi.__all__,
+        ]
+    )
+)

@@ -52,16 +52,17 @@ heat nothing; open-loop and other output modes drive nothing (``MOUT`` is not em
 Test hooks: ``commands`` (every line received), ``responding`` (False: swallow everything, as
 a hung instrument), :meth:`drop_clients`, :attr:`temperature_K` (the noiseless oven
 temperature now) and :meth:`advance` (bring the oven and its cells to ``clock.now()``).
+
+The wire is the shared line server (:mod:`~insitu.simulators.emulators.line_server`); a
+message over 1024 characters is discarded whole and sets CME.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
 import re
-import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -70,12 +71,12 @@ import numpy as np
 
 from ..cell.model import VirtualCell
 from ..clock import SimClock
+from .line_server import Connection, LineServer
 
 __all__ = ["LakeShore336Emulator", "first_order_response"]
 
 log = logging.getLogger(__name__)
 
-_MAX_LINE = 1024  # the 336 limits a message to 1024 characters
 _INPUTS = ("A", "B", "C", "D")
 _OVEN_INPUTS = ("A", "B")
 _CELSIUS_OFFSET = 273.15
@@ -146,8 +147,12 @@ class _State:
     ese: int = 0
 
 
-class LakeShore336Emulator:
+class LakeShore336Emulator(LineServer):
     """A Lake Shore Model 336 controlling an oven, serving its command set on 127.0.0.1.
+
+    The wire (listening, clients, framing, :meth:`start`, :meth:`stop`, :meth:`drop_clients`,
+    :attr:`resource`) is the :class:`~insitu.simulators.emulators.line_server.LineServer`'s;
+    this class is the controller and its oven.
 
     Parameters
     ----------
@@ -173,6 +178,10 @@ class LakeShore336Emulator:
         Serial number reported by ``*IDN?``.
     """
 
+    name = "Lake Shore 336 emulator"
+    terminator = b"\r\n"
+    max_line = 1024  # the 336 limits a message to 1024 characters
+
     def __init__(
         self,
         clock: SimClock,
@@ -187,11 +196,7 @@ class LakeShore336Emulator:
         max_rise_K: float = 400.0,
         serial: str = "LSA1A2B",
     ) -> None:
-        if host not in ("127.0.0.1", "localhost"):
-            raise ValueError(
-                f"the Lake Shore 336 emulator listens on 127.0.0.1 only, got host={host!r}; "
-                "leave host at its default"
-            )
+        super().__init__(host=host, port=port)
         if not time_constant_s > 0:
             raise ValueError(f"time_constant_s must be positive, got {time_constant_s!r}")
         self.clock = clock
@@ -202,15 +207,7 @@ class LakeShore336Emulator:
         self.max_rise_K = float(max_rise_K)
         self.serial = serial
         self._rng = np.random.default_rng(seed)
-        self._host = "127.0.0.1"
-        self._requested_port = int(port)
-        self.port = 0
         self._lock = threading.RLock()
-        self._stop = threading.Event()
-        self._listener: socket.socket | None = None
-        self._accept_thread: threading.Thread | None = None
-        self._clients: dict[socket.socket, threading.Thread] = {}
-        self._clients_lock = threading.Lock()
         #: Every line received, in order (test hook).
         self.commands: list[str] = []
         #: Set False to make the instrument swallow commands without answering (test hook).
@@ -242,64 +239,6 @@ class LakeShore336Emulator:
             "OUTMODE?": self._outmode_q,
             "HTR?": self._htr_q,
         }
-
-    # --- life cycle -----------------------------------------------------------------------
-    @property
-    def resource(self) -> str:
-        """VISA resource string of the running server."""
-        if not self.port:
-            raise RuntimeError("the emulator is not running; call start() first")
-        return f"TCPIP::{self._host}::{self.port}::SOCKET"
-
-    def start(self) -> str:
-        """Start listening; returns ``"TCPIP::127.0.0.1::PORT::SOCKET"``."""
-        if self._listener is not None:
-            return self.resource
-        self._stop.clear()
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self._host, self._requested_port))
-        listener.listen(4)
-        listener.settimeout(0.05)
-        self._listener = listener
-        self.port = listener.getsockname()[1]
-        self._accept_thread = threading.Thread(
-            target=self._accept_loop, name=f"ls336-emu-{self.port}", daemon=True
-        )
-        self._accept_thread.start()
-        return self.resource
-
-    def stop(self) -> None:
-        """Stop the server and close every connection (the oven state is kept)."""
-        self._stop.set()
-        if self._accept_thread is not None:
-            self._accept_thread.join(timeout=2.0)
-            self._accept_thread = None
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        self.drop_clients()
-        with self._clients_lock:
-            threads = list(self._clients.values())
-        for t in threads:
-            t.join(timeout=2.0)
-
-    def __enter__(self) -> LakeShore336Emulator:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def drop_clients(self) -> None:
-        """Close every client connection now, as if the cable were pulled (test hook)."""
-        with self._clients_lock:
-            socks = list(self._clients)
-        for s in socks:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                s.close()
 
     # --- the oven ---------------------------------------------------------------------------
     @property
@@ -395,55 +334,6 @@ class LakeShore336Emulator:
             for n in (1, 2, 3, 4)
         }
 
-    # --- network ----------------------------------------------------------------------------
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            conn.settimeout(0.05)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            with self._clients_lock:
-                self._clients[conn] = t
-            t.start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        pending = bytearray()
-        try:
-            while not self._stop.is_set():
-                try:
-                    data = conn.recv(4096)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break
-                if not data:
-                    break
-                pending.extend(data)
-                while b"\n" in pending:
-                    line, _, rest = pending.partition(b"\n")
-                    pending = bytearray(rest)
-                    reply = self.handle_line(line.decode("ascii", "replace"))
-                    if reply is not None:
-                        conn.sendall(reply.encode("ascii") + b"\r\n")
-                if len(pending) > _MAX_LINE:
-                    # An over-long message is discarded as the instrument's buffer overflows.
-                    pending.clear()
-                    with self._lock:
-                        self._set_esr(ESR_CME)
-        except OSError:
-            pass  # the client went away mid-reply
-        finally:
-            with self._clients_lock:
-                self._clients.pop(conn, None)
-            with contextlib.suppress(OSError):
-                conn.close()
-
     # --- message processing -------------------------------------------------------------------
     def handle_line(self, line: str) -> str | None:
         """Execute one message (commands chained with ``;``); returns the reply or ``None``.
@@ -477,6 +367,11 @@ class LakeShore336Emulator:
                 if reply is not None:
                     replies.append(reply)
         return ";".join(replies) if replies else None
+
+    def line_too_long(self, conn: Connection) -> None:
+        """A message over 1024 characters overflows the 336's buffer: discarded, CME set."""
+        with self._lock:
+            self._set_esr(ESR_CME)
 
     def _execute(self, text: str) -> str | None:
         header, _, rest = text.partition(" ")

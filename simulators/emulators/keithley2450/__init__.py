@@ -2,8 +2,9 @@
 and trigger model.
 """
 
-from .server import (
-    Keithley2450Emulator,
-)
+# The room's public API is the union of its modules' ``__all__`` (as TomoPy's packages do):
+# a name added to a module's ``__all__`` is exported here too.
+from . import server
+from .server import *
 
-__all__ = ["Keithley2450Emulator"]
+__all__ = list(dict.fromkeys([*server.__all__]))

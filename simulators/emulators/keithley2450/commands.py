@@ -102,14 +102,34 @@ def build_command_set(inst: Keithley2450Instrument) -> CommandSet:
     inst : Keithley2450Instrument
         The instrument model (its ``state`` is looked up at each command: ``*RST`` replaces
         it).
+
+    Returns
+    -------
+    CommandSet
+        One group of commands after the other, in the manual's order; the first pattern that
+        matches a command wins, so the order of the groups is kept.
     """
     h = _Handlers(inst)
     cs = CommandSet()
-    add = cs.add
-    idn = f"{MANUFACTURER},{MODEL},{inst.serial},{FIRMWARE}"
+    for add_group in (
+        _add_common,
+        _add_system,
+        _add_source_current,
+        _add_source_voltage,
+        _add_sense,
+        _add_output_and_measurements,
+        _add_buffers,
+        _add_config_lists,
+    ):
+        add_group(cs, h)
+    add_trigger_commands(cs, inst)
+    return cs
 
-    # IEEE 488.2 common commands.
-    add("*IDN", getter=_const(idn))
+
+def _add_common(cs: CommandSet, h: _Handlers) -> None:
+    """IEEE 488.2 common commands."""
+    add = cs.add
+    add("*IDN", getter=_const(f"{MANUFACTURER},{MODEL},{h.inst.serial},{FIRMWARE}"))
     add("*RST", setter=h.rst)
     add("*CLS", setter=h.cls)
     add("*OPC", setter=h.opc, getter=_const("1"))
@@ -120,7 +140,10 @@ def build_command_set(inst: Keithley2450Instrument) -> CommandSet:
     add("*TRG", setter=_ignore)
     add("*TST", getter=_const("0"))
 
-    # System.
+
+def _add_system(cs: CommandSet, h: _Handlers) -> None:
+    """The error queue, and system settings that change nothing emulated."""
+    add = cs.add
     add(":SYSTem:ERRor[:NEXT]", getter=_getter(lambda: ErrorQueue.format(h.state.errors.pop())))
     add(":SYSTem:ERRor:COUNt", getter=lambda p: str(len(h.state.errors)))
     add(":SYSTem:ERRor:CLEar", setter=lambda p: h.state.errors.clear())
@@ -134,61 +157,69 @@ def build_command_set(inst: Keithley2450Instrument) -> CommandSet:
     add(":FORMat[:DATA]", setter=h.format, getter=_const("ASC"))
     add(":STATus:PRESet", setter=_ignore)
 
-    # Source.
-    def src() -> SourceSettings:
-        return h.state.source
 
+def _add_source_current(cs: CommandSet, h: _Handlers) -> None:
+    """The source function, and sourcing current (level, range, voltage limit)."""
+    add = cs.add
     add(
         "[:SOURce]:FUNCtion[:MODE]",
         setter=h.source_function,
-        getter=_getter(lambda: src().function),
+        getter=_getter(lambda: h.source.function),
     )
     add(
         "[:SOURce]:CURRent[:LEVel][:IMMediate][:AMPLitude]",
         setter=h.current,
-        getter=lambda p: _fmt(src().current_A),
+        getter=lambda p: _fmt(h.source.current_A),
     )
     add(
         "[:SOURce]:CURRent:RANGe",
         setter=h.current_range,
-        getter=lambda p: _fmt(src().current_range_A),
+        getter=lambda p: _fmt(h.source.current_range_A),
     )
     add(
         "[:SOURce]:CURRent:RANGe:AUTO",
         setter=h.current_range_auto,
-        getter=lambda p: str(int(src().current_range_auto)),
+        getter=lambda p: str(int(h.source.current_range_auto)),
     )
-    add("[:SOURce]:CURRent:VLIMit[:LEVel]", setter=h.vlim, getter=lambda p: _fmt(src().vlim_V))
+    add("[:SOURce]:CURRent:VLIMit[:LEVel]", setter=h.vlim, getter=lambda p: _fmt(h.source.vlim_V))
     add(
         "[:SOURce]:CURRent:VLIMit[:LEVel]:TRIPped",
-        getter=_getter(lambda: str(int(inst.smu.tripped("CURR")))),
+        getter=_getter(lambda: str(int(h.inst.smu.tripped("CURR")))),
     )
     add("[:SOURce]:CURRent:READ:BACK", setter=_ignore, getter=_const("1"))
     add("[:SOURce]:CURRent:DELay", setter=_ignore, getter=_const(_fmt(0.0)))
     add("[:SOURce]:CURRent:DELay:AUTO", setter=_ignore, getter=_const("1"))
+
+
+def _add_source_voltage(cs: CommandSet, h: _Handlers) -> None:
+    """Sourcing voltage (level, range, current limit)."""
+    add = cs.add
     add(
         "[:SOURce]:VOLTage[:LEVel][:IMMediate][:AMPLitude]",
         setter=h.voltage,
-        getter=lambda p: _fmt(src().voltage_V),
+        getter=lambda p: _fmt(h.source.voltage_V),
     )
     add(
         "[:SOURce]:VOLTage:RANGe",
         setter=h.voltage_range,
-        getter=lambda p: _fmt(src().voltage_range_V),
+        getter=lambda p: _fmt(h.source.voltage_range_V),
     )
     add(
         "[:SOURce]:VOLTage:RANGe:AUTO",
         setter=h.voltage_range_auto,
-        getter=lambda p: str(int(src().voltage_range_auto)),
+        getter=lambda p: str(int(h.source.voltage_range_auto)),
     )
-    add("[:SOURce]:VOLTage:ILIMit[:LEVel]", setter=h.ilim, getter=lambda p: _fmt(src().ilim_A))
+    add("[:SOURce]:VOLTage:ILIMit[:LEVel]", setter=h.ilim, getter=lambda p: _fmt(h.source.ilim_A))
     add(
         "[:SOURce]:VOLTage:ILIMit[:LEVel]:TRIPped",
-        getter=_getter(lambda: str(int(inst.smu.tripped("VOLT")))),
+        getter=_getter(lambda: str(int(h.inst.smu.tripped("VOLT")))),
     )
     add("[:SOURce]:VOLTage:READ:BACK", setter=_ignore, getter=_const("1"))
 
-    # Sense.
+
+def _add_sense(cs: CommandSet, h: _Handlers) -> None:
+    """The measure function, and per function its range, auto range and integration time."""
+    add = cs.add
     add(
         "[:SENSe]:FUNCtion[:ON]",
         setter=h.sense_function,
@@ -215,16 +246,20 @@ def build_command_set(inst: Keithley2450Instrument) -> CommandSet:
         add(f"[:SENSe]:{node}[:DC]:AZERo[:STATe]", setter=_ignore, getter=_const("1"))
     add("[:SENSe]:COUNt", setter=_ignore, getter=_const("1"))
 
-    # Output.
-    add(":OUTPut[:STATe]", setter=h.output, getter=lambda p: str(int(src().output)))
 
-    # Measurements.
+def _add_output_and_measurements(cs: CommandSet, h: _Handlers) -> None:
+    """The output switch, and single readings (``:READ?``, ``:MEASure?``)."""
+    add = cs.add
+    add(":OUTPut[:STATe]", setter=h.output, getter=lambda p: str(int(h.source.output)))
     add(":READ", getter=h.measure(None))
     add(":MEASure", getter=h.measure(None))
     add(":MEASure:VOLTage[:DC]", getter=h.measure("VOLT"))
     add(":MEASure:CURRent[:DC]", getter=h.measure("CURR"))
 
-    # Reading buffers.
+
+def _add_buffers(cs: CommandSet, h: _Handlers) -> None:
+    """Reading buffers: make, delete, clear, resize, count and read them."""
+    add = cs.add
     add(":TRACe:MAKE", setter=h.trace_make)
     add(":TRACe:DELete", setter=h.trace_delete)
     add(":TRACe:CLEar", setter=lambda p: h.buffer(p, maximum=1).clear())
@@ -234,7 +269,10 @@ def build_command_set(inst: Keithley2450Instrument) -> CommandSet:
     add(":TRACe:ACTual:END", getter=lambda p: str(len(h.buffer(p, 1))))
     add(":TRACe:DATA", getter=h.trace_data)
 
-    # Source configuration lists.
+
+def _add_config_lists(cs: CommandSet, h: _Handlers) -> None:
+    """Source configuration lists: create, store, size, delete, recall."""
+    add = cs.add
     add("[:SOURce]:CONFiguration:LIST:CREate", setter=h.conf_create)
     add("[:SOURce]:CONFiguration:LIST:STORe", setter=h.conf_store)
     add(
@@ -243,9 +281,6 @@ def build_command_set(inst: Keithley2450Instrument) -> CommandSet:
     )
     add("[:SOURce]:CONFiguration:LIST:DELete", setter=h.conf_delete)
     add("[:SOURce]:CONFiguration:LIST:RECall", setter=h.conf_recall)
-
-    add_trigger_commands(cs, inst)
-    return cs
 
 
 class _Handlers:
@@ -257,6 +292,10 @@ class _Handlers:
     @property
     def state(self) -> InstrumentState:
         return self.inst.state
+
+    @property
+    def source(self) -> SourceSettings:
+        return self.inst.state.source
 
     # common
     def rst(self, params: list[str]) -> None:

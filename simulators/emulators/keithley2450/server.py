@@ -11,21 +11,21 @@ VirtualCell` on a :class:`~insitu.simulators.clock.SimClock`. Any VISA client re
         k = rm.open_resource(emu.resource, read_termination="\\n", write_termination="\\n")
         k.query("*IDN?")
 
-This module is the server; the instrument behind it is cut into modules with one job each:
+This module is the instrument's end of the line (the wire itself is the shared line server,
+:mod:`~insitu.simulators.emulators.line_server`); the instrument behind it is cut into modules
+with one job each:
 
 * :mod:`~insitu.simulators.emulators.keithley2450.commands` and
-  :mod:`~insitu.simulators.emulators.keithley2450.trigger_commands`: the emulated commands of the
-  Reference Manual (2450-901-01), as a table of patterns and handlers;
-* :mod:`~insitu.simulators.emulators.keithley2450.instrument`: the instrument model the handlers
-  act on,
-  kept in step with the clock;
-* :mod:`~insitu.simulators.emulators.keithley2450.state`: settings, reading buffers, configuration
-  lists;
+  :mod:`~insitu.simulators.emulators.keithley2450.trigger_commands`: the emulated commands of
+  the Reference Manual (2450-901-01), as a table of patterns and handlers;
+* :mod:`~insitu.simulators.emulators.keithley2450.instrument`: the instrument model the
+  handlers act on, kept in step with the clock;
+* :mod:`~insitu.simulators.emulators.keithley2450.state`: settings, reading buffers,
+  configuration lists;
 * :mod:`~insitu.simulators.emulators.keithley2450.source`: the source physics on the cell
   (compliance);
 * :mod:`~insitu.simulators.emulators.keithley2450.trigger`: trigger-model blocks and their
-  execution in
-  exact simulated time.
+  execution in exact simulated time.
 
 The model runs lazily: before each command the emulator executes everything due by
 ``clock.now()``, then brings the cell to ``clock.now()``.
@@ -35,19 +35,19 @@ Test hooks
 ``commands`` (every line received, in order), ``responding`` (set False to make the
 instrument swallow commands silently, as a hung instrument), :meth:`drop_clients` (close every
 client connection, as a pulled cable), and read-only views of the state (``output_on``,
-``source_current_A``, ``voltage_limit_V``, ``trigger_state``).
+``source_current_A``, ``voltage_limit_V``, ``trigger_state``). A message longer than 1 MiB
+overflows the input buffer: it is discarded and error -363 is queued.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import threading
 import time
 
 from ...cell.model import VirtualCell
 from ...clock import SimClock
+from ..line_server import Connection, LineServer
 from ..scpi import SCPIError, parse_command, split_message
 from .commands import build_command_set
 from .instrument import Keithley2450Instrument
@@ -56,11 +56,13 @@ __all__ = ["Keithley2450Emulator"]
 
 log = logging.getLogger(__name__)
 
-_MAX_LINE = 1 << 20
 
-
-class Keithley2450Emulator:
+class Keithley2450Emulator(LineServer):
     """A Keithley 2450 SourceMeter serving raw SCPI on a TCP port of 127.0.0.1.
+
+    The wire (listening, clients, framing, :meth:`start`, :meth:`stop`, :meth:`drop_clients`,
+    :attr:`resource`) is the :class:`~insitu.simulators.emulators.line_server.LineServer`'s;
+    this class is the instrument behind it.
 
     Parameters
     ----------
@@ -85,6 +87,10 @@ class Keithley2450Emulator:
     True
     """
 
+    name = "Keithley 2450 emulator"
+    terminator = b"\n"
+    max_line = 1 << 20
+
     def __init__(
         self,
         cell: VirtualCell,
@@ -94,88 +100,17 @@ class Keithley2450Emulator:
         port: int = 0,
         serial: str = "04512345",
     ) -> None:
-        if host not in ("127.0.0.1", "localhost"):
-            raise ValueError(
-                f"the Keithley 2450 emulator listens on 127.0.0.1 only, got host={host!r}; "
-                "leave host at its default"
-            )
+        super().__init__(host=host, port=port)
         self.cell = cell
         self.clock = clock
         self.serial = serial
-        self._host = "127.0.0.1"
-        self._requested_port = int(port)
         self._lock = threading.RLock()
-        self._stop = threading.Event()
-        self._listener: socket.socket | None = None
-        self._accept_thread: threading.Thread | None = None
-        self._clients: dict[socket.socket, threading.Thread] = {}
-        self._clients_lock = threading.Lock()
-        self.port: int = 0
         #: Every command line received, in order (test hook).
         self.commands: list[str] = []
         #: Set False to make the instrument swallow commands without answering (test hook).
         self.responding: bool = True
         self._instrument = Keithley2450Instrument(cell, clock, serial)
         self._commands = build_command_set(self._instrument)
-
-    # --- life cycle ------------------------------------------------------------------------
-    @property
-    def resource(self) -> str:
-        """VISA resource string of the running server."""
-        if not self.port:
-            raise RuntimeError("the emulator is not running; call start() first")
-        return f"TCPIP::{self._host}::{self.port}::SOCKET"
-
-    def start(self) -> str:
-        """Start listening; returns the VISA resource string."""
-        if self._listener is not None:
-            return self.resource
-        self._stop.clear()
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self._host, self._requested_port))
-        listener.listen(4)
-        listener.settimeout(0.05)
-        self._listener = listener
-        self.port = listener.getsockname()[1]
-        self._accept_thread = threading.Thread(
-            target=self._accept_loop, name=f"k2450-emu-{self.port}", daemon=True
-        )
-        self._accept_thread.start()
-        log.debug("Keithley 2450 emulator listening on %s", self.resource)
-        return self.resource
-
-    def stop(self) -> None:
-        """Stop the server and close every connection (the instrument state is kept)."""
-        self._stop.set()
-        if self._accept_thread is not None:
-            self._accept_thread.join(timeout=2.0)
-            self._accept_thread = None
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        self.drop_clients()
-        with self._clients_lock:
-            threads = list(self._clients.values())
-        for t in threads:
-            t.join(timeout=2.0)
-
-    def __enter__(self) -> Keithley2450Emulator:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def drop_clients(self) -> None:
-        """Close every client connection now, as if the cable were pulled (test hook)."""
-        with self._clients_lock:
-            socks = list(self._clients)
-        for s in socks:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                s.close()
 
     # --- read-only views (test hooks) ------------------------------------------------------
     @property
@@ -202,53 +137,6 @@ class Keithley2450Emulator:
         with self._lock:
             self._instrument.catch_up()
             return self._instrument.trigger.state_reply()
-
-    # --- network ---------------------------------------------------------------------------
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            conn.settimeout(0.05)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            with self._clients_lock:
-                self._clients[conn] = t
-            t.start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        pending = bytearray()
-        try:
-            while not self._stop.is_set():
-                try:
-                    data = conn.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break
-                if not data:
-                    break
-                pending.extend(data)
-                while b"\n" in pending:
-                    line, _, rest = pending.partition(b"\n")
-                    pending = bytearray(rest)
-                    reply = self.handle_line(line.decode("ascii", "replace").rstrip("\r"))
-                    if reply is not None:
-                        conn.sendall(reply.encode("ascii") + b"\n")
-                if len(pending) > _MAX_LINE:
-                    pending.clear()
-                    self._push_error(-363)
-        except OSError:
-            pass  # the client went away mid-reply
-        finally:
-            with self._clients_lock:
-                self._clients.pop(conn, None)
-            with contextlib.suppress(OSError):
-                conn.close()
 
     # --- message processing ----------------------------------------------------------------
     def handle_line(self, line: str) -> str | None:
@@ -292,10 +180,14 @@ class Keithley2450Emulator:
                 replies.append(reply)
         return ";".join(replies) if replies else None
 
+    def line_too_long(self, conn: Connection) -> None:
+        """An over-long message overflows the input buffer: error -363 in the queue."""
+        self._push_error(-363)
+
     def _wait_for_trigger_model(self) -> None:
         # *WAI / *OPC? block until the running trigger model has finished. Sleep without the
         # lock so that other clients (and :ABOR on another socket) proceed.
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             with self._lock:
                 self._instrument.catch_up()
                 due = self._instrument.trigger.due()

@@ -145,6 +145,14 @@ def test_unknown_command_error_and_server_keeps_working(k: RawSCPI) -> None:
     assert k.query("*IDN?").startswith("KEITHLEY INSTRUMENTS,MODEL 2450")
 
 
+def test_over_long_message_overruns_the_input_buffer_once(k: RawSCPI) -> None:
+    # More than 1 MiB without a line feed: discarded whole, tail included, and one -363.
+    k.write(":SOUR:CURR " + "1" * (1 << 20) + ";*IDN?")
+    assert k.query(":SYST:ERR?") == '-363,"Input buffer overrun"'
+    assert k.query(":SYST:ERR?") == '0,"No error"'
+    assert k.query("*IDN?").startswith("KEITHLEY INSTRUMENTS,MODEL 2450")
+
+
 @pytest.mark.parametrize(
     ("command", "code"),
     [

@@ -197,6 +197,15 @@ def test_bad_commands_are_ignored_and_flag_the_status_register(emulator, client)
     assert client.query("*IDN?").startswith("LSCI,MODEL336")
 
 
+def test_over_long_message_is_discarded_whole(emulator, client):
+    assert client.query("*ESR?") == "128"  # power-on
+    # Over the 336's 1024 characters: nothing of it runs, not even a valid command in it.
+    assert client.silent("*CLS;" + " " * 2000 + ";SETP 1,350.0")
+    assert client.query("SETP? 1") == "+298.150"
+    assert client.query("*ESR?") == "32"  # command error
+    assert client.query("*IDN?").startswith("LSCI,MODEL336")
+
+
 def test_chained_queries_and_all_inputs(emulator, client):
     assert client.query("KRDG? A;RDGST? A;RDGST? C") == "+298.150;000;001"
     assert client.query("KRDG? 0") == "+298.150,+298.150,+0.000,+0.000"
