@@ -31,15 +31,14 @@ Example
 from __future__ import annotations
 
 import logging
-from typing import Any
 
+from .base import Instrument
 from .errors import (
     InstrumentProtocolError,
     InstrumentReportedError,
     LimitError,
 )
 from .potentiostat import Identity
-from .visa_session import VisaSession
 
 __all__ = ["HEATER_RANGES", "INPUTS", "LakeShore336"]
 
@@ -66,7 +65,7 @@ _READING_STATUS = {
 }
 
 
-class LakeShore336:
+class LakeShore336(Instrument):
     """A Lake Shore Model 336 temperature controller over VISA.
 
     Parameters
@@ -86,6 +85,11 @@ class LakeShore336:
     ------
     InstrumentConnectionError
         If the resource cannot be opened.
+
+    Notes
+    -----
+    :meth:`close` releases the connection only: the heaters keep their settings (see
+    :meth:`heaters_off`).
     """
 
     def __init__(
@@ -101,16 +105,13 @@ class LakeShore336:
                 f"max_setpoint_K must be in (0, {INSTRUMENT_MAX_SETPOINT_K:g}] K, "
                 f"got {max_setpoint_K!r}"
             )
-        self.resource_name = resource
-        self.timeout_s = float(timeout_s)
         self.max_setpoint_K = float(max_setpoint_K)
-        self.name = f"Lake Shore 336 ({resource})"
-        # One lock around every exchange (the session's): a settle thread polls while a plan
-        # reads.
-        self._session = VisaSession(
+        # The base's lock (self._io_lock) is around every exchange: a settle thread polls
+        # while a plan reads.
+        super().__init__(
             resource,
-            name=self.name,
-            timeout_s=self.timeout_s,
+            name=f"Lake Shore 336 ({resource})",
+            timeout_s=timeout_s,
             visa_library=visa_library,
             read_termination="\r\n",
             write_termination="\n",
@@ -121,37 +122,8 @@ class LakeShore336:
             timeout_hint="the 336 does not answer queries it cannot parse, so check the "
             "command, then that the controller is on",
         )
-        self._io_lock = self._session.lock
 
-    # --- connection ----------------------------------------------------------------------
-    @property
-    def last_command(self) -> str | None:
-        """The last command sent (named by every error)."""
-        return self._session.last_command
-
-    @last_command.setter
-    def last_command(self, command: str | None) -> None:
-        self._session.last_command = command
-
-    def close(self) -> None:
-        """Release the connection (the heaters keep their settings; see :meth:`heaters_off`)."""
-        self._session.close()
-
-    def __enter__(self) -> LakeShore336:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # --- exchanges ------------------------------------------------------------------------
-    def write(self, command: str) -> None:
-        """Send one message (no reply expected, none checked)."""
-        self._session.write(command)
-
-    def query(self, command: str) -> str:
-        """Send a query and return its reply (without the terminator)."""
-        return self._session.query(command)
-
+    # --- settings and errors --------------------------------------------------------------
     def command(self, command: str) -> None:
         """Send a setting and check that the controller accepted it (``;*ESR?``).
 
@@ -162,13 +134,13 @@ class LakeShore336:
         """
         with self._io_lock:
             reply = self.query(f"{command};*ESR?")
-            esr = self._number(reply, int, "*ESR?")
+            esr = self.parse_number(reply, int, "*ESR?")
             self.last_command = command
             self._raise_for_esr(esr, command)
 
     def check_errors(self) -> None:
         """Read and clear the event status register; raise if a command was refused."""
-        esr = self._number(self.query("*ESR?"), int, "*ESR?")
+        esr = self.query_int("*ESR?")
         self._raise_for_esr(esr, self.last_command)
 
     def _raise_for_esr(self, esr: int, command: str | None) -> None:
@@ -176,23 +148,13 @@ class LakeShore336:
         if esr & _ESR_QUERY_ERROR:
             problems.append("query error")
         if problems:
-            raise InstrumentReportedError(
+            raise self._error(
+                InstrumentReportedError,
                 f"the controller ignored the command: {', '.join(problems)} (*ESR? = {esr}); "
                 "check the command and its values against the manual",
                 code=esr,
-                instrument=self.name,
                 last_command=command,
             )
-
-    def _number(self, reply: str, kind: type, what: str) -> Any:
-        try:
-            return int(float(reply)) if kind is int else float(reply)
-        except (TypeError, ValueError) as exc:
-            raise InstrumentProtocolError(
-                f"unexpected reply {reply!r} to {what}",
-                instrument=self.name,
-                last_command=self.last_command,
-            ) from exc
 
     # --- checks ---------------------------------------------------------------------------
     def _check_loop(self, loop: int) -> int:
@@ -211,15 +173,7 @@ class LakeShore336:
     # --- identity ---------------------------------------------------------------------------
     def identify(self) -> Identity:
         """Ask ``*IDN?``: ``LSCI,MODEL336,<serial>/<option serial>,<firmware>``."""
-        reply = self.query("*IDN?")
-        fields = [f.strip() for f in reply.split(",")]
-        if len(fields) != 4 or not fields[0]:
-            raise InstrumentProtocolError(
-                f"unexpected *IDN? reply {reply!r}; expected 4 comma-separated fields",
-                instrument=self.name,
-                last_command="*IDN?",
-            )
-        manufacturer, model, serial, firmware = fields
+        manufacturer, model, serial, firmware = self.query_idn()
         if "336" not in model:
             log.warning("%s: *IDN? says %r, not a Model 336", self.name, model)
         return Identity(manufacturer, model, serial.split("/")[0], firmware, self.resource_name)
@@ -233,7 +187,7 @@ class LakeShore336:
     def setpoint_K(self, loop: int = 1) -> float:
         """The loop's present setpoint (the ramping value while a ramp runs)."""
         loop = self._check_loop(loop)
-        return self._number(self.query(f"SETP? {loop}"), float, "SETP?")
+        return self.query_float(f"SETP? {loop}")
 
     def set_setpoint_K(self, loop: int, value: float) -> None:
         """Set the loop's setpoint in kelvin (the control input must read in kelvin).
@@ -266,39 +220,36 @@ class LakeShore336:
         reply = self.query(f"KRDG? {name};RDGST? {name}")
         parts = reply.split(";")
         if len(parts) != 2:
-            raise InstrumentProtocolError(
-                f"unexpected reply {reply!r} to the reading query",
-                instrument=self.name,
-                last_command=self.last_command,
+            raise self._error(
+                InstrumentProtocolError, f"unexpected reply {reply!r} to the reading query"
             )
-        value = self._number(parts[0], float, "KRDG?")
-        status = self._number(parts[1], int, "RDGST?")
+        value = self.parse_number(parts[0], float, "KRDG?")
+        status = self.parse_number(parts[1], int, "RDGST?")
         if status:
             what = ", ".join(t for bit, t in _READING_STATUS.items() if status & bit)
-            raise InstrumentReportedError(
+            raise self._error(
+                InstrumentReportedError,
                 f"input {name} has no valid reading ({what or status}); check the sensor "
                 "and its input setup",
                 code=status,
-                instrument=self.name,
-                last_command=self.last_command,
             )
         return value
 
     def temperature_C(self, input: str = "A") -> float:
         """Celsius reading of a sensor input (``CRDG?``)."""
         name = self._check_input(input)
-        return self._number(self.query(f"CRDG? {name}"), float, "CRDG?")
+        return self.query_float(f"CRDG? {name}")
 
     def reading_status(self, input: str = "A") -> int:
         """``RDGST?`` bits of an input (0: valid reading)."""
         name = self._check_input(input)
-        return self._number(self.query(f"RDGST? {name}"), int, "RDGST?")
+        return self.query_int(f"RDGST? {name}")
 
     # --- heater ----------------------------------------------------------------------------
     def heater_range(self, output: int = 1) -> int:
         """Heater range: 0 off, 1 low, 2 medium, 3 high (outputs 3 and 4: 0 off, 1 on)."""
         output = self._check_loop(output)
-        return self._number(self.query(f"RANGE? {output}"), int, "RANGE?")
+        return self.query_int(f"RANGE? {output}")
 
     def set_heater_range(self, output: int, range: int) -> None:
         """Set the heater range (see :meth:`heater_range`)."""
@@ -320,7 +271,7 @@ class LakeShore336:
         """Heater output in percent of the range (``HTR?``, outputs 1 and 2)."""
         if output not in (1, 2):
             raise LimitError(f"HTR? exists for outputs 1 and 2, got {output!r}")
-        return self._number(self.query(f"HTR? {output}"), float, "HTR?")
+        return self.query_float(f"HTR? {output}")
 
     def output_mode(self, output: int = 1) -> tuple[int, int, int]:
         """``OUTMODE?``: (mode, control input 0–4 with 1 = A, power-up enable)."""
@@ -328,12 +279,8 @@ class LakeShore336:
         reply = self.query(f"OUTMODE? {output}")
         parts = reply.split(",")
         if len(parts) != 3:
-            raise InstrumentProtocolError(
-                f"unexpected reply {reply!r} to OUTMODE?",
-                instrument=self.name,
-                last_command=self.last_command,
-            )
-        mode, source, powerup = (self._number(p, int, "OUTMODE?") for p in parts)
+            raise self._error(InstrumentProtocolError, f"unexpected reply {reply!r} to OUTMODE?")
+        mode, source, powerup = (self.parse_number(p, int, "OUTMODE?") for p in parts)
         return mode, source, powerup
 
     def set_output_mode(
@@ -356,12 +303,9 @@ class LakeShore336:
         reply = self.query(f"RAMP? {loop}")
         parts = reply.split(",")
         if len(parts) != 2:
-            raise InstrumentProtocolError(
-                f"unexpected reply {reply!r} to RAMP?",
-                instrument=self.name,
-                last_command=self.last_command,
-            )
-        return bool(self._number(parts[0], int, "RAMP?")), self._number(parts[1], float, "RAMP?")
+            raise self._error(InstrumentProtocolError, f"unexpected reply {reply!r} to RAMP?")
+        enabled = self.parse_number(parts[0], bool, "RAMP?")
+        return enabled, self.parse_number(parts[1], float, "RAMP?")
 
     def set_ramp(self, loop: int, enabled: bool, rate_K_per_min: float = 0.0) -> None:
         """``RAMP``: ramp the setpoint at ``rate_K_per_min`` (0.1–100; 0 = unlimited)."""
@@ -377,7 +321,7 @@ class LakeShore336:
     def ramping(self, loop: int = 1) -> bool:
         """``RAMPST?``: whether the setpoint is still ramping."""
         loop = self._check_ramp_loop(loop)
-        return bool(self._number(self.query(f"RAMPST? {loop}"), int, "RAMPST?"))
+        return self.query_bool(f"RAMPST? {loop}")
 
     def _check_ramp_loop(self, loop: int) -> int:
         if loop not in (1, 2):

@@ -1,9 +1,9 @@
 """One line-based VISA connection to an instrument, with errors mapped to :mod:`.errors`.
 
-The drivers that talk to their instrument over pyvisa (the Keithley 2450, the Lake Shore
-336) share this class by composition. It opens the resource (pyvisa-py by default), works
-around pyvisa-py's quirks with raw TCP sockets, sends and reads lines under one lock, and
-turns every pyvisa or socket failure into
+:class:`~insitu.instruments.base.Instrument`, the base of the drivers that talk to their
+instrument over pyvisa (the Keithley 2450, the Lake Shore 336), owns one. It opens the
+resource (pyvisa-py by default), works around pyvisa-py's quirks with raw TCP sockets, sends
+and reads lines under one lock, and turns every pyvisa or socket failure into
 :class:`~insitu.instruments.errors.InstrumentTimeoutError` or
 :class:`~insitu.instruments.errors.InstrumentConnectionError` naming the instrument and the
 last command. After a query times out, the next exchange starts on a fresh connection, so
@@ -32,7 +32,24 @@ import pyvisa.errors
 
 from .errors import InstrumentConnectionError, InstrumentTimeoutError
 
-__all__ = ["VisaSession"]
+__all__ = [
+    "DEFAULT_CLOSED_MESSAGE",
+    "DEFAULT_OPEN_HINT",
+    "DEFAULT_TIMEOUT_HINT",
+    "VisaSession",
+]
+
+#: What to check when the connection cannot be opened (ends that error's message).
+DEFAULT_OPEN_HINT = (
+    "check that the instrument is on, reachable and that the resource string is right"
+)
+#: The error message when the instrument closed the connection.
+DEFAULT_CLOSED_MESSAGE = (
+    "the instrument closed the connection; check the cable/network and that no other "
+    "program took over the instrument, then reconnect"
+)
+#: What to check when no reply came in time.
+DEFAULT_TIMEOUT_HINT = "check that the instrument is on and not busy, or raise timeout_s"
 
 
 class VisaSession:
@@ -81,11 +98,9 @@ class VisaSession:
         visa_library: str = "@py",
         read_termination: str = "\n",
         write_termination: str = "\n",
-        open_hint: str = "check that the instrument is on, reachable and that the resource "
-        "string is right",
-        closed_message: str = "the instrument closed the connection; check the cable/network "
-        "and that no other program took over the instrument, then reconnect",
-        timeout_hint: str = "check that the instrument is on and not busy, or raise timeout_s",
+        open_hint: str = DEFAULT_OPEN_HINT,
+        closed_message: str = DEFAULT_CLOSED_MESSAGE,
+        timeout_hint: str = DEFAULT_TIMEOUT_HINT,
     ) -> None:
         self.resource_name = resource
         self.name = name

@@ -2,34 +2,10 @@
 whole sequences instrument-side.
 """
 
-from .driver import (
-    Keithley2450,
-)
-from .trigger import (
-    CONFIG_LIST,
-    DEFAULT_BUFFER_POINTS,
-    MAX_TRIGGER_BLOCKS,
-    OCV_VOLTAGE_LIMIT_V,
-    Step,
-    StepReplay,
-    TriggerPlan,
-    load_commands,
-    plan_technique,
-    readings_in,
-    trigger_model_commands,
-)
+# The room's public API is the union of its modules' ``__all__`` (as TomoPy's packages do):
+# a name added to a module's ``__all__`` is exported here too.
+from . import driver, trigger
+from .driver import *
+from .trigger import *
 
-__all__ = [
-    "CONFIG_LIST",
-    "DEFAULT_BUFFER_POINTS",
-    "MAX_TRIGGER_BLOCKS",
-    "OCV_VOLTAGE_LIMIT_V",
-    "Keithley2450",
-    "Step",
-    "StepReplay",
-    "TriggerPlan",
-    "load_commands",
-    "plan_technique",
-    "readings_in",
-    "trigger_model_commands",
-]
+__all__ = list(dict.fromkeys([*driver.__all__, *trigger.__all__]))

@@ -24,10 +24,10 @@ Time stamps: ``time_s`` comes from the instrument's own reading time stamps (``S
 ``FRACtional`` buffer elements), counted from the start of the technique (one interval
 before the first reading).
 
-Connection: pyvisa with the pyvisa-py backend by default, raw socket on port 5025
-(``TCPIP::<host>::5025::SOCKET``), ``"\\n"`` read and write termination. Every I/O failure is
-mapped to the exceptions of :mod:`insitu.instruments.errors`, naming the instrument and the
-last command.
+Connection: the :class:`~insitu.instruments.base.Instrument` base (pyvisa with the pyvisa-py
+backend by default), raw socket on port 5025 (``TCPIP::<host>::5025::SOCKET``), ``"\\n"`` read
+and write termination. Every I/O failure is mapped to the exceptions of
+:mod:`insitu.instruments.errors`, naming the instrument and the last command.
 
 Example
 -------
@@ -43,11 +43,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
+from ..base import Instrument
 from ..errors import (
     InstrumentConnectionError,
     InstrumentProtocolError,
@@ -64,7 +65,6 @@ from ..potentiostat import (
     Potentiostat,
     Technique,
 )
-from ..visa_session import VisaSession
 from .trigger import (
     CONFIG_LIST,
     MAX_TRIGGER_BLOCKS,
@@ -87,7 +87,7 @@ _ELEMENTS = "READ,SOUR,SEC,FRAC"
 _RUNNING_STATES = ("RUNNING", "WAITING")
 
 
-class Keithley2450(Potentiostat):
+class Keithley2450(Instrument, Potentiostat):
     """Keithley 2450 SourceMeter as a galvanostat for symmetric cells.
 
     Parameters
@@ -125,55 +125,20 @@ class Keithley2450(Potentiostat):
         visa_library: str = "@py",
         poll_interval_s: float = 0.02,
     ) -> None:
-        self.resource_name = resource
-        self.timeout_s = float(timeout_s)
-        self.poll_interval_s = float(poll_interval_s)
-        self.name = f"Keithley 2450 ({resource})"
-        self._closed = False
-        # One lock around every exchange (the session's): cell_off() may come from another
-        # thread (a plan's pause/abort handler) while a technique is being polled.
-        self._session = VisaSession(
+        # The base's lock (self._io_lock) is around every exchange: cell_off() may come from
+        # another thread (a plan's pause/abort handler) while a technique is being polled.
+        super().__init__(
             resource,
-            name=self.name,
-            timeout_s=self.timeout_s,
+            name=f"Keithley 2450 ({resource})",
+            timeout_s=timeout_s,
             visa_library=visa_library,
             read_termination="\n",
             write_termination="\n",
         )
-        self._io_lock = self._session.lock
+        self.poll_interval_s = float(poll_interval_s)
+        self._closed = False
 
-    # --- connection ----------------------------------------------------------------------
-    @property
-    def last_command(self) -> str | None:
-        """The last command sent (named by every error)."""
-        return self._session.last_command
-
-    @last_command.setter
-    def last_command(self, command: str | None) -> None:
-        self._session.last_command = command
-
-    def write(self, command: str) -> None:
-        """Send one command (no reply expected)."""
-        self._session.write(command)
-
-    def query(self, command: str) -> str:
-        """Send a query and return its reply line (without the terminator)."""
-        return self._session.query(command)
-
-    def _parse(self, reply: str, kind: type, what: str) -> Any:
-        try:
-            if kind is bool:
-                return bool(int(float(reply)))
-            if kind is int:
-                return int(float(reply))
-            return kind(reply)
-        except (TypeError, ValueError) as exc:
-            raise InstrumentProtocolError(
-                f"unexpected reply {reply!r} to {what}",
-                instrument=self.name,
-                last_command=self.last_command,
-            ) from exc
-
+    # --- errors --------------------------------------------------------------------------
     def check_errors(self, after: str | None = None) -> None:
         """Read the error queue; raise :class:`InstrumentReportedError` for the first error.
 
@@ -190,10 +155,10 @@ class Keithley2450(Potentiostat):
         if errors:
             code, message = errors[0]
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            raise InstrumentReportedError(
+            raise self._error(
+                InstrumentReportedError,
                 f"the instrument reported error {code}, {message!r}{more}",
                 code=code,
-                instrument=self.name,
                 last_command=after,
             )
 
@@ -203,7 +168,7 @@ class Keithley2450(Potentiostat):
         for _ in range(32):  # bounded: a broken instrument must not loop us forever
             reply = self.query(":SYST:ERR?")
             code_text, _, message = reply.partition(",")
-            code = self._parse(code_text, int, ":SYST:ERR?")
+            code = self.parse_number(code_text, int, ":SYST:ERR?")
             if code == 0:
                 break
             errors.append((code, message.strip().strip('"')))
@@ -212,15 +177,7 @@ class Keithley2450(Potentiostat):
     # --- Potentiostat API ----------------------------------------------------------------
     def identify(self) -> Identity:
         """Ask ``*IDN?``: ``KEITHLEY INSTRUMENTS,MODEL 2450,<serial>,<firmware>``."""
-        reply = self.query("*IDN?")
-        fields = [f.strip() for f in reply.split(",")]
-        if len(fields) != 4 or not fields[0]:
-            raise InstrumentProtocolError(
-                f"unexpected *IDN? reply {reply!r}; expected 4 comma-separated fields",
-                instrument=self.name,
-                last_command=self.last_command,
-            )
-        manufacturer, model, serial, firmware = fields
+        manufacturer, model, serial, firmware = self.query_idn()
         if "2450" not in model:
             log.warning("%s: *IDN? says %r, not a Model 2450", self.name, model)
         return Identity(manufacturer, model, serial, firmware, self.resource_name)
@@ -241,24 +198,23 @@ class Keithley2450(Potentiostat):
             except InstrumentConnectionError as exc:
                 log.warning("%s: %s; reconnecting to switch the output off", self.name, exc)
             try:
-                self._session.reopen()
+                self.reopen()
                 self._output_off()
             except InstrumentConnectionError as exc:
-                raise InstrumentConnectionError(
+                raise self._error(
+                    InstrumentConnectionError,
                     "could not switch the output off: the instrument is unreachable; switch "
                     "it off at the front panel",
-                    instrument=self.name,
-                    last_command=self.last_command,
                 ) from exc
 
     def _output_off(self) -> None:
         self.write(":ABOR")
         self.write(":OUTP OFF")
-        if self._parse(self.query(":OUTP?"), bool, ":OUTP?"):
-            raise InstrumentReportedError(
+        if self.query_bool(":OUTP?"):
+            raise self._error(
+                InstrumentReportedError,
                 "the output is still on after :OUTP OFF; switch it off at the front panel",
                 code=0,
-                instrument=self.name,
                 last_command=":OUTP OFF",
             )
 
@@ -266,13 +222,13 @@ class Keithley2450(Potentiostat):
         """Switch the output off and release the connection (safe to repeat)."""
         if self._closed:
             return
-        if self._session.is_open:
+        if self.is_open:
             try:
                 self.cell_off()
             except Exception:
                 log.exception("%s: could not switch the output off while closing", self.name)
         self._closed = True
-        self._session.close()
+        super().close()
 
     def check(self, technique: Technique) -> None:
         """Capabilities and limits (see :class:`Potentiostat`), plus what one trigger model
@@ -310,21 +266,18 @@ class Keithley2450(Potentiostat):
             reply = self.query(":TRIG:STAT?;:TRAC:ACT?")
             parts = reply.split(";")
             if len(parts) != 4:
-                raise InstrumentProtocolError(
-                    f"unexpected reply {reply!r} to the status poll",
-                    instrument=self.name,
-                    last_command=self.last_command,
+                raise self._error(
+                    InstrumentProtocolError, f"unexpected reply {reply!r} to the status poll"
                 )
             state = parts[0].upper()
-            available = self._parse(parts[3], int, ":TRAC:ACT?")
+            available = self.parse_number(parts[3], int, ":TRAC:ACT?")
             running = state in _RUNNING_STATES
             if not running and state != "IDLE":
                 self.check_errors()
-                raise InstrumentReportedError(
+                raise self._error(
+                    InstrumentReportedError,
                     f"the trigger model stopped in state {state} before all readings were made",
                     code=0,
-                    instrument=self.name,
-                    last_command=self.last_command,
                 )
             rows = []
             while fetched < available:
@@ -340,11 +293,10 @@ class Keithley2450(Potentiostat):
             )
             if not running:
                 if not tracker.hit_stop and not tracker.done:
-                    raise InstrumentProtocolError(
+                    raise self._error(
+                        InstrumentProtocolError,
                         f"the trigger model ended after {fetched} readings, in step "
                         f"{tracker.step} of {len(plan.steps)}",
-                        instrument=self.name,
-                        last_command=self.last_command,
                     )
                 # Leave the cell at rest once the technique is over (the model's last block
                 # already switched the output off; this also reads it back).
@@ -363,14 +315,11 @@ class Keithley2450(Potentiostat):
         self.write(f':SOUR:CONF:LIST:DEL "{CONFIG_LIST}"')
         self._read_errors()
         self._send_block(load_commands(plan))
-        size = self._parse(
-            self.query(f':SOUR:CONF:LIST:SIZE? "{CONFIG_LIST}"'), int, ":SOUR:CONF:LIST:SIZE?"
-        )
+        size = self.query_int(f':SOUR:CONF:LIST:SIZE? "{CONFIG_LIST}"')
         if size != len(plan.steps):
-            raise InstrumentProtocolError(
+            raise self._error(
+                InstrumentProtocolError,
                 f"the configuration list holds {size} points, expected {len(plan.steps)}",
-                instrument=self.name,
-                last_command=self.last_command,
             )
 
     def _send_block(self, commands: list[str]) -> None:
@@ -384,16 +333,16 @@ class Keithley2450(Potentiostat):
         try:
             values = np.array(reply.split(","), dtype=float)
         except ValueError as exc:
-            raise InstrumentProtocolError(
+            raise self._error(
+                InstrumentProtocolError,
                 f"unparseable buffer data {reply[:80]!r}",
-                instrument=self.name,
                 last_command=command,
             ) from exc
         n = last - first + 1
         if values.size != 4 * n:
-            raise InstrumentProtocolError(
+            raise self._error(
+                InstrumentProtocolError,
                 f"expected {4 * n} values for readings {first}..{last}, got {values.size}",
-                instrument=self.name,
                 last_command=command,
             )
         table = values.reshape(n, 4)

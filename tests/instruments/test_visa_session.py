@@ -1,14 +1,8 @@
-"""VisaSession against a tiny line-based TCP server, over pyvisa-py.
-
-The server answers ``<command>`` with ``ok:<command>``; ``SLOW?`` is answered late,
-``SILENT?`` never, and ``BYE`` closes the connection without an answer.
-"""
+"""VisaSession against the tiny line-based TCP server of ``conftest.py``, over pyvisa-py."""
 
 from __future__ import annotations
 
 import socket
-import socketserver
-import threading
 import time
 from collections.abc import Iterator
 
@@ -22,59 +16,14 @@ pytestmark = pytest.mark.timeout(30)
 NAME = "Test instrument (tcp)"
 
 
-class _Handler(socketserver.StreamRequestHandler):
-    def handle(self) -> None:
-        server: _Server = self.server  # type: ignore[assignment]
-        with server.lock:
-            server.connections += 1
-        for raw in self.rfile:
-            line = raw.decode().rstrip("\n")
-            server.received.append(line)
-            if line == "BYE":
-                return
-            if line == "SILENT?":
-                continue
-            if line == "SLOW?":
-                time.sleep(0.5)
-            if line.endswith("?"):
-                self.wfile.write(f"ok:{line}\r\n".encode())
-                self.wfile.flush()
-
-
-class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.lock = threading.Lock()
-        self.connections = 0
-        self.received: list[str] = []
-
-    def handle_error(self, request, client_address) -> None:
-        pass  # a late reply to a client that has gone: nothing to report
-
-    @property
-    def resource(self) -> str:
-        return f"TCPIP::127.0.0.1::{self.server_address[1]}::SOCKET"
-
-
 @pytest.fixture
-def server() -> Iterator[_Server]:
-    srv = _Server()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-
-
-@pytest.fixture
-def session(server: _Server) -> Iterator[VisaSession]:
+def session(line_server) -> Iterator[VisaSession]:
     s = VisaSession(
-        server.resource, name=NAME, timeout_s=0.2, read_termination="\r\n", write_termination="\n"
+        line_server.resource,
+        name=NAME,
+        timeout_s=0.2,
+        read_termination="\r\n",
+        write_termination="\n",
     )
     try:
         yield s
@@ -82,13 +31,13 @@ def session(server: _Server) -> Iterator[VisaSession]:
         s.close()
 
 
-def test_query_strips_the_terminator_and_records_the_command(session, server):
+def test_query_strips_the_terminator_and_records_the_command(session, line_server):
     assert session.query("*IDN?") == "ok:*IDN?"
     session.write("*CLS")
     assert session.last_command == "*CLS"
     assert session.query("A?") == "ok:A?"
-    assert server.received == ["*IDN?", "*CLS", "A?"]
-    assert server.connections == 1
+    assert line_server.received == ["*IDN?", "*CLS", "A?"]
+    assert line_server.connections == 1
 
 
 def test_tcp_nodelay_is_set(session):
@@ -108,16 +57,16 @@ def test_timeout_names_the_instrument_and_command(session):
     assert "last command: 'SILENT?'" in message
 
 
-def test_after_a_timeout_a_late_reply_is_not_read_as_the_next_answer(session, server):
+def test_after_a_timeout_a_late_reply_is_not_read_as_the_next_answer(session, line_server):
     with pytest.raises(InstrumentTimeoutError):
         session.query("SLOW?")
     time.sleep(0.5)  # the late "ok:SLOW?" arrives on the old connection
     assert session.query("NEXT?") == "ok:NEXT?"
-    assert server.connections == 2
+    assert line_server.connections == 2
 
 
-def test_timeout_hint_ends_the_message(server):
-    s = VisaSession(server.resource, name=NAME, timeout_s=0.2, timeout_hint="ask the oven")
+def test_timeout_hint_ends_the_message(line_server):
+    s = VisaSession(line_server.resource, name=NAME, timeout_s=0.2, timeout_hint="ask the oven")
     try:
         with pytest.raises(InstrumentTimeoutError, match="ask the oven"):
             s.query("SILENT?")
@@ -125,7 +74,7 @@ def test_timeout_hint_ends_the_message(server):
         s.close()
 
 
-def test_connection_closed_by_the_instrument(session, server):
+def test_connection_closed_by_the_instrument(session, line_server):
     with pytest.raises(InstrumentConnectionError) as info:
         session.query("BYE")
     assert info.value.last_command == "BYE"
@@ -137,7 +86,7 @@ def test_connection_closed_by_the_instrument(session, server):
     # A reopen gets a fresh connection.
     session.reopen()
     assert session.query("A?") == "ok:A?"
-    assert server.connections == 2
+    assert line_server.connections == 2
 
 
 def test_refused_connection_raises_on_open():
