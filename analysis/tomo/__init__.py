@@ -3,74 +3,11 @@ phase, alignment), ``recon`` (gridrec, rotation centre, backends) and the chunke
 that turns a Data Exchange scan into a volume slab by slab.
 """
 
-from .pipeline import (
-    ReconOptions,
-    ScanInfo,
-    plan_slabs,
-    read_scan_info,
-    reconstruct_scan,
-)
-from .prep import (
-    Shift,
-    align_to,
-    alpha_from_delta_beta,
-    apply_shift,
-    fw_auto_level,
-    minus_log,
-    normalize,
-    paganin_filter,
-    paganin_length,
-    remove_outlier,
-    remove_stripe_based_sorting,
-    remove_stripe_fw,
-    remove_zinger,
-    retrieve_phase,
-    ring_amplitude,
-)
-from .recon import (
-    BACKENDS,
-    FILTERS,
-    Backend,
-    BackendUnavailable,
-    GridrecPlan,
-    angle_weights,
-    find_center_pc,
-    find_center_vo,
-    gridrec,
-    make_backend,
-    ramp_filter,
-)
+# The room's public API is the union of its modules' ``__all__`` (as TomoPy's packages do):
+# a name added to a module's ``__all__`` is exported here too.
+from . import pipeline, prep, recon
+from .pipeline import *
+from .prep import *
+from .recon import *
 
-__all__ = [
-    "BACKENDS",
-    "FILTERS",
-    "Backend",
-    "BackendUnavailable",
-    "GridrecPlan",
-    "ReconOptions",
-    "ScanInfo",
-    "Shift",
-    "align_to",
-    "alpha_from_delta_beta",
-    "angle_weights",
-    "apply_shift",
-    "find_center_pc",
-    "find_center_vo",
-    "fw_auto_level",
-    "gridrec",
-    "make_backend",
-    "minus_log",
-    "normalize",
-    "paganin_filter",
-    "paganin_length",
-    "plan_slabs",
-    "ramp_filter",
-    "read_scan_info",
-    "reconstruct_scan",
-    "remove_outlier",
-    "remove_stripe_based_sorting",
-    "remove_stripe_fw",
-    "remove_zinger",
-    "retrieve_phase",
-    "ring_amplitude",
-]
+__all__ = list(dict.fromkeys([*pipeline.__all__, *prep.__all__, *recon.__all__]))

@@ -19,9 +19,13 @@ any other string is a scheduler address. Tasks read their rows from the HDF5 fil
 their rows of the Zarr array themselves (slabs are aligned to the Zarr chunks), so no volume
 data passes through the scheduler.
 
-The file layout is APS Data Exchange (``/exchange/data``, ``data_white``, ``data_dark``,
-``theta``); ``theta`` in degrees is converted when its ``units`` attribute says so, or when
-it exceeds 2π (APS files store degrees without units).
+The scan is an APS Data Exchange file, read only through its one codec,
+:mod:`insitu.instruments.dxchange` (:func:`~insitu.instruments.dxchange.read_scan_info` for
+shapes, angles and metadata, :func:`~insitu.instruments.dxchange.read_rows` for a slab): the
+one exception to "``analysis`` imports nothing else of the project", because the detector's
+file is a wire format with one reader, whose angle rule (the ``units`` attribute decides, none
+means degrees as in dxchange) this module does not repeat. :class:`ScanInfo` and
+:func:`read_scan_info` are re-exported from there.
 """
 
 from __future__ import annotations
@@ -32,14 +36,17 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import h5py
 import numpy as np
 
+from insitu.instruments.dxchange import ScanInfo, read_rows, read_scan_info
+
+from ..errors import AnalysisInputError, OutputExistsError
 from ..provenance import software_version
 from .prep.flat_field import minus_log, normalize, remove_outlier
 from .prep.phase import alpha_from_delta_beta, paganin_length, retrieve_phase
@@ -53,12 +60,6 @@ __all__ = ["ReconOptions", "ScanInfo", "plan_slabs", "read_scan_info", "reconstr
 GIB = 2**30
 #: Zarr chunk height (rows); slabs are multiples of it so that Dask tasks never share a chunk.
 CHUNK_ROWS = 8
-
-_META = {
-    "energy_keV": "/measurement/instrument/monochromator/energy",
-    "pixel_size_um": "/measurement/instrument/detector/pixel_size_x",
-    "distance_mm": "/measurement/instrument/camera_motor_stack/setup/camera_distance",
-}
 
 
 @dataclass(frozen=True)
@@ -130,84 +131,23 @@ class ReconOptions:
         if self.slab_rows is not None and (
             self.slab_rows < CHUNK_ROWS or self.slab_rows % CHUNK_ROWS
         ):
-            raise ValueError(
+            raise AnalysisInputError(
                 f"slab_rows must be a positive multiple of {CHUNK_ROWS}, got {self.slab_rows}"
             )
         if self.rings not in ("fw", "sort", "none"):
-            raise ValueError(f"rings must be 'fw', 'sort' or 'none', got {self.rings!r}")
+            raise AnalysisInputError(f"rings must be 'fw', 'sort' or 'none', got {self.rings!r}")
         if self.flat_averaging not in ("mean", "median"):
-            raise ValueError(
+            raise AnalysisInputError(
                 f"flat_averaging must be 'mean' or 'median', got {self.flat_averaging!r}"
             )
         if not self.memory_budget_gib > 0:
-            raise ValueError(f"memory_budget_gib must be positive, got {self.memory_budget_gib}")
-        if self.paganin and not self.delta_beta > 0:
-            raise ValueError(f"delta_beta must be positive for Paganin, got {self.delta_beta}")
-
-
-@dataclass(frozen=True)
-class ScanInfo:
-    """Shape and geometry of a Data Exchange scan."""
-
-    path: str
-    n_angles: int
-    n_rows: int
-    n_cols: int
-    n_flats: int
-    n_darks: int
-    theta_rad: np.ndarray = field(repr=False)
-    energy_keV: float | None = None
-    pixel_size_um: float | None = None
-    distance_mm: float | None = None
-
-
-def read_scan_info(path: str | Path) -> ScanInfo:
-    """Shapes, angles (radians) and geometry of a Data Exchange file, without reading frames.
-
-    Raises
-    ------
-    FileNotFoundError, ValueError
-        When the file is missing or lacks a Data Exchange dataset (the message names it).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no scan file at {path}")
-    with h5py.File(path, "r") as f:
-        for name in ("/exchange/data", "/exchange/data_white", "/exchange/data_dark"):
-            if name not in f:
-                raise ValueError(
-                    f"{path} has no {name}: it is not an APS Data Exchange scan "
-                    "(projections in /exchange/data, flats in data_white, darks in data_dark)"
-                )
-        data = f["/exchange/data"]
-        if data.ndim != 3:
-            raise ValueError(f"{path}: /exchange/data must be 3-D, got shape {data.shape}")
-        n_angles, n_rows, n_cols = data.shape
-        if "/exchange/theta" in f:
-            theta_ds = f["/exchange/theta"]
-            theta = np.asarray(theta_ds[()], dtype=np.float64)
-            units = str(theta_ds.attrs.get("units", "")).lower()
-            if units in ("deg", "degree", "degrees") or (not units and np.ptp(theta) > 2 * math.pi):
-                theta = np.radians(theta)
-        else:
-            theta = np.arange(n_angles) * math.pi / n_angles
-        if theta.size != n_angles:
-            raise ValueError(
-                f"{path}: /exchange/theta has {theta.size} angles for {n_angles} projections"
+            raise AnalysisInputError(
+                f"memory_budget_gib must be positive, got {self.memory_budget_gib}"
             )
-        meta: dict[str, float | None] = {}
-        for key, h5path in _META.items():
-            meta[key] = float(np.ravel(f[h5path][()])[0]) if h5path in f else None
-        return ScanInfo(
-            str(path),
-            n_angles,
-            n_rows,
-            n_cols,
-            f["/exchange/data_white"].shape[0],
-            f["/exchange/data_dark"].shape[0],
-            theta,
-            **meta,
-        )
+        if self.paganin and not self.delta_beta > 0:
+            raise AnalysisInputError(
+                f"delta_beta must be positive for Paganin, got {self.delta_beta}"
+            )
 
 
 def _paganin_geometry(info: ScanInfo, opts: ReconOptions) -> tuple[float, float, float]:
@@ -221,7 +161,7 @@ def _paganin_geometry(info: ScanInfo, opts: ReconOptions) -> tuple[float, float,
         if v is None
     ]
     if missing:
-        raise ValueError(
+        raise AnalysisInputError(
             f"Paganin needs {', '.join(missing)}: the file does not record it; give it "
             "in the options (e.g. --energy-keV 25 --pixel-size-um 0.69 --distance-mm 50)"
         )
@@ -246,7 +186,7 @@ def plan_slabs(info: ScanInfo, opts: ReconOptions, workers: int = 1) -> list[tup
     """
     r0, r1 = opts.rows if opts.rows is not None else (0, info.n_rows)
     if not 0 <= r0 < r1 <= info.n_rows:
-        raise ValueError(f"rows must lie within 0 … {info.n_rows}, got {opts.rows}")
+        raise AnalysisInputError(f"rows must lie within 0 … {info.n_rows}, got {opts.rows}")
     n_pad = 2 * info.n_cols
     size = info.n_cols
     fixed = (
@@ -262,7 +202,7 @@ def plan_slabs(info: ScanInfo, opts: ReconOptions, workers: int = 1) -> list[tup
     rows = int((budget - fixed) // per_row) - 2 * margin
     if rows < CHUNK_ROWS:
         need = (fixed + per_row * (CHUNK_ROWS + 2 * margin)) * workers / GIB
-        raise ValueError(
+        raise AnalysisInputError(
             f"a memory budget of {opts.memory_budget_gib:g} GiB cannot hold one slab of "
             f"{CHUNK_ROWS} rows of this scan ({info.n_angles} × {info.n_cols}); give at "
             f"least {need:.1f} GiB or fewer workers"
@@ -272,14 +212,6 @@ def plan_slabs(info: ScanInfo, opts: ReconOptions, workers: int = 1) -> list[tup
         rows = min(rows, opts.slab_rows)
     # Slabs start on chunk boundaries of the output (relative to the first row).
     return [(a, min(a + rows, r1)) for a in range(r0, r1, rows)]
-
-
-def _read_rows(path: str, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    with h5py.File(path, "r") as f:
-        proj = f["/exchange/data"][:, r0:r1, :].astype(np.float32)
-        flat = f["/exchange/data_white"][:, r0:r1, :].astype(np.float32)
-        dark = f["/exchange/data_dark"][:, r0:r1, :].astype(np.float32)
-    return proj, flat, dark
 
 
 def preprocess_rows(info: ScanInfo, opts: ReconOptions, r0: int, r1: int) -> np.ndarray:
@@ -293,7 +225,7 @@ def preprocess_rows(info: ScanInfo, opts: ReconOptions, r0: int, r1: int) -> np.
     """
     margin = _margin_rows(info, opts)
     a, b = max(0, r0 - margin), min(info.n_rows, r1 + margin)
-    proj, flat, dark = _read_rows(info.path, a, b)
+    proj, flat, dark = read_rows(info.path, a, b, dtype=np.float32)
     data = normalize(proj, flat, dark, averaging=opts.flat_averaging, out=proj)
     del flat, dark
     if opts.zinger_dif is not None:
@@ -401,6 +333,157 @@ def _peak_rss_bytes() -> int:
     return int(usage) * (1 if sys.platform == "darwin" else 1024)
 
 
+@dataclass(frozen=True)
+class _SlabPlan:
+    """Row ranges of the slabs and the output volume's rows they fill."""
+
+    slabs: list[tuple[int, int]]
+
+    @property
+    def first(self) -> int:
+        """Detector row of the volume's first slice."""
+        return self.slabs[0][0]
+
+    @property
+    def n_out(self) -> int:
+        """Slices of the volume."""
+        return self.slabs[-1][1] - self.first
+
+
+@contextmanager
+def _dask_client(scheduler: str | None, opts: ReconOptions) -> Iterator[tuple[Any, int]]:
+    """The Dask client for ``scheduler`` (``None``: none) and how many workers share the budget.
+
+    ``"local"`` starts a ``LocalCluster`` of at most two worker processes, each with its share
+    of the memory budget; both the client and the cluster are closed on leaving.
+    """
+    if scheduler is None:
+        yield None, 1
+        return
+    from dask.distributed import Client, LocalCluster
+
+    cluster = None
+    if scheduler == "local":
+        workers = max(1, min(2, os.cpu_count() or 1))
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=max(1, (os.cpu_count() or 1) // workers),
+            memory_limit=int(opts.memory_budget_gib * GIB / workers),
+            processes=True,
+            dashboard_address=None,
+        )
+        client = Client(cluster)
+    else:
+        client = Client(scheduler)
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+    try:
+        yield client, workers
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _create_volume(
+    out: Path, scan: str | Path, info: ScanInfo, opts: ReconOptions, center: float, plan: _SlabPlan
+) -> None:
+    """The empty Zarr volume, chunked in slab-aligned rows, with its provenance attributes."""
+    import zarr
+
+    volume = zarr.open_array(
+        str(out),
+        mode="w",
+        shape=(plan.n_out, info.n_cols, info.n_cols),
+        chunks=(CHUNK_ROWS, min(512, info.n_cols), min(512, info.n_cols)),
+        dtype="float32",
+    )
+    volume.attrs.update(
+        {
+            "software": "insitu",
+            "software_version": software_version(),
+            "source": str(Path(scan).resolve()),
+            "first_row": plan.first,
+            "center": center,
+            "voxel_um": info.pixel_size_um,
+            "n_angles": info.n_angles,
+            "units": "1/pixel (attenuation per voxel)",
+            "options": json.loads(json.dumps(asdict(opts))),
+        }
+    )
+
+
+@contextmanager
+def _progress(
+    progress: bool | Callable[[int, int], None], total: int
+) -> Iterator[Callable[[], None]]:
+    """A ``step()`` to call after each slab: a tqdm bar, the user's callback, or nothing."""
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="reconstruct", unit="slab", file=sys.stderr)
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if bar is not None:
+            bar.update(1)
+        elif callable(progress):
+            progress(done, total)
+
+    yield step
+    if bar is not None:
+        bar.close()
+
+
+def _run_slabs(
+    client: Any,
+    info: ScanInfo,
+    opts: ReconOptions,
+    center: float,
+    out: Path,
+    plan: _SlabPlan,
+    step: Callable[[], None],
+) -> None:
+    """Every slab, one after the other here, or as Dask tasks writing their own rows."""
+    if client is None:
+        for r0, r1 in plan.slabs:
+            _run_slab(info, opts, center, str(out), r0, r1, plan.first)
+            step()
+        return
+    from dask.distributed import as_completed
+
+    futures = [
+        client.submit(_run_slab, info, opts, center, str(out), r0, r1, plan.first, pure=False)
+        for r0, r1 in plan.slabs
+    ]
+    for future in as_completed(futures):
+        future.result()  # re-raises a failed slab's error here
+        step()
+
+
+def _summary(
+    out: Path,
+    info: ScanInfo,
+    opts: ReconOptions,
+    center: float,
+    plan: _SlabPlan,
+    t_start: float,
+) -> dict[str, Any]:
+    """What :func:`reconstruct_scan` returns (JSON-friendly)."""
+    return {
+        "volume": str(out),
+        "shape": [plan.n_out, info.n_cols, info.n_cols],
+        "center": center,
+        "slabs": len(plan.slabs),
+        "rows_per_slab": plan.slabs[0][1] - plan.slabs[0][0],
+        "wall_s": time.perf_counter() - t_start,
+        "peak_rss_bytes": _peak_rss_bytes(),
+        "options": json.loads(json.dumps(asdict(opts))),
+    }
+
+
 def reconstruct_scan(
     scan: str | Path,
     out: str | Path,
@@ -435,102 +518,17 @@ def reconstruct_scan(
         Summary: ``volume``, ``shape``, ``center``, ``slabs``, ``rows_per_slab``,
         ``wall_s``, ``peak_rss_bytes`` (this process) and the options.
     """
-    import zarr
-
     opts = options or ReconOptions()
     info = read_scan_info(scan)
     out = Path(out)
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite")
+        raise OutputExistsError(f"{out} exists; choose another --out or pass --overwrite")
     t_start = time.perf_counter()
     center = opts.center if opts.center is not None else find_center(info, opts)
     _backend_for(info, opts, center)  # an unknown or missing backend fails before any work
-    workers = 1
-    client = None
-    cluster = None
-    if scheduler is not None:
-        from dask.distributed import Client, LocalCluster
-
-        if scheduler == "local":
-            workers = max(1, min(2, os.cpu_count() or 1))
-            cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=max(1, (os.cpu_count() or 1) // workers),
-                memory_limit=int(opts.memory_budget_gib * GIB / workers),
-                processes=True,
-                dashboard_address=None,
-            )
-            client = Client(cluster)
-        else:
-            client = Client(scheduler)
-            workers = max(1, len(client.scheduler_info().get("workers", {})))
-    try:
-        slabs = plan_slabs(info, opts, workers)
-        first = slabs[0][0]
-        n_out = slabs[-1][1] - first
-        volume = zarr.open_array(
-            str(out),
-            mode="w",
-            shape=(n_out, info.n_cols, info.n_cols),
-            chunks=(CHUNK_ROWS, min(512, info.n_cols), min(512, info.n_cols)),
-            dtype="float32",
-        )
-        volume.attrs.update(
-            {
-                "software": "insitu",
-                "software_version": software_version(),
-                "source": str(Path(scan).resolve()),
-                "first_row": first,
-                "center": center,
-                "voxel_size_um": info.pixel_size_um,
-                "n_angles": info.n_angles,
-                "units": "1/pixel (attenuation per voxel)",
-                "options": json.loads(json.dumps(asdict(opts))),
-            }
-        )
-        bar = None
-        if progress is True:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(slabs), desc="reconstruct", unit="slab", file=sys.stderr)
-        done = 0
-
-        def step() -> None:
-            nonlocal done
-            done += 1
-            if bar is not None:
-                bar.update(1)
-            elif callable(progress):
-                progress(done, len(slabs))
-
-        if client is None:
-            for r0, r1 in slabs:
-                _run_slab(info, opts, center, str(out), r0, r1, first)
-                step()
-        else:
-            from dask.distributed import as_completed
-
-            futures = [
-                client.submit(_run_slab, info, opts, center, str(out), r0, r1, first, pure=False)
-                for r0, r1 in slabs
-            ]
-            for future in as_completed(futures):
-                future.result()  # re-raises a failed slab's error here
-                step()
-        if bar is not None:
-            bar.close()
-    finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
-    return {
-        "volume": str(out),
-        "shape": [n_out, info.n_cols, info.n_cols],
-        "center": center,
-        "slabs": len(slabs),
-        "rows_per_slab": slabs[0][1] - slabs[0][0],
-        "wall_s": time.perf_counter() - t_start,
-        "peak_rss_bytes": _peak_rss_bytes(),
-        "options": json.loads(json.dumps(asdict(opts))),
-    }
+    with _dask_client(scheduler, opts) as (client, workers):
+        plan = _SlabPlan(plan_slabs(info, opts, workers))
+        _create_volume(out, scan, info, opts, center, plan)
+        with _progress(progress, len(plan.slabs)) as step:
+            _run_slabs(client, info, opts, center, out, plan, step)
+    return _summary(out, info, opts, center, plan, t_start)

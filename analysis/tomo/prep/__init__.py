@@ -2,44 +2,14 @@
 removal, phase retrieval and alignment.
 """
 
-from .alignment import (
-    Shift,
-    align_to,
-    apply_shift,
-)
-from .flat_field import (
-    minus_log,
-    normalize,
-    remove_outlier,
-    remove_zinger,
-)
-from .phase import (
-    alpha_from_delta_beta,
-    paganin_filter,
-    paganin_length,
-    retrieve_phase,
-)
-from .stripe import (
-    fw_auto_level,
-    remove_stripe_based_sorting,
-    remove_stripe_fw,
-    ring_amplitude,
-)
+# The room's public API is the union of its modules' ``__all__`` (as TomoPy's packages do):
+# a name added to a module's ``__all__`` is exported here too.
+from . import alignment, flat_field, phase, stripe
+from .alignment import *
+from .flat_field import *
+from .phase import *
+from .stripe import *
 
-__all__ = [
-    "Shift",
-    "align_to",
-    "alpha_from_delta_beta",
-    "apply_shift",
-    "fw_auto_level",
-    "minus_log",
-    "normalize",
-    "paganin_filter",
-    "paganin_length",
-    "remove_outlier",
-    "remove_stripe_based_sorting",
-    "remove_stripe_fw",
-    "remove_zinger",
-    "retrieve_phase",
-    "ring_amplitude",
-]
+__all__ = list(
+    dict.fromkeys([*alignment.__all__, *flat_field.__all__, *phase.__all__, *stripe.__all__])
+)

@@ -2,34 +2,11 @@
 the rotation centre, and the optional TomoPy backend.
 """
 
-from .algorithm import (
-    FILTERS,
-    GridrecPlan,
-    angle_weights,
-    gridrec,
-    ramp_filter,
-)
-from .backends import (
-    BACKENDS,
-    Backend,
-    BackendUnavailable,
-    make_backend,
-)
-from .rotation import (
-    find_center_pc,
-    find_center_vo,
-)
+# The room's public API is the union of its modules' ``__all__`` (as TomoPy's packages do):
+# a name added to a module's ``__all__`` is exported here too.
+from . import algorithm, backends, rotation
+from .algorithm import *
+from .backends import *
+from .rotation import *
 
-__all__ = [
-    "BACKENDS",
-    "FILTERS",
-    "Backend",
-    "BackendUnavailable",
-    "GridrecPlan",
-    "angle_weights",
-    "find_center_pc",
-    "find_center_vo",
-    "gridrec",
-    "make_backend",
-    "ramp_filter",
-]
+__all__ = list(dict.fromkeys([*algorithm.__all__, *backends.__all__, *rotation.__all__]))

@@ -15,12 +15,13 @@ from typing import Protocol
 
 import numpy as np
 
+from ...errors import MissingDependencyError
 from .algorithm import GridrecPlan
 
 __all__ = ["BACKENDS", "Backend", "BackendUnavailable", "make_backend"]
 
 
-class BackendUnavailable(ImportError):
+class BackendUnavailable(MissingDependencyError):
     """The requested backend's library is not installed."""
 
 

@@ -16,6 +16,7 @@ from insitu.analysis.tomo.pipeline import (
     read_scan_info,
     reconstruct_scan,
 )
+from insitu.instruments.dxchange import DataExchangeError, ScanInfo
 
 N_ANGLES, ROWS, COLS = 120, 40, 96
 AXIS_OFFSET = 3.5  # the rotation axis's image, right of the detector centre
@@ -81,6 +82,14 @@ def scan(tmp_path_factory):
 CENTER = (COLS - 1) / 2 + AXIS_OFFSET
 
 
+def test_pipeline_reads_through_the_one_codec() -> None:
+    from insitu.analysis.tomo import pipeline
+
+    assert pipeline.ScanInfo is ScanInfo  # one definition, re-exported
+    assert pipeline.read_scan_info.__module__ == "insitu.instruments.dxchange"
+    assert not hasattr(pipeline, "h5py")  # no reading code of its own
+
+
 def test_scan_info_reads_geometry_and_converts_degrees(scan, tmp_path) -> None:
     info = read_scan_info(scan)
     assert (info.n_angles, info.n_rows, info.n_cols) == (N_ANGLES, ROWS, COLS)
@@ -111,7 +120,7 @@ def test_reconstructs_the_phantom_on_the_true_scale(scan, tmp_path) -> None:
     )
     assert abs(float(vol[20][int(c - 8), int(c + 10)])) < 0.1 * MU
     assert vol.attrs["center"] == CENTER and vol.attrs["options"]["rings"] == "none"
-    assert vol.attrs["voxel_size_um"] == 0.69 and "software_version" in vol.attrs
+    assert vol.attrs["voxel_um"] == 0.69 and "software_version" in vol.attrs
 
 
 def test_chunked_volume_is_identical_to_one_slab(scan, tmp_path) -> None:
@@ -161,9 +170,8 @@ def test_dask_local_cluster_gives_the_same_volume(scan, tmp_path) -> None:
 
 
 def test_memory_budget_sets_the_slabs() -> None:
-    from insitu.analysis.tomo.pipeline import ScanInfo
-
-    full = ScanInfo("x.h5", 1500, 1143, 2000, 20, 20, np.zeros(1500), 25.0, 0.69, 50.0)
+    meta = {"energy_keV": 25.0, "pixel_size_um": 0.69, "sample_detector_distance_mm": 50.0}
+    full = ScanInfo("x.h5", 1500, 1143, 2000, 20, 20, np.zeros(1500), meta)
     slabs = plan_slabs(full, ReconOptions(memory_budget_gib=8.0))
     rows = slabs[0][1] - slabs[0][0]
     assert rows % 8 == 0 and 8 <= rows < 1143
@@ -179,7 +187,7 @@ def test_clear_errors(scan, tmp_path) -> None:
     bad = tmp_path / "bad.h5"
     with h5py.File(bad, "w") as f:
         f["/exchange/data"] = np.zeros((2, 2, 2))
-    with pytest.raises(ValueError, match="data_white"):
+    with pytest.raises(DataExchangeError, match="no dataset /exchange/data_white"):
         read_scan_info(bad)
     (tmp_path / "exists.zarr").mkdir()
     with pytest.raises(FileExistsError, match="--overwrite"):
