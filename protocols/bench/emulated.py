@@ -1,8 +1,10 @@
-"""The simulated bench: a virtual cell behind a potentiostat emulator on loopback.
+"""A virtual cell behind a potentiostat emulator on loopback: the far end of a ``sim:`` wire.
 
-``sim:MATERIAL`` resource strings resolve here. The bench starts an emulator server that
-speaks a real instrument protocol on 127.0.0.1 and connects the ordinary driver to it, so the
-code path from driver to wire is the one used with real hardware.
+``sim:MATERIAL`` resource strings resolve here. :func:`start_emulator` starts an emulator
+server that speaks a real instrument protocol on 127.0.0.1;
+:func:`~insitu.protocols.bench.open_bench` connects the ordinary driver to it, so the code
+path from driver to wire is the one used with real hardware. ``insitu sim serve`` serves one
+on its own.
 """
 
 from __future__ import annotations
@@ -13,13 +15,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from insitu.instruments.potentiostat import Potentiostat
-from insitu.instruments.resources import open_potentiostat
 from insitu.simulators.cell.model import CellGeometry, CellState, VirtualCell
 from insitu.simulators.clock import SimClock
 from insitu.simulators.materials import get_material
 
-__all__ = ["SIM_PREFIX", "EmulatorKind", "SimBench", "is_sim_resource", "open_instrument"]
+__all__ = ["SIM_PREFIX", "EmulatorKind", "SimBench", "is_sim_resource", "start_emulator"]
 
 SIM_PREFIX = "sim:"
 EmulatorKind = Literal["keithley2450", "methodscript"]
@@ -73,7 +73,7 @@ class SimBench:
 def start_emulator(
     material: str,
     *,
-    protocol: EmulatorKind = "keithley2450",
+    emulator: EmulatorKind = "keithley2450",
     speedup: float = 1.0,
     seed: int | None = 0,
     geometry: CellGeometry | None = None,
@@ -87,8 +87,8 @@ def start_emulator(
     ----------
     material : str
         Material preset (``A-LPS``, ``LPS:0.5LiI``, ``LiI-AT``, ``LiI-AN``).
-    protocol : {"keithley2450", "methodscript"}
-        Which instrument to emulate.
+    emulator : {"keithley2450", "methodscript"}
+        Which instrument to emulate (the wire protocol it speaks).
     speedup : float
         Simulated seconds per real second.
     seed : int or None
@@ -123,47 +123,18 @@ def start_emulator(
         # The emulators need the clock never behind the cell: the cell's time is where the
         # simulation resumes.
         clock = SimClock(speedup=speedup, start_s=cell.time_s)
-    if protocol == "keithley2450":
+    if emulator == "keithley2450":
         from insitu.simulators.emulators.keithley2450.server import Keithley2450Emulator
 
         emulator = Keithley2450Emulator(cell, clock, port=port)
-    elif protocol == "methodscript":
+    elif emulator == "methodscript":
         from insitu.simulators.emulators.methodscript.server import MethodScriptEmulator
 
         emulator = MethodScriptEmulator(cell, clock, transport=transport, port=port)
     else:
-        raise ValueError(f"unknown emulator {protocol!r}; choose keithley2450 or methodscript")
+        raise ValueError(f"unknown emulator {emulator!r}; choose keithley2450 or methodscript")
     resource = emulator.start()
     try:
         yield SimBench(cell=cell, clock=clock, emulator=emulator, resource=resource)
     finally:
         emulator.stop()
-
-
-@contextlib.contextmanager
-def open_instrument(
-    resource: str,
-    *,
-    speedup: float = 1.0,
-    seed: int | None = 0,
-    geometry: CellGeometry | None = None,
-    sim_protocol: EmulatorKind = "keithley2450",
-    timeout_s: float = 5.0,
-) -> Iterator[tuple[Potentiostat, SimBench | None]]:
-    """Connect to a real instrument or to a simulated bench (``sim:MATERIAL``).
-
-    Yields the driver and, for ``sim:`` resources, the bench behind it (``None`` otherwise).
-    The driver is closed (cell off) and the emulator stopped on exit.
-    """
-    if is_sim_resource(resource):
-        material = resource.strip()[len(SIM_PREFIX) :]
-        with start_emulator(
-            material, protocol=sim_protocol, speedup=speedup, seed=seed, geometry=geometry
-        ) as bench:
-            # A 1 s simulated answer time would be microseconds of real time at high
-            # speed-ups; the driver's timeout stays in real seconds.
-            with open_potentiostat(bench.resource, timeout_s=timeout_s) as driver:
-                yield driver, bench
-    else:
-        with open_potentiostat(resource, timeout_s=timeout_s) as driver:
-            yield driver, None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +22,12 @@ from typing import Any
 from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO
 
 from insitu.instruments.devices.tomo import EpicsShutter, EpicsTomoCamera, epics_tomo_devices
-from insitu.simulators.beamline.ioc import DEFAULT_PREFIX
 from insitu.simulators.beamline.ioc_process import (
     IOCStartError,
     RunningIOC,
     beamline_ioc_process,
 )
+from insitu.simulators.beamline.ioc_settings import DEFAULT_PREFIX
 
 __all__ = ["EpicsTomoBench", "epics_tomo_bench"]
 
@@ -67,16 +67,9 @@ class EpicsTomoBench:
 def epics_tomo_bench(
     path: str | Path,
     *,
-    frame_source: str = "insitu.simulators.imaging.disc_phantom:disc_frame_source",
-    frame_source_kwargs: Mapping[str, Any] | None = None,
     prefix: str = DEFAULT_PREFIX,
-    speedup: float = 1.0,
-    velocity_deg_s: float = 30.0,
-    acceleration_s: float = 0.5,
-    shutter_time_s: float = 0.5,
-    ring_current_mA: float = 130.0,
-    metadata: Mapping[str, Any] | None = None,
     timeout_s: float = 60.0,
+    **ioc_options: Any,
 ) -> Iterator[EpicsTomoBench]:
     """Run the beamline IOC on 127.0.0.1 and yield ophyd EPICS devices connected to it.
 
@@ -84,21 +77,16 @@ def epics_tomo_bench(
     ----------
     path : str or pathlib.Path
         Folder the IOC writes its Data Exchange files to.
-    frame_source : str
-        ``"package.module:callable"`` returning ``frame_source(angle_rad, kind)``.
-    frame_source_kwargs : mapping, optional
-        JSON-friendly keyword arguments of that callable.
     prefix : str
         PV prefix.
-    speedup : float
-        Simulated seconds per real second of the IOC's clock.
-    velocity_deg_s, acceleration_s, shutter_time_s, ring_current_mA : float
-        As in :func:`insitu.simulators.beamline.devices.sim_tomo_bench`.
-    metadata : mapping, optional
-        Data Exchange metadata overriding the simulated bench's defaults (given to the IOC,
-        which writes it, and to the camera device, which puts it in the start document).
     timeout_s : float
         Longest wait for the IOC to start and for its PVs to connect.
+    **ioc_options
+        The IOC's settings, as :func:`insitu.simulators.beamline.ioc_process.beamline_ioc_process`
+        takes them: ``frame_source`` (``"package.module:callable"``, the analytic disc by
+        default), ``frame_source_kwargs``, ``speedup``, ``velocity_deg_s``, ``acceleration_s``,
+        ``shutter_time_s``, ``ring_current_mA``, ``metadata`` (Data Exchange metadata, written
+        by the IOC and put in the start document by the camera device).
 
     Yields
     ------
@@ -111,19 +99,7 @@ def epics_tomo_bench(
         If the IOC exits or its PVs do not connect; the message carries the IOC's output.
     """
     deadline = time.monotonic() + timeout_s
-    with beamline_ioc_process(
-        path,
-        frame_source=frame_source,
-        frame_source_kwargs=frame_source_kwargs,
-        prefix=prefix,
-        speedup=speedup,
-        velocity_deg_s=velocity_deg_s,
-        acceleration_s=acceleration_s,
-        shutter_time_s=shutter_time_s,
-        ring_current_mA=ring_current_mA,
-        metadata=metadata,
-        timeout_s=timeout_s,
-    ) as ioc:
+    with beamline_ioc_process(path, prefix=prefix, timeout_s=timeout_s, **ioc_options) as ioc:
         # Channels are created only once the IOC serves, so libca's first search finds it at
         # once instead of backing off while the IOC starts.
         devices = epics_tomo_devices(prefix, metadata=ioc.metadata)

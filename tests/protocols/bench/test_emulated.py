@@ -9,8 +9,8 @@ import pytest
 
 from insitu.instruments.potentiostat import GalvanostaticHold
 from insitu.instruments.resources import open_potentiostat
+from insitu.protocols.bench import BenchSpec, open_bench
 from insitu.protocols.bench.emulated import start_emulator
-from insitu.protocols.bench.lab import open_bench
 from insitu.simulators.cell.history import cycle_to_charge
 from insitu.simulators.cell.model import CellGeometry, VirtualCell
 from insitu.simulators.cell.persistence import load_cell, save_cell
@@ -33,7 +33,7 @@ def test_restored_cell_resumes_where_it_was(restored, protocol) -> None:
     current = -0.04 * 10.0 * restored.geometry.area_m2
     expected_V = restored.voltage(current)  # noise-free, in the restored state
     real_start = time.monotonic()
-    with start_emulator("A-LPS", protocol=protocol, speedup=SPEEDUP, cell=restored) as sim:
+    with start_emulator("A-LPS", emulator=protocol, speedup=SPEEDUP, cell=restored) as sim:
         # The clock resumes at the cell's time: never behind it, nor hours ahead of it.
         now = sim.clock.now()
         assert sim.cell is restored
@@ -66,10 +66,10 @@ def test_cell_of_another_material_or_geometry_is_refused(restored) -> None:
 
 def test_open_bench_serves_the_cell_given(restored) -> None:
     saved_time = restored.time_s
-    with open_bench("sim:A-LPS", speedup=SPEEDUP, cell=restored) as bench:
+    with open_bench(BenchSpec("sim:A-LPS", speedup=SPEEDUP, cell=restored)) as bench:
         assert bench.cell is restored and bench.simulated
         assert bench.clock is not None and bench.clock.now() >= saved_time
         assert bench.potentiostat.connected
     with pytest.raises(ValueError, match="temperature_C"):
-        with open_bench("sim:A-LPS", cell=restored, temperature_C=60.0):
+        with open_bench(BenchSpec("sim:A-LPS", cell=restored, temperature_C=60.0)):
             pass
