@@ -25,6 +25,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from .errors import AnalysisInputError
+
 __all__ = [
     "FAILURE_COLUMNS",
     "ConflictingValuesError",
@@ -44,7 +46,7 @@ Conflict = Literal["error", "first", "mean"]
 _OBSERVATION_COLUMNS = ("material", "quantity", "value", "source")
 
 
-class ConflictingValuesError(ValueError):
+class ConflictingValuesError(AnalysisInputError):
     """Two sources give one material different values of the same quantity."""
 
 
@@ -211,7 +213,7 @@ def rank_correlation(
     both = table.dropna(subset=[x, y])
     if len(both) < 2:
         have = ", ".join(map(str, both["material"])) or "none"
-        raise ValueError(
+        raise AnalysisInputError(
             f"a rank correlation of {x} and {y} needs at least 2 materials with both numbers; "
             f"got {len(both)} ({have}): add sources for more materials"
         )
@@ -220,7 +222,7 @@ def rank_correlation(
     ry = both[y].astype(float).rank(method="average").to_numpy()
     if np.ptp(rx) == 0 or np.ptp(ry) == 0:
         constant = x if np.ptp(rx) == 0 else y
-        raise ValueError(
+        raise AnalysisInputError(
             f"{constant} is the same for every material ({', '.join(map(str, both['material']))})"
             ": its rank correlation is undefined"
         )
@@ -275,7 +277,7 @@ def failure_correlations(
         have = "; ".join(f"{c} for {known(c)}" for c in (x, *columns))
         # A constant column is a different problem from too few materials: say it too.
         constant = [r for r in reasons if "undefined" in r]
-        raise ValueError(
+        raise AnalysisInputError(
             f"no correlation can be computed: it needs at least 2 materials with {x} and a "
             f"charge-to-failure; known: {have}"
             + (f"; {'; '.join(constant)}" if constant else "; add sources for more materials")

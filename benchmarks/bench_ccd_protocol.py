@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from insitu.protocols.bench.emulated import open_instrument
+from insitu.protocols.bench import BenchSpec, open_bench
 from insitu.protocols.plans.electrochem import (
     cycling_sequence,
     lab_ccd_densities_mA_cm2,
@@ -39,7 +39,7 @@ def direct(material: str, interval_s: float) -> tuple[float, float]:
     return time.perf_counter() - t0, now
 
 
-def through_wire(material: str, protocol: str, interval_s: float, speedup: float) -> dict:
+def through_wire(material: str, emulator: str, interval_s: float, speedup: float) -> dict:
     """Stream the whole protocol through driver + emulator; return timings."""
     sequence = cycling_sequence(
         lab_ccd_densities_mA_cm2(),
@@ -52,10 +52,9 @@ def through_wire(material: str, protocol: str, interval_s: float, speedup: float
     t0 = time.perf_counter()
     points = 0
     last_time_s = 0.0
-    with open_instrument(
-        f"sim:{material}", speedup=speedup, sim_protocol=protocol, timeout_s=30
-    ) as (driver, _bench):
-        for chunk in driver.stream(sequence):
+    spec = BenchSpec(f"sim:{material}", emulator=emulator, speedup=speedup, timeout_s=30)
+    with open_bench(spec) as bench:
+        for chunk in bench.potentiostat.driver.stream(sequence):
             if len(chunk):
                 points += len(chunk)
                 last_time_s = float(chunk["time_s"].iloc[-1])
@@ -88,13 +87,13 @@ def main() -> None:
             "wall_s_per_simulated_h": wall / (simulated / 3600),
         },
     }
-    for protocol in ("keithley2450", "methodscript"):
-        run = through_wire(args.material, protocol, args.interval, args.speedup)
+    for emulator in ("keithley2450", "methodscript"):
+        run = through_wire(args.material, emulator, args.interval, args.speedup)
         run["ratio_to_direct"] = (
             run["wall_s_per_simulated_h"]
             / report["reference_direct_cell"]["wall_s_per_simulated_h"]
         )
-        report[protocol] = run
+        report[emulator] = run
     if args.json:
         print(json.dumps(report, indent=2))
         return
@@ -107,10 +106,10 @@ def main() -> None:
         f"  direct cell (reference): {ref['wall_s_per_simulated_h'] * 1e3:8.2f} ms per "
         f"simulated hour ({ref['simulated_h']:.2f} h simulated)"
     )
-    for protocol in ("keithley2450", "methodscript"):
-        run = report[protocol]
+    for emulator in ("keithley2450", "methodscript"):
+        run = report[emulator]
         print(
-            f"  {protocol:<13}: {run['wall_s_per_simulated_h'] * 1e3:8.2f} ms per simulated "
+            f"  {emulator:<13}: {run['wall_s_per_simulated_h'] * 1e3:8.2f} ms per simulated "
             f"hour ({run['simulated_h']:.2f} h, {run['points']} points, "
             f"{run['points_per_wall_s']:.0f} points/s), {run['ratio_to_direct']:.1f}× the "
             "reference"

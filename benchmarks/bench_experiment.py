@@ -31,40 +31,41 @@ from pathlib import Path
 import numpy as np
 from bluesky import RunEngine
 
-from insitu.protocols.bench.experiment import insitu_geometry
-from insitu.protocols.bench.lab import open_bench
+from insitu.protocols.bench import BenchSpec, insitu_geometry, open_bench
 from insitu.protocols.experiment_config import validate_config
 from insitu.protocols.plans.electrochem import galvanostatic_hold
 from insitu.protocols.plans.tomo import tomo_scan
 from insitu.protocols.storage.catalog import RunStore
 from insitu.protocols.workflows.experiment import run_experiment
-from insitu.simulators.beamline.devices import sim_tomo_bench
-from insitu.simulators.clock import SimClock
 from insitu.simulators.imaging.frame_source import pellet_frame_source
 
 
 def reference_scan(cfg, folder: Path, store: RunStore) -> float:
     """Wall seconds of a bare scan of the same size (frame source built beforehand)."""
     source = pellet_frame_source(cfg.material, 0.0, size="small", n_projections=cfg.n_projections)
-    bench = sim_tomo_bench(
-        source, clock=SimClock(speedup=cfg.devices.simulation.rest_speedup), path=folder
+    spec = BenchSpec(
+        tomography="sim",
+        frame_source=source,
+        scans=folder,
+        speedup=cfg.devices.simulation.rest_speedup,
     )
-    RE = RunEngine({})
-    store.subscribe(RE)
-    t0 = time.perf_counter()
-    RE(
-        tomo_scan(
-            bench.camera,
-            bench.stage,
-            bench.shutter,
-            n_projections=cfg.n_projections,
-            exposure_s=cfg.scan.exposure_s,
-            n_darks=cfg.scan.n_darks,
-            n_flats=cfg.scan.n_flats,
-            ring_current=bench.ring_current,
+    with open_bench(spec) as bench:
+        RE = RunEngine({})
+        store.subscribe(RE)
+        t0 = time.perf_counter()
+        RE(
+            tomo_scan(
+                bench.camera,
+                bench.stage,
+                bench.shutter,
+                n_projections=cfg.n_projections,
+                exposure_s=cfg.scan.exposure_s,
+                n_darks=cfg.scan.n_darks,
+                n_flats=cfg.scan.n_flats,
+                ring_current=bench.ring_current,
+            )
         )
-    )
-    wall = time.perf_counter() - t0
+        wall = time.perf_counter() - t0
     source.close()
     return wall
 
@@ -73,12 +74,13 @@ def reference_hold(cfg, store: RunStore) -> float:
     """Wall seconds of a bare 30 min hold at the first current density, same driver."""
     sim = cfg.devices.simulation
     j = cfg.schedule.current_densities_mA_cm2[0]
-    with open_bench(
+    spec = BenchSpec(
         f"sim:{cfg.material}",
+        emulator=sim.emulator,
         speedup=sim.speedup,
-        sim_protocol=sim.protocol,
         geometry=insitu_geometry(cfg),
-    ) as bench:
+    )
+    with open_bench(spec) as bench:
         RE = RunEngine({})
         store.subscribe(RE)
         t0 = time.perf_counter()

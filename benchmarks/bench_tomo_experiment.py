@@ -41,7 +41,7 @@ def write_volume(path: Path, shape: tuple[int, int, int], cracks: bool, seed: in
     nz, ny, nx = shape
     li = max(4, nz // 8)  # Li layer thickness, rows
     vol = zarr.open_array(str(path), mode="w", shape=shape, chunks=(16, 512, 512), dtype="uint8")
-    vol.attrs["voxel_size_um"] = 0.7
+    vol.attrs["voxel_um"] = 0.7
     yy, xx = np.mgrid[:ny, :nx]
     outside = (yy - (ny - 1) / 2) ** 2 + (xx - (nx - 1) / 2) ** 2 > (0.49 * max(ny, nx)) ** 2
     rng = np.random.default_rng(seed)

@@ -75,7 +75,7 @@ def main() -> None:
     phi = porosity(vol, thr)
     steps["porosity"] = time.perf_counter() - t
     t = time.perf_counter()
-    res = pore_analysis(vol, thr, voxel_size_um=VOXEL_UM, memory_budget_gib=args.budget_gib)
+    res = pore_analysis(vol, thr, voxel_um=VOXEL_UM, memory_budget_gib=args.budget_gib)
     steps["pore_analysis (distance + local thickness)"] = time.perf_counter() - t
 
     scale = np.prod(FULL) / n

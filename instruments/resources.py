@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+from .errors import InstrumentError
 from .potentiostat import Potentiostat
 
 __all__ = ["UnknownResourceError", "driver_kind", "open_potentiostat"]
@@ -23,7 +24,7 @@ _ASRL = re.compile(r"^ASRL(?P<port>.+?)(::INSTR)?$", re.IGNORECASE)
 _SERIAL = re.compile(r"^(/dev/|COM\d+$|socket://|rfc2217://|loop://)", re.IGNORECASE)
 
 
-class UnknownResourceError(ValueError):
+class UnknownResourceError(InstrumentError, ValueError):
     """A resource string that no driver understands."""
 
 

@@ -28,10 +28,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from insitu.simulators.cell.parameters import INSITU_DENSITIES_MA_CM2, INSITU_HALF_CYCLE_S
 from insitu.simulators.materials import MATERIALS
+
+from .errors import UserError
 
 __all__ = [
     "AdaptiveConfig",
@@ -54,7 +64,7 @@ __all__ = [
 PAPER_PELLET_AREA_CM2 = math.pi * 0.15**2
 
 
-class ExperimentError(ValueError):
+class ExperimentError(UserError, ValueError):
     """An experiment that cannot be run, resumed or found as asked; the message says why."""
 
 
@@ -185,7 +195,12 @@ class SimulationConfig(_Model):
     """The simulated bench (only used for devices named ``sim``)."""
 
     # The EmStat4 (MethodSCRIPT) measures EIS; the Keithley 2450 cannot (EIS is skipped).
-    protocol: Literal["keithley2450", "methodscript"] = "methodscript"
+    # "protocol" was this key's name before 0.2 (and in experiments journaled then).
+    emulator: Literal["keithley2450", "methodscript"] = Field(
+        "methodscript",
+        validation_alias=AliasChoices("emulator", "protocol"),
+        description="the instrument a simulated potentiostat emulates",
+    )
     speedup: float = Field(
         2e4, gt=0, description="simulated seconds per real second while current flows"
     )

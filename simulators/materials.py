@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import SimulatorInputError
+
 __all__ = ["MATERIALS", "MaterialPreset", "UnknownMaterialError", "get_material"]
 
 
-class UnknownMaterialError(ValueError):
+class UnknownMaterialError(SimulatorInputError):
     """A material name that is not one of the presets."""
 
 

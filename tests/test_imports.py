@@ -18,7 +18,9 @@ def _modules() -> list[str]:
     names = []
     for part in PARTS:
         package = importlib.import_module(f"insitu.{part}")
-        names += [m.name for m in pkgutil.walk_packages(package.__path__, f"insitu.{part}.")]
+        modules = pkgutil.walk_packages(package.__path__, f"insitu.{part}.")
+        # A __main__ module runs its program when imported (``python -m`` is its only use).
+        names += [m.name for m in modules if not m.name.endswith(".__main__")]
     return sorted(names)
 
 

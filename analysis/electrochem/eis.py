@@ -37,6 +37,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
+from ..errors import AnalysisInputError
+
 __all__ = [
     "CIRCUITS",
     "EIS_COLUMNS",
@@ -61,7 +63,7 @@ Cell = Literal["blocking", "li"]
 Method = Literal["fit", "spike_intercept", "hf_intercept"]
 
 
-class EISFitError(ValueError):
+class EISFitError(AnalysisInputError):
     """A spectrum that a method cannot analyse (too few points, no spike, a failed fit)."""
 
 
@@ -206,7 +208,7 @@ def _spectrum(data: pd.DataFrame, min_points: int = MIN_POINTS) -> tuple[np.ndar
         )
     missing = [c for c in EIS_COLUMNS if c not in data.columns]
     if missing:
-        raise ValueError(
+        raise AnalysisInputError(
             f"impedance table lacks column(s) {', '.join(missing)}; it has "
             f"{', '.join(map(str, data.columns))}. Rename the columns to frequency_Hz, "
             "z_real_ohm, z_imag_ohm (z_imag_ohm negative for capacitive)"
@@ -214,9 +216,11 @@ def _spectrum(data: pd.DataFrame, min_points: int = MIN_POINTS) -> tuple[np.ndar
     f = data["frequency_Hz"].to_numpy(float)
     z = data["z_real_ohm"].to_numpy(float) + 1j * data["z_imag_ohm"].to_numpy(float)
     if not np.all(np.isfinite(f)) or not np.all(np.isfinite(z)):
-        raise ValueError("impedance table has NaN or infinite values; drop those rows first")
+        raise AnalysisInputError(
+            "impedance table has NaN or infinite values; drop those rows first"
+        )
     if np.any(f <= 0):
-        raise ValueError(
+        raise AnalysisInputError(
             f"frequencies must be positive; found {int(np.sum(f <= 0))} non-positive value(s)"
         )
     if f.size < min_points:

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import AnalysisInputError, InputFileNotFoundError, MissingDependencyError
+
 __all__ = [
     "EIS_COLUMNS",
     "TIME_SERIES_COLUMNS",
@@ -202,7 +204,7 @@ def detect_kind(data: pd.DataFrame) -> str:
         return "eis"
     if "time_s" in data.columns and ({"voltage_V", "current_A"} & set(data.columns)):
         return "timeseries"
-    raise ValueError(
+    raise AnalysisInputError(
         "cannot tell what the file holds: neither impedance columns (frequency, Re(Z), Im(Z)) "
         f"nor a time series (time and voltage or current); found {', '.join(data.columns)}. "
         "Pass columns={raw_name: our_name} to map them"
@@ -212,7 +214,7 @@ def detect_kind(data: pd.DataFrame) -> str:
 def _finish(frame: pd.DataFrame, path: Path, fmt: str, kind: str | None) -> pd.DataFrame:
     detected = detect_kind(frame)
     if kind is not None and kind != detected:
-        raise ValueError(f"{path} holds {detected} data, not {kind}")
+        raise AnalysisInputError(f"{path} holds {detected} data, not {kind}")
     if detected == "eis":
         first = [*EIS_COLUMNS]
         frame = frame[first + [c for c in frame.columns if c not in first]]
@@ -263,7 +265,7 @@ def read_mpt(
     path = Path(path)
     lines = _read_text(path).splitlines()
     if not lines:
-        raise ValueError(f"{path} is empty")
+        raise AnalysisInputError(f"{path} is empty")
     n_header = 1
     for line in lines[:5]:
         match = _HEADER_RE.search(line)
@@ -271,7 +273,9 @@ def read_mpt(
             n_header = int(match.group(1))
             break
     if n_header < 1 or n_header > len(lines):
-        raise ValueError(f"{path}: 'Nb header lines : {n_header}' but the file has {len(lines)}")
+        raise AnalysisInputError(
+            f"{path}: 'Nb header lines : {n_header}' but the file has {len(lines)}"
+        )
     names = lines[n_header - 1].rstrip("\r\n").split("\t")
     body = [line for line in lines[n_header:] if line.strip()]
     # Tabs separate the fields, so a comma inside a field can only be a decimal comma.
@@ -420,7 +424,7 @@ def read_mpr(
     try:
         from galvani import BioLogic
     except ImportError as exc:
-        raise ImportError(
+        raise MissingDependencyError(
             "reading EC-Lab .mpr files needs the optional galvani package (GPL-3.0): "
             "pip install insitu[eclab] — or export the data from EC-Lab as .mpt text, which "
             "needs nothing extra"
@@ -516,13 +520,13 @@ def read_measurement(
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise InputFileNotFoundError(f"no such file: {path}")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         frame = standardise_columns(pd.read_parquet(path), columns)
         return _finish(frame, path, "parquet", kind)
     if suffix not in _READERS:
-        raise ValueError(
+        raise AnalysisInputError(
             f"cannot read {path.name}: unsupported suffix {suffix or '(none)'}; supported: "
             f"{', '.join([*_READERS, '.parquet'])}"
         )

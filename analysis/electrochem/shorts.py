@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..errors import AnalysisInputError
+
 __all__ = [
     "CHARGE_CONVENTIONS",
     "SHORT_KINDS",
@@ -408,7 +410,7 @@ def ccd_from_trace(
     CCDAnalysis
     """
     if not area_cm2 > 0:
-        raise ValueError(f"electrode area must be positive, got {area_cm2!r} cm²")
+        raise AnalysisInputError(f"electrode area must be positive, got {area_cm2!r} cm²")
     _require(data, ("time_s", "voltage_V", "current_A"))
     options = dict(
         drop_fraction=drop_fraction,
@@ -435,7 +437,7 @@ def ccd_from_trace(
 def _require(data: pd.DataFrame, columns: tuple[str, ...]) -> None:
     missing = [c for c in columns if c not in data.columns]
     if missing:
-        raise ValueError(
+        raise AnalysisInputError(
             f"table lacks column(s) {', '.join(missing)}; it has "
             f"{', '.join(map(str, data.columns))}. Rename the columns to time_s, voltage_V, "
             "current_A (SI units)"

@@ -3,120 +3,27 @@ pore sizes, cracks, porosity-factor maps, electrode thickness, interface intensi
 measurement of a whole experiment's scans.
 """
 
-from .cracks import (
-    crack_summary,
-    find_cracks,
-    label_pores,
-    match_cracks,
-    pore_component_table,
-)
-from .electrodes import (
-    LI_DENSITY_G_CM3,
-    LI_MOLAR_MASS_G_MOL,
-    STATUS_CUT,
-    STATUS_NO_COLLECTOR,
-    STATUS_OK,
-    charge_balance,
-    electrode_thickness,
-    thickness_locations,
-    thickness_to_charge_mC,
-    transparent_volume,
-)
-from .experiment import (
-    ExperimentResult,
-    Step,
-    TomoSettings,
-    analyze_experiment,
-)
-from .interface import (
-    InterfaceIntensity,
-    grey_range_from_percentiles,
-    interface_intensity_table,
-    interfacial_intensity_map,
-    interfacial_intensity_maps,
-    plot_interfacial_intensity_maps,
-    to_grey255,
-)
-from .maps import (
-    PorosityFactor,
-    plot_porosity_factor_maps,
-    plot_porosity_factor_stats,
-    porosity_factor,
-    section_stats,
-)
-from .pores import (
-    PoreAnalysis,
-    PoreSizeDistribution,
-    distance_map_sq,
-    local_thickness,
-    pore_analysis,
-    pore_size_distribution,
-    porosity,
-)
-from .segment import (
-    NBINS,
-    Interfaces,
-    StudyThreshold,
-    binarize,
-    electrolyte_rows,
-    estimate_pellet_radius,
-    find_interfaces,
-    grey_histogram,
-    pellet_mask,
-    row_profile,
-    threshold_isodata_ij,
-    threshold_otsu_ij,
-)
+# The room's public API is the union of its modules' ``__all__`` (as TomoPy's packages do):
+# a name added to a module's ``__all__`` is exported here too.
+from . import cracks, electrodes, experiment, interface, maps, pores, segment
+from .cracks import *
+from .electrodes import *
+from .experiment import *
+from .interface import *
+from .maps import *
+from .pores import *
+from .segment import *
 
-__all__ = [
-    "LI_DENSITY_G_CM3",
-    "LI_MOLAR_MASS_G_MOL",
-    "NBINS",
-    "STATUS_CUT",
-    "STATUS_NO_COLLECTOR",
-    "STATUS_OK",
-    "ExperimentResult",
-    "InterfaceIntensity",
-    "Interfaces",
-    "PoreAnalysis",
-    "PoreSizeDistribution",
-    "PorosityFactor",
-    "Step",
-    "StudyThreshold",
-    "TomoSettings",
-    "analyze_experiment",
-    "binarize",
-    "charge_balance",
-    "crack_summary",
-    "distance_map_sq",
-    "electrode_thickness",
-    "electrolyte_rows",
-    "estimate_pellet_radius",
-    "find_cracks",
-    "find_interfaces",
-    "grey_histogram",
-    "grey_range_from_percentiles",
-    "interface_intensity_table",
-    "interfacial_intensity_map",
-    "interfacial_intensity_maps",
-    "label_pores",
-    "local_thickness",
-    "match_cracks",
-    "pellet_mask",
-    "plot_interfacial_intensity_maps",
-    "plot_porosity_factor_maps",
-    "plot_porosity_factor_stats",
-    "pore_analysis",
-    "pore_component_table",
-    "pore_size_distribution",
-    "porosity",
-    "porosity_factor",
-    "row_profile",
-    "section_stats",
-    "thickness_locations",
-    "thickness_to_charge_mC",
-    "threshold_isodata_ij",
-    "threshold_otsu_ij",
-    "to_grey255",
-    "transparent_volume",
-]
+__all__ = list(
+    dict.fromkeys(
+        [
+            *cracks.__all__,
+            *electrodes.__all__,
+            *experiment.__all__,
+            *interface.__all__,
+            *maps.__all__,
+            *pores.__all__,
+            *segment.__all__,
+        ]
+    )
+)

@@ -28,7 +28,7 @@ non-zero alignment shift is applied in memory (the whole moving volume).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from ..errors import AnalysisInputError
 from ..tomo.prep.alignment import Shift, align_to, apply_shift
 from .cracks import crack_summary, find_cracks, match_cracks
 from .electrodes import charge_balance, electrode_thickness, transparent_volume
@@ -51,7 +52,13 @@ from .segment import (
     pellet_mask,
 )
 
-__all__ = ["ExperimentResult", "Step", "TomoSettings", "analyze_experiment"]
+__all__ = [
+    "ExperimentResult",
+    "Step",
+    "TomoSettings",
+    "analyze_experiment",
+    "voxel_um_from_attrs",
+]
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,7 @@ class TomoSettings:
 
     def __post_init__(self) -> None:
         if not self.voxel_um > 0:
-            raise ValueError(f"voxel_um must be positive (µm), got {self.voxel_um}")
+            raise AnalysisInputError(f"voxel_um must be positive (µm), got {self.voxel_um}")
         if self.method not in ("default", "otsu"):
             raise ValueError(f"method must be 'default' or 'otsu', got {self.method!r}")
 
@@ -284,6 +291,277 @@ def _pellet_disc(volume: Any, interfaces: Interfaces, margin_px: float) -> np.nd
     return pellet_mask(image.shape, radius_px=radius, margin_px=margin_px)
 
 
+def voxel_um_from_attrs(attrs: Mapping[str, Any]) -> float | None:
+    """The voxel edge (µm) recorded in a reconstructed volume's attributes.
+
+    Parameters
+    ----------
+    attrs : mapping
+        The volume's attributes, e.g. ``zarr.open_array(path).attrs``.
+
+    Returns
+    -------
+    float or None
+        ``voxel_um``, as :func:`~insitu.analysis.tomo.pipeline.reconstruct_scan` writes it;
+        volumes written before the rename say ``voxel_size_um``, which is read as well. None
+        when neither is recorded.
+    """
+    for key in ("voxel_um", "voxel_size_um"):
+        value = attrs.get(key)
+        if value is not None:
+            return float(value)
+    return None
+
+
+def _check_steps(steps: Sequence[Step]) -> None:
+    if not steps:
+        raise ValueError("give at least one step (the pristine scan first)")
+    shapes = {tuple(s.volume.shape) for s in steps}
+    if len(shapes) != 1:
+        raise AnalysisInputError(
+            f"all scans of an experiment must have one shape, got {sorted(shapes)}; "
+            "reconstruct them with the same --rows and detector size"
+        )
+
+
+def _aligned_volumes(
+    steps: Sequence[Step], align: bool, timed: _Timer
+) -> tuple[list[Any], list[Shift]]:
+    """Every scan aligned to the first (the first as it is), and the shift of each."""
+    reference = steps[0].volume
+    shifts: list[Shift] = []
+    volumes: list[Any] = []
+    for step in steps:
+        if align and step is not steps[0]:
+            with timed("align"):
+                shift = align_to(reference, step.volume)
+                volume = apply_shift(step.volume, shift) if any(shift.integer) else step.volume
+        else:
+            shift = Shift(0.0, 0.0, 0.0, 0.0)
+            volume = step.volume
+        shifts.append(shift)
+        volumes.append(volume)
+    return volumes, shifts
+
+
+@dataclass(frozen=True)
+class _Study:
+    """What every step is measured with: one pellet disc and one threshold for all scans,
+    and each scan's own interfaces and electrolyte rows."""
+
+    disc: np.ndarray
+    interfaces: list[Interfaces]
+    rows: list[tuple[int, int]]
+    threshold: StudyThreshold
+
+
+def _study(volumes: Sequence[Any], settings: TomoSettings, timed: _Timer) -> _Study:
+    """Locate the electrolyte in every scan, then choose the study threshold.
+
+    The pellet's disc is found on the first scan and used for all (the scans are aligned);
+    the threshold is computed once from the pooled electrolyte histograms of all scans, so
+    every step is binarised the same way.
+    """
+    reference = volumes[0]
+    with timed("interfaces"):
+        first_interfaces = find_interfaces(reference)
+        disc = _pellet_disc(reference, first_interfaces, settings.mask_margin_px)
+        interfaces = [find_interfaces(v, mask=disc) for v in volumes]
+        rows = [electrolyte_rows(i, margin_rows=settings.interface_margin_rows) for i in interfaces]
+    with timed("threshold"):
+        threshold = StudyThreshold.from_volumes(
+            volumes, method=settings.method, mask=disc, rows=rows
+        )
+    return _Study(disc=disc, interfaces=interfaces, rows=rows, threshold=threshold)
+
+
+class _Measurements:
+    """The per-step measurements of one experiment, gathered in protocol order.
+
+    Also carries what crack finding needs from earlier steps, kept compact: the first scan's
+    pore phase (cracks are what became transparent since) and the previous step's labels
+    (to match cracks against).
+    """
+
+    def __init__(self, settings: TomoSettings, study: _Study, timed: _Timer) -> None:
+        self.settings = settings
+        self.study = study
+        self.timed = timed
+        self.records: list[dict[str, Any]] = []
+        self.porosity_factors: dict[str, dict[float, PorosityFactor]] = {}
+        self.stats_tables: list[pd.DataFrame] = []
+        self.intensity_tables: list[pd.DataFrame] = []
+        self.crack_tables: dict[str, pd.DataFrame] = {}
+        self.crack_growth: dict[str, pd.DataFrame] = {}
+        self.crack_labels: dict[str, np.ndarray] = {}
+        self.thickness: dict[str, pd.DataFrame] = {}
+        self._reference_pores: _PackedBits | None = None
+        self._previous_labels: _SparseLabels | None = None
+
+    def add(
+        self, step: Step, volume: Any, inter: Interfaces, rows: tuple[int, int], shift: Shift
+    ) -> None:
+        """Measure one step (the steps in protocol order) and keep its results."""
+        # The previous step's dense labels go before this step's measurements start (they
+        # are kept sparse for the matching; only the last step's are returned).
+        self.crack_labels.clear()
+        disc, threshold = self.study.disc, self.study.threshold
+        z0, z1 = rows
+        # Before the step's pore phase is built, so the two never share the memory.
+        mean_pore_diameter = self._mean_pore_diameter(volume, rows)
+        with self.timed("binarize"):
+            pores = _pore_phase(volume, threshold.value, disc, z0, z1)
+        porosity = float(pores.sum() / (disc.sum() * (z1 - z0)))
+        cracks = self._cracks(step.name, pores, (inter.top - z0, inter.bottom - z0))
+        summary = crack_summary(cracks)
+        transparent, thick = self._electrodes(step.name, volume, inter)
+        record: dict[str, Any] = {
+            "step": step.name,
+            "charge_mC": step.charge_mC,
+            "current_density_mA_cm2": step.current_density_mA_cm2,
+            "half_cycle": step.half_cycle,
+            "porosity": porosity,
+            "mean_pore_diameter_um": mean_pore_diameter,
+            "crack_count": int(summary.get("count", 0)),
+            "crack_volume_um3": _crack_volume(cracks),
+            "crack_volume_top_um3": _crack_volume(cracks, "top"),
+            "crack_volume_bottom_um3": _crack_volume(cracks, "bottom"),
+            "transparent_volume_um3": float(transparent),
+            "top_thickness_um": float(thick["top_um"].mean()),
+            "bottom_thickness_um": float(thick["bottom_um"].mean()),
+            "interface_top_row": inter.top,
+            "interface_bottom_row": inter.bottom,
+            "electrolyte_z0": z0,
+            "electrolyte_z1": z1,
+            "shift_z": shift.dz,
+            "shift_y": shift.dy,
+            "shift_x": shift.dx,
+        }
+        record.update(self._porosity_factors(step.name, pores))
+        del pores  # before the interface maps and the next step's pore phase
+        record.update(self._interface_intensity(step.name, volume, inter))
+        self.records.append(record)
+
+    def _mean_pore_diameter(self, volume: Any, rows: tuple[int, int]) -> float | None:
+        """Mean local thickness of the pores (None unless ``settings.psd``)."""
+        with self.timed("pore_sizes"):  # recorded (as ~0 s) without psd too
+            if not self.settings.psd:
+                return None
+            analysis = pore_analysis(
+                volume,
+                self.study.threshold,
+                voxel_um=self.settings.voxel_um,
+                mask=self.study.disc,
+                rows=rows,
+                memory_budget_gib=_PSD_BUDGET_GIB,
+            )
+        return analysis.psd.mean_um
+
+    def _electrodes(self, name: str, volume: Any, inter: Interfaces) -> tuple[float, pd.DataFrame]:
+        """The X-ray-transparent volume and the electrodes' thickness at each location."""
+        vox, disc, value = self.settings.voxel_um, self.study.disc, self.study.threshold.value
+        with self.timed("transparent_volume"):
+            transparent = transparent_volume(
+                _Below(volume, value),
+                voxel_um=vox,
+                interfaces=(inter.top, inter.bottom),
+                mask=disc,
+            )
+        with self.timed("electrode_thickness"):
+            thick = electrode_thickness(
+                volume,
+                voxel_um=vox,
+                interfaces=(inter.top, inter.bottom),
+                # No threshold: the Li's outer surface is its edge to the bright current
+                # collector, found per location (Li against gas is invisible at 25 keV).
+                mask=disc,
+            )
+        self.thickness[name] = thick
+        return float(transparent), thick
+
+    def _cracks(self, name: str, pores: np.ndarray, interfaces: tuple[int, int]) -> pd.DataFrame:
+        """Cracks of one step (``interfaces`` in the pore phase's rows), matched to the last."""
+        if self._reference_pores is None:
+            # Kept for every later step: packed 8 voxels per byte.
+            self._reference_pores = _PackedBits(pores)
+        vox = self.settings.voxel_um
+        # Cracks are what became transparent since the first scan (the first scan, its own
+        # reference, has none): with a percolating pore phase, components alone cannot tell
+        # cracks from pores.
+        with self.timed("cracks"):
+            labels, cracks = find_cracks(
+                pores,
+                voxel_um=vox,
+                min_volume_um3=self.settings.min_crack_volume_um3,
+                interfaces=interfaces,
+                mask=self.study.disc,
+                reference=self._reference_pores,
+            )
+            if self._previous_labels is not None:
+                self.crack_growth[name] = match_cracks(self._previous_labels, labels, voxel_um=vox)
+        self.crack_tables[name] = cracks
+        self.crack_labels[name] = labels
+        self._previous_labels = _SparseLabels(labels)
+        return cracks
+
+    def _porosity_factors(self, name: str, pores: np.ndarray) -> dict[str, float | None]:
+        """Porosity factors on every cube size; returns the table's ``d_std_<size>um``."""
+        columns: dict[str, float | None] = {}
+        self.porosity_factors[name] = {}
+        for size in self.settings.block_um:
+            column = f"d_std_{size:g}um"
+            try:
+                with self.timed("porosity_factor"):
+                    pf = porosity_factor(
+                        pores, voxel_um=self.settings.voxel_um, block_um=size, mask=self.study.disc
+                    )
+            except ValueError:
+                columns[column] = None  # the electrolyte is thinner than a cube
+                continue
+            self.porosity_factors[name][size] = pf
+            st = section_stats(pf, "in-plane")
+            st.insert(0, "block_um", size)
+            st.insert(0, "step", name)
+            self.stats_tables.append(st)
+            d = pf.d[np.isfinite(pf.d)]
+            columns[column] = float(d.std()) if d.size else None
+        return columns
+
+    def _interface_intensity(self, name: str, volume: Any, inter: Interfaces) -> dict[str, float]:
+        """Intensity maps at both interfaces; returns the table's mean of each."""
+        with self.timed("interface_maps"):
+            maps = interfacial_intensity_maps(
+                volume,
+                (inter.top, inter.bottom),
+                voxel_um=self.settings.voxel_um,
+                grey_range=self.study.threshold.grey_range,
+            )
+        table = interface_intensity_table(maps)
+        table.insert(0, "step", name)
+        self.intensity_tables.append(table)
+        return {
+            "interface_top": float(maps[0].stats()["mean"]),
+            "interface_bottom": float(maps[1].stats()["mean"]),
+        }
+
+
+def _charge_per_electrode(
+    table: pd.DataFrame, steps: Sequence[Step], area_cm2: float | None
+) -> pd.DataFrame | None:
+    """The charge per electrode from the thickness changes (needs the area and two steps)."""
+    if area_cm2 is None or len(steps) < 2:
+        return None
+    return charge_balance(
+        table["top_thickness_um"].tolist(),
+        table["bottom_thickness_um"].tolist(),
+        area_cm2=area_cm2,
+        # Steps carry the cumulative charge; the balance compares per interval.
+        charge_passed_mC=np.diff(
+            [s.charge_mC if s.charge_mC is not None else np.nan for s in steps]
+        ),
+    )
+
+
 def analyze_experiment(steps: Sequence[Step], settings: TomoSettings) -> ExperimentResult:
     """Measure every step of an experiment with one threshold and one pellet disc.
 
@@ -305,189 +583,34 @@ def analyze_experiment(steps: Sequence[Step], settings: TomoSettings) -> Experim
         ``electrolyte_z1`` (the rows measured; cube edges of the porosity factor count from
         ``electrolyte_z0``).
     """
-    if not steps:
-        raise ValueError("give at least one step (the pristine scan first)")
-    shapes = {tuple(s.volume.shape) for s in steps}
-    if len(shapes) != 1:
-        raise ValueError(
-            f"all scans of an experiment must have one shape, got {sorted(shapes)}; "
-            "reconstruct them with the same --rows and detector size"
-        )
-    vox = settings.voxel_um
-    reference = steps[0].volume
+    _check_steps(steps)
     timings: dict[str, float] = {}
     timed = _Timer(timings)
-    shifts: list[Shift] = []
-    volumes: list[Any] = []
-    for step in steps:
-        if settings.align and step is not steps[0]:
-            with timed("align"):
-                shift = align_to(reference, step.volume)
-                volume = apply_shift(step.volume, shift) if any(shift.integer) else step.volume
-        else:
-            shift = Shift(0.0, 0.0, 0.0, 0.0)
-            volume = step.volume
-        shifts.append(shift)
-        volumes.append(volume)
-
-    with timed("interfaces"):
-        first_interfaces = find_interfaces(reference)
-        disc = _pellet_disc(reference, first_interfaces, settings.mask_margin_px)
-        interfaces = [find_interfaces(v, mask=disc) for v in volumes]
-        rows = [electrolyte_rows(i, margin_rows=settings.interface_margin_rows) for i in interfaces]
-    with timed("threshold"):
-        threshold = StudyThreshold.from_volumes(
-            volumes, method=settings.method, mask=disc, rows=rows
-        )
-
-    records: list[dict[str, Any]] = []
-    factors: dict[str, dict[float, PorosityFactor]] = {}
-    stats_tables, intensity_tables = [], []
-    crack_tables: dict[str, pd.DataFrame] = {}
-    crack_growth: dict[str, pd.DataFrame] = {}
-    crack_labels: dict[str, np.ndarray] = {}
-    thickness: dict[str, pd.DataFrame] = {}
-    reference_pores: np.ndarray | None = None
-    previous_labels: _SparseLabels | None = None
-    for step, volume, inter, (z0, z1), shift in zip(
-        steps, volumes, interfaces, rows, shifts, strict=True
+    volumes, shifts = _aligned_volumes(steps, settings.align, timed)
+    study = _study(volumes, settings, timed)
+    measured = _Measurements(settings, study, timed)
+    for step, volume, inter, rows, shift in zip(
+        steps, volumes, study.interfaces, study.rows, shifts, strict=True
     ):
-        # The previous step's dense labels go before this step's measurements start (they
-        # are kept sparse for the matching; only the last step's are returned).
-        crack_labels.clear()
-        labels = None
-        local_inter = (inter.top - z0, inter.bottom - z0)
-        with timed("pore_sizes"):
-            # Before the step's pore phase is built, so the two never share the memory.
-            analysis = (
-                pore_analysis(
-                    volume,
-                    threshold,
-                    voxel_size_um=vox,
-                    mask=disc,
-                    rows=(z0, z1),
-                    memory_budget_gib=_PSD_BUDGET_GIB,
-                )
-                if settings.psd
-                else None
-            )
-        with timed("binarize"):
-            pores = _pore_phase(volume, threshold.value, disc, z0, z1)
-        porosity = float(pores.sum() / (disc.sum() * (z1 - z0)))
-        if reference_pores is None:
-            # Kept for every later step: packed 8 voxels per byte.
-            reference_pores = _PackedBits(pores)
-        # Cracks are what became transparent since the first scan (the first scan, its own
-        # reference, has none): with a percolating pore phase, components alone cannot tell
-        # cracks from pores.
-        with timed("cracks"):
-            labels, cracks = find_cracks(
-                pores,
-                voxel_um=vox,
-                min_volume_um3=settings.min_crack_volume_um3,
-                interfaces=local_inter,
-                mask=disc,
-                reference=reference_pores,
-            )
-            if previous_labels is not None:
-                crack_growth[step.name] = match_cracks(previous_labels, labels, voxel_um=vox)
-        summary = crack_summary(cracks)
-        crack_tables[step.name] = cracks
-        crack_labels[step.name] = labels
-        previous_labels = _SparseLabels(labels)
-        with timed("transparent_volume"):
-            transparent = transparent_volume(
-                _Below(volume, threshold.value),
-                voxel_um=vox,
-                interfaces=(inter.top, inter.bottom),
-                mask=disc,
-            )
-        with timed("electrode_thickness"):
-            thick = electrode_thickness(
-                volume,
-                voxel_um=vox,
-                interfaces=(inter.top, inter.bottom),
-                # No threshold: the Li's outer surface is its edge to the bright current
-                # collector, found per location (Li against gas is invisible at 25 keV).
-                mask=disc,
-            )
-        thickness[step.name] = thick
-        factors[step.name] = {}
-        record: dict[str, Any] = {
-            "step": step.name,
-            "charge_mC": step.charge_mC,
-            "current_density_mA_cm2": step.current_density_mA_cm2,
-            "half_cycle": step.half_cycle,
-            "porosity": porosity,
-            "mean_pore_diameter_um": analysis.psd.mean_um if analysis is not None else None,
-            "crack_count": int(summary.get("count", 0)),
-            "crack_volume_um3": _crack_volume(cracks),
-            "crack_volume_top_um3": _crack_volume(cracks, "top"),
-            "crack_volume_bottom_um3": _crack_volume(cracks, "bottom"),
-            "transparent_volume_um3": float(transparent),
-            "top_thickness_um": float(thick["top_um"].mean()),
-            "bottom_thickness_um": float(thick["bottom_um"].mean()),
-            "interface_top_row": inter.top,
-            "interface_bottom_row": inter.bottom,
-            "electrolyte_z0": z0,
-            "electrolyte_z1": z1,
-            "shift_z": shift.dz,
-            "shift_y": shift.dy,
-            "shift_x": shift.dx,
-        }
-        for size in settings.block_um:
-            try:
-                with timed("porosity_factor"):
-                    pf = porosity_factor(pores, voxel_um=vox, block_um=size, mask=disc)
-            except ValueError:
-                record[f"d_std_{size:g}um"] = None  # the electrolyte is thinner than a cube
-                continue
-            factors[step.name][size] = pf
-            st = section_stats(pf, "in-plane")
-            st.insert(0, "block_um", size)
-            st.insert(0, "step", step.name)
-            stats_tables.append(st)
-            d = pf.d[np.isfinite(pf.d)]
-            record[f"d_std_{size:g}um"] = float(d.std()) if d.size else None
-        del pores  # before the next step builds its own
-        with timed("interface_maps"):
-            maps = interfacial_intensity_maps(
-                volume, (inter.top, inter.bottom), voxel_um=vox, grey_range=threshold.grey_range
-            )
-        table = interface_intensity_table(maps)
-        table.insert(0, "step", step.name)
-        intensity_tables.append(table)
-        record["interface_top"] = float(maps[0].stats()["mean"])
-        record["interface_bottom"] = float(maps[1].stats()["mean"])
-        records.append(record)
-
-    table = pd.DataFrame.from_records(records)
-    charge = None
-    if settings.area_cm2 is not None and len(steps) > 1:
-        charge = charge_balance(
-            table["top_thickness_um"].tolist(),
-            table["bottom_thickness_um"].tolist(),
-            area_cm2=settings.area_cm2,
-            # Steps carry the cumulative charge; the balance compares per interval.
-            charge_passed_mC=np.diff(
-                [s.charge_mC if s.charge_mC is not None else np.nan for s in steps]
-            ),
-        )
+        measured.add(step, volume, inter, rows, shift)
+    table = pd.DataFrame.from_records(measured.records)
     return ExperimentResult(
         table=table,
-        threshold=threshold,
+        threshold=study.threshold,
         settings=settings,
-        interfaces=interfaces,
+        interfaces=study.interfaces,
         shifts=shifts,
-        porosity_factors=factors,
-        section_stats=pd.concat(stats_tables, ignore_index=True)
-        if stats_tables
-        else pd.DataFrame(),
-        interface_intensity=pd.concat(intensity_tables, ignore_index=True),
-        crack_tables=crack_tables,
-        crack_growth=crack_growth,
-        crack_labels=crack_labels,
-        thickness=thickness,
-        charge=charge,
+        porosity_factors=measured.porosity_factors,
+        section_stats=(
+            pd.concat(measured.stats_tables, ignore_index=True)
+            if measured.stats_tables
+            else pd.DataFrame()
+        ),
+        interface_intensity=pd.concat(measured.intensity_tables, ignore_index=True),
+        crack_tables=measured.crack_tables,
+        crack_growth=measured.crack_growth,
+        crack_labels=measured.crack_labels,
+        thickness=measured.thickness,
+        charge=_charge_per_electrode(table, steps, settings.area_cm2),
         timings=timings,
     )

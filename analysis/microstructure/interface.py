@@ -259,6 +259,152 @@ def _span(centre: float, width: int, n: int) -> tuple[int, int, bool]:
     return max(0, a), min(n, b), clipped
 
 
+@dataclass(frozen=True)
+class _Sums:
+    """Grey values (0–255) summed along the depth per map pixel, and where they came from."""
+
+    total: np.ndarray
+    counted: np.ndarray
+    row_range: tuple[int, int]
+    col_range: tuple[int, int]
+    depth_range: tuple[int, int]
+    row_axis: str
+    col_axis: str
+    depth_axis: str
+    window_clipped: bool
+
+
+def _check_map_args(
+    shape: tuple[int, ...],
+    interface_z: float,
+    voxel_um: float,
+    window_um: float,
+    depth_um: float,
+    view: str,
+    depth_axis: str,
+) -> float:
+    """Refuse bad arguments of :func:`interfacial_intensity_map`; the interface's z."""
+    if len(shape) != 3:
+        raise ValueError(f"grey must be a 3-D (z, y, x) volume, got shape {shape}")
+    if not (np.isfinite(voxel_um) and voxel_um > 0):
+        raise ValueError(f"voxel_um must be a positive voxel edge in µm, got {voxel_um!r}")
+    for label, value in (("window_um", window_um), ("depth_um", depth_um)):
+        if not (np.isfinite(value) and value >= voxel_um):
+            raise ValueError(f"{label} must be at least one voxel ({voxel_um} µm), got {value!r}")
+    if view not in ("section", "plan"):
+        raise ValueError(f"view must be 'section' or 'plan', got {view!r}")
+    if depth_axis not in ("y", "x"):
+        raise ValueError(f"depth_axis must be 'y' or 'x' (an in-plane axis), got {depth_axis!r}")
+    z_if = float(interface_z)
+    nz = int(shape[0])
+    if not 0 <= z_if <= nz:
+        raise ValueError(f"interface_z={interface_z!r} is outside the volume's rows 0..{nz}")
+    return z_if
+
+
+def _check_mask(mask: np.ndarray | None, ny: int, nx: int) -> np.ndarray | None:
+    """The sample's cross-section as booleans, refused unless it is ``(ny, nx)``."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (ny, nx):
+        raise ValueError(f"mask must be the (ny, nx) = {(ny, nx)} cross-section, got {mask.shape}")
+    return mask
+
+
+def _section_sums(
+    grey: Any,
+    z_if: float,
+    centre_px: tuple[float, float],
+    window: int,
+    depth: int,
+    depth_axis: str,
+    grey_range: tuple[float, float] | None,
+    mask: np.ndarray | None,
+    chunk_rows: int,
+) -> _Sums:
+    """Side view: rows z centred on the interface × the lateral axis, summed along the depth."""
+    nz, ny, nx = (int(s) for s in grey.shape)
+    cy_px, cx_px = centre_px
+    y_span, x_span = _span(cy_px, window, ny), _span(cx_px, window, nx)
+    z_span = _span(z_if, window, nz)
+    if depth_axis == "y":
+        d_span, c_span = _span(cy_px, depth, ny), x_span
+    else:
+        d_span, c_span = _span(cx_px, depth, nx), y_span
+    rows_range = z_span[:2]
+    ys = slice(*d_span[:2]) if depth_axis == "y" else slice(*y_span[:2])
+    xs = slice(*x_span[:2]) if depth_axis == "y" else slice(*d_span[:2])
+    m = mask[ys, xs] if mask is not None else None
+    d_ax = 1 if depth_axis == "y" else 2  # axis of the depth in a (z, y, x) chunk
+    sums, counts = [], []
+    for a in range(rows_range[0], rows_range[1], chunk_rows):
+        b = min(rows_range[1], a + chunk_rows)
+        g = to_grey255(np.asarray(grey[a:b, ys, xs]), grey_range=grey_range)
+        if m is not None:
+            g = g * m  # voxels outside the sample add nothing ...
+            n = np.broadcast_to(m.sum(axis=d_ax - 1), (b - a, g.shape[3 - d_ax]))
+        else:
+            n = np.full((b - a, g.shape[3 - d_ax]), g.shape[d_ax])
+        sums.append(g.sum(axis=d_ax))
+        counts.append(n)  # ... and are not counted in N
+    return _Sums(
+        total=np.concatenate(sums),
+        counted=np.concatenate(counts).astype(np.int64),
+        row_range=rows_range,
+        col_range=c_span[:2],
+        depth_range=d_span[:2],
+        row_axis="z",
+        col_axis="x" if depth_axis == "y" else "y",
+        depth_axis=depth_axis,
+        window_clipped=z_span[2] or c_span[2],
+    )
+
+
+def _plan_sums(
+    grey: Any,
+    z_if: float,
+    centre_px: tuple[float, float],
+    window: int,
+    depth: int,
+    electrolyte_side: str,
+    grey_range: tuple[float, float] | None,
+    mask: np.ndarray | None,
+    chunk_rows: int,
+) -> _Sums:
+    """Plan view: the window in the interface plane, summed along z into the electrolyte."""
+    nz, ny, nx = (int(s) for s in grey.shape)
+    y_span, x_span = _span(centre_px[0], window, ny), _span(centre_px[1], window, nx)
+    # From the interface into the electrolyte, as deep as the volume allows.
+    if electrolyte_side == "below":
+        z0 = math.ceil(z_if - 0.5)
+        d_span = (z0, min(nz, z0 + depth), z0 + depth > nz)
+    else:
+        z1 = math.ceil(z_if - 0.5)
+        d_span = (max(0, z1 - depth), z1, z1 - depth < 0)
+    depth_range = d_span[:2]
+    ys, xs = slice(*y_span[:2]), slice(*x_span[:2])
+    m = mask[ys, xs] if mask is not None else None
+    total = np.zeros((ys.stop - ys.start, xs.stop - xs.start))
+    for a in range(depth_range[0], depth_range[1], chunk_rows):
+        b = min(depth_range[1], a + chunk_rows)
+        total += to_grey255(np.asarray(grey[a:b, ys, xs]), grey_range=grey_range).sum(axis=0)
+    counted = np.full(total.shape, depth_range[1] - depth_range[0], dtype=np.int64)
+    if m is not None:
+        total, counted = total * m, counted * m
+    return _Sums(
+        total=total,
+        counted=counted,
+        row_range=y_span[:2],
+        col_range=x_span[:2],
+        depth_range=depth_range,
+        row_axis="y",
+        col_axis="x",
+        depth_axis="z",
+        window_clipped=y_span[2] or x_span[2],
+    )
+
+
 def interfacial_intensity_map(
     grey: Any,
     interface_z: float,
@@ -316,107 +462,49 @@ def interfacial_intensity_map(
     InterfaceIntensity
     """
     shape = tuple(getattr(grey, "shape", ()))
-    if len(shape) != 3:
-        raise ValueError(f"grey must be a 3-D (z, y, x) volume, got shape {shape}")
+    z_if = _check_map_args(shape, interface_z, voxel_um, window_um, depth_um, view, depth_axis)
     nz, ny, nx = (int(s) for s in shape)
-    if not (np.isfinite(voxel_um) and voxel_um > 0):
-        raise ValueError(f"voxel_um must be a positive voxel edge in µm, got {voxel_um!r}")
-    for label, value in (("window_um", window_um), ("depth_um", depth_um)):
-        if not (np.isfinite(value) and value >= voxel_um):
-            raise ValueError(f"{label} must be at least one voxel ({voxel_um} µm), got {value!r}")
-    if view not in ("section", "plan"):
-        raise ValueError(f"view must be 'section' or 'plan', got {view!r}")
-    if depth_axis not in ("y", "x"):
-        raise ValueError(f"depth_axis must be 'y' or 'x' (an in-plane axis), got {depth_axis!r}")
-    z_if = float(interface_z)
-    if not 0 <= z_if <= nz:
-        raise ValueError(f"interface_z={interface_z!r} is outside the volume's rows 0..{nz}")
     if electrolyte_side is None:
         electrolyte_side = "below" if z_if < nz / 2 else "above"
     if electrolyte_side not in ("below", "above"):
         raise ValueError(f"electrolyte_side must be 'below' or 'above', got {electrolyte_side!r}")
     if grey_range is None and np.dtype(getattr(grey, "dtype", np.float64)) != np.uint8:
         to_grey255(np.zeros(1, dtype=getattr(grey, "dtype", np.float64)))  # raises the fix
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != (ny, nx):
-            raise ValueError(
-                f"mask must be the (ny, nx) = {(ny, nx)} cross-section, got {mask.shape}"
-            )
+    mask = _check_mask(mask, ny, nx)
     if name is None:
         name = "top Li|SE" if electrolyte_side == "below" else "bottom SE|Li"
     cy, cx = center_um if center_um is not None else (ny * voxel_um / 2, nx * voxel_um / 2)
+    centre_px = (cy / voxel_um, cx / voxel_um)
     w = max(1, round(window_um / voxel_um))
     nd = max(1, round(depth_um / voxel_um))
-    y_span = _span(cy / voxel_um, w, ny)
-    x_span = _span(cx / voxel_um, w, nx)
-
     if view == "section":
-        z_span = _span(z_if, w, nz)
-        if depth_axis == "y":
-            d_span, c_span = _span(cy / voxel_um, nd, ny), x_span
-        else:
-            d_span, c_span = _span(cx / voxel_um, nd, nx), y_span
-        window_clipped = z_span[2] or c_span[2]
-        rows_range, cols_range, depth_range = z_span[:2], c_span[:2], d_span[:2]
-        ys = slice(*d_span[:2]) if depth_axis == "y" else slice(*y_span[:2])
-        xs = slice(*x_span[:2]) if depth_axis == "y" else slice(*d_span[:2])
-        m = mask[ys, xs] if mask is not None else None
-        d_ax = 1 if depth_axis == "y" else 2  # axis of the depth in a (z, y, x) chunk
-        sums, counts = [], []
-        for a in range(rows_range[0], rows_range[1], int(chunk_rows)):
-            b = min(rows_range[1], a + int(chunk_rows))
-            g = to_grey255(np.asarray(grey[a:b, ys, xs]), grey_range=grey_range)
-            if m is not None:
-                g = g * m  # voxels outside the sample add nothing ...
-                n = np.broadcast_to(m.sum(axis=d_ax - 1), (b - a, g.shape[3 - d_ax]))
-            else:
-                n = np.full((b - a, g.shape[3 - d_ax]), g.shape[d_ax])
-            sums.append(g.sum(axis=d_ax))
-            counts.append(n)  # ... and are not counted in N
-        total, counted = np.concatenate(sums), np.concatenate(counts).astype(np.int64)
-        row_axis, col_axis = "z", ("x" if depth_axis == "y" else "y")
+        sums = _section_sums(
+            grey, z_if, centre_px, w, nd, depth_axis, grey_range, mask, int(chunk_rows)
+        )
     else:
-        # Plan view: from the interface into the electrolyte, as deep as the volume allows.
-        if electrolyte_side == "below":
-            z0 = math.ceil(z_if - 0.5)
-            d_span = (z0, min(nz, z0 + nd), z0 + nd > nz)
-        else:
-            z1 = math.ceil(z_if - 0.5)
-            d_span = (max(0, z1 - nd), z1, z1 - nd < 0)
-        window_clipped = y_span[2] or x_span[2]
-        rows_range, cols_range, depth_range = y_span[:2], x_span[:2], d_span[:2]
-        ys, xs = slice(*y_span[:2]), slice(*x_span[:2])
-        m = mask[ys, xs] if mask is not None else None
-        total = np.zeros((ys.stop - ys.start, xs.stop - xs.start))
-        for a in range(depth_range[0], depth_range[1], int(chunk_rows)):
-            b = min(depth_range[1], a + int(chunk_rows))
-            total += to_grey255(np.asarray(grey[a:b, ys, xs]), grey_range=grey_range).sum(axis=0)
-        n_rows = depth_range[1] - depth_range[0]
-        counted = np.full(total.shape, n_rows, dtype=np.int64)
-        if m is not None:
-            total, counted = total * m, counted * m
-        row_axis, col_axis, depth_axis = "y", "x", "z"  # type: ignore[assignment]
+        sums = _plan_sums(
+            grey, z_if, centre_px, w, nd, electrolyte_side, grey_range, mask, int(chunk_rows)
+        )
 
-    image = np.full(total.shape, np.nan)
+    image = np.full(sums.total.shape, np.nan)
     # Normalised by depth (N voxels summed at the pixel) and by 255, the 8-bit maximum.
-    np.divide(total, counted * 255.0, out=image, where=counted > 0)
+    np.divide(sums.total, sums.counted * 255.0, out=image, where=sums.counted > 0)
     return InterfaceIntensity(
         name=name,
         image=image,
         view=view,
         interface_z=z_if,
         electrolyte_side=electrolyte_side,
-        row_axis=row_axis,
-        col_axis=col_axis,
-        depth_axis=depth_axis,
-        row_range=(int(rows_range[0]), int(rows_range[1])),
-        col_range=(int(cols_range[0]), int(cols_range[1])),
-        depth_range=(int(depth_range[0]), int(depth_range[1])),
+        row_axis=sums.row_axis,
+        col_axis=sums.col_axis,
+        depth_axis=sums.depth_axis,
+        row_range=(int(sums.row_range[0]), int(sums.row_range[1])),
+        col_range=(int(sums.col_range[0]), int(sums.col_range[1])),
+        depth_range=(int(sums.depth_range[0]), int(sums.depth_range[1])),
         voxel_um=float(voxel_um),
-        counted=counted,
+        counted=sums.counted,
         depth_requested_um=float(depth_um),
-        window_clipped=bool(window_clipped),
+        window_clipped=bool(sums.window_clipped),
     )
 
 

@@ -266,6 +266,175 @@ def _column_sum(slab: np.ndarray) -> np.ndarray:
     return out
 
 
+def _check_porosity_factor_args(
+    shape: tuple[int, ...],
+    voxel_um: float,
+    block_um: float,
+    remainder: str,
+    align: str,
+    min_coverage: float,
+    chunk_rows: int,
+) -> int:
+    """Refuse bad arguments of :func:`porosity_factor`; the cube edge in voxels."""
+    if len(shape) != 3:
+        raise ValueError(
+            f"binary_pore must be a 3-D (z, y, x) volume, got shape {shape}; "
+            "pass the binarised volume (pores non-zero)"
+        )
+    if not (np.isfinite(voxel_um) and voxel_um > 0):
+        raise ValueError(f"voxel_um must be a positive voxel edge in µm, got {voxel_um!r}")
+    if not (np.isfinite(block_um) and block_um > 0):
+        raise ValueError(f"block_um must be a positive cube edge in µm, got {block_um!r}")
+    n = round(block_um / voxel_um)
+    if n < 1:
+        raise ValueError(
+            f"block_um={block_um} is less than one voxel ({voxel_um} µm); "
+            "use a cube of at least one voxel"
+        )
+    if remainder not in ("drop", "partial"):
+        raise ValueError(f"remainder must be 'drop' or 'partial', got {remainder!r}")
+    if align not in ("start", "center"):
+        raise ValueError(f"align must be 'start' or 'center', got {align!r}")
+    if not 0 < min_coverage <= 1:
+        raise ValueError(f"min_coverage must be in (0, 1], got {min_coverage!r}")
+    if int(chunk_rows) < 1:
+        raise ValueError(f"chunk_rows must be a positive number of rows, got {chunk_rows!r}")
+    return int(n)
+
+
+def _split_mask(mask: Any | None, shape: tuple[int, int, int]) -> tuple[np.ndarray | None, Any]:
+    """``(mask2d, mask3d)``: a cross-section applied to every row, or a per-voxel mask."""
+    if mask is None:
+        return None, None
+    nz, ny, nx = shape
+    mshape = tuple(getattr(mask, "shape", np.shape(mask)))
+    if mshape == (ny, nx):
+        return np.asarray(mask, dtype=bool), None
+    if mshape == (nz, ny, nx):
+        return None, mask
+    raise ValueError(
+        f"mask must have shape (ny, nx) = {(ny, nx)} or the volume's {(nz, ny, nx)}, got {mshape}"
+    )
+
+
+def _pore_slab(slab: np.ndarray) -> np.ndarray:
+    """Pores of a slab as booleans, or as float64 pore fractions for a float volume."""
+    if slab.dtype.kind == "f":
+        return slab.astype(np.float64, copy=False)  # pore fractions
+    if slab.dtype == np.uint8 and slab.max(initial=0) <= 1:
+        return slab.view(bool)  # 0/1 bytes are valid booleans: no copy
+    if slab.dtype != bool:
+        return slab != 0
+    return slab
+
+
+def _column_counts(
+    binary_pore: Any,
+    rows: tuple[int, int],
+    mask2d: np.ndarray | None,
+    mask3d: Any,
+    chunk_rows: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pores and region voxels of each (y, x) column over rows ``[a, b)``, read in chunks."""
+    a, b = rows
+    ny, nx = (int(s) for s in binary_pore.shape[1:])
+    col_pores = np.zeros((ny, nx))  # float64: exact for counts below 2**53
+    col_count = np.zeros((ny, nx), dtype=np.int64) if mask3d is not None else None
+    for c0 in range(a, b, chunk_rows):
+        c1 = min(b, c0 + chunk_rows)
+        slab = _pore_slab(np.asarray(binary_pore[c0:c1]))
+        if mask3d is not None:
+            m = np.asarray(mask3d[c0:c1], dtype=bool)
+            slab = slab * m if slab.dtype.kind == "f" else slab & m
+            col_count += _column_sum(m)  # type: ignore[operator]
+        col_pores += _column_sum(slab)
+    if mask2d is not None:
+        # The 2-D mask is the same on every row: apply it once to the column sums.
+        col_pores *= mask2d
+        col_count = mask2d.astype(np.int64) * (b - a)
+    elif col_count is None:
+        col_count = np.full((ny, nx), b - a, dtype=np.int64)
+    return col_pores, col_count
+
+
+@dataclass(frozen=True)
+class _Counts:
+    """Pores and region voxels per cube, and of the whole region (grid leftovers included)."""
+
+    pores: np.ndarray
+    voxels: np.ndarray
+    region_pores: float
+    region_voxels: int
+
+
+def _cube_counts(
+    binary_pore: Any,
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray],
+    dropped_z: Sequence[tuple[str, int, int]],
+    mask2d: np.ndarray | None,
+    mask3d: Any,
+    chunk_rows: int,
+) -> _Counts:
+    """Count pores and region voxels per cube, one layer of cubes (or leftover) at a time."""
+    ze, ye, xe = edges
+    shape = (ze.size - 1, ye.size - 1, xe.size - 1)
+    pores = np.zeros(shape)
+    voxels = np.zeros(shape, dtype=np.int64)
+
+    def block_sums(plane: np.ndarray) -> np.ndarray:
+        # Sum a (ny, nx) plane of per-column counts into the cube columns; reduceat handles
+        # a thinner last cube, and slicing to the last edge leaves dropped columns out.
+        p = plane[ye[0] : ye[-1], xe[0] : xe[-1]]
+        p = np.add.reduceat(p, ye[:-1] - ye[0], axis=0)
+        return np.add.reduceat(p, xe[:-1] - xe[0], axis=1)
+
+    # Segments of rows: each cube layer, plus leftovers that only feed Φ₀.
+    segments: list[tuple[int, int, int | None]] = [
+        (int(a), int(b), i) for i, (a, b) in enumerate(itertools.pairwise(ze))
+    ]
+    segments += [(a, b, None) for _, a, b in dropped_z]
+    region_pores, region_voxels = 0.0, 0
+    for a, b, layer in segments:
+        col_pores, col_count = _column_counts(binary_pore, (a, b), mask2d, mask3d, chunk_rows)
+        region_pores += float(col_pores.sum())
+        region_voxels += int(col_count.sum())
+        if layer is not None:
+            pores[layer] = block_sums(col_pores)
+            voxels[layer] = block_sums(col_count)
+    return _Counts(pores, voxels, region_pores, region_voxels)
+
+
+def _mean_porosity(counts: _Counts, phi0: float | None) -> float:
+    """Φ₀: the given one, or pores / voxels of the whole region; refused unless positive."""
+    if counts.region_voxels == 0:
+        raise ValueError("the region (rows × mask) holds no voxel; check rows and mask")
+    if phi0 is None:
+        phi0 = counts.region_pores / counts.region_voxels
+    if not (np.isfinite(phi0) and phi0 > 0):
+        raise ValueError(
+            f"the mean porosity Φ₀ is {phi0!r}: d = Φ/Φ₀ − 1 needs Φ₀ > 0; check that pores "
+            "are non-zero in binary_pore, or pass phi0="
+        )
+    return float(phi0)
+
+
+def _dropped_table(dropped: Sequence[tuple[str, int, int]], voxel_um: float) -> pd.DataFrame:
+    """The slabs the grid leaves out, one row each (:attr:`PorosityFactor.dropped`)."""
+    return pd.DataFrame(
+        [
+            {
+                "axis": ax,
+                "start": a,
+                "stop": b,
+                "n_voxels": b - a,
+                "thickness_um": (b - a) * voxel_um,
+            }
+            for ax, a, b in dropped
+        ],
+        columns=["axis", "start", "stop", "n_voxels", "thickness_um"],
+    )
+
+
 def porosity_factor(
     binary_pore: Any,
     *,
@@ -337,141 +506,40 @@ def porosity_factor(
     >>> pf.section_stats("through-plane", axis="y")  # doctest: +SKIP
     """
     shape = tuple(getattr(binary_pore, "shape", ()))
-    if len(shape) != 3:
-        raise ValueError(
-            f"binary_pore must be a 3-D (z, y, x) volume, got shape {shape}; "
-            "pass the binarised volume (pores non-zero)"
-        )
+    n = _check_porosity_factor_args(
+        shape, voxel_um, block_um, remainder, align, min_coverage, chunk_rows
+    )
     nz, ny, nx = (int(s) for s in shape)
-    if not (np.isfinite(voxel_um) and voxel_um > 0):
-        raise ValueError(f"voxel_um must be a positive voxel edge in µm, got {voxel_um!r}")
-    if not (np.isfinite(block_um) and block_um > 0):
-        raise ValueError(f"block_um must be a positive cube edge in µm, got {block_um!r}")
-    n = round(block_um / voxel_um)
-    if n < 1:
-        raise ValueError(
-            f"block_um={block_um} is less than one voxel ({voxel_um} µm); "
-            "use a cube of at least one voxel"
-        )
-    if remainder not in ("drop", "partial"):
-        raise ValueError(f"remainder must be 'drop' or 'partial', got {remainder!r}")
-    if align not in ("start", "center"):
-        raise ValueError(f"align must be 'start' or 'center', got {align!r}")
-    if not 0 < min_coverage <= 1:
-        raise ValueError(f"min_coverage must be in (0, 1], got {min_coverage!r}")
-    if int(chunk_rows) < 1:
-        raise ValueError(f"chunk_rows must be a positive number of rows, got {chunk_rows!r}")
     z0, z1 = _rows(rows, nz)
-
-    mask2d: np.ndarray | None = None
-    mask3d: Any | None = None
-    if mask is not None:
-        mshape = tuple(getattr(mask, "shape", np.shape(mask)))
-        if mshape == (ny, nx):
-            mask2d = np.asarray(mask, dtype=bool)
-        elif mshape == (nz, ny, nx):
-            mask3d = mask
-        else:
-            raise ValueError(
-                f"mask must have shape (ny, nx) = {(ny, nx)} or the volume's {(nz, ny, nx)}, "
-                f"got {mshape}"
-            )
+    mask2d, mask3d = _split_mask(mask, (nz, ny, nx))
 
     ze, dz = _grid(z0, z1, n, remainder, align, "z")
     ye, dy = _grid(0, ny, n, remainder, align, "y")
     xe, dx = _grid(0, nx, n, remainder, align, "x")
-    nbz, nby, nbx = ze.size - 1, ye.size - 1, xe.size - 1
-    if min(nbz, nby, nbx) < 1:
+    if min(ze.size, ye.size, xe.size) < 2:
         raise ValueError(
             f"no whole {n}-voxel cube fits in the region {z1 - z0} × {ny} × {nx} voxels; "
             "use a smaller block_um or remainder='partial'"
         )
-    pores = np.zeros((nbz, nby, nbx))
-    counts = np.zeros((nbz, nby, nbx), dtype=np.int64)
-    region_pores = 0.0
-    region_voxels = 0
-
-    def block_sums(plane: np.ndarray) -> np.ndarray:
-        # Sum a (ny, nx) plane of per-column counts into the cube columns; reduceat handles
-        # a thinner last cube, and slicing to the last edge leaves dropped columns out.
-        p = plane[ye[0] : ye[-1], xe[0] : xe[-1]]
-        p = np.add.reduceat(p, ye[:-1] - ye[0], axis=0)
-        return np.add.reduceat(p, xe[:-1] - xe[0], axis=1)
-
-    # Segments of rows: each cube layer, plus leftovers that only feed Φ₀.
-    segments: list[tuple[int, int, int | None]] = [
-        (int(a), int(b), i) for i, (a, b) in enumerate(itertools.pairwise(ze))
-    ]
-    segments += [(a, b, None) for _, a, b in dz]
-    for a, b, layer in segments:
-        col_pores = np.zeros((ny, nx))  # float64: exact for counts below 2**53
-        col_count = np.zeros((ny, nx), dtype=np.int64) if mask3d is not None else None
-        for c0 in range(a, b, int(chunk_rows)):
-            c1 = min(b, c0 + int(chunk_rows))
-            slab = np.asarray(binary_pore[c0:c1])
-            if slab.dtype.kind == "f":
-                slab = slab.astype(np.float64, copy=False)  # pore fractions
-            elif slab.dtype == np.uint8 and slab.max(initial=0) <= 1:
-                slab = slab.view(bool)  # 0/1 bytes are valid booleans: no copy
-            elif slab.dtype != bool:
-                slab = slab != 0
-            if mask3d is not None:
-                m = np.asarray(mask3d[c0:c1], dtype=bool)
-                slab = slab * m if slab.dtype.kind == "f" else slab & m
-                col_count += _column_sum(m)  # type: ignore[operator]
-            col_pores += _column_sum(slab)
-        if mask2d is not None:
-            # The 2-D mask is the same on every row: apply it once to the column sums.
-            col_pores *= mask2d
-            col_count = mask2d.astype(np.int64) * (b - a)
-        elif col_count is None:
-            col_count = np.full((ny, nx), b - a, dtype=np.int64)
-        region_pores += float(col_pores.sum())
-        region_voxels += int(col_count.sum())
-        if layer is not None:
-            pores[layer] = block_sums(col_pores)
-            counts[layer] = block_sums(col_count)
-
-    if region_voxels == 0:
-        raise ValueError("the region (rows × mask) holds no voxel; check rows and mask")
-    if phi0 is None:
-        phi0 = region_pores / region_voxels
-    if not (np.isfinite(phi0) and phi0 > 0):
-        raise ValueError(
-            f"the mean porosity Φ₀ is {phi0!r}: d = Φ/Φ₀ − 1 needs Φ₀ > 0; check that pores "
-            "are non-zero in binary_pore, or pass phi0="
-        )
+    counts = _cube_counts(binary_pore, (ze, ye, xe), dz, mask2d, mask3d, int(chunk_rows))
+    phi0 = _mean_porosity(counts, phi0)
     size = np.einsum("i,j,k->ijk", np.diff(ze), np.diff(ye), np.diff(xe))
-    coverage = counts / size
-    valid = (counts > 0) & (coverage >= min_coverage - 1e-12)
+    coverage = counts.voxels / size
+    valid = (counts.voxels > 0) & (coverage >= min_coverage - 1e-12)
     phi = np.full(size.shape, np.nan)
-    np.divide(pores, counts, out=phi, where=valid)
-    partial = size < n**3
-    dropped = pd.DataFrame(
-        [
-            {
-                "axis": ax,
-                "start": a,
-                "stop": b,
-                "n_voxels": b - a,
-                "thickness_um": (b - a) * voxel_um,
-            }
-            for ax, a, b in (*dz, *dy, *dx)
-        ],
-        columns=["axis", "start", "stop", "n_voxels", "thickness_um"],
-    )
+    np.divide(counts.pores, counts.voxels, out=phi, where=valid)
     return PorosityFactor(
         phi=phi,
         d=phi / phi0 - 1.0,
         coverage=coverage,
-        partial=partial,
-        phi0=float(phi0),
+        partial=size < n**3,
+        phi0=phi0,
         voxel_um=float(voxel_um),
-        block_voxels=int(n),
+        block_voxels=n,
         edges=(ze, ye, xe),
-        dropped=dropped,
-        region_voxels=region_voxels,
-        region_pores=region_pores,
+        dropped=_dropped_table((*dz, *dy, *dx), voxel_um),
+        region_voxels=counts.region_voxels,
+        region_pores=counts.region_pores,
     )
 
 

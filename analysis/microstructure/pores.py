@@ -29,7 +29,7 @@ ImageJ/Fiji plugin ("Local Thickness (complete process)"):
    non-pore 26-neighbour are replaced by the mean thickness of their neighbours that are
    interior pore voxels (ImageJ's "Cleaned-Up Local Thickness").
 
-Diameters are reported in µm: ``2·√D · voxel_size_um``. Pixel convention: a digital ball of
+Diameters are reported in µm: ``2·√D · voxel_um``. Pixel convention: a digital ball of
 radius R (voxel centres within R of the centre) has ``D = R² + 1`` at its centre, so ImageJ —
 and this module — report ``2√(R²+1) ≈ 2R`` for it, about one voxel less than its extent
 counted in voxel edges (2R + 1). That bias is ImageJ's; we keep it so that numbers compare.
@@ -324,10 +324,10 @@ def _finish(mask: np.ndarray, painted: np.ndarray, clean_up: bool, scale: float)
 
 
 # --- in-memory API ----------------------------------------------------------------------------
-def _check_voxel(voxel_size_um: float) -> float:
-    v = float(voxel_size_um)
+def _check_voxel(voxel_um: float) -> float:
+    v = float(voxel_um)
     if not (np.isfinite(v) and v > 0):
-        raise ValueError(f"voxel_size_um must be a positive number of µm, got {voxel_size_um!r}")
+        raise ValueError(f"voxel_um must be a positive number of µm, got {voxel_um!r}")
     return v
 
 
@@ -361,7 +361,7 @@ def distance_map_sq(pores: np.ndarray) -> np.ndarray:
     return _edt_sq(_as_pores(pores))
 
 
-def _lt_slab(mask: np.ndarray, clean_up: bool, voxel_size_um: float) -> tuple[np.ndarray, int]:
+def _lt_slab(mask: np.ndarray, clean_up: bool, voxel_um: float) -> tuple[np.ndarray, int]:
     d = _edt_sq(mask)
     dmax = int(d.max()) if d.size else 0
     if dmax >= _INF:
@@ -369,7 +369,7 @@ def _lt_slab(mask: np.ndarray, clean_up: bool, voxel_size_um: float) -> tuple[np
     t = _containment_template(dmax)
     painted = _paint(d, t, _isqrt_py(dmax) + 1)
     del d
-    return _finish(mask, painted, clean_up, voxel_size_um), dmax
+    return _finish(mask, painted, clean_up, voxel_um), dmax
 
 
 def _isqrt_py(n: int) -> int:
@@ -379,7 +379,7 @@ def _isqrt_py(n: int) -> int:
 def local_thickness(
     pores: Any,
     *,
-    voxel_size_um: float = 1.0,
+    voxel_um: float = 1.0,
     clean_up: bool = True,
     slab_rows: int | None = None,
     out: Any = None,
@@ -391,8 +391,8 @@ def local_thickness(
     pores : array_like of bool, shape (nz, ny, nx)
         True in the pore space. A numpy array, or (with ``slab_rows``) any array-like that
         slices along z, e.g. a zarr array.
-    voxel_size_um : float, optional
-        Voxel edge in µm; the result is ``2·√D·voxel_size_um`` (see the module notes for
+    voxel_um : float, optional
+        Voxel edge in µm; the result is ``2·√D·voxel_um`` (see the module notes for
         ImageJ's pixel convention).
     clean_up : bool, optional
         ImageJ's clean-up of the surface voxels (on in its complete process).
@@ -407,7 +407,7 @@ def local_thickness(
     ndarray or the given ``out``, float32
         0 outside the pores.
     """
-    v = _check_voxel(voxel_size_um)
+    v = _check_voxel(voxel_um)
     if slab_rows is None:
         p = _as_pores(pores)
         lt, _ = _lt_slab(p, clean_up, v)
@@ -458,7 +458,7 @@ def _chunked_lt(
     n: int,
     slab_rows: int,
     clean_up: bool,
-    voxel_size_um: float,
+    voxel_um: float,
     dmax: int | None = None,
     check_bound: bool = False,
     observed: list[int] | None = None,
@@ -494,7 +494,7 @@ def _chunked_lt(
         np.minimum(d, dmax, out=d)
         painted = _paint(d, t, _isqrt_py(dmax) + 1)
         del d
-        lt = _finish(mask, painted, clean_up, voxel_size_um)
+        lt = _finish(mask, painted, clean_up, voxel_um)
         yield a, b, lt[a - lo : b - lo], mask[a - lo : b - lo]
 
 
@@ -651,10 +651,10 @@ def _median_from_hist(edges: np.ndarray, counts: np.ndarray) -> float:
     return float(edges[k] + frac * (edges[k + 1] - edges[k]))
 
 
-def _default_edges(dmax: int, voxel_size_um: float) -> np.ndarray:
+def _default_edges(dmax: int, voxel_um: float) -> np.ndarray:
     # Half-voxel bins up to the largest possible diameter 2√Dmax.
-    top = 2.0 * math.sqrt(max(dmax, 1)) * voxel_size_um
-    width = 0.5 * voxel_size_um
+    top = 2.0 * math.sqrt(max(dmax, 1)) * voxel_um
+    width = 0.5 * voxel_um
     return np.arange(0.0, top + 2 * width, width)
 
 
@@ -662,7 +662,7 @@ def pore_size_distribution(
     thickness: np.ndarray,
     *,
     bin_edges_um: np.ndarray | None = None,
-    voxel_size_um: float = 1.0,
+    voxel_um: float = 1.0,
 ) -> PoreSizeDistribution:
     """Volume-weighted pore size distribution of a local thickness map.
 
@@ -672,14 +672,14 @@ def pore_size_distribution(
         :func:`local_thickness` output (µm; 0 outside the pores).
     bin_edges_um : ndarray, optional
         Bin edges in µm; default half-voxel bins from 0 to the largest diameter.
-    voxel_size_um : float, optional
+    voxel_um : float, optional
         Voxel edge, for the default bins.
 
     Returns
     -------
     PoreSizeDistribution
     """
-    v = _check_voxel(voxel_size_um)
+    v = _check_voxel(voxel_um)
     lt = np.asarray(thickness)
     vals = lt[lt > 0].astype(np.float64)
     if bin_edges_um is None:
@@ -711,7 +711,7 @@ class PoreAnalysis:
         Electrolyte rows analysed.
     threshold : dict
         The study threshold used (:meth:`StudyThreshold.to_dict`, or ``{"value": v}``).
-    voxel_size_um : float
+    voxel_um : float
         Voxel edge.
     psd : PoreSizeDistribution
         Local-thickness distribution (median from the histogram, half-voxel bins).
@@ -722,12 +722,12 @@ class PoreAnalysis:
     n_voxels: int
     rows: tuple[int, int]
     threshold: dict[str, Any]
-    voxel_size_um: float
+    voxel_um: float
     psd: PoreSizeDistribution
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly record (the threshold is stored with the results)."""
-        d = {k: getattr(self, k) for k in ("porosity", "n_pore", "n_voxels", "voxel_size_um")}
+        d = {k: getattr(self, k) for k in ("porosity", "n_pore", "n_voxels", "voxel_um")}
         d["rows"] = list(self.rows)
         d["threshold"] = dict(self.threshold)
         d["psd"] = self.psd.to_dict()
@@ -750,7 +750,7 @@ def _psd_pass(
     n: int,
     slab_rows: int,
     clean_up: bool,
-    voxel_size_um: float,
+    voxel_um: float,
     dmax: int,
     bin_edges_um: np.ndarray | None,
     out: Any,
@@ -759,7 +759,7 @@ def _psd_pass(
     """The local-thickness pass of :func:`pore_analysis`: edges, counts, n, sum, max."""
     observed = [0]
     edges = (
-        _default_edges(dmax, voxel_size_um)
+        _default_edges(dmax, voxel_um)
         if bin_edges_um is None
         else np.asarray(bin_edges_um, dtype=np.float64)
     )
@@ -770,7 +770,7 @@ def _psd_pass(
         n,
         slab_rows,
         clean_up,
-        voxel_size_um,
+        voxel_um,
         dmax=dmax,
         check_bound=dmax_is_a_guess,
         observed=observed,
@@ -792,7 +792,7 @@ def _psd_pass(
     if dmax_is_a_guess and bin_edges_um is None:
         # The default bins run to the largest diameter: those of the exact maximum are a
         # prefix of the guess's (same start and width), and no value lies beyond them.
-        exact = _default_edges(observed[0], voxel_size_um)
+        exact = _default_edges(observed[0], voxel_um)
         if counts[exact.size - 1 :].any():
             raise RuntimeError("local thickness beyond the largest distance (a bug: report it)")
         edges, counts = exact, counts[: exact.size - 1]
@@ -803,7 +803,7 @@ def pore_analysis(
     volume: Any,
     threshold: Any,
     *,
-    voxel_size_um: float,
+    voxel_um: float,
     mask: np.ndarray | None = None,
     rows: tuple[int, int] | None = None,
     clean_up: bool = True,
@@ -820,7 +820,7 @@ def pore_analysis(
         Grey values (numpy, zarr, h5py: anything that slices along z).
     threshold : StudyThreshold or float
         The study's global threshold; pore iff ``grey < value``.
-    voxel_size_um : float
+    voxel_um : float
         Voxel edge in µm.
     mask : ndarray of bool, shape (ny, nx), optional
         Inside of the pellet (:func:`~insitu.analysis.microstructure.segment.pellet_mask`).
@@ -843,7 +843,7 @@ def pore_analysis(
     -------
     PoreAnalysis
     """
-    v = _check_voxel(voxel_size_um)
+    v = _check_voxel(voxel_um)
     value = _grey_value(threshold)
     m2, z0, z1 = _region(volume, mask, rows)
     nrows = z1 - z0
@@ -901,6 +901,6 @@ def pore_analysis(
         n_voxels=n_vox,
         rows=(z0, z1),
         threshold=thr,
-        voxel_size_um=v,
+        voxel_um=v,
         psd=psd,
     )

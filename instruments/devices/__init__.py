@@ -2,44 +2,16 @@
 devices (rotation stage, shutter, camera writing Data Exchange).
 """
 
-from .potentiostat import (
-    EIS_STREAM,
-    TECHNIQUES,
-    TIME_SERIES_STREAM,
-    PotentiostatDevice,
-    technique_from_dict,
-    technique_to_dict,
-)
-from .temperature import (
-    SettleTimeoutError,
-    TemperatureController,
-    TemperatureDriver,
-)
-from .tomo import (
-    EpicsShutter,
-    EpicsTomoCamera,
-    EpicsTomoDevices,
-    epics_tomo_devices,
-)
-from .tomo_assets import (
-    FrameAssets,
-    image_data_key,
-)
+# The room's public API is the union of its modules' ``__all__`` (as TomoPy's packages do):
+# a name added to a module's ``__all__`` is exported here too.
+from . import potentiostat, temperature, tomo, tomo_assets
+from .potentiostat import *
+from .temperature import *
+from .tomo import *
+from .tomo_assets import *
 
-__all__ = [
-    "EIS_STREAM",
-    "TECHNIQUES",
-    "TIME_SERIES_STREAM",
-    "EpicsShutter",
-    "EpicsTomoCamera",
-    "EpicsTomoDevices",
-    "FrameAssets",
-    "PotentiostatDevice",
-    "SettleTimeoutError",
-    "TemperatureController",
-    "TemperatureDriver",
-    "epics_tomo_devices",
-    "image_data_key",
-    "technique_from_dict",
-    "technique_to_dict",
-]
+__all__ = list(
+    dict.fromkeys(
+        [*potentiostat.__all__, *temperature.__all__, *tomo.__all__, *tomo_assets.__all__]
+    )
+)

@@ -2,82 +2,10 @@
 emulator.
 """
 
-from .codec import (
-    DEVICE_MODELS,
-    ERROR_CODES,
-    OFFSET,
-    SI_PREFIXES,
-    STATUS_OVERLOAD,
-    STATUS_OVERLOAD_WARNING,
-    STATUS_TIMING_ERROR,
-    STATUS_UNDERLOAD,
-    TECHNIQUE_IDS,
-    VAR_TYPES,
-    ErrorReply,
-    FirmwareInfo,
-    PackageColumn,
-    PackageColumns,
-    PackageError,
-    Variable,
-    VarType,
-    decode_value,
-    encode_value,
-    encode_values,
-    error_text,
-    format_error,
-    format_firmware,
-    format_literal,
-    format_package,
-    format_packages,
-    is_loop_end,
-    is_loop_start,
-    parse_error,
-    parse_firmware,
-    parse_literal,
-    parse_package,
-    parse_packages,
-    split_script_line,
-)
-from .driver import (
-    MODEL_LIMITS,
-    MethodScriptPotentiostat,
-)
+# The room's public API is the union of its modules' ``__all__`` (as TomoPy's packages do):
+# a name added to a module's ``__all__`` is exported here too.
+from . import codec, driver
+from .codec import *
+from .driver import *
 
-__all__ = [
-    "DEVICE_MODELS",
-    "ERROR_CODES",
-    "MODEL_LIMITS",
-    "OFFSET",
-    "SI_PREFIXES",
-    "STATUS_OVERLOAD",
-    "STATUS_OVERLOAD_WARNING",
-    "STATUS_TIMING_ERROR",
-    "STATUS_UNDERLOAD",
-    "TECHNIQUE_IDS",
-    "VAR_TYPES",
-    "ErrorReply",
-    "FirmwareInfo",
-    "MethodScriptPotentiostat",
-    "PackageColumn",
-    "PackageColumns",
-    "PackageError",
-    "VarType",
-    "Variable",
-    "decode_value",
-    "encode_value",
-    "encode_values",
-    "error_text",
-    "format_error",
-    "format_firmware",
-    "format_literal",
-    "format_package",
-    "format_packages",
-    "is_loop_end",
-    "is_loop_start",
-    "parse_error",
-    "parse_firmware",
-    "parse_literal",
-    "parse_package",
-    "parse_packages",
-    "split_script_line",
-]
+__all__ = list(dict.fromkeys([*codec.__all__, *driver.__all__]))

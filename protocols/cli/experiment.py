@@ -1,9 +1,10 @@
-"""``insitu experiment run|resume|status|report`` and ``insitu demo``.
+"""``insitu demo`` and ``insitu experiment run|resume|status|report``: the in-situ experiment.
 
 ``insitu demo`` is the README's main job: the whole in-situ experiment (EIS, pristine scan,
 plating and stripping at rising current density with a scan after every half-cycle, the short,
 the failed cell's scan, EIS after) on the simulated bench, with the background analysis and the
-HTML report, in a few minutes.
+HTML report, in a few minutes. What they run is :mod:`insitu.protocols.workflows.experiment`
+(the file and the demo's settings: :mod:`~insitu.protocols.workflows.experiment_setup`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["add_demo_parser", "add_experiment_parser"]
+from .common import add_emulator_option, print_json
+
+__all__ = [
+    "cmd_demo",
+    "cmd_experiment_report",
+    "cmd_experiment_resume",
+    "cmd_experiment_run",
+    "cmd_experiment_status",
+    "register",
+]
 
 _CONFIG_HELP = """\
 CONFIG is a YAML file; every key but `material` has the seed paper's value as default:
@@ -40,7 +50,7 @@ CONFIG is a YAML file; every key but `material` has the seed paper's value as de
   devices:
     potentiostat: sim            # or TCPIP::10.0.0.5::5025::SOCKET, /dev/ttyACM0, ...
     tomography: sim              # sim | sim-epics | epics (with epics_prefix: "2bma:") | none
-    simulation: {protocol: methodscript, speedup: 2e4, rest_speedup: 100, seed: 0,
+    simulation: {emulator: methodscript, speedup: 2e4, rest_speedup: 100, seed: 0,
                  size: small}
   output: experiments            # the experiment's folder is OUTPUT/ID
 """
@@ -89,7 +99,7 @@ def _quiet_stdout(args: argparse.Namespace) -> contextlib.AbstractContextManager
 
 def _print(args: argparse.Namespace, result: dict[str, Any]) -> int:
     if args.json:
-        print(json.dumps(result, default=str, allow_nan=False))
+        print_json(result, default=str, allow_nan=False)
     else:
         print("\n".join(_human(result)))
     return 0
@@ -97,17 +107,10 @@ def _print(args: argparse.Namespace, result: dict[str, Any]) -> int:
 
 def cmd_experiment_run(args: argparse.Namespace) -> int:
     """Validate the file, then run the experiment to its end."""
-    from ..experiment_config import load_config
     from ..workflows.experiment import run_experiment
+    from ..workflows.experiment_setup import load_experiment
 
-    cfg = load_config(args.config)
-    updates: dict[str, Any] = {}
-    if args.output:
-        updates["output"] = args.output
-    if args.data:
-        updates["catalog"] = cfg.catalog.model_copy(update={"data": args.data})
-    if updates:
-        cfg = cfg.model_copy(update=updates)
+    cfg = load_experiment(args.config, output=args.output, data=args.data)
     if args.check:
         print(json.dumps(cfg.to_dict(), indent=2) if args.json else f"{args.config}: valid")
         return 0
@@ -141,7 +144,7 @@ def cmd_experiment_status(args: argparse.Namespace) -> int:
 
     status = experiment_status(args.id, args.output)
     if args.json:
-        print(json.dumps(status, default=str))
+        print_json(status, default=str)
         return 0
     state = (
         f"finished ({status['finished']})"
@@ -173,27 +176,19 @@ def cmd_experiment_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole in-situ experiment on the simulated bench, analysis and report included."""
-    from ..experiment_config import validate_config
     from ..workflows.experiment import run_experiment
+    from ..workflows.experiment_setup import demo_config
 
     t0 = time.perf_counter()
-    config: dict[str, Any] = {
-        "sample": f"demo-{args.material}",
-        "material": args.material,
-        "output": args.output,
-        "catalog": {"data": args.data},
-        "devices": {
-            "potentiostat": "sim",
-            "tomography": args.tomography,
-            "simulation": {
-                "speedup": args.speedup,
-                "seed": args.seed,
-                "size": "small",
-                "protocol": args.sim_protocol,
-            },
-        },
-    }
-    cfg = validate_config(config, source="the demo's settings")
+    cfg = demo_config(
+        args.material,
+        speedup=args.speedup,
+        seed=args.seed,
+        tomography=args.tomography,
+        emulator=args.emulator,
+        output=args.output,
+        data=args.data,
+    )
     if not args.json and not args.quiet:
         print(
             f"insitu demo: the in-situ experiment on a virtual {args.material} cell "
@@ -216,9 +211,14 @@ def _common(parser: argparse.ArgumentParser, *, output: bool = True) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def add_experiment_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``insitu experiment ...``."""
-    exp = sub.add_parser(
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``demo`` and ``experiment run|resume|status|report`` to the ``insitu`` parser."""
+    _add_demo(subparsers)
+    _add_experiment(subparsers)
+
+
+def _add_experiment(subparsers: argparse._SubParsersAction) -> None:
+    exp = subparsers.add_parser(
         "experiment",
         help="the in-situ experiment: plate/strip with a tomogram after every step",
         description="Run, resume and inspect in-situ experiments.",
@@ -265,12 +265,10 @@ def add_experiment_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentP
     report.add_argument("id", metavar="ID")
     _common(report)
     report.set_defaults(func=cmd_experiment_report)
-    return exp
 
 
-def add_demo_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``insitu demo``."""
-    demo = sub.add_parser(
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
+    demo = subparsers.add_parser(
         "demo",
         help="the whole in-situ experiment on the simulated bench (about a minute)",
         description="Run the in-situ experiment on a virtual cell: one cell behind a "
@@ -286,15 +284,11 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default="sim",
         help="the simulated beamline in-process, or as an EPICS IOC (Channel Access)",
     )
-    demo.add_argument(
-        "--sim-protocol",
-        choices=("methodscript", "keithley2450"),
-        default="methodscript",
-        help="emulated potentiostat (the Keithley has no EIS)",
+    add_emulator_option(
+        demo, default="methodscript", help="emulated potentiostat (the Keithley has no EIS)"
     )
     demo.add_argument("--output", default="experiments", metavar="DIR")
     demo.add_argument("--data", default=None, metavar="DIR", help="catalog folder")
     demo.add_argument("--quiet", action="store_true")
     _common(demo, output=False)
     demo.set_defaults(func=cmd_demo)
-    return demo

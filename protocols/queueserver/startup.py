@@ -24,7 +24,7 @@ and real hardware:
 
 ``INSITU_QS_POTENTIOSTAT``
     Potentiostat resource (``TCPIP::…::SOCKET``, ``/dev/ttyACM0``…) or ``sim:MATERIAL``
-    (default ``sim:A-LPS``), as :func:`insitu.protocols.bench.lab.open_bench` takes it.
+    (default ``sim:A-LPS``), as :class:`insitu.protocols.bench.BenchSpec` takes it.
 ``INSITU_QS_SPEEDUP``
     Simulated seconds per real second of the simulated bench (default ``1e4``).
 ``INSITU_QS_SIM_PROTOCOL``
@@ -36,8 +36,9 @@ and real hardware:
 ``INSITU_QS_TOMO``
     ``sim``: the in-process simulated 2-BM beamline on the bench's simulation clock, imaging
     the pellet of the very cell the potentiostat emulator drives, in its state at the start
-    of each scan (:func:`insitu.protocols.bench.experiment.open_experiment_bench`, small
-    size); ``none`` (the default): no tomography devices.
+    of each scan (the bench of an in-situ experiment,
+    :meth:`insitu.protocols.bench.BenchSpec.from_experiment`, small size); ``none`` (the
+    default): no tomography devices.
 
 The bench and the catalog are opened only where the queue server loads this module (its RE
 Worker, or ``qserver-list-plans-devices``: both set ``_QSERVER_RE_WORKER_ACTIVE``, see
@@ -63,9 +64,10 @@ from typing import Any as _Any
 from bluesky import RunEngine as _RunEngine
 from bluesky_queueserver import is_re_worker_active as _is_re_worker_active
 
-from ..bench.emulated import SIM_PREFIX as _SIM_PREFIX
-from ..bench.emulated import is_sim_resource as _is_sim_resource
-from ..bench.lab import open_bench as _open_bench
+from ..bench import SIM_PREFIX as _SIM_PREFIX
+from ..bench import BenchSpec as _BenchSpec
+from ..bench import is_sim_resource as _is_sim_resource
+from ..bench import open_bench as _open_bench
 from ..plans import electrochem as _plans
 from ..plans import tomo as _tomo_plans
 from ..storage.catalog import DEFAULT_LOCATION as _DEFAULT_LOCATION
@@ -203,45 +205,40 @@ def _open_devices(RE: _Any) -> dict[str, _Any]:
     store = _resources.enter_context(_RunStore(_setting(_ENV_DATA, _DEFAULT_LOCATION)))
     store.subscribe(RE)  # opens the catalog now: a bad folder fails here, not mid-run
     instrument = _setting(_ENV_POTENTIOSTAT, f"{_SIM_PREFIX}A-LPS")
-    if _tomo() == "sim":
-        if not _is_sim_resource(instrument):
-            raise ValueError(
-                f"{_ENV_TOMO}=sim images the simulated cell: set {_ENV_POTENTIOSTAT} to "
-                f"sim:MATERIAL, not {instrument!r}"
-            )
-        from ..bench.experiment import open_experiment_bench
-        from ..experiment_config import validate_config
-
-        # One virtual cell on both wires: the potentiostat emulator drives it, the simulated
-        # beamline images it in the state it is in when each scan starts. Small size
-        # (64 × 128 × 128 voxels of 3 µm). Scans go under the catalog's data folder, so the
-        # catalog can serve the frames.
-        cfg = validate_config(
-            {
-                "material": instrument.strip()[len(_SIM_PREFIX) :],
-                "devices": {
-                    "potentiostat": "sim",
-                    "tomography": "sim",
-                    "simulation": {"speedup": _speedup(), "protocol": _sim_protocol()},
-                },
-            },
-            source="the queue server's bench",
-        )
-        bench = _resources.enter_context(open_experiment_bench(cfg, store.data_dir / "tomo"))
+    bench = _resources.enter_context(_open_bench(_bench_spec(instrument, store.data_dir / "tomo")))
+    if bench.pace is not None:
         # Simulated time fast while current flows, near real time at rest (scans, EIS).
         RE.subscribe(bench.pace)
-        return {
-            "potentiostat": bench.potentiostat,
-            "camera": bench.camera,
-            "stage": bench.stage,
-            "shutter": bench.shutter,
-            "ring_current": bench.ring_current,
-        }
-    bench = _resources.enter_context(
-        _open_bench(instrument, speedup=_speedup(), sim_protocol=_sim_protocol())
+    return bench.devices()
+
+
+def _bench_spec(instrument: str, folder: _Any) -> _BenchSpec:
+    """The bench the environment variables describe (scans and checkpoint under ``folder``)."""
+    if _tomo() != "sim":
+        return _BenchSpec(instrument, emulator=_sim_protocol(), speedup=_speedup())
+    if not _is_sim_resource(instrument):
+        raise ValueError(
+            f"{_ENV_TOMO}=sim images the simulated cell: set {_ENV_POTENTIOSTAT} to "
+            f"sim:MATERIAL, not {instrument!r}"
+        )
+    from ..experiment_config import validate_config
+
+    # One virtual cell on both wires, as in an in-situ experiment: the potentiostat emulator
+    # drives it, the simulated beamline images it in the state it is in when each scan
+    # starts. Small size (64 × 128 × 128 voxels of 3 µm). Scans go under the catalog's data
+    # folder, so the catalog can serve the frames.
+    cfg = validate_config(
+        {
+            "material": instrument.strip()[len(_SIM_PREFIX) :],
+            "devices": {
+                "potentiostat": "sim",
+                "tomography": "sim",
+                "simulation": {"speedup": _speedup(), "emulator": _sim_protocol()},
+            },
+        },
+        source="the queue server's bench",
     )
-    devices: dict[str, _Any] = {"potentiostat": bench.potentiostat}
-    return devices
+    return _BenchSpec.from_experiment(cfg, folder)
 
 
 RE: _Any = None

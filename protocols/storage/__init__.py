@@ -1,35 +1,9 @@
 """Storage: the tiled catalog with its JSONL backup, and the in-situ experiment's journal."""
 
-from .catalog import (
-    DEFAULT_LOCATION,
-    LOCATION_ENV_VAR,
-    CatalogUnavailableError,
-    RunNotFoundError,
-    RunStore,
-    StorageFailure,
-    StoredRun,
-    iter_backup,
-    load_backup,
-)
-from .journal import (
-    JOURNAL_NAME,
-    ExperimentJournal,
-    JournalState,
-    read_journal,
-)
+# The room's public API is the union of its modules' ``__all__`` (as TomoPy's packages do):
+# a name added to a module's ``__all__`` is exported here too.
+from . import catalog, journal
+from .catalog import *
+from .journal import *
 
-__all__ = [
-    "DEFAULT_LOCATION",
-    "JOURNAL_NAME",
-    "LOCATION_ENV_VAR",
-    "CatalogUnavailableError",
-    "ExperimentJournal",
-    "JournalState",
-    "RunNotFoundError",
-    "RunStore",
-    "StorageFailure",
-    "StoredRun",
-    "iter_backup",
-    "load_backup",
-    "read_journal",
-]
+__all__ = list(dict.fromkeys([*catalog.__all__, *journal.__all__]))

@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import UserError
+
 __all__ = [
     "DEFAULT_LOCATION",
     "LOCATION_ENV_VAR",
@@ -85,7 +87,7 @@ _LISTED_METADATA = (
 # --------------------------------------------------------------------------------------------
 
 
-class RunNotFoundError(KeyError):
+class RunNotFoundError(UserError, KeyError):
     """No run matches the uid, uid prefix or index that was asked for."""
 
     def __str__(self) -> str:
@@ -93,7 +95,7 @@ class RunNotFoundError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class CatalogUnavailableError(ConnectionError):
+class CatalogUnavailableError(UserError, ConnectionError):
     """The tiled catalog cannot be reached or opened."""
 
 

@@ -1,54 +1,56 @@
-"""What each command does, callable from Python: lab CCD and conductivity runs, tomography scans
-and reconstructions, the in-situ experiment (file, run, resume, analysis, report) and HTML
-reports of stored runs.
+"""What each command does, callable from Python: lab CCD and conductivity runs and their
+analysis, stored runs (list, export, report), instruments and emulators, tomography scans,
+reconstructions and microstructure analysis, the cross-material comparison, the in-situ
+experiment (file, run, resume, analysis, report) and the queue server.
 """
 
-from .experiment import (
-    ExperimentError,
-    experiment_report,
-    experiment_status,
-    find_experiment,
-    resume_experiment,
-    run_experiment,
+# The room's public API is the union of its modules' ``__all__`` (as TomoPy's packages do):
+# a name added to a module's ``__all__`` is exported here too.
+from . import (
+    electrochem_analysis,
+    experiment,
+    experiment_analysis,
+    experiment_setup,
+    instrument,
+    lab,
+    materials,
+    queue_server,
+    reports,
+    runs,
+    sim,
+    tomo,
+    tomo_analysis,
 )
-from .experiment_analysis import (
-    ScanAnalyzer,
-    ScanResult,
-    reconstruct_and_measure,
-)
-from .lab import (
-    ccd_summary,
-    conductivity_summary,
-    run_ccd,
-    run_conductivity,
-)
-from .reports import (
-    ccd_tables,
-    report_for_run,
-)
-from .tomo import (
-    TRUTH_LABELS_MAX_BYTES,
-    run_tomo_scan,
-    truth_paths,
-)
+from .electrochem_analysis import *
+from .experiment import *
+from .experiment_analysis import *
+from .experiment_setup import *
+from .instrument import *
+from .lab import *
+from .materials import *
+from .queue_server import *
+from .reports import *
+from .runs import *
+from .sim import *
+from .tomo import *
+from .tomo_analysis import *
 
-__all__ = [
-    "TRUTH_LABELS_MAX_BYTES",
-    "ExperimentError",
-    "ScanAnalyzer",
-    "ScanResult",
-    "ccd_summary",
-    "ccd_tables",
-    "conductivity_summary",
-    "experiment_report",
-    "experiment_status",
-    "find_experiment",
-    "reconstruct_and_measure",
-    "report_for_run",
-    "resume_experiment",
-    "run_ccd",
-    "run_conductivity",
-    "run_experiment",
-    "run_tomo_scan",
-    "truth_paths",
-]
+__all__ = list(
+    dict.fromkeys(
+        [
+            *electrochem_analysis.__all__,
+            *experiment.__all__,
+            *experiment_analysis.__all__,
+            *experiment_setup.__all__,
+            *instrument.__all__,
+            *lab.__all__,
+            *materials.__all__,
+            *queue_server.__all__,
+            *reports.__all__,
+            *runs.__all__,
+            *sim.__all__,
+            *tomo.__all__,
+            *tomo_analysis.__all__,
+        ]
+    )
+)

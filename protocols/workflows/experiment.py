@@ -47,7 +47,7 @@ from insitu.analysis.report.experiment import (
     write_experiment_report,
 )
 
-from ..bench.experiment import ExperimentBench, open_experiment_bench
+from ..bench import Bench, BenchSpec, open_bench
 from ..experiment_config import (
     ExperimentConfig,
     ExperimentError,
@@ -158,7 +158,7 @@ class LiveView:
     def __init__(
         self,
         cfg: ExperimentConfig,
-        bench: ExperimentBench,
+        bench: Bench,
         folder: Path,
         analyzer: ScanAnalyzer | None,
         *,
@@ -462,7 +462,7 @@ def run_experiment(
     out: TextIO | None = sys.stderr,
     analysis: bool | None = None,
     report: bool = True,
-    observers: Sequence[Callable[[ExperimentBench], Any]] = (),
+    observers: Sequence[Callable[[Bench], Any]] = (),
 ) -> dict[str, Any]:
     """Run a new experiment to its end; returns its summary (see :func:`experiment_report`).
 
@@ -502,7 +502,7 @@ def resume_experiment(
     out: TextIO | None = sys.stderr,
     analysis: bool | None = None,
     report: bool = True,
-    observers: Sequence[Callable[[ExperimentBench], Any]] = (),
+    observers: Sequence[Callable[[Bench], Any]] = (),
 ) -> dict[str, Any]:
     """Continue an experiment after a kill, a Ctrl-C or a restart, from its next segment."""
     folder = find_experiment(experiment_id, output)
@@ -541,14 +541,14 @@ def _drive(
     out: TextIO | None,
     analysis: bool | None,
     report: bool,
-    observers: Sequence[Callable[[ExperimentBench], Any]] = (),
+    observers: Sequence[Callable[[Bench], Any]] = (),
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     store = store or _store_for(cfg)
     do_analysis = cfg.analysis.enabled if analysis is None else analysis
     if out is not None:
         print(f"experiment {experiment_id} in {folder}", file=out, flush=True)
-    with open_experiment_bench(cfg, folder, restore=restore) as bench:
+    with open_bench(BenchSpec.from_experiment(cfg, folder, restore=restore)) as bench:
         analyzer = (
             ScanAnalyzer(folder, cfg.analysis, area_cm2=cfg.geometry.area_cm2)
             if do_analysis and bench.camera is not None

@@ -96,7 +96,12 @@ def reconstruct_and_measure(
     """
     import zarr
 
-    from insitu.analysis.microstructure.experiment import Step, TomoSettings, analyze_experiment
+    from insitu.analysis.microstructure.experiment import (
+        Step,
+        TomoSettings,
+        analyze_experiment,
+        voxel_um_from_attrs,
+    )
     from insitu.analysis.tomo.pipeline import ReconOptions, reconstruct_scan
 
     out = Path(volume)
@@ -111,7 +116,7 @@ def reconstruct_and_measure(
     _complete_marker(out).write_text(json.dumps({"scan": scan_file}))
     recon_s = time.perf_counter() - t0
     vol = zarr.open_array(str(out), mode="r")
-    voxel = float(vol.attrs.get("voxel_size_um") or 1.0)
+    voxel = voxel_um_from_attrs(vol.attrs) or 1.0
     steps = []
     if pristine_volume is not None:
         reference = Path(pristine_volume)
@@ -380,7 +385,7 @@ class ScanAnalyzer:
         result : ExperimentResult
             The analysis itself (tables, porosity factors, crack labels).
         """
-        from ..cli.analyze_tomo import analyze_path, write_analysis
+        from .tomo_analysis import analyze_path, write_analysis
 
         self.wait()
         path = self.manifest()

@@ -25,8 +25,8 @@ from insitu.analysis.electrochem.runs import spectra_by_temperature
 from insitu.analysis.electrochem.shorts import ccd_from_trace
 from insitu.simulators.cell.model import CellGeometry
 
-from ..bench.emulated import EmulatorKind, is_sim_resource
-from ..bench.lab import open_bench
+from ..bench import BenchSpec, EmulatorKind, is_sim_resource, open_bench
+from ..errors import InvalidInputError
 from ..plans.electrochem import ccd_test, conductivity_vs_temperature
 from ..storage.catalog import RunStore, StoredRun
 
@@ -61,6 +61,13 @@ class _ProgressRelay:
             self.progress(
                 self.streams.get(doc["descriptor"], ""), float(last.get("time_s", 0)), last
             )
+
+
+def _emulator(emulator: EmulatorKind, sim_protocol: EmulatorKind | None) -> EmulatorKind:
+    """``emulator``, or ``sim_protocol`` (its former name) where a caller still gives that."""
+    if sim_protocol is None or sim_protocol == emulator:
+        return emulator
+    return sim_protocol
 
 
 def _execute(RE: RunEngine, plan: Any) -> str:
@@ -102,12 +109,17 @@ def run_ccd(
     voltage_limit_V: float = 10.0,
     speedup: float = 1e5,
     seed: int | None = 0,
-    sim_protocol: EmulatorKind = "keithley2450",
+    emulator: EmulatorKind = "keithley2450",
     timeout_s: float = 5.0,
     md: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
+    sim_protocol: EmulatorKind | None = None,
 ) -> dict[str, Any]:
-    """Run a CCD test on ``instrument`` (or ``sim:MATERIAL``), store it, return its numbers."""
+    """Run a CCD test on ``instrument`` (or ``sim:MATERIAL``), store it, return its numbers.
+
+    ``emulator`` is the simulated potentiostat's wire protocol (``sim_protocol``: its former
+    name, still accepted).
+    """
     meta = dict(md or {})
     if is_sim_resource(instrument):
         meta.setdefault("material", instrument.strip()[len("sim:") :])
@@ -118,14 +130,15 @@ def run_ccd(
         meta.setdefault("thickness_cm", geometry.thickness_m * 100)
         meta.setdefault("temperature_C", round(geometry.temperature_K - 273.15, 2))
         meta.setdefault("stack_pressure_MPa", geometry.stack_pressure_Pa / 1e6)
-    with open_bench(
+    spec = BenchSpec(
         instrument,
+        emulator=_emulator(emulator, sim_protocol),
         speedup=speedup,
         seed=seed,
         geometry=geometry,
-        sim_protocol=sim_protocol,
         timeout_s=timeout_s,
-    ) as bench:
+    )
+    with open_bench(spec) as bench:
         # The catalog is opened once the hardware answered: a typo in the resource fails fast.
         RE = _run_engine(store, progress)
         uid = _execute(
@@ -152,7 +165,7 @@ def conductivity_summary(
     thickness_cm = thickness_cm or start.get("thickness_cm")
     area_cm2 = area_cm2 or start.get("area_cm2")
     if not thickness_cm or not area_cm2:
-        raise ValueError(
+        raise InvalidInputError(
             "the run does not record the pellet's thickness and area; pass thickness_cm= and "
             "area_cm2= (--thickness-cm, --area-cm2)"
         )
@@ -199,16 +212,19 @@ def run_conductivity(
     amplitude_V: float = 0.010,
     speedup: float = 1e5,
     seed: int | None = 0,
-    sim_protocol: EmulatorKind = "methodscript",
+    emulator: EmulatorKind = "methodscript",
     oven_settle_time_s: float = 600.0,
     timeout_s: float = 5.0,
     md: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
+    sim_protocol: EmulatorKind | None = None,
 ) -> dict[str, Any]:
     """Measure EIS over temperatures, store the run, return σ(T) and Eₐ.
 
     On a simulated bench the pellet is the conductivity cell (carbon-coated Al blocking
     electrodes, 88 MPa) in an emulated oven; its thickness and area come from the cell.
+    ``emulator`` is the simulated potentiostat's wire protocol (``sim_protocol``: its former
+    name, still accepted).
     """
     meta = dict(md or {})
     geometry = None
@@ -225,19 +241,20 @@ def run_conductivity(
         meta.setdefault("simulated", True)
         meta.setdefault("stack_pressure_MPa", geometry.stack_pressure_Pa / 1e6)
     if oven is None:
-        raise ValueError("a temperature series needs an oven: give --oven RESOURCE")
+        raise InvalidInputError("a temperature series needs an oven: give --oven RESOURCE")
     if thickness_cm is None or area_cm2 is None:
-        raise ValueError("give the pellet's --thickness-cm and --area-cm2")
-    with open_bench(
+        raise InvalidInputError("give the pellet's --thickness-cm and --area-cm2")
+    spec = BenchSpec(
         instrument,
+        emulator=_emulator(emulator, sim_protocol),
         oven=oven,
+        oven_settle_time_s=oven_settle_time_s,
         speedup=speedup,
         seed=seed,
         geometry=geometry,
-        sim_protocol=sim_protocol,
-        oven_settle_time_s=oven_settle_time_s,
         timeout_s=timeout_s,
-    ) as bench:
+    )
+    with open_bench(spec) as bench:
         RE = _run_engine(store, progress)
         limits = bench.potentiostat.driver.limits
         start_Hz = frequency_start_Hz

@@ -22,11 +22,11 @@ import h5py
 from bluesky import RunEngine
 from bluesky.utils import RunEngineInterrupted
 
-from insitu.simulators.beamline.devices import sim_tomo_bench
-from insitu.simulators.clock import SimClock
 from insitu.simulators.imaging.frame_source import DEFAULT_PROJECTIONS, SIZES, PelletFrameSource
 from insitu.simulators.pellet.phases import Phase
 
+from ..bench import BenchSpec, open_bench
+from ..errors import InvalidInputError, OutputExistsError
 from ..plans.tomo import tomo_scan
 from ..storage.catalog import RunStore
 
@@ -50,12 +50,12 @@ def truth_paths(out: str | Path) -> tuple[Path, Path]:
 def _check_out(out: Path, overwrite: bool) -> None:
     targets = [out, *truth_paths(out)]
     if out.exists() and not overwrite:
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{out} exists; a scan file is never overwritten by accident — choose another "
             "--out or pass --overwrite"
         )
     if out.is_dir():
-        raise IsADirectoryError(f"--out must be a file name (FILE.h5), and {out} is a folder")
+        raise InvalidInputError(f"--out must be a file name (FILE.h5), and {out} is a folder")
     if overwrite:
         for path in targets:
             path.unlink(missing_ok=True)
@@ -180,49 +180,54 @@ def run_tomo_scan(
         progress=precompute_progress,
     )
     try:
-        clock = SimClock(speedup=speedup)
-        bench = sim_tomo_bench(
-            source, clock=clock, path=out.parent, shape=source.shape, metadata=source.metadata
+        # The bench does not close the source: its ground truth is written after the scan.
+        spec = BenchSpec(
+            tomography="sim",
+            frame_source=source,
+            scans=out.parent,
+            metadata=source.metadata,
+            speedup=speedup,
         )
-        # The camera writes exactly the file asked for, not its numbered default.
-        bench.camera.file_name.put(out.name)
-        RE = RunEngine({})
-        if store is not None:
-            store.subscribe(RE)
-        if progress is not None:
-            RE.subscribe(_frame_counter(n + 2 * (n_darks + n_flats), progress))
-        truth = source.ground_truth
-        meta = {
-            "simulated": True,
-            "material": source.material,
-            "sample": f"virtual {source.material} pellet",
-            "charge_requested_mC": float(charge_mC),
-            "charge_passed_mC": truth["charge_passed_mC"],
-            "size": size,
-            "seed": seed,
-            "ground_truth": truth,
-            **(md or {}),
-        }
-        plan = tomo_scan(
-            bench.camera,
-            bench.stage,
-            bench.shutter,
-            n_projections=n,
-            exposure_s=exposure_s,
-            n_darks=n_darks,
-            n_flats=n_flats,
-            mode=mode,  # type: ignore[arg-type]
-            ring_current=bench.ring_current,
-            md=meta,
-        )
-        try:
-            (uid,) = RE(plan)
-        except RunEngineInterrupted:
-            RE.abort("interrupted by the user")
-            raise KeyboardInterrupt from None
-        if store is not None:
-            store.raise_errors()
-        written = _write_truth(source, out)
+        with open_bench(spec) as bench:
+            # The camera writes exactly the file asked for, not its numbered default.
+            bench.camera.file_name.put(out.name)
+            RE = RunEngine({})
+            if store is not None:
+                store.subscribe(RE)
+            if progress is not None:
+                RE.subscribe(_frame_counter(n + 2 * (n_darks + n_flats), progress))
+            truth = source.ground_truth
+            meta = {
+                "simulated": True,
+                "material": source.material,
+                "sample": f"virtual {source.material} pellet",
+                "charge_requested_mC": float(charge_mC),
+                "charge_passed_mC": truth["charge_passed_mC"],
+                "size": size,
+                "seed": seed,
+                "ground_truth": truth,
+                **(md or {}),
+            }
+            plan = tomo_scan(
+                bench.camera,
+                bench.stage,
+                bench.shutter,
+                n_projections=n,
+                exposure_s=exposure_s,
+                n_darks=n_darks,
+                n_flats=n_flats,
+                mode=mode,  # type: ignore[arg-type]
+                ring_current=bench.ring_current,
+                md=meta,
+            )
+            try:
+                (uid,) = RE(plan)
+            except RunEngineInterrupted:
+                RE.abort("interrupted by the user")
+                raise KeyboardInterrupt from None
+            if store is not None:
+                store.raise_errors()
+            written = _write_truth(source, out)
     finally:
         source.close()
     rows, cols = source.shape

@@ -1,33 +1,9 @@
 """The simulated 2-BM beamline: in-process ophyd devices, and the caproto IOC with its process."""
 
-from .devices import (
-    FRAME_KINDS,
-    FrameSource,
-    SimRingCurrent,
-    SimRotationStage,
-    SimShutter,
-    SimTomoBench,
-    SimTomoCamera,
-    sim_tomo_bench,
-)
-from .ioc_process import (
-    IOCStartError,
-    RunningIOC,
-    beamline_ioc_process,
-    ca_client_port,
-)
+# The room's public API is the union of its modules' ``__all__`` (as TomoPy's packages do):
+# a name added to a module's ``__all__`` is exported here too.
+from . import devices, ioc_process
+from .devices import *
+from .ioc_process import *
 
-__all__ = [
-    "FRAME_KINDS",
-    "FrameSource",
-    "IOCStartError",
-    "RunningIOC",
-    "SimRingCurrent",
-    "SimRotationStage",
-    "SimShutter",
-    "SimTomoBench",
-    "SimTomoCamera",
-    "beamline_ioc_process",
-    "ca_client_port",
-    "sim_tomo_bench",
-]
+__all__ = list(dict.fromkeys([*devices.__all__, *ioc_process.__all__]))

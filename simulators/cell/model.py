@@ -172,7 +172,6 @@ def _insitu_weight(stack_pressure_Pa: float) -> float:
     return float(np.clip(w, 0.0, 1.0))
 
 
-@functools.cache
 def insitu_damage_law(material: str | MaterialPreset) -> InsituDamageLaw:
     """Derive the in-situ cell's damage constants from the preset's in-situ charge-to-failure.
 
@@ -206,7 +205,12 @@ def insitu_damage_law(material: str | MaterialPreset) -> InsituDamageLaw:
     ValueError
         If the protocol passes less charge than the preset's in-situ charge-to-failure.
     """
-    preset = get_material(material)
+    return _insitu_damage_law(get_material(material))
+
+
+@functools.cache
+def _insitu_damage_law(preset: MaterialPreset) -> InsituDamageLaw:
+    """:func:`insitu_damage_law` of a resolved preset, derived once per preset."""
     cell = VirtualCell(preset, CellGeometry.insitu(), seed=0, noise_V=0.0)
     trace: list[tuple[np.ndarray, np.ndarray, float, float]] = []
     cell._local_trace = trace
@@ -370,7 +374,7 @@ class VirtualCell:
         elif w > 0.0 and not self.blocking:
             # Low stack pressure: geometric interpolation towards the in-situ calibration,
             # whose j_c keeps the σ(T) scaling about its own temperature.
-            law = insitu_damage_law(self.material)
+            law = _insitu_damage_law(self.material)
             insitu_critical = law.critical_current_A_m2 * (
                 self.conductivity_S_m(t) / self.conductivity_S_m(law.temperature_K)
             )

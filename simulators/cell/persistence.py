@@ -29,7 +29,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from ..materials import get_material
+from ..materials import MaterialPreset, get_material
 from .model import VirtualCell
 
 __all__ = ["FORMAT_VERSION", "CellCheckpointer", "load_cell", "restore_cell", "save_cell"]
@@ -131,15 +131,15 @@ def _parse(path: Path, data: bytes) -> tuple[dict[str, Any], bytes]:
     return header, payload
 
 
-def load_cell(path: str | Path, *, material: str | None = None) -> VirtualCell:
+def load_cell(path: str | Path, *, material: str | MaterialPreset | None = None) -> VirtualCell:
     """Read a checkpoint written by :func:`save_cell`.
 
     Parameters
     ----------
     path : str or pathlib.Path
         Checkpoint file.
-    material : str, optional
-        Refuse a checkpoint of any other material.
+    material : str or MaterialPreset, optional
+        Refuse a checkpoint of any other material (a preset or its name).
 
     Returns
     -------
@@ -196,7 +196,7 @@ def restore_cell(cell: VirtualCell, path: str | Path) -> VirtualCell:
     ValueError
         As :func:`load_cell`; also for a checkpoint of another material.
     """
-    saved = load_cell(path, material=cell.material.name)
+    saved = load_cell(path, material=cell.material)
     # As Keithley2450Source.restore does with its snapshot.
     cell.__dict__.clear()
     cell.__dict__.update(saved.__dict__)

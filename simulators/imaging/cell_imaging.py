@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..cell.state import CellState
-from ..materials import get_material
+from ..materials import MaterialPreset, get_material
 from .frame_source import PelletFrameSource
 
 __all__ = [
@@ -75,8 +75,8 @@ class CellImagingSource:
     state_provider : callable
         ``state_provider()`` returns the cell's present :class:`CellState` (take it under the
         lock of whatever advances the cell, e.g. ``SimBench.cell_state``).
-    material : str
-        Electrolyte preset of that cell.
+    material : str or MaterialPreset
+        Electrolyte preset of that cell, or its name (resolved once, here).
     size : {"small", "full"}
         Pellet geometry (see :class:`~insitu.simulators.imaging.frame_source.PelletFrameSource`).
     n_projections : int, optional
@@ -99,7 +99,7 @@ class CellImagingSource:
     def __init__(
         self,
         state_provider: StateProvider,
-        material: str,
+        material: str | MaterialPreset,
         *,
         size: str = "small",
         n_projections: int | None = None,
@@ -108,7 +108,8 @@ class CellImagingSource:
     ) -> None:
         if "state" in pellet_source_kwargs or "charge_mC" in pellet_source_kwargs:
             raise TypeError("the state comes from state_provider; do not pass state or charge_mC")
-        self.material = get_material(material).name
+        self.preset = get_material(material)
+        self.material = self.preset.name
         self._provider = state_provider
         self._kwargs: dict[str, Any] = {
             "size": size,
@@ -130,7 +131,7 @@ class CellImagingSource:
         return state
 
     def _build(self, state: CellState) -> PelletFrameSource:
-        source = PelletFrameSource(self.material, state=state, **self._kwargs)
+        source = PelletFrameSource(self.preset, state=state, **self._kwargs)
         self.builds += 1
         return source
 
@@ -192,7 +193,7 @@ class CellImagingSource:
             truth = copy.deepcopy(self._source.ground_truth)
         if data_file is not None:
             path = Path(data_file).with_suffix(".truth.json")
-            # As protocols.tomo_workflow writes the JSON part of a scan's truth.
+            # As protocols.workflows.tomo writes the JSON part of a scan's truth.
             path.write_text(json.dumps(truth, indent=2) + "\n")
         return truth
 
@@ -408,7 +409,7 @@ class _RemoteState:
 def remote_cell_frame_source(
     address: str,
     authkey_hex: str,
-    material: str,
+    material: str | MaterialPreset,
     size: str = "small",
     n_projections: int | None = None,
     seed: int = 0,
@@ -427,8 +428,8 @@ def remote_cell_frame_source(
         ``CellStateServer.address`` (``"127.0.0.1:PORT"``).
     authkey_hex : str
         ``CellStateServer.authkey_hex``.
-    material : str
-        Electrolyte preset of the served cell.
+    material : str or MaterialPreset
+        Electrolyte preset of the served cell, or its name.
     size : {"small", "full"}
         Pellet geometry.
     n_projections : int, optional

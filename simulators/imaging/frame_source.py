@@ -49,7 +49,7 @@ from tqdm import tqdm
 
 from ..cell.history import HistoryPoint, cycle_to_charge
 from ..cell.model import CellGeometry, CellState, VirtualCell
-from ..materials import get_material
+from ..materials import MaterialPreset, get_material
 from ..pellet.model import PelletGeometry, VirtualPellet
 from ..pellet.phases import Phase
 from .xray import (
@@ -101,8 +101,8 @@ class PelletFrameSource:
 
     Parameters
     ----------
-    material : str
-        Electrolyte preset (``A-LPS``, ``LPS:0.5LiI``, ``LiI-AT``, ``LiI-AN``).
+    material : str or MaterialPreset
+        Electrolyte preset (``A-LPS``, ``LPS:0.5LiI``, ``LiI-AT``, ``LiI-AN``) or its name.
     charge_mC : float
         Charge passed (∫|I| dt, mC) through the in-situ protocol before the scan; 0 is the
         pristine cell. Cycling stops earlier if the cell shorts. Leave it at 0 with ``state``.
@@ -136,11 +136,19 @@ class PelletFrameSource:
         Above this the store goes to disk.
     progress : bool, optional
         Progress bar on stderr for the precompute; default: only for the full size.
+
+    Attributes
+    ----------
+    preset : MaterialPreset
+        The electrolyte, resolved once here and passed on to the cell, the pellet and the
+        attenuation tables.
+    material : str
+        Its name, as the metadata and the ground truth record it.
     """
 
     def __init__(
         self,
-        material: str,
+        material: str | MaterialPreset,
         charge_mC: float = 0.0,
         *,
         state: CellState | None = None,
@@ -155,7 +163,8 @@ class PelletFrameSource:
         ram_limit_bytes: int = 1 << 30,
         progress: bool | None = None,
     ) -> None:
-        self.material = get_material(material).name
+        self.preset = get_material(material)
+        self.material = self.preset.name
         charge_mC = float(charge_mC)
         if not math.isfinite(charge_mC) or charge_mC < 0:
             raise ValueError(f"charge_mC must be zero or positive, got {charge_mC:g}")
@@ -179,7 +188,7 @@ class PelletFrameSource:
 
         if state is None:
             # The history: the in-situ cell cycled to the chosen charge.
-            cell = VirtualCell(self.material, CellGeometry.insitu(), seed=self.seed)
+            cell = VirtualCell(self.preset, CellGeometry.insitu(), seed=self.seed)
             self.history: HistoryPoint = cycle_to_charge(cell, charge_mC * 1e-3)
             self.state: CellState = cell.state
         else:
@@ -198,7 +207,7 @@ class PelletFrameSource:
         self._imaged_state = state is not None
 
         self.geometry = SIZES[size]()
-        self.pellet = VirtualPellet(self.material, self.geometry, seed=self.seed)
+        self.pellet = VirtualPellet(self.preset, self.geometry, seed=self.seed)
         nz, _, nx = self.geometry.shape
         self.shape = (nz, nx)  #: (rows, cols) of a frame
         #: Nominal angles θ_k = k·π/N of the scan (what ``tomo_scan`` asks for).
@@ -254,12 +263,12 @@ class PelletFrameSource:
         nz, ny, nx = g.shape
         # N + 1 angles: the extra one at π closes the interval for interpolation.
         angles = np.append(self.angles_rad, np.pi)
-        mu = attenuation_coefficients(self.material, self.energy_keV)
+        mu = attenuation_coefficients(self.preset, self.energy_keV)
         want_delta = self.detector.phase_contrast is not None
         tables = [label_table(mu)]
         per_phase = [np.array([mu[p] for p in Phase])]
         if want_delta:
-            delta = refractive_decrements(self.material, self.energy_keV)
+            delta = refractive_decrements(self.preset, self.energy_keV)
             tables.append(label_table(delta))
             per_phase.append(np.array([delta[p] for p in Phase]))
         # A pellet wider than the grid (full size): the projector takes the grid's inscribed
@@ -444,7 +453,7 @@ def _cleanup(tmp: tempfile.TemporaryDirectory[str] | None) -> None:
 
 
 def pellet_frame_source(
-    material: str,
+    material: str | MaterialPreset,
     charge_mC: float = 0.0,
     size: str = "small",
     n_projections: int | None = None,
@@ -458,8 +467,8 @@ def pellet_frame_source(
 
     Parameters
     ----------
-    material : str
-        Electrolyte preset.
+    material : str or MaterialPreset
+        Electrolyte preset or its name.
     charge_mC : float
         Charge passed through the in-situ protocol before the scan (mC).
     size : {"small", "full"}

@@ -37,6 +37,7 @@ import numpy as np
 import xraylib
 from scipy import fft as sfft
 
+from ..materials import MaterialPreset
 from ..pellet.phases import PHASE_MATERIALS, Phase, PhaseMaterial, electrolyte_material
 from .detector import (
     Detector,
@@ -64,13 +65,14 @@ __all__ = [
 # --------------------------------------------------------------------------- materials
 
 
-def phase_materials(material: str) -> dict[Phase, PhaseMaterial]:
+def phase_materials(material: str | MaterialPreset) -> dict[Phase, PhaseMaterial]:
     """Composition and density of every phase for an electrolyte preset.
 
     Parameters
     ----------
-    material : str
-        Electrolyte preset (``"A-LPS"``, ``"LPS:0.5LiI"``, ``"LiI-AT"``, ``"LiI-AN"``).
+    material : str or MaterialPreset
+        Electrolyte preset (``"A-LPS"``, ``"LPS:0.5LiI"``, ``"LiI-AT"``, ``"LiI-AN"``) or its
+        name.
 
     Returns
     -------
@@ -81,7 +83,9 @@ def phase_materials(material: str) -> dict[Phase, PhaseMaterial]:
     return materials
 
 
-def attenuation_coefficients(material: str, energy_keV: float = 25.0) -> dict[Phase, float]:
+def attenuation_coefficients(
+    material: str | MaterialPreset, energy_keV: float = 25.0
+) -> dict[Phase, float]:
     """Linear attenuation coefficient μ of every phase (1/m) at a beam energy.
 
     μ = σ_total(formula, E) · ρ with xraylib's total cross section (coherent + incoherent +
@@ -89,8 +93,8 @@ def attenuation_coefficients(material: str, energy_keV: float = 25.0) -> dict[Ph
 
     Parameters
     ----------
-    material : str
-        Electrolyte preset.
+    material : str or MaterialPreset
+        Electrolyte preset or its name.
     energy_keV : float
         Photon energy (keV).
 
@@ -100,19 +104,26 @@ def attenuation_coefficients(material: str, energy_keV: float = 25.0) -> dict[Ph
         μ in 1/m.
     """
     _check_energy(energy_keV)
+    return _attenuation(phase_materials(material), energy_keV)
+
+
+def _attenuation(phases: dict[Phase, PhaseMaterial], energy_keV: float) -> dict[Phase, float]:
+    """μ (1/m) of each phase's material; ``energy_keV`` already checked."""
     return {
         phase: xraylib.CS_Total_CP(m.formula, energy_keV) * m.density_g_cm3 * 100.0
-        for phase, m in phase_materials(material).items()
+        for phase, m in phases.items()
     }
 
 
-def refractive_decrements(material: str, energy_keV: float = 25.0) -> dict[Phase, float]:
+def refractive_decrements(
+    material: str | MaterialPreset, energy_keV: float = 25.0
+) -> dict[Phase, float]:
     """Refractive-index decrement δ = 1 − Re(n) of every phase at a beam energy (xraylib).
 
     Parameters
     ----------
-    material : str
-        Electrolyte preset.
+    material : str or MaterialPreset
+        Electrolyte preset or its name.
     energy_keV : float
         Photon energy (keV).
 
@@ -122,9 +133,14 @@ def refractive_decrements(material: str, energy_keV: float = 25.0) -> dict[Phase
         δ (dimensionless, ≈1e-7 for the solids at 25 keV).
     """
     _check_energy(energy_keV)
+    return _decrement(phase_materials(material), energy_keV)
+
+
+def _decrement(phases: dict[Phase, PhaseMaterial], energy_keV: float) -> dict[Phase, float]:
+    """δ of each phase's material; ``energy_keV`` already checked."""
     return {
         phase: 1.0 - xraylib.Refractive_Index_Re(m.formula, energy_keV, m.density_g_cm3)
-        for phase, m in phase_materials(material).items()
+        for phase, m in phases.items()
     }
 
 
@@ -419,7 +435,7 @@ def scan_frames(
     angles_rad: Sequence[float] | np.ndarray,
     *,
     voxel_size_m: float,
-    material: str,
+    material: str | MaterialPreset,
     energy_keV: float = 25.0,
     n_rows: int | None = None,
     detector: Detector | None = None,
@@ -450,8 +466,8 @@ def scan_frames(
         Projection angles (radians).
     voxel_size_m : float
         Voxel (and detector pixel) size (m).
-    material : str
-        Electrolyte preset, for the attenuation table (and δ for phase contrast).
+    material : str or MaterialPreset
+        Electrolyte preset or its name, for the attenuation table (and δ for phase contrast).
     energy_keV : float
         Beam energy (keV).
     n_rows : int, optional
@@ -491,7 +507,9 @@ def scan_frames(
             return np.asarray(source[z0:z1])
 
     angles = np.asarray(angles_rad, dtype=np.float64).ravel()
-    mu = attenuation_coefficients(material, energy_keV)
+    _check_energy(energy_keV)
+    phases = phase_materials(material)  # the material resolved once, for μ and δ
+    mu = _attenuation(phases, energy_keV)
     projector = Projector(
         (ny, nx),
         angles,
@@ -511,7 +529,7 @@ def scan_frames(
 
     want_delta = detector.phase_contrast is not None
     mu_table = label_table(mu)
-    delta_table = label_table(refractive_decrements(material, energy_keV)) if want_delta else None
+    delta_table = label_table(_decrement(phases, energy_keV)) if want_delta else None
 
     yield FrameChunk("dark", detector.darks(n_darks), None, 0)
     yield FrameChunk("flat", detector.flats(n_flats), None, 0)

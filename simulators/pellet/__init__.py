@@ -1,47 +1,11 @@
 """The virtual pellet: phases, porosity and Li fields, and crack geometry."""
 
-from .cracks import (
-    CrackRaster,
-    crack_path,
-    rasterise_path,
-    render_crack_rows,
-)
-from .fields import (
-    BLOCK_ROWS,
-    FourierField,
-    gaussian_kernel,
-    interpolation_matrix,
-    pore_field,
-)
-from .model import (
-    MICROSTRUCTURES,
-    Microstructure,
-    PelletGeometry,
-    VirtualPellet,
-)
-from .phases import (
-    PHASE_MATERIALS,
-    Phase,
-    PhaseMaterial,
-    electrolyte_material,
-)
+# The room's public API is the union of its modules' ``__all__`` (as TomoPy's packages do):
+# a name added to a module's ``__all__`` is exported here too.
+from . import cracks, fields, model, phases
+from .cracks import *
+from .fields import *
+from .model import *
+from .phases import *
 
-__all__ = [
-    "BLOCK_ROWS",
-    "MICROSTRUCTURES",
-    "PHASE_MATERIALS",
-    "CrackRaster",
-    "FourierField",
-    "Microstructure",
-    "PelletGeometry",
-    "Phase",
-    "PhaseMaterial",
-    "VirtualPellet",
-    "crack_path",
-    "electrolyte_material",
-    "gaussian_kernel",
-    "interpolation_matrix",
-    "pore_field",
-    "rasterise_path",
-    "render_crack_rows",
-]
+__all__ = list(dict.fromkeys([*cracks.__all__, *fields.__all__, *model.__all__, *phases.__all__]))

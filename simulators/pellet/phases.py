@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from ..materials import MaterialPreset, get_material
+
 __all__ = ["PHASE_MATERIALS", "Phase", "PhaseMaterial", "electrolyte_material"]
 
 
@@ -62,9 +64,30 @@ _ELECTROLYTES = {
 }
 
 
-def electrolyte_material(material: str) -> PhaseMaterial:
-    """The dense electrolyte's composition and density for a material preset."""
-    for name, phase in _ELECTROLYTES.items():
-        if name.lower() == material.strip().lower():
-            return phase
-    raise ValueError(f"unknown material {material!r}; choose one of {', '.join(_ELECTROLYTES)}")
+def electrolyte_material(material: str | MaterialPreset) -> PhaseMaterial:
+    """The dense electrolyte's composition and density for a material preset.
+
+    Parameters
+    ----------
+    material : str or MaterialPreset
+        Preset name (case-insensitive) or preset.
+
+    Returns
+    -------
+    PhaseMaterial
+
+    Raises
+    ------
+    UnknownMaterialError
+        If the name is not a preset (the message lists the valid names).
+    ValueError
+        If a custom preset has no electrolyte composition here.
+    """
+    preset = get_material(material)
+    try:
+        return _ELECTROLYTES[preset.name]
+    except KeyError:
+        raise ValueError(
+            f"no electrolyte composition for material {preset.name!r}; add its formula and "
+            "density to _ELECTROLYTES in insitu.simulators.pellet.phases"
+        ) from None

@@ -1,9 +1,9 @@
 """Short classification and the CCD on traces with known answers: none, soft, hard, noise,
 and a full lab CCD protocol run on the virtual cell.
 
-Decision under test (analysis/electrochem/shorts.py): a soft short — the voltage sinking over minutes to
-~30 % and partly recovering — is reported as ``kind="soft"`` but does not set the CCD unless
-``count_soft=True``; the paper's CCD is a *sharp* drop, which is a hard short.
+Decision under test (analysis/electrochem/shorts.py): a soft short — the voltage sinking over
+minutes to ~30 % and partly recovering — is reported as ``kind="soft"`` but does not set the
+CCD unless ``count_soft=True``; the paper's CCD is a *sharp* drop, which is a hard short.
 """
 
 import numpy as np

@@ -75,7 +75,7 @@ def test_ball_of_known_radius(radius: int) -> None:
     n = 2 * radius + 7
     z, y, x = (a - n // 2 for a in np.ogrid[:n, :n, :n])
     ball = z**2 + y**2 + x**2 <= radius**2
-    lt = local_thickness(ball, voxel_size_um=0.7)
+    lt = local_thickness(ball, voxel_um=0.7)
     # ImageJ's convention: D = R² + 1 at the centre → 2√(R² + 1) everywhere in the ball,
     # ≈ 2R, one voxel less than the ball's extent in voxel edges (2R + 1).
     expected = 2 * np.sqrt(radius**2 + 1) * 0.7
@@ -88,7 +88,7 @@ def test_ball_of_known_radius(radius: int) -> None:
 def test_slab_of_known_thickness(thickness: int) -> None:
     pores = np.zeros((thickness + 4, 12, 12), dtype=bool)
     pores[2 : 2 + thickness] = True
-    lt = local_thickness(pores, voxel_size_um=1.0)
+    lt = local_thickness(pores, voxel_um=1.0)
     # A slab of T rows: D = ⌈T/2⌉² in the middle, so ImageJ reports T (even) or T + 1 (odd).
     expected = 2 * np.ceil(thickness / 2)
     assert np.allclose(lt[pores], expected)
@@ -97,9 +97,9 @@ def test_slab_of_known_thickness(thickness: int) -> None:
 @pytest.mark.parametrize("clean_up", [False, True])
 def test_chunked_equals_unchunked(clean_up: bool) -> None:
     pores = random_pores((48, 30, 34), 2.0, seed=2)
-    whole = local_thickness(pores, voxel_size_um=1.5, clean_up=clean_up)
+    whole = local_thickness(pores, voxel_um=1.5, clean_up=clean_up)
     for rows in (3, 16):
-        chunked = local_thickness(pores, voxel_size_um=1.5, clean_up=clean_up, slab_rows=rows)
+        chunked = local_thickness(pores, voxel_um=1.5, clean_up=clean_up, slab_rows=rows)
         assert np.array_equal(chunked, whole), rows
 
 
@@ -113,10 +113,8 @@ def test_pore_analysis_chunked_equals_unchunked_and_writes_the_map() -> None:
     mask = pellet_mask(grey.shape[1:], radius_px=15)
     thr = StudyThreshold.from_volumes([grey], method="otsu", mask=mask, rows=(5, 35))
     out = np.zeros((30, 32, 32), dtype=np.float32)
-    one = pore_analysis(grey, thr, voxel_size_um=1.0, mask=mask, rows=(5, 35), slab_rows=100)
-    many = pore_analysis(
-        grey, thr, voxel_size_um=1.0, mask=mask, rows=(5, 35), slab_rows=4, out=out
-    )
+    one = pore_analysis(grey, thr, voxel_um=1.0, mask=mask, rows=(5, 35), slab_rows=100)
+    many = pore_analysis(grey, thr, voxel_um=1.0, mask=mask, rows=(5, 35), slab_rows=4, out=out)
     assert np.array_equal(one.psd.counts, many.psd.counts)
     assert one.porosity == many.porosity
     assert many.psd.mean_um == pytest.approx(one.psd.mean_um, rel=1e-12)
@@ -149,9 +147,9 @@ def test_guessed_largest_distance_gives_the_exact_result(monkeypatch, big_pore: 
         tp, "_max_distance_sq", lambda *a, **k: exact_passes.append(1) or real(*a, **k)
     )
     # ≈ 0.4 MiB: slabs of a few dozen rows, several of them.
-    guessed = pore_analysis(grey, 128.0, voxel_size_um=1.0, memory_budget_gib=4e-4)
+    guessed = pore_analysis(grey, 128.0, voxel_um=1.0, memory_budget_gib=4e-4)
     assert len(exact_passes) == (1 if big_pore else 0)
-    one_slab = pore_analysis(grey, 128.0, voxel_size_um=1.0, slab_rows=1000)
+    one_slab = pore_analysis(grey, 128.0, voxel_um=1.0, slab_rows=1000)
     np.testing.assert_array_equal(guessed.psd.bin_edges_um, one_slab.psd.bin_edges_um)
     np.testing.assert_array_equal(guessed.psd.counts, one_slab.psd.counts)
     assert guessed.psd.mean_um == pytest.approx(one_slab.psd.mean_um, rel=1e-12)
@@ -161,8 +159,8 @@ def test_guessed_largest_distance_gives_the_exact_result(monkeypatch, big_pore: 
 def test_input_errors_name_the_argument() -> None:
     with pytest.raises(ValueError, match="boolean"):
         local_thickness(np.zeros((3, 3, 3), dtype=np.uint8))
-    with pytest.raises(ValueError, match="voxel_size_um"):
-        local_thickness(np.zeros((3, 3, 3), dtype=bool), voxel_size_um=-1)
+    with pytest.raises(ValueError, match="voxel_um"):
+        local_thickness(np.zeros((3, 3, 3), dtype=bool), voxel_um=-1)
     with pytest.raises(ValueError, match="rows"):
         porosity(np.zeros((4, 3, 3)), 0.5, rows=(3, 9))
     with pytest.raises(ValueError, match="mask"):
@@ -181,7 +179,7 @@ def test_porosity_of_label_grey_volume_within_0_01() -> None:
     inside = pellet_mask(grey.shape[1:], radius_px=estimate_pellet_radius(grey.mean(0)))
     rows = electrolyte_rows(find_interfaces(grey, mask=inside))
     thr = StudyThreshold.from_volumes([grey], method="default", mask=inside, rows=rows)
-    res = pore_analysis(grey, thr, voxel_size_um=3.0, mask=inside, rows=rows)
+    res = pore_analysis(grey, thr, voxel_um=3.0, mask=inside, rows=rows)
     assert res.porosity == pytest.approx(truth["porosity"], abs=0.01)
     assert porosity(grey, thr, mask=inside, rows=rows) == res.porosity
     # σ = 1.8 µm pores: mean chord ≈ 4σ ≈ 7 µm, the local thickness a few voxels.
@@ -213,7 +211,7 @@ def test_reconstructed_scan(tmp_path, capsys) -> None:
     assert itf.bottom == pytest.approx(truth["interfaces_z_rows"]["electrolyte_counter"], abs=1.0)
     rows = electrolyte_rows(itf, margin_rows=2)
     thr = StudyThreshold.from_volumes([volume], method="otsu", mask=inside, rows=rows)
-    res = pore_analysis(volume, thr, voxel_size_um=3.0, mask=inside, rows=rows)
+    res = pore_analysis(volume, thr, voxel_um=3.0, mask=inside, rows=rows)
     # The truth over the same voxels (pores + cracks, as the threshold cannot tell them apart).
     lab = labels[rows[0] : rows[1]][:, inside]
     true_phi = np.isin(lab, [Phase.PORE, Phase.CRACK, Phase.CRACK_LITHIUM]).mean()

@@ -62,7 +62,7 @@ class Documents:
 
 @pytest.fixture
 def keithley() -> Iterator[tuple[SimBench, PotentiostatDevice]]:
-    with start_emulator("A-LPS", protocol="keithley2450", speedup=1e5) as bench:
+    with start_emulator("A-LPS", emulator="keithley2450", speedup=1e5) as bench:
         driver = open_potentiostat(bench.resource, timeout_s=2.0)
         driver.poll_interval_s = 0.005  # type: ignore[attr-defined]
         flyer = PotentiostatDevice(driver, name="pstat")
@@ -75,7 +75,7 @@ def keithley() -> Iterator[tuple[SimBench, PotentiostatDevice]]:
 
 @pytest.fixture
 def emstat() -> Iterator[tuple[SimBench, PotentiostatDevice]]:
-    with start_emulator("A-LPS", protocol="methodscript", speedup=1e6) as bench:
+    with start_emulator("A-LPS", emulator="methodscript", speedup=1e6) as bench:
         driver = open_potentiostat(bench.resource, timeout_s=2.0)
         flyer = PotentiostatDevice(driver, name="pstat")
         try:

@@ -119,7 +119,7 @@ def test_conductivity_recovers_sigma_and_activation_energy(material, data_dir, c
 def test_instrument_info_through_a_served_emulator(capsys):
     from insitu.protocols.bench.emulated import start_emulator
 
-    with start_emulator("LiI-AN", protocol="keithley2450") as bench:
+    with start_emulator("LiI-AN", emulator="keithley2450") as bench:
         out = run_json(capsys, ["instrument", "info", bench.resource, "--json"])
     assert out["model"].endswith("2450")
     assert "GalvanostaticHold" in out["capabilities"]

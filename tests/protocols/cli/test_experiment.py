@@ -47,7 +47,7 @@ def test_check_validates_without_running(tmp_path, capsys):
     assert main(["experiment", "run", str(good), "--check", "--json"]) == 0
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["schedule"]["half_cycle_s"] == 1800
-    assert cfg["devices"]["simulation"]["protocol"] == "methodscript"
+    assert cfg["devices"]["simulation"]["emulator"] == "methodscript"
 
 
 def test_status_and_resume_of_an_unknown_experiment(tmp_path, capsys):

@@ -253,7 +253,7 @@ def test_results_folders_to_table_figure_and_errors(tmp_path, capsys) -> None:
 
 def test_experiment_info_reads_the_manifest_keys(tmp_path) -> None:
     from insitu.analysis.microstructure.experiment import Step
-    from insitu.protocols.cli.analyze_tomo import experiment_info
+    from insitu.protocols.workflows.tomo_analysis import experiment_info
 
     steps = [Step("pristine", volume=None, charge_mC=0.0), Step("short", None, charge_mC=21.5)]
     path = tmp_path / "m.json"

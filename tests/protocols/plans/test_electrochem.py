@@ -12,7 +12,7 @@ from bluesky import RunEngine
 from run_documents import Documents
 
 from insitu.instruments.potentiostat import GalvanostaticHold
-from insitu.protocols.bench.lab import open_bench
+from insitu.protocols.bench import BenchSpec, open_bench
 from insitu.protocols.plans.electrochem import (
     ccd_test,
     conductivity_vs_temperature,
@@ -29,7 +29,7 @@ def run(plan, **bench_kwargs):
     docs = Documents()
     RE = RunEngine({})
     RE.subscribe(docs)
-    with open_bench(**bench_kwargs) as bench:
+    with open_bench(BenchSpec(**bench_kwargs)) as bench:
         RE(plan(bench))
         output_on = getattr(bench.potentiostat.driver, "query", None)
         state = {
@@ -45,7 +45,7 @@ def test_ccd_test_stops_at_the_short_and_records_the_paper_numbers(material):
     preset = MATERIALS[material]
     docs, state = run(
         lambda bench: ccd_test(bench.potentiostat, interval_s=20.0, md={"sample": "S1"}),
-        instrument=f"sim:{material}",
+        potentiostat=f"sim:{material}",
         # Slow enough that the plan sees the short before the instrument-side sequence has
         # run far past it (the instrument does not wait for the host).
         speedup=2e4,
@@ -77,7 +77,7 @@ def test_plate_strip_alternates_and_moves_on_at_the_cutoff():
             half_cycle_s=600.0,
             interval_s=10.0,
         ),
-        instrument="sim:LiI-AN",
+        potentiostat="sim:LiI-AN",
         speedup=1e5,
         geometry=CellGeometry.insitu(),
     )
@@ -95,8 +95,8 @@ def test_plate_strip_alternates_and_moves_on_at_the_cutoff():
 def test_eis_plan_stores_a_spectrum_that_gives_back_the_cell_resistance():
     docs, state = run(
         lambda bench: eis(bench.potentiostat, frequency_start_Hz=2e5, points_per_decade=5),
-        instrument="sim:LiI-AN",
-        sim_protocol="methodscript",
+        potentiostat="sim:LiI-AN",
+        emulator="methodscript",
         speedup=1e5,
         geometry=CellGeometry.conductivity(),
     )
@@ -119,9 +119,9 @@ def test_conductivity_series_settles_the_oven_before_each_spectrum():
             frequency_start_Hz=2e5,
             points_per_decade=4,
         ),
-        instrument="sim:LiI-AN",
+        potentiostat="sim:LiI-AN",
         oven="sim",
-        sim_protocol="methodscript",
+        emulator="methodscript",
         speedup=1e5,
         geometry=CellGeometry.conductivity(),
         oven_settle_time_s=120.0,
@@ -155,7 +155,7 @@ def test_a_failing_plan_switches_the_cell_off():
         yield from bps.close_run()
 
     RE = RunEngine({})
-    with open_bench("sim:LiI-AN", speedup=1e3) as bench:
+    with open_bench(BenchSpec("sim:LiI-AN", speedup=1e3)) as bench:
         with pytest.raises(Boom):
             RE(plan(bench))
         assert bench.potentiostat.driver.query(":OUTP?") == "0"
@@ -166,7 +166,7 @@ def test_hold_plan_records_technique_and_limits():
         lambda bench: galvanostatic_hold(
             bench.potentiostat, current_A=1e-4, duration_s=100.0, interval_s=1.0
         ),
-        instrument="sim:LiI-AN",
+        potentiostat="sim:LiI-AN",
         speedup=1e4,
     )
     start = docs.of("start")[0]

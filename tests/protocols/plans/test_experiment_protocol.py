@@ -284,7 +284,7 @@ def test_journal_records_and_a_torn_last_line_is_ignored(tmp_path):
 
 # --- simulated time: fast while current flows, near real time at rest ---------------------
 def test_sim_pace_runs_fast_only_while_current_flows():
-    from insitu.protocols.bench.experiment import SimPace
+    from insitu.protocols.bench import SimPace
     from insitu.simulators.clock import SimClock
 
     clock = SimClock(speedup=5.0)
@@ -308,3 +308,14 @@ def test_sim_pace_runs_fast_only_while_current_flows():
     t = clock.now()
     pace("stop", {})
     assert clock.now() >= t  # time stays continuous across the switch
+
+
+def test_the_emulator_key_and_its_old_name() -> None:
+    # Experiment files (and journals) written before 0.2 name the emulator "protocol".
+    for key in ("emulator", "protocol"):
+        cfg = validate_config(
+            {"material": "A-LPS", "devices": {"simulation": {key: "keithley2450"}}}
+        )
+        assert cfg.devices.simulation.emulator == "keithley2450"
+        assert cfg.to_dict()["devices"]["simulation"]["emulator"] == "keithley2450"
+        assert validate_config(cfg.to_dict()) == cfg

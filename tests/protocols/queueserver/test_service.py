@@ -315,12 +315,12 @@ def test_tomo_scan_on_the_simulated_beamline_through_the_queue(tmp_path):
 @pytest.mark.slow
 def test_queue_server_command_runs_until_ctrl_c(tmp_path):
     # The subcommand as `insitu queue-server` runs it, on a parser of its own (registering it
-    # in the `insitu` parser is protocols/cli.py's business).
+    # in the `insitu` parser is protocols/cli/app.py's business).
     launcher = (
         "import argparse, sys\n"
-        "from insitu.protocols.cli.queue_server import add_queue_server_parser\n"
+        "from insitu.protocols.cli.queue_server import register\n"
         "parser = argparse.ArgumentParser(prog='insitu')\n"
-        "add_queue_server_parser(parser.add_subparsers(dest='command', required=True))\n"
+        "register(parser.add_subparsers(dest='command', required=True))\n"
         "args = parser.parse_args(sys.argv[1:])\n"
         "sys.exit(args.func(args))\n"
     )

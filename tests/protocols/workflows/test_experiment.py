@@ -437,7 +437,7 @@ def test_a_pause_during_plating_keeps_the_cell_plating_and_resumes_without_repla
     from bluesky import RunEngine
     from bluesky.utils import RunEngineInterrupted
 
-    from insitu.protocols.bench.experiment import open_experiment_bench
+    from insitu.protocols.bench import BenchSpec, open_bench
     from insitu.protocols.experiment_config import validate_config
     from insitu.protocols.plans.experiment import insitu_experiment
 
@@ -452,7 +452,7 @@ def test_a_pause_during_plating_keeps_the_cell_plating_and_resumes_without_repla
     RE = RunEngine({})
     RE.record_interruptions = True
     store.subscribe(RE)
-    with open_experiment_bench(cfg, tmp_path / "p1") as bench:
+    with open_bench(BenchSpec.from_experiment(cfg, tmp_path / "p1")) as bench:
         RE.subscribe(bench.pace)
         device = bench.potentiostat
 

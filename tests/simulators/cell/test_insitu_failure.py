@@ -69,6 +69,11 @@ def test_insitu_damage_law_is_derived_at_a_fixed_margin(name: str) -> None:
     assert law.temperature_K == CellGeometry.insitu().temperature_K
 
 
+def test_insitu_damage_law_is_derived_once_per_preset() -> None:
+    # The name is resolved at the edge: a name and its preset share the derivation.
+    assert insitu_damage_law("a-lps") is insitu_damage_law(MATERIALS["A-LPS"])
+
+
 def test_lab_cell_keeps_the_lab_damage_law() -> None:
     # At the lab stack pressure the in-situ calibration has no weight: the lab CCD
     # calibration (test_cell_calibration.py) is untouched.

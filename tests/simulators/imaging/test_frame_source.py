@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 
 import numpy as np
 import pytest
 
+from insitu.simulators import materials
 from insitu.simulators.imaging import frame_source as tomo_source
 from insitu.simulators.imaging.frame_source import PelletFrameSource, pellet_frame_source
 from insitu.simulators.imaging.xray import attenuation_coefficients
-from insitu.simulators.materials import UnknownMaterialError
+from insitu.simulators.materials import MATERIALS, UnknownMaterialError
 from insitu.simulators.pellet.model import PelletGeometry
 from insitu.simulators.pellet.phases import Phase
 
@@ -159,3 +161,25 @@ def test_bad_arguments_say_what_to_do(kwargs, error, message) -> None:
 def test_unknown_frame_kind(source) -> None:
     with pytest.raises(ValueError, match="kind must be one of"):
         source(0.0, "white")
+
+
+def test_material_is_looked_up_once_and_passed_on_as_a_preset(monkeypatch) -> None:
+    # Every simulators module that looks materials up counts the look-ups by name.
+    by_name = []
+    lookup = materials.get_material
+
+    def counting(material):
+        if not isinstance(material, materials.MaterialPreset):
+            by_name.append(material)
+        return lookup(material)
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("insitu.simulators") and getattr(module, "get_material", None) is lookup:
+            monkeypatch.setattr(module, "get_material", counting)
+    source = PelletFrameSource("a-lps", n_projections=2)
+    assert by_name == ["a-lps"]
+    assert source.preset is MATERIALS["A-LPS"] and source.material == "A-LPS"
+    assert source.pellet.material is source.preset
+    # A preset is taken as it is.
+    assert PelletFrameSource(source.preset, n_projections=2).preset is source.preset
+    assert by_name == ["a-lps"]

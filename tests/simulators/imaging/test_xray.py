@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,7 @@ from insitu.simulators.imaging.xray import (
     scan_frames,
     simulate_frames,
 )
+from insitu.simulators.materials import MATERIALS
 from insitu.simulators.pellet.phases import Phase
 
 VOXEL = 1.0e-6
@@ -61,6 +64,14 @@ def test_refractive_decrements_sane():
     assert 1e-7 < delta[Phase.ELECTROLYTE] < 2e-6
     assert 0 < delta[Phase.LITHIUM] < delta[Phase.ELECTROLYTE]
     assert delta[Phase.PORE] < 1e-8
+
+
+def test_a_preset_or_its_name_give_the_same_coefficients():
+    preset = MATERIALS["LiI-AN"]
+    assert attenuation_coefficients(preset) == attenuation_coefficients("lii-an")
+    custom = dataclasses.replace(preset, name="LiI-XX")
+    with pytest.raises(ValueError, match="add its formula and density"):
+        attenuation_coefficients(custom)
 
 
 def test_unknown_material_and_energy_raise():

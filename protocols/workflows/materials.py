@@ -1,4 +1,5 @@
-"""``insitu analyze materials``: the paper's cross-material figure, porosity vs charge-to-failure.
+"""Porosity vs charge-to-failure across materials (the paper's Fig. 3b): what ``insitu analyze
+materials`` runs.
 
 One row per material: the porosity of its pristine scan (from ``insitu analyze tomo``), its
 in-situ charge-to-failure (mC, when the experiment's manifest says the cell failed) and its
@@ -7,7 +8,7 @@ it came from; then Spearman's rank correlation of porosity against charge-to-fai
 figure. The numbers are gathered here (files, the catalog); the table and the correlation are
 :mod:`insitu.analysis.materials_compare`.
 
-``SOURCE`` is a results folder of ``insitu analyze tomo`` (its ``result.json``), that
+A tomography source is a results folder of ``insitu analyze tomo`` (its ``result.json``), that
 ``result.json`` itself, or an experiment manifest, which is then analysed here with the
 default settings (no pore sizes) exactly as ``insitu analyze tomo MANIFEST`` would; a folder
 keeps the settings it was analysed with. The material comes from ``--material SOURCE=NAME``,
@@ -17,108 +18,64 @@ else the manifest's ``"material"``, else the ground truth of a simulated scan; a
 
 from __future__ import annotations
 
-import argparse
 import json
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from insitu.analysis.electrochem.shorts import CHARGE_CONVENTIONS
 from insitu.analysis.materials_compare import (
     FAILURE_COLUMNS,
+    RankCorrelation,
     failure_correlations,
     materials_table,
 )
 from insitu.analysis.report.tomo_figures import plot_porosity_vs_failure
 
-from .analyze_tomo import analyze_path
+from ..errors import InputNotFoundError, InvalidInputError
+from .tomo_analysis import analyze_path
+
+if TYPE_CHECKING:
+    from ..storage.catalog import RunStore
 
 __all__ = [
     "CCD_CONVENTIONS",
-    "add_analyze_materials_parser",
+    "FIGURE",
+    "MaterialNames",
     "ccd_observations",
-    "cmd_analyze_materials",
+    "compare_materials",
     "tomo_observations",
 ]
 
 #: Charge-to-failure conventions of a CCD run (:func:`insitu.protocols.workflows.lab.ccd_summary`).
-CCD_CONVENTIONS = ("per_electrode_plated", "total_abs")
+CCD_CONVENTIONS = CHARGE_CONVENTIONS
 
+#: The figure of the first (preferred) charge-to-failure.
 FIGURE = "porosity_vs_failure.png"
 
-
-def add_analyze_materials_parser(an_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``analyze materials`` to the ``insitu analyze`` subcommands.
-
-    The storage options (``--data``, ``--catalog``, ``--api-key``) are added by the caller,
-    with the same helper as every other command that reads the catalog.
-    """
-    parser = an_sub.add_parser(
-        "materials",
-        help="porosity vs charge-to-failure across materials (the paper's Fig. 3b)",
-        description=(
-            "One row per material: pristine porosity from tomography results, in-situ "
-            "charge-to-failure (mC) from the experiment manifest, lab charge-to-failure "
-            "(C/cm² per electrode) from stored CCD runs; writes materials.csv, materials.json "
-            "and porosity_vs_failure.png and reports Spearman's ρ of porosity against "
-            "charge-to-failure. Put --ccd after the sources."
-        ),
-    )
-    parser.add_argument(
-        "sources",
-        nargs="+",
-        metavar="SOURCE",
-        help="an `insitu analyze tomo` results folder (or its result.json) or a manifest",
-    )
-    parser.add_argument(
-        "--ccd",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="RUN",
-        help="stored CCD runs (uid, uid prefix or index) for the lab charge-to-failure",
-    )
-    parser.add_argument(
-        "--material",
-        action="append",
-        default=[],
-        metavar="SOURCE=NAME",
-        help="the material of a SOURCE or RUN (as typed) that does not record it; repeatable",
-    )
-    parser.add_argument(
-        "--convention",
-        choices=CCD_CONVENTIONS,
-        default="per_electrode_plated",
-        help="lab charge-to-failure convention (per_electrode_plated)",
-    )
-    parser.add_argument(
-        "--conflict",
-        choices=("error", "first", "mean"),
-        default="error",
-        help="two sources with different numbers for one material: stop (error), keep the "
-        "first given, or average them (default error)",
-    )
-    parser.add_argument("--out", metavar="DIR", default="materials-analysis", help="results")
-    parser.add_argument("--json", action="store_true", help="print one JSON object with results")
-    parser.set_defaults(func=cmd_analyze_materials)
-    return parser
+#: Opens the run store, for ``--ccd`` runs.
+StoreOpener = Callable[[], AbstractContextManager["RunStore"]]
 
 
 @dataclass
-class _Names:
+class MaterialNames:
     """``--material KEY=NAME`` pairs, looked up by a source or run as typed or as a path."""
 
     pairs: dict[str, str]
 
     @classmethod
-    def parse(cls, items: list[str]) -> _Names:
+    def parse(cls, items: Sequence[str]) -> MaterialNames:
+        """From ``SOURCE=NAME`` strings as typed."""
         pairs: dict[str, str] = {}
         for item in items:
             key, sep, name = item.rpartition("=")
             if not sep or not key.strip() or not name.strip():
-                raise ValueError(
+                raise InvalidInputError(
                     f"--material takes SOURCE=NAME (e.g. results/A-LPS=A-LPS), got {item!r}"
                 )
             pairs[key.strip()] = name.strip()
@@ -135,7 +92,7 @@ class _Names:
         """A ``--material`` that names nothing is a typo the user wants to hear about."""
         for given, name in self.pairs.items():
             if not any(_same(given, key) for key in keys):
-                raise ValueError(
+                raise InvalidInputError(
                     f"--material {given}={name} names no SOURCE or --ccd RUN; write the key "
                     "as the source or run was given"
                 )
@@ -159,9 +116,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        raise InvalidInputError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path} is not a JSON object")
+        raise InvalidInputError(f"{path} is not a JSON object")
     return data
 
 
@@ -194,13 +151,13 @@ def tomo_observations(source: str, material: str | None = None) -> list[dict[str
     path = Path(source)
     if path.is_dir():
         if not (path / "result.json").is_file():
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"{path} has no result.json: give a folder written by `insitu analyze tomo` "
                 "or an experiment manifest (.json)"
             )
         path = path / "result.json"
     elif not path.exists():
-        raise FileNotFoundError(f"no such file or folder: {source}")
+        raise InputNotFoundError(f"no such file or folder: {source}")
     data = _read_json(path) if path.suffix.lower() == ".json" else {}
     if _is_result(data):
         first = data["steps"][0]
@@ -212,13 +169,13 @@ def tomo_observations(source: str, material: str | None = None) -> list[dict[str
         porosity, step = float(result.table["porosity"].iloc[0]), steps[0].name
         where = f"{path} (analysed, default settings)"
     else:
-        raise ValueError(
+        raise InvalidInputError(
             f"{source} is neither an `insitu analyze tomo` results folder (result.json) nor an "
             "experiment manifest (.json with 'steps' naming volumes)"
         )
     name = material or experiment.get("material")
     if not name:
-        raise ValueError(
+        raise InvalidInputError(
             f'the material of {source} is unknown: add "material": "NAME" to its manifest '
             f"(and re-run `insitu analyze tomo`), or pass --material {source}=NAME"
         )
@@ -245,33 +202,33 @@ def tomo_observations(source: str, material: str | None = None) -> list[dict[str
 
 
 def ccd_observations(
-    store: Any, runs: list[str], names: _Names, convention: str
+    store: RunStore, runs: Sequence[str], names: MaterialNames, convention: str
 ) -> list[dict[str, Any]]:
     """Lab charge-to-failure (C/cm² per electrode) and CCD of stored CCD runs.
 
     The numbers come from :func:`insitu.protocols.workflows.lab.ccd_summary`, the same analysis
     of the stored run that ``insitu ccd`` and ``insitu analyze ccd`` print.
     """
-    # Imported here: the workflows pull in Bluesky and the benches.
-    from ..workflows.lab import ccd_summary
+    # Imported here: the lab workflow pulls in Bluesky and the benches.
+    from .lab import ccd_summary
 
     rows: list[dict[str, Any]] = []
     for key in runs:
         run = store.load(key)
         if "electrochem" not in run.streams:
-            raise ValueError(
+            raise InvalidInputError(
                 f"run {run.uid[:8]} ({key}) has no 'electrochem' stream: --ccd takes runs "
                 "of `insitu ccd`"
             )
         summary = ccd_summary(run)
         if summary["ccd_mA_cm2"] is None:
-            raise ValueError(
+            raise InvalidInputError(
                 f"run {run.uid[:8]} ({key}) did not short, so it has no charge-to-failure: "
                 "leave it out"
             )
         name = names.of(key) or run.start.get("material")
         if not name:
-            raise ValueError(
+            raise InvalidInputError(
                 f"the material of run {run.uid[:8]} ({key}) is unknown (its start document "
                 f"has no 'material'): pass --material {key}=NAME"
             )
@@ -300,52 +257,76 @@ def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
     return table.astype(object).replace({np.nan: None}).to_dict(orient="records")
 
 
-def cmd_analyze_materials(args: argparse.Namespace) -> int:
-    """Build the materials table, correlate, write the results folder and print them."""
-    names = _Names.parse(args.material)
-    names.check_used([*args.sources, *args.ccd])
-    observations: list[dict[str, Any]] = []
-    for source in args.sources:
-        observations += tomo_observations(source, names.of(source))
-    if args.ccd:
-        # Imported here: tiled takes a second to import, which sources-only calls skip.
-        from ..storage.catalog import RunStore
+def compare_materials(
+    sources: Sequence[str],
+    *,
+    ccd_runs: Sequence[str] = (),
+    materials: Sequence[str] = (),
+    convention: str = "per_electrode_plated",
+    conflict: str = "error",
+    out: str | Path = "materials-analysis",
+    open_store: StoreOpener | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, RankCorrelation]]:
+    """Build the materials table, correlate, and write ``materials.csv``, ``materials.json``
+    and the figure(s) to ``out``.
 
-        with RunStore(
-            getattr(args, "data", None),
-            uri=getattr(args, "catalog", None),
-            api_key=getattr(args, "api_key", None),
-        ) as store:
-            observations += ccd_observations(store, args.ccd, names, args.convention)
-    table = materials_table(observations, conflict=args.conflict)
+    Parameters
+    ----------
+    sources : sequence of str
+        Tomography sources (:func:`tomo_observations`).
+    ccd_runs : sequence of str
+        Stored CCD runs (uid, uid prefix or index) for the lab charge-to-failure.
+    materials : sequence of str
+        ``SOURCE=NAME`` or ``RUN=NAME`` for sources that do not record their material.
+    convention : {"per_electrode_plated", "total_abs"}
+        The lab charge-to-failure convention.
+    conflict : {"error", "first", "mean"}
+        What two sources with different numbers for one material give
+        (:func:`insitu.analysis.materials_compare.materials_table`).
+    out : str or Path
+        The results folder.
+    open_store : callable, optional
+        Opens the run store; needed with ``ccd_runs``.
+
+    Returns
+    -------
+    summary : dict
+        What ``materials.json`` holds: ``materials``, ``correlations``, ``convention``,
+        ``out``, ``table``, ``figures``.
+    table : DataFrame
+        One row per material.
+    correlations : dict of RankCorrelation
+        By charge-to-failure column.
+    """
+    names = MaterialNames.parse(materials)
+    names.check_used([*sources, *ccd_runs])
+    observations: list[dict[str, Any]] = []
+    for source in sources:
+        observations += tomo_observations(source, names.of(source))
+    if ccd_runs:
+        if open_store is None:
+            raise TypeError("compare_materials needs open_store= to read the --ccd runs")
+        with open_store() as store:
+            observations += ccd_observations(store, ccd_runs, names, convention)
+    table = materials_table(observations, conflict=conflict)
     # Checked before anything is written: a comparison that cannot be made leaves no files.
     correlations = failure_correlations(table, FAILURE_COLUMNS)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "materials.csv", index=False)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_csv(folder / "materials.csv", index=False)
     figures: list[str] = []
     for i, column in enumerate(correlations):
         # The first (preferred) charge-to-failure is the figure; another gets its own file.
         name = FIGURE if i == 0 else f"porosity_vs_{column}.png"
-        plot_porosity_vs_failure(table, column=column).savefig(out / name, dpi=120)
-        figures.append(str(out / name))
+        plot_porosity_vs_failure(table, column=column).savefig(folder / name, dpi=120)
+        figures.append(str(folder / name))
     summary: dict[str, Any] = {
         "materials": _records(table),
         "correlations": {k: c.to_dict() for k, c in correlations.items()},
-        "convention": args.convention if args.ccd else None,
-        "out": str(out),
-        "table": str(out / "materials.csv"),
+        "convention": convention if ccd_runs else None,
+        "out": str(folder),
+        "table": str(folder / "materials.csv"),
         "figures": figures,
     }
-    (out / "materials.json").write_text(json.dumps(summary, indent=2))
-    if args.json:
-        print(json.dumps(summary))
-        return 0
-    shown = ["material", "porosity", *[c for c in FAILURE_COLUMNS if table[c].notna().any()]]
-    print(table[shown].to_string(index=False))
-    for corr in correlations.values():
-        print(
-            f"Spearman ρ({corr.x}, {corr.y}) = {corr.rho:+.3f} over {corr.n} materials: {corr.sign}"
-        )
-    print(f"sources and figure in {out}")
-    return 0
+    (folder / "materials.json").write_text(json.dumps(summary, indent=2))
+    return summary, table, correlations

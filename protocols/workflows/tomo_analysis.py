@@ -1,4 +1,4 @@
-"""``insitu analyze tomo``: microstructure analysis of one volume or of a whole experiment.
+"""Microstructure of one volume or of a whole experiment: what ``insitu analyze tomo`` runs.
 
 ``PATH`` is a reconstructed volume (a Zarr store written by ``insitu recon``, or any 3-D Zarr
 array) or an experiment manifest (JSON)::
@@ -15,7 +15,8 @@ writes next to a simulated scan), ``"failed": true`` when the cell failed at the
 ``charge_mC`` is then the in-situ charge-to-failure) and ``"charge_to_failure_mC"`` to give that
 number explicitly (it wins over ``failed``).
 
-Results go to ``--out`` (default ``PATH`` without its suffix + ``-analysis``): ``steps.csv``
+:func:`analyze_tomo` writes the results to ``out`` (default ``PATH`` without its suffix +
+``-analysis``): ``steps.csv``
 (one row per step), ``result.json`` (the table, the study threshold, the settings, and under
 ``"experiment"`` the source, material and in-situ charge-to-failure), ``sections.csv``
 (porosity-factor statistics per section), ``porosity_factor.npz`` (every step's cube
@@ -25,7 +26,6 @@ PNG. ``charge_mC`` is cumulative: the charge passed since the first scan.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from insitu.analysis.microstructure.experiment import (
     Step,
     TomoSettings,
     analyze_experiment,
+    voxel_um_from_attrs,
 )
 from insitu.analysis.microstructure.maps import plot_porosity_factor_maps
 from insitu.analysis.report.tomo_figures import (
@@ -45,64 +46,56 @@ from insitu.analysis.report.tomo_figures import (
     render_cracks,
 )
 
-__all__ = ["add_analyze_tomo_parser", "analyze_path", "cmd_analyze_tomo", "experiment_info"]
+from ..errors import InputNotFoundError, InvalidInputError
 
-
-def add_analyze_tomo_parser(an_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``analyze tomo`` to the ``insitu analyze`` subcommands."""
-    tomo = an_sub.add_parser(
-        "tomo",
-        help="porosity, pores, cracks, porosity factor, interfaces of volumes or an experiment",
-        description=(
-            "Microstructure analysis with one study threshold for every scan: porosity and "
-            "pore sizes, cracks and their growth, transparent volume, electrode thickness, "
-            "porosity-factor maps and interfacial intensity."
-        ),
-    )
-    tomo.add_argument("path", metavar="VOLUME_OR_EXPERIMENT", help="VOLUME.zarr or manifest.json")
-    tomo.add_argument("--out", metavar="DIR", help="results folder (default PATH-analysis)")
-    tomo.add_argument("--voxel-um", type=float, help="voxel size (default: from the volume)")
-    tomo.add_argument(
-        "--method", choices=("default", "otsu"), default="default", help="ImageJ threshold"
-    )
-    tomo.add_argument(
-        "--min-crack-um3", type=float, default=1000.0, help="smallest crack, µm³ (1000)"
-    )
-    tomo.add_argument("--area-cm2", type=float, help="electrode area, for charge per electrode")
-    tomo.add_argument("--no-psd", action="store_true", help="skip the pore size distribution")
-    tomo.add_argument("--no-figures", action="store_true", help="write tables only")
-    tomo.add_argument("--json", action="store_true", help="print one JSON object with results")
-    tomo.set_defaults(func=cmd_analyze_tomo)
-    return tomo
+__all__ = ["analyze_path", "analyze_tomo", "experiment_info", "load_steps", "write_analysis"]
 
 
 def _open_volume(path: Path) -> Any:
     import zarr
 
     if not path.exists():
-        raise FileNotFoundError(f"no volume at {path}")
+        raise InputNotFoundError(f"no volume at {path}")
     try:
         return zarr.open_array(str(path), mode="r")
     except Exception as exc:  # zarr raises several types for a non-array path
-        raise ValueError(
+        raise InvalidInputError(
             f"{path} is not a Zarr array: give a volume written by `insitu recon` or an "
             "experiment manifest (.json)"
         ) from exc
 
 
-def _load(path: Path) -> tuple[list[Step], dict[str, Any]]:
+def _read_manifest(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputNotFoundError(f"no experiment manifest at {path}")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise InvalidInputError(f"{path} is not a JSON object with 'steps'")
+    return manifest
+
+
+def load_steps(path: Path) -> tuple[list[Step], dict[str, Any]]:
+    """The steps (volumes opened read-only) of a manifest or of one volume, and the manifest.
+
+    Returns
+    -------
+    steps : list of Step
+        Pristine first.
+    manifest : dict
+        The manifest's contents (empty for a single volume).
+    """
     if path.suffix.lower() == ".json":
-        try:
-            manifest = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        manifest = _read_manifest(path)
         entries = manifest.get("steps")
-        if not entries:
-            raise ValueError(f"{path} has no 'steps' (a list of {{'name', 'volume', ...}})")
+        if not entries or not isinstance(entries, list):
+            raise InvalidInputError(f"{path} has no 'steps' (a list of {{'name', 'volume', ...}})")
         steps = []
         for i, entry in enumerate(entries):
-            if "volume" not in entry:
-                raise ValueError(f"{path}: step {i} has no 'volume'")
+            if not isinstance(entry, dict) or "volume" not in entry:
+                raise InvalidInputError(f"{path}: step {i} has no 'volume'")
             steps.append(
                 Step(
                     name=str(entry.get("name", f"step {i}")),
@@ -128,7 +121,7 @@ def _material_of_scan(volume: Any) -> str | None:
     if not source:
         return None
     # Imported here: the scan workflow pulls in Bluesky and the simulators.
-    from ..workflows.tomo import truth_paths
+    from .tomo import truth_paths
 
     truth = truth_paths(source)[0]
     try:
@@ -162,19 +155,19 @@ def experiment_info(path: Path, manifest: dict[str, Any], steps: list[Step]) -> 
         material, material_from = _material_of_scan(steps[0].volume), "scan"
     failed = manifest.get("failed", False)
     if not isinstance(failed, bool):
-        raise ValueError(f"{path}: 'failed' must be true or false, got {failed!r}")
+        raise InvalidInputError(f"{path}: 'failed' must be true or false, got {failed!r}")
     charge = manifest.get("charge_to_failure_mC")
     if charge is not None:
         try:
             charge = float(charge)
         except (TypeError, ValueError):
-            raise ValueError(
+            raise InvalidInputError(
                 f"{path}: 'charge_to_failure_mC' must be a number (mC), got {charge!r}"
             ) from None
     elif failed:
         charge = steps[-1].charge_mC
         if charge is None:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{path} marks the cell failed but its last step has no 'charge_mC': add it "
                 "(or give 'charge_to_failure_mC')"
             )
@@ -216,13 +209,13 @@ def analyze_path(
         :func:`experiment_info` of the manifest or volume.
     result : ExperimentResult
     """
-    steps, manifest = _load(path)
+    steps, manifest = load_steps(path)
     experiment = experiment_info(path, manifest, steps)
     voxel = voxel_um or manifest.get("voxel_um")
     if voxel is None:
-        voxel = steps[0].volume.attrs.get("voxel_size_um")
+        voxel = voxel_um_from_attrs(steps[0].volume.attrs)
     if voxel is None:
-        raise ValueError(
+        raise InvalidInputError(
             f"the voxel size of {path} is unknown: pass --voxel-um (µm) or put 'voxel_um' in "
             "the manifest"
         )
@@ -305,25 +298,44 @@ def write_analysis(
     return summary
 
 
-def cmd_analyze_tomo(args: argparse.Namespace) -> int:
-    """Analyse, write the results folder and print the per-step table (or JSON)."""
-    path = Path(args.path)
+def analyze_tomo(
+    path: str | Path,
+    *,
+    out: str | Path | None = None,
+    voxel_um: float | None = None,
+    method: str = "default",
+    min_crack_um3: float = 1000.0,
+    area_cm2: float | None = None,
+    psd: bool = True,
+    figures: bool = True,
+) -> tuple[dict[str, Any], ExperimentResult]:
+    """Analyse a volume or an experiment manifest and write its results folder.
+
+    Parameters
+    ----------
+    path : str or Path
+        A Zarr volume or a manifest (JSON).
+    out : str or Path, optional
+        The results folder (default ``PATH`` without its suffix + ``-analysis``).
+    voxel_um, method, min_crack_um3, area_cm2, psd
+        As :func:`analyze_path`.
+    figures : bool
+        Also draw the figures (PNG).
+
+    Returns
+    -------
+    summary : dict
+        What ``result.json`` holds, plus ``figures``.
+    result : ExperimentResult
+    """
+    path = Path(path)
     steps, experiment, result = analyze_path(
         path,
-        voxel_um=args.voxel_um,
-        method=args.method,
-        min_crack_um3=args.min_crack_um3,
-        area_cm2=args.area_cm2,
-        psd=not args.no_psd,
+        voxel_um=voxel_um,
+        method=method,
+        min_crack_um3=min_crack_um3,
+        area_cm2=area_cm2,
+        psd=psd,
     )
-    out = Path(args.out) if args.out else path.with_name(path.stem + "-analysis")
-    summary = write_analysis(out, steps, experiment, result, figures=not args.no_figures)
-    if args.json:
-        print(json.dumps(summary, default=str))
-    else:
-        columns = ["step", "porosity", "crack_count", "crack_volume_um3", "transparent_volume_um3"]
-        print(result.table[columns].to_string(index=False))
-        print(
-            f"threshold {result.threshold.value:.6g} ({result.settings.method}); results in {out}"
-        )
-    return 0
+    folder = Path(out) if out else path.with_name(path.stem + "-analysis")
+    return write_analysis(folder, steps, experiment, result, figures=figures), result

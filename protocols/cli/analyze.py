@@ -1,0 +1,226 @@
+"""``insitu analyze eis|ccd|tomo|materials``: analyse measured files, volumes or stored runs.
+
+What they run: :mod:`insitu.protocols.workflows.electrochem_analysis` (``eis``, ``ccd``),
+:mod:`~insitu.protocols.workflows.tomo_analysis` (``tomo``, where the experiment manifest is
+described) and :mod:`~insitu.protocols.workflows.materials` (``materials``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from functools import partial
+
+from insitu.analysis.electrochem.shorts import CHARGE_CONVENTIONS
+
+from .common import add_output_options, add_storage_options, emit, open_store, print_json
+
+__all__ = [
+    "cmd_analyze_ccd",
+    "cmd_analyze_eis",
+    "cmd_analyze_materials",
+    "cmd_analyze_tomo",
+    "register",
+]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``analyze`` and its subcommands to the ``insitu`` parser."""
+    analyze = subparsers.add_parser("analyze", help="analyse measured files or stored runs")
+    what = analyze.add_subparsers(dest="what", required=True, metavar="WHAT")
+    _add_eis(what)
+    _add_ccd(what)
+    _add_tomo(what)
+    _add_materials(what)
+
+
+def _add_eis(what: argparse._SubParsersAction) -> None:
+    eis = what.add_parser(
+        "eis",
+        help="electrolyte resistance (and σ) of a spectrum",
+        description="SOURCE is a file (.mpt, .mpr, .csv) or a stored run (uid, uid prefix or "
+        "index; its 'eis' stream).",
+    )
+    eis.add_argument("source", metavar="SOURCE")
+    eis.add_argument("--cell", choices=("blocking", "li"), default="blocking")
+    eis.add_argument("--method", choices=("fit", "spike_intercept", "hf_intercept"), default="fit")
+    eis.add_argument("--thickness-cm", type=float, help="for σ = L/(R·A)")
+    eis.add_argument("--area-cm2", type=float, help="for σ = L/(R·A)")
+    add_output_options(eis)
+    add_storage_options(eis)
+    eis.set_defaults(func=cmd_analyze_eis)
+
+
+def _add_ccd(what: argparse._SubParsersAction) -> None:
+    ccd = what.add_parser(
+        "ccd",
+        help="CCD and charge-to-failure of a cycling trace",
+        description="SOURCE is a file (.mpt, .mpr, .csv) or a stored run ('electrochem').",
+    )
+    ccd.add_argument("source", metavar="SOURCE")
+    ccd.add_argument("--area-cm2", type=float, help="electrode area (runs record it)")
+    add_output_options(ccd)
+    add_storage_options(ccd)
+    ccd.set_defaults(func=cmd_analyze_ccd)
+
+
+def _add_tomo(what: argparse._SubParsersAction) -> None:
+    tomo = what.add_parser(
+        "tomo",
+        help="porosity, pores, cracks, porosity factor, interfaces of volumes or an experiment",
+        description=(
+            "Microstructure analysis with one study threshold for every scan: porosity and "
+            "pore sizes, cracks and their growth, transparent volume, electrode thickness, "
+            "porosity-factor maps and interfacial intensity."
+        ),
+    )
+    tomo.add_argument("path", metavar="VOLUME_OR_EXPERIMENT", help="VOLUME.zarr or manifest.json")
+    tomo.add_argument("--out", metavar="DIR", help="results folder (default PATH-analysis)")
+    tomo.add_argument("--voxel-um", type=float, help="voxel size (default: from the volume)")
+    tomo.add_argument(
+        "--method", choices=("default", "otsu"), default="default", help="ImageJ threshold"
+    )
+    tomo.add_argument(
+        "--min-crack-um3", type=float, default=1000.0, help="smallest crack, µm³ (1000)"
+    )
+    tomo.add_argument("--area-cm2", type=float, help="electrode area, for charge per electrode")
+    tomo.add_argument("--no-psd", action="store_true", help="skip the pore size distribution")
+    tomo.add_argument("--no-figures", action="store_true", help="write tables only")
+    tomo.add_argument("--json", action="store_true", help="print one JSON object with results")
+    tomo.set_defaults(func=cmd_analyze_tomo)
+
+
+def _add_materials(what: argparse._SubParsersAction) -> None:
+    materials = what.add_parser(
+        "materials",
+        help="porosity vs charge-to-failure across materials (the paper's Fig. 3b)",
+        description=(
+            "One row per material: pristine porosity from tomography results, in-situ "
+            "charge-to-failure (mC) from the experiment manifest, lab charge-to-failure "
+            "(C/cm² per electrode) from stored CCD runs; writes materials.csv, materials.json "
+            "and porosity_vs_failure.png and reports Spearman's ρ of porosity against "
+            "charge-to-failure. Put --ccd after the sources."
+        ),
+    )
+    materials.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="an `insitu analyze tomo` results folder (or its result.json) or a manifest",
+    )
+    materials.add_argument(
+        "--ccd",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="RUN",
+        help="stored CCD runs (uid, uid prefix or index) for the lab charge-to-failure",
+    )
+    materials.add_argument(
+        "--material",
+        action="append",
+        default=[],
+        metavar="SOURCE=NAME",
+        help="the material of a SOURCE or RUN (as typed) that does not record it; repeatable",
+    )
+    materials.add_argument(
+        "--convention",
+        choices=CHARGE_CONVENTIONS,
+        default="per_electrode_plated",
+        help="lab charge-to-failure convention (per_electrode_plated)",
+    )
+    materials.add_argument(
+        "--conflict",
+        choices=("error", "first", "mean"),
+        default="error",
+        help="two sources with different numbers for one material: stop (error), keep the "
+        "first given, or average them (default error)",
+    )
+    materials.add_argument("--out", metavar="DIR", default="materials-analysis", help="results")
+    materials.add_argument("--json", action="store_true", help="print one JSON object")
+    add_storage_options(materials)
+    materials.set_defaults(func=cmd_analyze_materials)
+
+
+def cmd_analyze_eis(args: argparse.Namespace) -> int:
+    """Electrolyte resistance (and σ when the geometry is known) of one spectrum."""
+    from ..workflows.electrochem_analysis import analyze_spectrum
+
+    result = analyze_spectrum(
+        args.source,
+        open_store=partial(open_store, args),
+        cell=args.cell,
+        method=args.method,
+        thickness_cm=args.thickness_cm,
+        area_cm2=args.area_cm2,
+    )
+    fit = result.fit
+    human = [f"R_electrolyte = {fit.electrolyte_resistance_ohm:.4g} Ω ({fit.method})"]
+    if result.sigma_S_cm is not None:
+        human.append(
+            f"σ = {result.sigma_S_cm:.4g} S/cm "
+            f"(L = {result.thickness_cm} cm, A = {result.area_cm2} cm²)"
+        )
+    return emit(args, result.to_dict(), human)
+
+
+def cmd_analyze_ccd(args: argparse.Namespace) -> int:
+    """CCD and charge-to-failure of a cycling trace (file or stored run)."""
+    from ..workflows.electrochem_analysis import analyze_trace
+
+    result = analyze_trace(
+        args.source, open_store=partial(open_store, args), area_cm2=args.area_cm2
+    )
+    ccd = result["ccd_mA_cm2"]
+    human = ["no short" if ccd is None else f"CCD: {ccd:g} mA/cm²"]
+    human += [f"charge ({k}): {v:.3f} C/cm²" for k, v in result["charge_to_failure_C_cm2"].items()]
+    return emit(args, result, human)
+
+
+def cmd_analyze_tomo(args: argparse.Namespace) -> int:
+    """Analyse, write the results folder and print the per-step table (or JSON)."""
+    from ..workflows.tomo_analysis import analyze_tomo
+
+    summary, result = analyze_tomo(
+        args.path,
+        out=args.out,
+        voxel_um=args.voxel_um,
+        method=args.method,
+        min_crack_um3=args.min_crack_um3,
+        area_cm2=args.area_cm2,
+        psd=not args.no_psd,
+        figures=not args.no_figures,
+    )
+    if args.json:
+        print_json(summary, default=str)
+        return 0
+    columns = ["step", "porosity", "crack_count", "crack_volume_um3", "transparent_volume_um3"]
+    print(result.table[columns].to_string(index=False))
+    threshold = f"{result.threshold.value:.6g} ({result.settings.method})"
+    print(f"threshold {threshold}; results in {summary['out']}")
+    return 0
+
+
+def cmd_analyze_materials(args: argparse.Namespace) -> int:
+    """Build the materials table, correlate, write the results folder and print them."""
+    from insitu.analysis.materials_compare import FAILURE_COLUMNS
+
+    from ..workflows.materials import compare_materials
+
+    summary, table, correlations = compare_materials(
+        args.sources,
+        ccd_runs=args.ccd,
+        materials=args.material,
+        convention=args.convention,
+        conflict=args.conflict,
+        out=args.out,
+        open_store=partial(open_store, args),
+    )
+    if args.json:
+        print_json(summary)
+        return 0
+    shown = ["material", "porosity", *[c for c in FAILURE_COLUMNS if table[c].notna().any()]]
+    print(table[shown].to_string(index=False))
+    for c in correlations.values():
+        print(f"Spearman ρ({c.x}, {c.y}) = {c.rho:+.3f} over {c.n} materials: {c.sign}")
+    print(f"sources and figure in {summary['out']}")
+    return 0
