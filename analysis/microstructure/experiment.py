@@ -38,10 +38,12 @@ import pandas as pd
 
 from ..errors import AnalysisInputError
 from ..tomo.prep.alignment import Shift, align_to, apply_shift
+from ..volumes.checks import check_finite
 from .cracks import crack_summary, find_cracks, match_cracks
 from .electrodes import charge_balance, electrode_thickness, transparent_volume
 from .interface import interface_intensity_table, interfacial_intensity_maps
 from .maps import PorosityFactor, porosity_factor, section_stats
+from .partial_volume import PhaseLevels, pv_porosity
 from .pores import pore_analysis
 from .segment import (
     Interfaces,
@@ -100,6 +102,12 @@ class TomoSettings:
         Pixels inside the pellet's edge left out (edge artefacts of the reconstruction).
     interface_margin_rows : float
         Rows next to each interface left out of the electrolyte measurements.
+    solid_level, void_level : float or None
+        Grey of pure electrolyte and of a pore for the partial-volume porosity
+        (``porosity_pv``, :mod:`.partial_volume`); None calibrates each from the study's
+        histogram (the void: 0, a pore's μ, unless a distinct pore peak). Give the solid
+        level (``μ · voxel`` of the dense electrolyte, ``solid_level_from_composition``)
+        when pores are near the voxel size: the histogram's peak then sits below it.
     """
 
     voxel_um: float
@@ -111,6 +119,8 @@ class TomoSettings:
     align: bool = True
     mask_margin_px: float = 2.0
     interface_margin_rows: float = 1.0
+    solid_level: float | None = None
+    void_level: float | None = None
 
     def __post_init__(self) -> None:
         if not self.voxel_um > 0:
@@ -138,6 +148,8 @@ class ExperimentResult:
     charge: pd.DataFrame | None = None
     #: Wall seconds per measurement, summed over the steps.
     timings: dict[str, float] = field(default_factory=dict)
+    #: Levels of the partial-volume porosity (None when they could not be calibrated).
+    pv_levels: PhaseLevels | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary: the per-step table, the threshold and the settings."""
@@ -145,6 +157,7 @@ class ExperimentResult:
         return {
             "steps": table.to_dict(orient="records"),
             "threshold": self.threshold.to_dict(),
+            "pv_levels": None if self.pv_levels is None else self.pv_levels.to_dict(),
             "settings": {
                 k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in self.settings.__dict__.items()
@@ -322,6 +335,10 @@ def _check_steps(steps: Sequence[Step]) -> None:
             f"all scans of an experiment must have one shape, got {sorted(shapes)}; "
             "reconstruct them with the same --rows and detector size"
         )
+    # NaN rows (a failed reconstruction) are refused before anything is measured: they would
+    # poison the alignment, the row profile and the threshold.
+    for step in steps:
+        check_finite(step.volume, name=f"step {step.name!r}")
 
 
 def _aligned_volumes(
@@ -353,6 +370,7 @@ class _Study:
     interfaces: list[Interfaces]
     rows: list[tuple[int, int]]
     threshold: StudyThreshold
+    levels: PhaseLevels | None = None
 
 
 def _study(volumes: Sequence[Any], settings: TomoSettings, timed: _Timer) -> _Study:
@@ -372,7 +390,19 @@ def _study(volumes: Sequence[Any], settings: TomoSettings, timed: _Timer) -> _St
         threshold = StudyThreshold.from_volumes(
             volumes, method=settings.method, mask=disc, rows=rows
         )
-    return _Study(disc=disc, interfaces=interfaces, rows=rows, threshold=threshold)
+    with timed("porosity_pv"):
+        try:
+            levels: PhaseLevels | None = PhaseLevels.from_volumes(
+                volumes,
+                grey_range=threshold.grey_range,
+                mask=disc,
+                rows=rows,
+                solid=settings.solid_level,
+                void=settings.void_level,
+            )
+        except AnalysisInputError:
+            levels = None  # no electrolyte peak: porosity_pv is left empty, not an error
+    return _Study(disc=disc, interfaces=interfaces, rows=rows, threshold=threshold, levels=levels)
 
 
 class _Measurements:
@@ -412,6 +442,10 @@ class _Measurements:
         with self.timed("binarize"):
             pores = _pore_phase(volume, threshold.value, disc, z0, z1)
         porosity = float(pores.sum() / (disc.sum() * (z1 - z0)))
+        porosity_pv = None
+        if self.study.levels is not None:
+            with self.timed("porosity_pv"):
+                porosity_pv = pv_porosity(volume, self.study.levels, mask=disc, rows=rows)
         cracks = self._cracks(step.name, pores, (inter.top - z0, inter.bottom - z0))
         summary = crack_summary(cracks)
         transparent, thick = self._electrodes(step.name, volume, inter)
@@ -421,6 +455,7 @@ class _Measurements:
             "current_density_mA_cm2": step.current_density_mA_cm2,
             "half_cycle": step.half_cycle,
             "porosity": porosity,
+            "porosity_pv": porosity_pv,
             "mean_pore_diameter_um": mean_pore_diameter,
             "crack_count": int(summary.get("count", 0)),
             "crack_volume_um3": _crack_volume(cracks),
@@ -575,7 +610,9 @@ def analyze_experiment(steps: Sequence[Step], settings: TomoSettings) -> Experim
     -------
     ExperimentResult
         ``table`` has one row per step: ``step``, ``charge_mC``, ``current_density_mA_cm2``,
-        ``half_cycle``, ``porosity``, ``mean_pore_diameter_um``, ``crack_count``,
+        ``half_cycle``, ``porosity`` (the paper's method: the study threshold),
+        ``porosity_pv`` (partial-volume estimator, :mod:`.partial_volume`; None when its
+        levels could not be calibrated), ``mean_pore_diameter_um``, ``crack_count``,
         ``crack_volume_um3``, ``crack_volume_top_um3``, ``crack_volume_bottom_um3``,
         ``transparent_volume_um3``, ``top_thickness_um``, ``bottom_thickness_um``,
         ``d_std_<size>um`` per cube size, ``interface_top``/``interface_bottom`` (mean
@@ -613,4 +650,5 @@ def analyze_experiment(steps: Sequence[Step], settings: TomoSettings) -> Experim
         thickness=measured.thickness,
         charge=_charge_per_electrode(table, steps, settings.area_cm2),
         timings=timings,
+        pv_levels=study.levels,
     )

@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..errors import AnalysisInputError
+
 __all__ = [
     "NBINS",
     "Interfaces",
@@ -685,8 +687,13 @@ def find_interfaces(
     if p.ndim != 1 or p.size < 3 or not np.all(np.isfinite(p)):
         raise ValueError("the row profile must be a finite 1-D array of at least 3 rows")
     bright, starts, stops = _bright_runs(p)
+    if p.max() == p.min():
+        raise AnalysisInputError(
+            f"every row has the same mean grey ({p[0]:.6g}): the volume is constant, so it "
+            "shows no electrolyte between two electrodes; check the reconstruction"
+        )
     if not bright.any() or bright.all():
-        raise ValueError(
+        raise AnalysisInputError(
             "no electrolyte plateau with dark rows on both sides was found in the row profile; "
             "check that the volume spans both electrodes and that mask covers the pellet"
         )
@@ -705,7 +712,7 @@ def find_interfaces(
             p[s0:s1] = p.min()
         bright, starts, stops = _bright_runs(p)
         if not bright.any():
-            raise ValueError(
+            raise AnalysisInputError(
                 "the electrolyte reaches the top or bottom of the volume, so an interface is "
                 "missing; reconstruct rows that include both Li electrodes"
             )

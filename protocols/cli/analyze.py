@@ -73,9 +73,18 @@ def _add_tomo(what: argparse._SubParsersAction) -> None:
             "porosity-factor maps and interfacial intensity."
         ),
     )
-    tomo.add_argument("path", metavar="VOLUME_OR_EXPERIMENT", help="VOLUME.zarr or manifest.json")
+    tomo.add_argument(
+        "path",
+        metavar="VOLUME_OR_EXPERIMENT",
+        help="a volume (Zarr, TIFF stack or folder of TIFF slices, HDF5, .npy) or manifest.json",
+    )
     tomo.add_argument("--out", metavar="DIR", help="results folder (default PATH-analysis)")
-    tomo.add_argument("--voxel-um", type=float, help="voxel size (default: from the volume)")
+    tomo.add_argument(
+        "--dataset", metavar="NAME", help="HDF5 dataset of the volume (default: found)"
+    )
+    tomo.add_argument(
+        "--voxel-um", type=float, help="voxel size, µm (default: from the manifest or the file)"
+    )
     tomo.add_argument(
         "--method", choices=("default", "otsu"), default="default", help="ImageJ threshold"
     )
@@ -183,6 +192,7 @@ def cmd_analyze_tomo(args: argparse.Namespace) -> int:
     summary, result = analyze_tomo(
         args.path,
         out=args.out,
+        dataset=args.dataset,
         voxel_um=args.voxel_um,
         method=args.method,
         min_crack_um3=args.min_crack_um3,
@@ -193,7 +203,8 @@ def cmd_analyze_tomo(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary, default=str)
         return 0
-    columns = ["step", "porosity", "crack_count", "crack_volume_um3", "transparent_volume_um3"]
+    columns = ["step", "porosity", "porosity_pv", "crack_count", "crack_volume_um3"]
+    columns += ["transparent_volume_um3"]
     print(result.table[columns].to_string(index=False))
     threshold = f"{result.threshold.value:.6g} ({result.settings.method})"
     print(f"threshold {threshold}; results in {summary['out']}")

@@ -26,12 +26,34 @@ from collections.abc import Sequence
 from insitu.analysis.provenance import software_version
 
 from ..errors import USER_ERRORS
-from . import analyze, experiment, instrument, lab, queue_server, recon, runs, sim, tomo_scan
+from . import (
+    analyze,
+    experiment,
+    export_volume,
+    instrument,
+    lab,
+    queue_server,
+    recon,
+    runs,
+    sim,
+    tomo_scan,
+)
 
 __all__ = ["COMMANDS", "main"]
 
 #: The command modules, in the order of ``insitu --help``.
-COMMANDS = (experiment, lab, tomo_scan, recon, queue_server, analyze, runs, sim, instrument)
+COMMANDS = (
+    experiment,
+    lab,
+    tomo_scan,
+    recon,
+    queue_server,
+    analyze,
+    export_volume,
+    runs,
+    sim,
+    instrument,
+)
 
 _DEBUG_HELP = "on an error, print the traceback"
 

@@ -1,14 +1,21 @@
 """Microstructure of one volume or of a whole experiment: what ``insitu analyze tomo`` runs.
 
-``PATH`` is a reconstructed volume (a Zarr store written by ``insitu recon``, or any 3-D Zarr
-array) or an experiment manifest (JSON)::
+``PATH`` is a reconstructed volume in any format :func:`insitu.analysis.volumes.open_volume`
+reads (a Zarr store written by ``insitu recon``, a TIFF stack or folder of slices, an HDF5
+volume, a ``.npy`` array) or an experiment manifest (JSON)::
 
     {"voxel_um": 3.0, "area_cm2": 0.785,
      "steps": [{"name": "pristine", "volume": "v0.zarr", "charge_mC": 0},
-               {"name": "plate 1", "volume": "v1.zarr", "charge_mC": 5.0,
-                "current_density_mA_cm2": 0.04, "half_cycle": "plate"}]}
+               {"name": "plate 1", "volume": "v1.tif", "charge_mC": 5.0,
+                "current_density_mA_cm2": 0.04, "half_cycle": "plate"},
+               {"name": "plate 2", "volume": "recon.h5", "dataset": "/exchange/data",
+                "voxel_um": 3.0}]}
 
-(volume paths relative to the manifest). Optional top-level keys describe the experiment as a
+(volume paths relative to the manifest; a step's ``"dataset"`` names its HDF5 dataset, its
+``"voxel_um"`` its voxel size). The voxel size is, first to last: ``--voxel-um``, the step's,
+the manifest's, the volume file's metadata; every step must end up with the same one.
+
+Optional top-level keys describe the experiment as a
 whole, for comparisons across materials (``insitu analyze materials``): ``"material"`` (e.g.
 ``"A-LPS"``; without it the material is read from the ground truth that ``insitu tomo-scan``
 writes next to a simulated scan), ``"failed": true`` when the cell failed at the last step (its
@@ -37,7 +44,6 @@ from insitu.analysis.microstructure.experiment import (
     Step,
     TomoSettings,
     analyze_experiment,
-    voxel_um_from_attrs,
 )
 from insitu.analysis.microstructure.maps import plot_porosity_factor_maps
 from insitu.analysis.report.tomo_figures import (
@@ -45,24 +51,27 @@ from insitu.analysis.report.tomo_figures import (
     plot_volumes_vs_step,
     render_cracks,
 )
+from insitu.analysis.volumes import Volume, open_volume
 
 from ..errors import InputNotFoundError, InvalidInputError
 
 __all__ = ["analyze_path", "analyze_tomo", "experiment_info", "load_steps", "write_analysis"]
 
 
-def _open_volume(path: Path) -> Any:
-    import zarr
+def _open_volume(
+    path: Path, *, dataset: str | None = None, voxel_um: float | None = None
+) -> Volume:
+    """One volume, any format; ``voxel_um`` wins over the file's (with a warning)."""
+    return open_volume(path, dataset=dataset, voxel_um=voxel_um)
 
-    if not path.exists():
-        raise InputNotFoundError(f"no volume at {path}")
+
+def _number(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
     try:
-        return zarr.open_array(str(path), mode="r")
-    except Exception as exc:  # zarr raises several types for a non-array path
-        raise InvalidInputError(
-            f"{path} is not a Zarr array: give a volume written by `insitu recon` or an "
-            "experiment manifest (.json)"
-        ) from exc
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{what} must be a number (µm), got {value!r}") from None
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -77,13 +86,24 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_steps(path: Path) -> tuple[list[Step], dict[str, Any]]:
+def load_steps(
+    path: Path, *, dataset: str | None = None, voxel_um: float | None = None
+) -> tuple[list[Step], dict[str, Any]]:
     """The steps (volumes opened read-only) of a manifest or of one volume, and the manifest.
+
+    Parameters
+    ----------
+    path : Path
+        A manifest (``.json``) or a volume in any format :func:`open_volume` reads.
+    dataset : str, optional
+        HDF5 dataset of the volume (of every step without its own ``"dataset"``).
+    voxel_um : float, optional
+        Voxel size (µm) that wins over the steps', the manifest's and the files'.
 
     Returns
     -------
     steps : list of Step
-        Pristine first.
+        Pristine first; each ``volume`` is a :class:`~insitu.analysis.volumes.Volume`.
     manifest : dict
         The manifest's contents (empty for a single volume).
     """
@@ -92,22 +112,48 @@ def load_steps(path: Path) -> tuple[list[Step], dict[str, Any]]:
         entries = manifest.get("steps")
         if not entries or not isinstance(entries, list):
             raise InvalidInputError(f"{path} has no 'steps' (a list of {{'name', 'volume', ...}})")
+        default_voxel = _number(manifest.get("voxel_um"), f"{path}: 'voxel_um'")
         steps = []
         for i, entry in enumerate(entries):
             if not isinstance(entry, dict) or "volume" not in entry:
                 raise InvalidInputError(f"{path}: step {i} has no 'volume'")
+            voxel = voxel_um or _number(entry.get("voxel_um"), f"{path}: step {i} 'voxel_um'")
             steps.append(
                 Step(
                     name=str(entry.get("name", f"step {i}")),
-                    volume=_open_volume(path.parent / entry["volume"]),
+                    volume=_open_volume(
+                        path.parent / entry["volume"],
+                        dataset=entry.get("dataset", dataset),
+                        voxel_um=voxel or default_voxel,
+                    ),
                     charge_mC=entry.get("charge_mC"),
                     current_density_mA_cm2=entry.get("current_density_mA_cm2"),
                     half_cycle=entry.get("half_cycle"),
                 )
             )
         return steps, manifest
-    volume = _open_volume(path)
+    volume = _open_volume(path, dataset=dataset, voxel_um=voxel_um)
     return [Step(name=path.stem, volume=volume)], {}
+
+
+def _voxel_um(path: Path, steps: list[Step]) -> float:
+    """The one voxel size of every step (the analysis measures all with one)."""
+    sizes = {s.name: s.volume.voxel_um for s in steps}
+    unknown = [name for name, v in sizes.items() if v is None]
+    if unknown:
+        raise InvalidInputError(
+            f"the voxel size of {path if len(steps) == 1 else unknown[0]} is unknown: pass "
+            "--voxel-um (µm) or put 'voxel_um' in the manifest"
+        )
+    first = steps[0].volume.voxel_um
+    for name, v in sizes.items():
+        if abs(v - first) > 1e-6 * first:
+            raise InvalidInputError(
+                f"{path}: the steps have different voxel sizes ({steps[0].name}: {first:g} µm, "
+                f"{name}: {v:g} µm); one experiment is measured with one: resample, or give "
+                "the right one with --voxel-um"
+            )
+    return float(first)
 
 
 def _material_of_scan(volume: Any) -> str | None:
@@ -184,6 +230,7 @@ def experiment_info(path: Path, manifest: dict[str, Any], steps: list[Step]) -> 
 def analyze_path(
     path: Path,
     *,
+    dataset: str | None = None,
     voxel_um: float | None = None,
     method: str = "default",
     min_crack_um3: float = 1000.0,
@@ -198,8 +245,8 @@ def analyze_path(
     Parameters
     ----------
     path : Path
-        A Zarr volume or a manifest (JSON).
-    voxel_um, method, min_crack_um3, area_cm2, psd
+        A volume (any format :func:`open_volume` reads) or a manifest (JSON).
+    dataset, voxel_um, method, min_crack_um3, area_cm2, psd
         As the ``insitu analyze tomo`` options (None: from the manifest or the volume).
 
     Returns
@@ -209,18 +256,10 @@ def analyze_path(
         :func:`experiment_info` of the manifest or volume.
     result : ExperimentResult
     """
-    steps, manifest = load_steps(path)
+    steps, manifest = load_steps(path, dataset=dataset, voxel_um=voxel_um)
     experiment = experiment_info(path, manifest, steps)
-    voxel = voxel_um or manifest.get("voxel_um")
-    if voxel is None:
-        voxel = voxel_um_from_attrs(steps[0].volume.attrs)
-    if voxel is None:
-        raise InvalidInputError(
-            f"the voxel size of {path} is unknown: pass --voxel-um (µm) or put 'voxel_um' in "
-            "the manifest"
-        )
     settings = TomoSettings(
-        voxel_um=float(voxel),
+        voxel_um=_voxel_um(path, steps),
         method=method,  # type: ignore[arg-type]
         min_crack_volume_um3=min_crack_um3,
         area_cm2=area_cm2 or manifest.get("area_cm2"),
@@ -302,6 +341,7 @@ def analyze_tomo(
     path: str | Path,
     *,
     out: str | Path | None = None,
+    dataset: str | None = None,
     voxel_um: float | None = None,
     method: str = "default",
     min_crack_um3: float = 1000.0,
@@ -314,10 +354,10 @@ def analyze_tomo(
     Parameters
     ----------
     path : str or Path
-        A Zarr volume or a manifest (JSON).
+        A volume (any format :func:`open_volume` reads) or a manifest (JSON).
     out : str or Path, optional
         The results folder (default ``PATH`` without its suffix + ``-analysis``).
-    voxel_um, method, min_crack_um3, area_cm2, psd
+    dataset, voxel_um, method, min_crack_um3, area_cm2, psd
         As :func:`analyze_path`.
     figures : bool
         Also draw the figures (PNG).
@@ -331,6 +371,7 @@ def analyze_tomo(
     path = Path(path)
     steps, experiment, result = analyze_path(
         path,
+        dataset=dataset,
         voxel_um=voxel_um,
         method=method,
         min_crack_um3=min_crack_um3,

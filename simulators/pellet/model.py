@@ -13,6 +13,7 @@ Axes and geometry
   follow the cell state's Li thickness, and the pistons fill every row beyond them.
 * :meth:`PelletGeometry.small` scales the whole pellet down so it fits in a 64×128×128 grid
   (fast tests), with four rows of piston beyond each pristine Li electrode;
+  :meth:`PelletGeometry.medium` is the same pellet at 1.5 µm voxels (128×256×256);
   :meth:`PelletGeometry.full` is the beamline (0.7 µm voxels, 1143 × 2000 ×
   2000), where the 3 mm pellet is wider than the 1.4 mm field of view: the grid covers the
   field of view only and **the pellet outside the grid is for the projector to add as
@@ -145,6 +146,23 @@ class PelletGeometry:
         return cls(
             shape=(64, 128, 128),
             voxel_m=3e-6,
+            pellet_radius_m=180e-6,
+            electrolyte_thickness_m=120e-6,
+            li_thickness_m=24e-6,
+        )
+
+    @classmethod
+    def medium(cls) -> PelletGeometry:
+        """Between the two: the small pellet at half its voxel, 128×256×256 voxels of 1.5 µm.
+
+        The same scaled pellet as :meth:`small` (radius 180 µm, electrolyte 120 µm = 80 rows,
+        Li 24 µm = 16 rows each side, 8 rows of steel piston beyond each pristine Li
+        electrode), so the two sizes image the same physical microstructure at two voxel
+        sizes: pores are twice as many voxels across (partial volume checks).
+        """
+        return cls(
+            shape=(128, 256, 256),
+            voxel_m=1.5e-6,
             pellet_radius_m=180e-6,
             electrolyte_thickness_m=120e-6,
             li_thickness_m=24e-6,

@@ -149,7 +149,7 @@ def test_pellet_wider_than_the_grid_adds_its_outer_ring(monkeypatch) -> None:
     [
         ({"material": "LPS"}, UnknownMaterialError, "unknown material"),
         ({"material": "A-LPS", "charge_mC": -1.0}, ValueError, "zero or positive"),
-        ({"material": "A-LPS", "size": "huge"}, ValueError, "small, full"),
+        ({"material": "A-LPS", "size": "huge"}, ValueError, "small, medium, full"),
         ({"material": "A-LPS", "n_projections": 1}, ValueError, "at least 2"),
     ],
 )

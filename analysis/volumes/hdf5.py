@@ -1,0 +1,146 @@
+"""HDF5 volumes as TomoPy, tomocupy and dxchange write them: the dataset named or found.
+
+Found means: the only 3-D dataset of the file, else the one 3-D dataset at a conventional
+path (:data:`CONVENTIONAL`). A raw Data Exchange scan (projections, flats, darks) is refused
+with the command that reconstructs it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import AnalysisInputError
+from .opened import Opened
+from .units import to_um, voxel_um_from_attributes
+
+__all__ = ["CONVENTIONAL", "HDF5_SUFFIXES", "open_hdf5"]
+
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".nxs")
+
+#: Where reconstructions are written by convention (dxchange/tomocupy: /exchange/data).
+CONVENTIONAL = (
+    "/exchange/data",
+    "/exchange/recon",
+    "/exchange/volume",
+    "/data",
+    "/volume",
+    "/recon",
+    "/reconstruction",
+    "/entry/data/data",
+)
+
+#: The effective pixel size of a Data Exchange file (the objective's, at the sample).
+DX_RESOLUTION = "/measurement/instrument/detection_system/objective/resolution"
+
+
+def _datasets_3d(f: Any) -> list[str]:
+    import h5py
+
+    found: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset) and obj.ndim == 3:
+            found.append("/" + name)
+
+    f.visititems(visit)
+    return found
+
+
+def _choose(f: Any, path: Path, dataset: str | None) -> Any:
+    import h5py
+
+    if dataset is not None:
+        name = dataset if dataset.startswith("/") else "/" + dataset
+        obj = f.get(name)
+        if not isinstance(obj, h5py.Dataset):
+            raise AnalysisInputError(
+                f"{path} has no dataset {name}; its 3-D datasets: "
+                f"{', '.join(_datasets_3d(f)) or 'none'}"
+            )
+        if obj.ndim != 3:
+            what = "one slice is not a volume" if obj.ndim == 2 else "a volume is 3-D (z, y, x)"
+            raise AnalysisInputError(f"{path}{name} has shape {obj.shape}: {what}")
+        return obj
+    if "/exchange/data_white" in f or "/exchange/theta" in f:
+        raise AnalysisInputError(
+            f"{path} is a tomography scan (projections, flats, darks), not a volume: "
+            f"reconstruct it first (insitu recon {path.name} --out VOLUME.zarr)"
+        )
+    candidates = _datasets_3d(f)
+    if len(candidates) == 1:
+        return f[candidates[0]]
+    conventional = [c for c in candidates if c in CONVENTIONAL]
+    if len(conventional) == 1:
+        return f[conventional[0]]
+    if not candidates:
+        raise AnalysisInputError(
+            f"{path} holds no 3-D dataset (a volume is z, y, x; one slice is not a volume)"
+        )
+    listed = ", ".join(conventional or candidates)
+    raise AnalysisInputError(
+        f"{path} holds several volumes ({listed}): name one with dataset= (--dataset NAME)"
+    )
+
+
+def _edge_um(f: Any, data: Any, path: Path) -> tuple[float | None, str]:
+    """The voxel edge (µm) from the dataset's, then the file's attributes, then Data Exchange."""
+    for obj, where in ((data, f"{path}{data.name}"), (f, str(path))):
+        value = voxel_um_from_attributes(dict(obj.attrs), where=where)
+        if value is not None:
+            return value, f"the attributes of {where}"
+    node = f.get(DX_RESOLUTION)
+    if node is not None:
+        raw = node[()] if hasattr(node, "shape") else None
+        if raw is not None:
+            number = float(np.ravel(raw)[0])
+            unit = node.attrs.get("units", node.attrs.get("unit", "um"))
+            if number > 0:
+                return to_um(number, unit, where=f"{path}{DX_RESOLUTION}"), DX_RESOLUTION
+    return None, ""
+
+
+def open_hdf5(path: Path, dataset: str | None = None) -> Opened:
+    """An HDF5 volume: the dataset ``dataset``, or the one found (see the module)."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise AnalysisInputError(f"{path} is not a readable HDF5 file ({exc})") from None
+    try:
+        data = _choose(f, path, dataset)
+        if np.dtype(data.dtype).kind not in "uif":
+            raise AnalysisInputError(f"{path}{data.name} holds {data.dtype}, not grey values")
+        edge, where = _edge_um(f, data, path)
+        attrs = {
+            k: (v.item() if isinstance(v, np.generic) else v)
+            for k, v in data.attrs.items()
+            if isinstance(v, (str, bytes, int, float, np.generic))
+        }
+        attrs["dataset"] = data.name
+    except BaseException:
+        f.close()
+        raise
+    return Opened(
+        reader=_DatasetReader(data),
+        format="hdf5",
+        attrs=attrs,
+        edges_um=None if edge is None else (edge, edge, edge),
+        edges_from=where,
+        closer=f.close,
+    )
+
+
+class _DatasetReader:
+    """Rows of an h5py dataset (or any array sliced natively: Zarr, a memory map)."""
+
+    def __init__(self, data: Any) -> None:
+        self._data = data
+        self.shape = tuple(data.shape)
+        self.dtype = np.dtype(data.dtype)
+
+    def read(self, z0: int, z1: int, yx: tuple[slice, slice]) -> np.ndarray:
+        return np.asarray(self._data[z0:z1, yx[0], yx[1]])
