@@ -37,6 +37,19 @@ to 15 %), where the reference-free definition counts every pore connected to a c
 and rejected: the holes are as wide as the pores (several voxels), and a ball large enough to
 bridge them fattens the sheet.
 
+The holes also cut a crack into pieces: at A-LPS's porosity (0.48) about half the sheet was
+already pore, and its new voxels fall apart into several components, each counted as a crack
+(simulated A-LPS at 20 mC: 5 components ≥ 1000 µm³ where the truth has 3 cracks). So the
+pieces are joined again **through the old pores next to them**: fragments of at least
+``min_fragment_voxels`` new voxels (smaller ones are grey-level noise between the scans), the
+old-pore voxels within one voxel of a fragment, and two fragments that this set connects are
+one crack; the crack's count, volume and shape are those of its new voxels. The size floor
+matters: without it the joining set percolates through the pore network with the noise (one
+"crack" of 290 000 µm³ at 20 mC). Measured on simulated A-LPS scans against the truth
+labels: 3 cracks at 20 mC, each one truth crack; at 27.5 mC 2, the truth label volume's 2
+connected components (two of the simulator's 3 cracks have grown into each other, which no
+component count can separate).
+
 Memory at full size
 -------------------
 A full scan is 1143 × 2000 × 2000 voxels (2000 × 1143 × 1000 after cropping to the pellet):
@@ -63,6 +76,7 @@ from typing import Any
 import cc3d
 import numpy as np
 import pandas as pd
+from scipy import ndimage as ndi
 from scipy import sparse
 from scipy.sparse import csgraph
 
@@ -591,6 +605,7 @@ def find_cracks(
     connectivity: int = 26,
     slab_rows: int | None = 64,
     origin_band_rows: int = 2,
+    min_fragment_voxels: int = 20,
     out: Any | None = None,
 ) -> tuple[Any, pd.DataFrame]:
     """Cracks: components of the pore phase above a volume (and optional planarity) threshold.
@@ -625,6 +640,11 @@ def find_cracks(
         Rows per slab (bounded memory; the result does not depend on it).
     origin_band_rows : int
         Rows next to each interface that count as touching it.
+    min_fragment_voxels : int
+        With a reference: pieces of new voxels at least this large are joined through the old
+        pores next to them into one crack (see the module notes); smaller pieces stay apart
+        (and count as cracks only when they are one above ``min_volume_um3``). 0 turns the
+        joining off.
     out : array_like, optional
         Where to write the crack labels.
 
@@ -652,7 +672,24 @@ def find_cracks(
             t["planarity"] >= planarity_min
         ).to_numpy()
 
-    return _label_volume(
+    if reference is None or int(min_fragment_voxels) <= 0:
+        return _label_volume(
+            binary,
+            voxel_um=voxel_um,
+            connectivity=connectivity,
+            interfaces=interfaces,
+            mask=mask,
+            reference=reference,
+            slab_rows=slab_rows,
+            origin_band_rows=origin_band_rows,
+            keep=keep,
+            out=out,
+        )
+    # Pieces smaller than both the joining floor and the smallest crack can matter to
+    # nothing: dropped at once, so the fragment labels stay few (and narrow) at full size.
+    smallest_crack = int(np.ceil(min_volume_um3 / _check_positive(voxel_um, "voxel_um") ** 3))
+    floor = max(1, min(int(min_fragment_voxels), smallest_crack))
+    fragments, pieces = _label_volume(
         binary,
         voxel_um=voxel_um,
         connectivity=connectivity,
@@ -661,9 +698,137 @@ def find_cracks(
         reference=reference,
         slab_rows=slab_rows,
         origin_band_rows=origin_band_rows,
+        keep=lambda t: (t["voxels"] >= floor).to_numpy(),
+        out=None,
+    )
+    joinable = np.zeros(len(pieces) + 1, dtype=bool)
+    joinable[1:] = pieces["voxels"].to_numpy() >= int(min_fragment_voxels)
+    return _joined_cracks(
+        fragments,
+        joinable,
+        _Slabs(binary, mask, None),
+        reference,
+        voxel_um=_check_positive(voxel_um, "voxel_um"),
+        connectivity=connectivity,
+        interfaces=interfaces,
+        slab_rows=slab_rows,
+        origin_band_rows=origin_band_rows,
         keep=keep,
         out=out,
     )
+
+
+#: Rows a join between two fragments can span: fragment, shell, shell, fragment.
+_JOIN_HALO = 3
+
+
+def _fragment_joins(
+    fragments: np.ndarray,
+    joinable: np.ndarray,
+    pores: _Slabs,
+    reference: Any,
+    bounds: list[tuple[int, int]],
+    connectivity: int,
+) -> np.ndarray:
+    """Root fragment of each fragment label, joined through the old pores next to them.
+
+    Only the fragments marked in ``joinable`` (indexed by label) join; the others stay apart.
+
+    Each slab is read with ``_JOIN_HALO`` rows either side, so that every join (at most four
+    rows: a fragment, two shell voxels, a fragment) lies wholly inside some slab's window;
+    joins are unions, so finding one twice changes nothing.
+    """
+    n = int(fragments.max()) if fragments.size else 0
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    src, dst = [], []
+    nz = fragments.shape[0]
+    ball = np.ones((3, 3, 3), dtype=bool)
+    for z0, z1 in bounds:
+        a, b = max(0, z0 - _JOIN_HALO), min(nz, z1 + _JOIN_HALO)
+        frag = np.asarray(fragments[a:b])
+        big = joinable[frag]
+        if not big.any():
+            continue
+        old_pores = pores(a, b) & np.asarray(reference[a:b]).astype(bool)
+        shell = ndi.binary_dilation(big, structure=ball) & old_pores & (frag == 0)
+        joined = cc3d.connected_components(big | shell, connectivity=connectivity)
+        pairs = np.unique(np.stack([joined[big], frag[big]], axis=1), axis=0)
+        # Fragments sharing a joined component: an edge from each to the component's first.
+        first = {}
+        for comp, label in pairs:
+            if comp in first:
+                src.append(first[comp])
+                dst.append(int(label))
+            else:
+                first[comp] = int(label)
+    graph = sparse.coo_matrix(
+        (np.ones(len(src)), (np.asarray(src, np.int64) - 1, np.asarray(dst, np.int64) - 1)),
+        shape=(n, n),
+    )
+    _, comp = csgraph.connected_components(graph, directed=False)
+    # The root of a group is its smallest label: fragments are numbered in raster order of
+    # their first voxel, so cracks are too, whatever the slab size.
+    root = np.full(comp.max() + 1 if n else 0, n + 1, dtype=np.int64)
+    np.minimum.at(root, comp, np.arange(1, n + 1))
+    return root[comp]
+
+
+def _joined_cracks(
+    fragments: np.ndarray,
+    joinable: np.ndarray,
+    pores: _Slabs,
+    reference: Any,
+    *,
+    voxel_um: float,
+    connectivity: int,
+    interfaces: Sequence[float] | None,
+    slab_rows: int | None,
+    origin_band_rows: int,
+    keep: Any,
+    out: Any | None,
+) -> tuple[Any, pd.DataFrame]:
+    """Cracks from fragment labels: join, measure the new voxels of each group, keep, relabel."""
+    shape = fragments.shape
+    rows = _row_range(shape[0], interfaces)
+    bounds = _slab_bounds(rows, slab_rows)
+    bands = _bands(rows, interfaces, origin_band_rows)
+    root = _fragment_joins(fragments, joinable, pores, reference, bounds, connectivity)
+    n_frag = root.size
+    # Groups numbered 1..g by their root (raster order of their first voxel).
+    roots, group = np.unique(root, return_inverse=True)
+    lut = np.zeros(n_frag + 1, dtype=np.int64)
+    lut[1:] = group + 1
+    g = roots.size
+    sums = np.zeros((g, _N_MOMENTS))
+    bbox = np.empty((g, 6), dtype=np.int64)
+    bbox[:, 0::2] = np.iinfo(np.int64).max
+    bbox[:, 1::2] = -1
+    for z0, z1 in bounds:
+        lab = lut[np.asarray(fragments[z0:z1])]
+        m, bb = _accumulate(lab, g, z0, bands)
+        sums += m
+        bbox[:, 0::2] = np.minimum(bbox[:, 0::2], bb[:, 0::2])
+        bbox[:, 1::2] = np.maximum(bbox[:, 1::2], bb[:, 1::2])
+    table = _table(sums, bbox, voxel_um, bands, interfaces is not None)
+    kept = np.asarray(keep(table), dtype=bool)
+    new_id = np.zeros(g + 1, dtype=np.int64)
+    new_id[1:][kept] = np.arange(1, int(kept.sum()) + 1)
+    table = table[kept].reset_index(drop=True)
+    table["label"] = np.arange(1, len(table) + 1, dtype=np.int64)
+    phi = _bbox_porosity(reference, pores, table, slab_rows)
+    table["porosity_reference"] = phi
+    table["volume_corrected_um3"] = table["volume_um3"] / np.clip(1.0 - phi, 1e-3, None)
+    dtype = _smallest_uint(len(table))
+    if out is None:
+        out = np.zeros(shape, dtype=dtype)
+    elif tuple(out.shape) != shape:
+        raise ValueError(f"out must have the volume's shape {shape}, got {tuple(out.shape)}")
+    final = new_id[lut].astype(dtype)
+    for z0, z1 in [(0, rows[0]), *bounds, (rows[1], shape[0])]:
+        if z1 > z0:
+            out[z0:z1] = final[np.asarray(fragments[z0:z1])]
+    return out, table
 
 
 def crack_summary(table: pd.DataFrame) -> dict[str, float | int]:

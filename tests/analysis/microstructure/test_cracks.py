@@ -8,6 +8,7 @@ disc), whose ``ground_truth`` gives the crack volume and its origin.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import ndimage
 
@@ -268,3 +269,65 @@ def test_match_cracks_statuses() -> None:
     assert g.set_index("label_after").loc[2, "labels_before"] == (2, 3)
     with pytest.raises(ValueError, match="same shape"):
         match_cracks(a, b[:3], voxel_um=1.0)
+
+
+def _holed_sheets(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Old pores (porosity 0.45, a few voxels wide) and, after, two planar cracks through them.
+
+    Each crack is a 1-voxel sheet from the top face down; about half of it was pore already,
+    so its new voxels fall apart into pieces. The sheets are 14 voxels apart.
+    """
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.standard_normal((40, 48, 48)), 1.0)
+    old = field < np.quantile(field, 0.45)
+    after = old.copy()
+    after[0:30, 10, 4:44] = True  # sheet 1, normal along y
+    after[0:30, 24, 4:44] = True  # sheet 2
+    return old, after
+
+
+def test_pieces_of_one_crack_are_joined_through_the_old_pores() -> None:
+    # The new voxels of each holed sheet fall apart into pieces; joined through the old
+    # pores next to them, each sheet is one crack again, and the two sheets stay two.
+    old, after = _holed_sheets()
+    kwargs = dict(voxel_um=1.0, min_volume_um3=30.0, interfaces=(0.0, 40.0), reference=old)
+    _, apart = find_cracks(after, min_fragment_voxels=0, **kwargs)
+    labels, joined = find_cracks(after, **kwargs)
+    assert len(apart) > 2
+    assert len(joined) == 2
+    new = after & ~old
+    sheet1, sheet2 = np.zeros_like(new), np.zeros_like(new)
+    sheet1[0:30, 10, 4:44] = True
+    sheet2[0:30, 24, 4:44] = True
+    # Each crack is new voxels of one sheet only, and nearly all of them (pieces under the
+    # fragment floor that touch no other piece are left out).
+    for sheet in (sheet1, sheet2):
+        ids = np.unique(labels[sheet & new])
+        ids = ids[ids > 0]
+        assert ids.size == 1
+        crack = labels == ids[0]
+        assert not (crack & ~(sheet & new)).any()
+        assert crack.sum() >= 0.9 * (sheet & new).sum()
+    assert set(joined["origin"]) == {"top"}
+
+
+def test_joining_does_not_depend_on_the_slab_size() -> None:
+    old, after = _holed_sheets(seed=5)
+    kwargs = dict(voxel_um=1.0, min_volume_um3=30.0, interfaces=(0.0, 40.0), reference=old)
+    whole_labels, whole = find_cracks(after, slab_rows=None, **kwargs)
+    for rows in (1, 4, 7):
+        labels, table = find_cracks(after, slab_rows=rows, **kwargs)
+        np.testing.assert_array_equal(labels, whole_labels)
+        pd.testing.assert_frame_equal(table, whole)
+
+
+def test_noise_between_scans_is_not_joined_into_a_crack() -> None:
+    # Single new voxels scattered through a percolating pore network (grey-level noise
+    # between two scans): below the fragment floor they join nothing, so no crack appears,
+    # where joining every piece would make one crack of all of them.
+    rng = np.random.default_rng(1)
+    old = rng.random((30, 40, 40)) < 0.5
+    after = old | (rng.random(old.shape) < 0.02)
+    kwargs = dict(voxel_um=1.0, min_volume_um3=30.0, interfaces=(0.0, 30.0), reference=old)
+    assert len(find_cracks(after, **kwargs)[1]) == 0
+    assert len(find_cracks(after, min_fragment_voxels=1, **kwargs)[1]) >= 1
