@@ -35,3 +35,15 @@ def test_every_part_has_modules() -> None:
 @pytest.mark.parametrize("name", MODULES)
 def test_module_imports(name: str) -> None:
     importlib.import_module(name)
+
+
+@pytest.mark.parametrize(
+    "name", [m for m in MODULES if hasattr(importlib.import_module(m), "__path__")]
+)
+def test_no_room_exports_a_name_of_its_own_modules(name: str) -> None:
+    # A room's __init__ re-exports its modules' names; one named like a module of the room
+    # would replace the module as the package's attribute (``import room.mod as m`` would
+    # give the function), so module and public name must differ.
+    package = importlib.import_module(name)
+    modules = {info.name for info in pkgutil.iter_modules(package.__path__)}
+    assert not modules & set(getattr(package, "__all__", ())), name

@@ -92,6 +92,22 @@ def _add_tomo(what: argparse._SubParsersAction) -> None:
         "--min-crack-um3", type=float, default=1000.0, help="smallest crack, µm³ (1000)"
     )
     tomo.add_argument("--area-cm2", type=float, help="electrode area, for charge per electrode")
+    tomo.add_argument(
+        "--solid-level",
+        type=float,
+        metavar="MU",
+        help="grey of the dense electrolyte for porosity_pv (μ per voxel); by default computed "
+        "from the material (or --electrolyte) at the scan's energy",
+    )
+    tomo.add_argument(
+        "--electrolyte",
+        metavar="FORMULA:DENSITY",
+        help="the dense electrolyte's formula and skeletal density (g/cm³), e.g. Li3PS4:1.87, "
+        "for porosity_pv's solid level",
+    )
+    tomo.add_argument(
+        "--energy-keV", type=float, help="beam energy for the solid level (default: the scan's)"
+    )
     tomo.add_argument("--no-psd", action="store_true", help="skip the pore size distribution")
     tomo.add_argument("--no-figures", action="store_true", help="write tables only")
     tomo.add_argument("--json", action="store_true", help="print one JSON object with results")
@@ -199,6 +215,9 @@ def cmd_analyze_tomo(args: argparse.Namespace) -> int:
         area_cm2=args.area_cm2,
         psd=not args.no_psd,
         figures=not args.no_figures,
+        solid_level=args.solid_level,
+        electrolyte=args.electrolyte,
+        energy_keV=args.energy_keV,
     )
     if args.json:
         print_json(summary, default=str)
@@ -208,6 +227,9 @@ def cmd_analyze_tomo(args: argparse.Namespace) -> int:
     print(result.table[columns].to_string(index=False))
     threshold = f"{result.threshold.value:.6g} ({result.settings.method})"
     print(f"threshold {threshold}; results in {summary['out']}")
+    solid = summary.get("experiment", {}).get("solid_level", {})
+    if solid:
+        print(f"porosity_pv: solid level {solid.get('value')} from {solid.get('source')}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """``insitu export-volume``: write a volume (any format) as an ImageJ TIFF that Fiji opens.
 
-What it runs: :mod:`insitu.protocols.workflows.export_volume`.
+What it runs: :mod:`insitu.protocols.workflows.volume_export`.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_export_volume(args: argparse.Namespace) -> int:
     """Export the volume and print where it went (or JSON)."""
-    from ..workflows.export_volume import export_volume
+    from ..workflows.volume_export import export_volume
 
     summary = export_volume(
         args.volume,

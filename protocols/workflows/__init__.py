@@ -18,8 +18,10 @@ from . import (
     reports,
     runs,
     sim,
+    solid_level,
     tomo,
     tomo_analysis,
+    volume_export,
 )
 from .electrochem_analysis import *
 from .experiment import *
@@ -32,8 +34,10 @@ from .queue_server import *
 from .reports import *
 from .runs import *
 from .sim import *
+from .solid_level import *
 from .tomo import *
 from .tomo_analysis import *
+from .volume_export import *
 
 __all__ = list(
     dict.fromkeys(
@@ -49,8 +53,10 @@ __all__ = list(
             *reports.__all__,
             *runs.__all__,
             *sim.__all__,
+            *solid_level.__all__,
             *tomo.__all__,
             *tomo_analysis.__all__,
+            *volume_export.__all__,
         ]
     )
 )

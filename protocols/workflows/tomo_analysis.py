@@ -54,6 +54,7 @@ from insitu.analysis.report.tomo_figures import (
 from insitu.analysis.volumes import Volume, open_volume
 
 from ..errors import InputNotFoundError, InvalidInputError
+from .solid_level import calibrate_solid_level
 
 __all__ = ["analyze_path", "analyze_tomo", "experiment_info", "load_steps", "write_analysis"]
 
@@ -236,6 +237,9 @@ def analyze_path(
     min_crack_um3: float = 1000.0,
     area_cm2: float | None = None,
     psd: bool = True,
+    solid_level: float | None = None,
+    electrolyte: str | None = None,
+    energy_keV: float | None = None,
 ) -> tuple[list[Step], dict[str, Any], ExperimentResult]:
     """Load a volume or an experiment manifest and analyse it with one study threshold.
 
@@ -248,6 +252,10 @@ def analyze_path(
         A volume (any format :func:`open_volume` reads) or a manifest (JSON).
     dataset, voxel_um, method, min_crack_um3, area_cm2, psd
         As the ``insitu analyze tomo`` options (None: from the manifest or the volume).
+    solid_level, electrolyte, energy_keV
+        The dense electrolyte's grey level for ``porosity_pv``, or how to compute it
+        (:func:`~insitu.protocols.workflows.solid_level.calibrate_solid_level`; by default from the
+        experiment's material and the scan's energy).
 
     Returns
     -------
@@ -258,8 +266,19 @@ def analyze_path(
     """
     steps, manifest = load_steps(path, dataset=dataset, voxel_um=voxel_um)
     experiment = experiment_info(path, manifest, steps)
+    voxel = _voxel_um(path, steps)
+    solid = calibrate_solid_level(
+        [step.volume for step in steps],
+        voxel_um=voxel,
+        material=experiment.get("material"),
+        value=solid_level,
+        electrolyte=electrolyte,
+        energy_keV=energy_keV,
+    )
+    experiment["solid_level"] = solid.to_dict()
     settings = TomoSettings(
-        voxel_um=_voxel_um(path, steps),
+        solid_level=solid.value,
+        voxel_um=voxel,
         method=method,  # type: ignore[arg-type]
         min_crack_volume_um3=min_crack_um3,
         area_cm2=area_cm2 or manifest.get("area_cm2"),
@@ -348,6 +367,9 @@ def analyze_tomo(
     area_cm2: float | None = None,
     psd: bool = True,
     figures: bool = True,
+    solid_level: float | None = None,
+    electrolyte: str | None = None,
+    energy_keV: float | None = None,
 ) -> tuple[dict[str, Any], ExperimentResult]:
     """Analyse a volume or an experiment manifest and write its results folder.
 
@@ -357,7 +379,7 @@ def analyze_tomo(
         A volume (any format :func:`open_volume` reads) or a manifest (JSON).
     out : str or Path, optional
         The results folder (default ``PATH`` without its suffix + ``-analysis``).
-    dataset, voxel_um, method, min_crack_um3, area_cm2, psd
+    dataset, voxel_um, method, min_crack_um3, area_cm2, psd, solid_level, electrolyte, energy_keV
         As :func:`analyze_path`.
     figures : bool
         Also draw the figures (PNG).
@@ -377,6 +399,9 @@ def analyze_tomo(
         min_crack_um3=min_crack_um3,
         area_cm2=area_cm2,
         psd=psd,
+        solid_level=solid_level,
+        electrolyte=electrolyte,
+        energy_keV=energy_keV,
     )
     folder = Path(out) if out else path.with_name(path.stem + "-analysis")
     return write_analysis(folder, steps, experiment, result, figures=figures), result

@@ -83,6 +83,11 @@ def test_experiment_against_the_truth(experiment, capsys) -> None:
         assert step["porosity"] == pytest.approx(
             transparent / (transparent + c["ELECTROLYTE"]), abs=0.01
         )
+        # The partial-volume estimator, its solid level from the material at the scan's
+        # energy (the manifest names no material: the scan's ground truth does).
+        assert step["porosity_pv"] == pytest.approx(
+            transparent / (transparent + c["ELECTROLYTE"]), abs=0.01
+        )
     # Cracks: none before onset, then within 15 % of the truth's crack volume.
     assert steps[0]["crack_volume_um3"] == 0 and steps[0]["crack_count"] == 0
     truth_crack = [t["crack_volume_m3"] * 1e18 for t in truths]
