@@ -641,6 +641,10 @@ def _bright_runs(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return bright, np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
 
 
+#: Least (max − min) / max of the row profile for an electrode to be in view.
+_MIN_ELECTRODE_CONTRAST = 0.25
+
+
 def find_interfaces(
     volume: Any,
     *,
@@ -691,6 +695,16 @@ def find_interfaces(
         raise AnalysisInputError(
             f"every row has the same mean grey ({p[0]:.6g}): the volume is constant, so it "
             "shows no electrolyte between two electrodes; check the reconstruction"
+        )
+    # Li is far darker than any electrolyte (μ of Li ≈ 0.1-0.3 of the electrolyte's); rows of
+    # electrolyte alone vary by a few per cent (porosity). A profile with no such contrast has
+    # no electrode in view, and any "interface" found in it would be noise.
+    contrast = (p.max() - p.min()) / max(abs(p.max()), abs(p.min()))
+    if contrast < _MIN_ELECTRODE_CONTRAST:
+        raise AnalysisInputError(
+            f"the row profile varies by only {100 * contrast:.0f} %: no Li electrode is in "
+            "view (a volume cropped to the electrolyte?); the analysis needs both Li|SE "
+            "interfaces in the volume: reconstruct or crop rows that include them"
         )
     if not bright.any() or bright.all():
         raise AnalysisInputError(

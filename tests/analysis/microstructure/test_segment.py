@@ -240,3 +240,18 @@ def test_float_histogram_in_pieces_equals_the_definition(monkeypatch) -> None:
     monkeypatch.setattr(segment, "_HISTOGRAM_PIECE", 7)
     np.testing.assert_array_equal(grey_histogram(vol, grey_range=(0.0, 1.0)), expected)
     assert expected.sum() == vol.size - 3
+
+
+def test_a_volume_without_an_electrode_in_view_is_named() -> None:
+    # Cropped to the electrolyte: rows vary by a few per cent (porosity), no Li in view. Any
+    # "interface" found in that noise would be wrong; the reason is named instead.
+    from insitu.analysis.errors import AnalysisInputError
+
+    rng = np.random.default_rng(0)
+    profile = 1.0 + 0.03 * rng.standard_normal(40)
+    with pytest.raises(AnalysisInputError, match="no Li electrode is in view"):
+        find_interfaces(None, profile=profile)
+    # With Li on both sides (a tenth of the electrolyte's grey) the interfaces are found.
+    profile[:8] = profile[-8:] = 0.1
+    found = find_interfaces(None, profile=profile)
+    assert found.top == pytest.approx(8.0, abs=0.5) and found.bottom == pytest.approx(32.0, abs=0.5)
