@@ -1,6 +1,7 @@
 """The paper's figure types for a tomography experiment (matplotlib, no display needed).
 
-- :func:`plot_volumes_vs_step`: crack volume and X-ray-transparent volume per step;
+- :func:`plot_volumes_vs_step`: crack volume (under each crack convention, labelled) and
+  X-ray-transparent volume per step;
 - :func:`plot_thickness_change`: each electrode's thickness change against the first scan;
 - :func:`plot_porosity_vs_failure`: porosity against charge-to-failure across materials;
 - :func:`render_cracks`: the cracks of one step seen along the three axes (maximum projections
@@ -14,7 +15,8 @@ Porosity-factor and interfacial-intensity maps are drawn by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,19 +39,71 @@ def _step_axis(ax, table: pd.DataFrame) -> np.ndarray:
     return x
 
 
-def plot_volumes_vs_step(table: pd.DataFrame) -> Figure:
-    """Crack volume and transparent volume (10³ µm³) per step of an experiment table."""
-    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
-    ax = fig.subplots()
+def _threshold_text(convention: Mapping[str, Any] | None) -> str:
+    """`` ≥ V µm³`` (and the planarity floor) of a crack convention, when known."""
+    if not convention:
+        return ""
+    text = f" ≥ {convention['min_volume_um3']:g} µm³"
+    if convention.get("planarity_min"):
+        text += f", planarity ≥ {convention['planarity_min']:g}"
+    return text
+
+
+def plot_volumes_vs_step(
+    table: pd.DataFrame, conventions: Mapping[str, Mapping[str, Any]] | None = None
+) -> Figure:
+    """Crack volume and transparent volume (10³ µm³) per step of an experiment table.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The step table of :func:`~insitu.analysis.microstructure.experiment.analyze_experiment`.
+        With its ``cracks_per_scan_*`` columns, a second panel shows the cracks under the
+        paper's per-scan convention (its volume is often orders of magnitude larger: where the
+        pores percolate, their network counts as a crack).
+    conventions : mapping, optional
+        ``result.to_dict()["conventions"]``: their thresholds go into the labels.
+    """
+    conventions = conventions or {}
+    per_scan = "cracks_per_scan_volume_um3" in table
+    fig = Figure(figsize=(6.4, 6.6 if per_scan else 4.0), layout="constrained")
+    axes = fig.subplots(2 if per_scan else 1, 1, sharex=True, squeeze=False)[:, 0]
+    ax = axes[0]
     x = _step_axis(ax, table)
-    ax.plot(x, table["crack_volume_um3"] / 1e3, "o-", color="tab:red", label="cracks")
+    grown = "cracks grown since the first scan" + _threshold_text(
+        conventions.get("grown_since_first_scan")
+    )
+    lines = ax.plot(x, table["crack_volume_um3"] / 1e3, "o-", color="tab:red", label=grown)
     ax.set_ylabel("crack volume (10³ µm³)", color="tab:red")
     twin = ax.twinx()
-    twin.plot(
-        x, table["transparent_volume_um3"] / 1e3, "s--", color="tab:blue", label="transparent"
+    lines += twin.plot(
+        x,
+        table["transparent_volume_um3"] / 1e3,
+        "s--",
+        color="tab:blue",
+        label="X-ray-transparent volume",
     )
     twin.set_ylabel("X-ray-transparent volume (10³ µm³)", color="tab:blue")
-    ax.set_title("Crack and transparent volume per step")
+    ax.legend(lines, [line.get_label() for line in lines], loc="upper left", fontsize="small")
+    ax.set_title("Cracks grown since the first scan, and transparent volume")
+    if per_scan:
+        below = axes[1]
+        _step_axis(below, table)
+        ax.set_xlabel("")
+        paper = "cracks per scan (the paper's)" + _threshold_text(conventions.get("per_scan"))
+        lines = below.plot(
+            x, table["cracks_per_scan_volume_um3"] / 1e3, "o-", color="tab:purple", label=paper
+        )
+        below.set_ylabel("crack volume (10³ µm³)", color="tab:purple")
+        count = below.twinx()
+        lines += count.plot(
+            x, table["cracks_per_scan_count"], "d:", color="0.3", label="count, per scan"
+        )
+        count.set_ylabel("cracks per scan (count)")
+        below.legend(
+            lines, [line.get_label() for line in lines], loc="upper left", fontsize="small"
+        )
+        below.set_title("Cracks per scan: pore components above a volume (the paper's)")
     return fig
 
 
@@ -127,6 +181,10 @@ def render_cracks(labels: np.ndarray, *, voxel_um: float, title: str | None = No
         :func:`insitu.analysis.microstructure.cracks.find_cracks`.
     voxel_um : float
         Voxel edge in µm (axis scales).
+    title : str, optional
+        The figure's title (name the crack convention of ``labels`` here).
+
+    Without any crack, the panels are blank and say "no cracks".
     """
     labels = np.asarray(labels)
     if labels.ndim != 3:
@@ -155,6 +213,8 @@ def render_cracks(labels: np.ndarray, *, voxel_um: float, title: str | None = No
             interpolation="nearest",
             aspect="auto",
         )
+        if not labels.any():
+            ax.text(0.5, 0.5, "no cracks", transform=ax.transAxes, ha="center", va="center")
         ax.set_title(name)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)

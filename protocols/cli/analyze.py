@@ -89,7 +89,24 @@ def _add_tomo(what: argparse._SubParsersAction) -> None:
         "--method", choices=("default", "otsu"), default="default", help="ImageJ threshold"
     )
     tomo.add_argument(
-        "--min-crack-um3", type=float, default=1000.0, help="smallest crack, µm³ (1000)"
+        "--min-crack-um3",
+        type=float,
+        default=1000.0,
+        help="smallest crack grown since the first scan, µm³ (1000; crack_* columns)",
+    )
+    tomo.add_argument(
+        "--paper-crack-min-um3",
+        type=float,
+        metavar="V",
+        help="the paper's per-scan cracks (cracks_per_scan_* columns): pore components of at "
+        "least V µm³ (default 2e4); choose V above the pristine scan's largest pore",
+    )
+    tomo.add_argument(
+        "--paper-crack-planarity",
+        type=float,
+        metavar="P",
+        help="per-scan cracks must also have planarity >= P, 0 to 1 (default 0, the paper's "
+        "volume-only rule; ~0.6 keeps sheets only)",
     )
     tomo.add_argument("--area-cm2", type=float, help="electrode area, for charge per electrode")
     tomo.add_argument(
@@ -218,13 +235,21 @@ def cmd_analyze_tomo(args: argparse.Namespace) -> int:
         solid_level=args.solid_level,
         electrolyte=args.electrolyte,
         energy_keV=args.energy_keV,
+        paper_crack_min_um3=args.paper_crack_min_um3,
+        paper_crack_planarity=args.paper_crack_planarity,
     )
     if args.json:
         print_json(summary, default=str)
         return 0
     columns = ["step", "porosity", "porosity_pv", "crack_count", "crack_volume_um3"]
-    columns += ["transparent_volume_um3"]
+    columns += ["cracks_per_scan_count", "cracks_per_scan_volume_um3", "transparent_volume_um3"]
     print(result.table[columns].to_string(index=False))
+    # Two crack conventions side by side: say which column is which.
+    for convention in summary["conventions"].values():
+        rule = f">= {convention['min_volume_um3']:g} µm³"
+        if convention.get("planarity_min"):
+            rule += f", planarity >= {convention['planarity_min']:g}"
+        print(f"{convention['columns'][0]}: cracks {convention['name']} ({rule})")
     threshold = f"{result.threshold.value:.6g} ({result.settings.method})"
     print(f"threshold {threshold}; results in {summary['out']}")
     solid = summary.get("experiment", {}).get("solid_level", {})

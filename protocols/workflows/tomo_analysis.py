@@ -228,6 +228,12 @@ def experiment_info(path: Path, manifest: dict[str, Any], steps: list[Step]) -> 
     }
 
 
+def _paper_crack_settings(min_um3: float | None, planarity: float | None) -> dict[str, float]:
+    """The per-scan crack convention's settings that were given (the rest keep defaults)."""
+    given = {"paper_crack_min_um3": min_um3, "paper_crack_planarity_min": planarity}
+    return {k: float(v) for k, v in given.items() if v is not None}
+
+
 def analyze_path(
     path: Path,
     *,
@@ -240,6 +246,8 @@ def analyze_path(
     solid_level: float | None = None,
     electrolyte: str | None = None,
     energy_keV: float | None = None,
+    paper_crack_min_um3: float | None = None,
+    paper_crack_planarity: float | None = None,
 ) -> tuple[list[Step], dict[str, Any], ExperimentResult]:
     """Load a volume or an experiment manifest and analyse it with one study threshold.
 
@@ -256,6 +264,10 @@ def analyze_path(
         The dense electrolyte's grey level for ``porosity_pv``, or how to compute it
         (:func:`~insitu.protocols.workflows.solid_level.calibrate_solid_level`; by default from the
         experiment's material and the scan's energy).
+    paper_crack_min_um3, paper_crack_planarity
+        The paper's per-scan crack convention: smallest crack (µm³) and planarity floor
+        (``TomoSettings.paper_crack_min_um3``/``paper_crack_planarity_min``; None: their
+        defaults).
 
     Returns
     -------
@@ -283,6 +295,7 @@ def analyze_path(
         min_crack_volume_um3=min_crack_um3,
         area_cm2=area_cm2 or manifest.get("area_cm2"),
         psd=psd,
+        **_paper_crack_settings(paper_crack_min_um3, paper_crack_planarity),
     )
     return steps, experiment, analyze_experiment(steps, settings)
 
@@ -339,10 +352,12 @@ def write_analysis(
     if figures:
         last = steps[-1].name
         drawn = {
-            "volumes_vs_step.png": plot_volumes_vs_step(result.table),
+            "volumes_vs_step.png": plot_volumes_vs_step(result.table, summary["conventions"]),
             "thickness_change.png": plot_thickness_change(result.table),
             "cracks_last_step.png": render_cracks(
-                result.crack_labels[last], voxel_um=settings.voxel_um, title=f"cracks, {last}"
+                result.crack_labels[last],
+                voxel_um=settings.voxel_um,
+                title=f"cracks grown since the first scan, {last}",
             ),
         }
         factors = result.porosity_factors[last]
@@ -370,6 +385,8 @@ def analyze_tomo(
     solid_level: float | None = None,
     electrolyte: str | None = None,
     energy_keV: float | None = None,
+    paper_crack_min_um3: float | None = None,
+    paper_crack_planarity: float | None = None,
 ) -> tuple[dict[str, Any], ExperimentResult]:
     """Analyse a volume or an experiment manifest and write its results folder.
 
@@ -380,6 +397,8 @@ def analyze_tomo(
     out : str or Path, optional
         The results folder (default ``PATH`` without its suffix + ``-analysis``).
     dataset, voxel_um, method, min_crack_um3, area_cm2, psd, solid_level, electrolyte, energy_keV
+        As :func:`analyze_path`.
+    paper_crack_min_um3, paper_crack_planarity
         As :func:`analyze_path`.
     figures : bool
         Also draw the figures (PNG).
@@ -402,6 +421,8 @@ def analyze_tomo(
         solid_level=solid_level,
         electrolyte=electrolyte,
         energy_keV=energy_keV,
+        paper_crack_min_um3=paper_crack_min_um3,
+        paper_crack_planarity=paper_crack_planarity,
     )
     folder = Path(out) if out else path.with_name(path.stem + "-analysis")
     return write_analysis(folder, steps, experiment, result, figures=figures), result

@@ -148,3 +148,50 @@ def test_single_volume_and_errors(experiment, capsys, tmp_path) -> None:
     bad.write_text(json.dumps({"steps": []}))
     assert main(["analyze", "tomo", str(bad)]) == 2
     assert "has no 'steps'" in capsys.readouterr().err
+
+
+def _synthetic_cell(sheet: bool) -> np.ndarray:
+    """Li | electrolyte with small isolated pores (and one planar crack from the top) | Li."""
+    vol = np.full((48, 64, 64), 200, dtype=np.uint8)
+    vol[:8], vol[40:] = 60, 60
+    for z in (14, 22, 30):
+        for y in (16, 32, 48):
+            vol[z : z + 2, y : y + 2, 16:18] = 40  # 8 voxels each
+    if sheet:
+        vol[8:28, 20:44, 40:42] = 40  # 960 voxels (≈ 900 in the rows measured)
+    yy, xx = np.mgrid[:64, :64]
+    vol[:, (yy - 31.5) ** 2 + (xx - 31.5) ** 2 > 30**2] = 0
+    return vol
+
+
+def test_single_volume_under_both_crack_conventions(capsys, tmp_path) -> None:
+    """Without cracks: 0 under both conventions and the crack figure drawn; with one: the
+    paper's per-scan convention finds it in a single volume, and the table names both."""
+    options = ["--voxel-um", "1", "--no-psd", "--paper-crack-min-um3", "100"]
+    for name, sheet in (("clean", False), ("cracked", True)):
+        np.save(tmp_path / f"{name}.npy", _synthetic_cell(sheet))
+    clean = run_json(capsys, ["analyze", "tomo", str(tmp_path / "clean.npy"), *options, "--json"])
+    step = clean["steps"][0]
+    assert step["crack_count"] == 0 and step["cracks_per_scan_count"] == 0
+    assert step["cracks_per_scan_volume_um3"] == 0
+    assert {p.rsplit("/", 1)[-1] for p in clean["figures"]} >= {
+        "cracks_last_step.png",
+        "volumes_vs_step.png",
+    }
+    assert clean["conventions"]["per_scan"]["min_volume_um3"] == 100.0
+    assert clean["settings"]["paper_crack_min_um3"] == 100.0
+    assert main(["analyze", "tomo", str(tmp_path / "cracked.npy"), *options, "--no-figures"]) == 0
+    printed = capsys.readouterr().out
+    assert "crack_count: cracks grown since the first scan (>= 1000 µm³)" in printed
+    assert "cracks_per_scan_count: cracks per scan (the paper's) (>= 100 µm³)" in printed
+    table = (tmp_path / "cracked-analysis" / "steps.csv").read_text().splitlines()
+    header, row = table[0].split(","), table[1].split(",")
+    values = dict(zip(header, row, strict=True))
+    assert values["crack_count"] == "0" and values["cracks_per_scan_count"] == "1"
+    # A planarity floor above the sheet's (≈ 0.99) drops it; out of [0, 1] is refused.
+    strict = [*options, "--paper-crack-planarity", "1.0", "--no-figures", "--json"]
+    flat = run_json(capsys, ["analyze", "tomo", str(tmp_path / "cracked.npy"), *strict])
+    assert flat["steps"][0]["cracks_per_scan_count"] == 0
+    bad = [*options, "--paper-crack-planarity", "2", "--no-figures"]
+    assert main(["analyze", "tomo", str(tmp_path / "cracked.npy"), *bad]) == 2
+    assert "--paper-crack-planarity" in capsys.readouterr().err
