@@ -178,6 +178,14 @@ def write_tiff(
         def convert(slab: np.ndarray) -> np.ndarray:
             return slab.astype(np.float32, copy=False)
 
+    # What the analysis reads from a volume's attributes travels with it: the scan it came
+    # from (its energy, its material) and, where the values are unchanged (32-bit), their
+    # units (μ per voxel), so the TIFF analyses as the original does.
+    attrs = dict(getattr(volume, "attrs", {}) or {})
+    if attrs.get("source"):
+        metadata["source"] = str(attrs["source"])
+    if bits == 32 and attrs.get("units"):
+        metadata["units"] = str(attrs["units"])
     kwargs: dict[str, Any] = {}
     if voxel_um is not None:
         if not voxel_um > 0:

@@ -67,6 +67,9 @@ def test_tiff_export_analyses_as_the_zarr(zarr_volume, capsys, tmp_path) -> None
     for step in (*as_zarr["steps"], *as_tiff["steps"]):
         step.pop("step")  # named after the file
     assert _comparable(as_tiff) == _comparable(as_zarr)
+    # The scan and the grey units travel with the 32-bit file: the same physical solid level.
+    assert as_tiff["experiment"]["solid_level"] == as_zarr["experiment"]["solid_level"]
+    assert as_zarr["experiment"]["solid_level"]["source"].startswith("material A-LPS")
     # And the 8-bit file, scaled as the study was: Fiji's histogram and threshold are ours.
     eight = tmp_path / "v8.tif"
     summary = run_json(
