@@ -18,7 +18,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import cc3d
 import h5py
+import numpy as np
 from bluesky import RunEngine
 from bluesky.utils import RunEngineInterrupted
 
@@ -73,15 +75,35 @@ def _frame_counter(total: int, progress: FrameProgress) -> Callable[[str, dict],
     return count
 
 
-def _write_truth(source: PelletFrameSource, out: Path) -> dict[str, str]:
-    """Ground truth next to the scan: the summary as JSON, the labels as HDF5 if small."""
-    json_path, h5_path = truth_paths(out)
-    written = {"truth_json": str(json_path)}
-    json_path.write_text(json.dumps(source.ground_truth, indent=2) + "\n")
+def _ground_truth(source: PelletFrameSource) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The truth summary and, when small enough to keep, the label volume.
+
+    With the labels, the summary also counts the connected components of the crack voxels
+    (``n_crack_components``): the simulator's cracks can grow into one another, and a
+    measurement that counts connected components can at best find this many.
+    """
+    truth = dict(source.ground_truth)
     nz, ny, nx = source.geometry.shape
-    if nz * ny * nx <= TRUTH_LABELS_MAX_BYTES:
+    if nz * ny * nx > TRUTH_LABELS_MAX_BYTES:
+        return truth, None
+    labels = source.labels()
+    crack = np.isin(labels, [Phase.CRACK, Phase.CRACK_LITHIUM])
+    truth["n_crack_components"] = int(
+        cc3d.connected_components(crack, connectivity=26, return_N=True)[1]
+    )
+    return truth, labels
+
+
+def _write_truth(
+    source: PelletFrameSource, out: Path, truth: dict[str, Any], labels: np.ndarray | None
+) -> dict[str, str]:
+    """Ground truth next to the scan: the summary as JSON, the labels as HDF5 if kept."""
+    json_path, h5_path = truth_paths(out)
+    json_path.write_text(json.dumps(truth, indent=2) + "\n")
+    written = {"truth_json": str(json_path)}
+    if labels is not None:
         with h5py.File(h5_path, "w") as f:
-            ds = f.create_dataset("/labels", data=source.labels(), compression="gzip")
+            ds = f.create_dataset("/labels", data=labels, compression="gzip")
             ds.attrs["axes"] = "z:y:x"
             ds.attrs["phases"] = json.dumps({p.name: int(p) for p in Phase})
             ds.attrs["voxel_m"] = source.geometry.voxel_m
@@ -196,7 +218,7 @@ def run_tomo_scan(
                 store.subscribe(RE)
             if progress is not None:
                 RE.subscribe(_frame_counter(n + 2 * (n_darks + n_flats), progress))
-            truth = source.ground_truth
+            truth, labels = _ground_truth(source)
             meta = {
                 "simulated": True,
                 "material": source.material,
@@ -227,7 +249,7 @@ def run_tomo_scan(
                 raise KeyboardInterrupt from None
             if store is not None:
                 store.raise_errors()
-            written = _write_truth(source, out)
+            written = _write_truth(source, out, truth, labels)
     finally:
         source.close()
     rows, cols = source.shape
