@@ -452,6 +452,39 @@ def _smallest_uint(n: int) -> type[np.unsignedinteger]:
     return np.uint64
 
 
+def _keep(
+    table: pd.DataFrame, keep: Any, reference: Any | None, slabs: _Slabs, slab_rows: int | None
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The kept components, numbered 1..n in order, with their reference correction.
+
+    Returns the table and the new label of each old one (``new_id[old]``, 0 if dropped).
+    """
+    kept = np.asarray(keep(table), dtype=bool)
+    new_id = np.zeros(len(table) + 1, dtype=np.int64)
+    new_id[1:][kept] = np.arange(1, int(kept.sum()) + 1)
+    table = table[kept].reset_index(drop=True)
+    table["label"] = np.arange(1, len(table) + 1, dtype=np.int64)
+    if reference is None:
+        table["porosity_reference"] = np.nan
+        table["volume_corrected_um3"] = table["volume_um3"]
+    else:
+        phi = _bbox_porosity(reference, slabs, table, slab_rows)
+        table["porosity_reference"] = phi
+        # The crack is the new voxels plus the old pores it cut through, a fraction φ of its
+        # sheet on average: n_new / (1 - φ).
+        table["volume_corrected_um3"] = table["volume_um3"] / np.clip(1.0 - phi, 1e-3, None)
+    return table, new_id
+
+
+def _output(out: Any | None, shape: tuple[int, ...], dtype: type) -> Any:
+    """Where the labels go: ``out`` checked against the volume's shape, or a new array."""
+    if out is None:
+        return np.zeros(shape, dtype=dtype)
+    if tuple(out.shape) != shape:
+        raise ValueError(f"out must have the volume's shape {shape}, got {tuple(out.shape)}")
+    return out
+
+
 def _label_volume(
     binary: Any,
     *,
@@ -475,25 +508,9 @@ def _label_volume(
     bands = _bands(rows, interfaces, origin_band_rows)
     root, sums, bbox, offsets = _components(slabs, bounds, connectivity, bands)
     table = _table(sums, bbox, voxel_um, bands, interfaces is not None)
-    kept = np.asarray(keep(table), dtype=bool)
-    new_id = np.zeros(len(table) + 1, dtype=np.int64)
-    new_id[1:][kept] = np.arange(1, int(kept.sum()) + 1)
-    table = table[kept].reset_index(drop=True)
-    table["label"] = np.arange(1, len(table) + 1, dtype=np.int64)
-    if reference is None:
-        table["porosity_reference"] = np.nan
-        table["volume_corrected_um3"] = table["volume_um3"]
-    else:
-        phi = _bbox_porosity(reference, slabs, table, slab_rows)
-        table["porosity_reference"] = phi
-        # The crack is the new voxels plus the old pores it cut through, a fraction φ of its
-        # sheet on average: n_new / (1 - φ).
-        table["volume_corrected_um3"] = table["volume_um3"] / np.clip(1.0 - phi, 1e-3, None)
+    table, new_id = _keep(table, keep, reference, slabs, slab_rows)
     dtype = _smallest_uint(len(table))
-    if out is None:
-        out = np.zeros(shape, dtype=dtype)
-    elif tuple(out.shape) != shape:
-        raise ValueError(f"out must have the volume's shape {shape}, got {tuple(out.shape)}")
+    out = _output(out, shape, dtype)
     # Rows outside the analysed range stay 0 (written explicitly: `out` may be a reused array).
     zero = np.zeros((1, *shape[1:]), dtype=dtype)
     for z in [*range(0, rows[0]), *range(rows[1], shape[0])]:
@@ -811,19 +828,9 @@ def _joined_cracks(
         bbox[:, 0::2] = np.minimum(bbox[:, 0::2], bb[:, 0::2])
         bbox[:, 1::2] = np.maximum(bbox[:, 1::2], bb[:, 1::2])
     table = _table(sums, bbox, voxel_um, bands, interfaces is not None)
-    kept = np.asarray(keep(table), dtype=bool)
-    new_id = np.zeros(g + 1, dtype=np.int64)
-    new_id[1:][kept] = np.arange(1, int(kept.sum()) + 1)
-    table = table[kept].reset_index(drop=True)
-    table["label"] = np.arange(1, len(table) + 1, dtype=np.int64)
-    phi = _bbox_porosity(reference, pores, table, slab_rows)
-    table["porosity_reference"] = phi
-    table["volume_corrected_um3"] = table["volume_um3"] / np.clip(1.0 - phi, 1e-3, None)
+    table, new_id = _keep(table, keep, reference, pores, slab_rows)
     dtype = _smallest_uint(len(table))
-    if out is None:
-        out = np.zeros(shape, dtype=dtype)
-    elif tuple(out.shape) != shape:
-        raise ValueError(f"out must have the volume's shape {shape}, got {tuple(out.shape)}")
+    out = _output(out, shape, dtype)
     final = new_id[lut].astype(dtype)
     for z0, z1 in [(0, rows[0]), *bounds, (rows[1], shape[0])]:
         if z1 > z0:
