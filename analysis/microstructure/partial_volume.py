@@ -50,6 +50,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import AnalysisInputError
+from .pores import _region
 from .segment import NBINS, grey_histogram, threshold_isodata_ij
 
 __all__ = ["PhaseLevels", "pv_porosity", "solid_level_from_composition"]
@@ -311,15 +312,7 @@ def pv_porosity(
         ``[0, 1]`` only with wrong levels. Non-finite voxels (failed reconstruction rows) are
         left out.
     """
-    shape = tuple(volume.shape)
-    if len(shape) != 3:
-        raise AnalysisInputError(f"volume must be 3-D (z, y, x), got shape {shape}")
-    m2 = np.ones(shape[1:], dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-    if m2.shape != shape[1:]:
-        raise AnalysisInputError(f"mask must have the (y, x) shape {shape[1:]}, got {m2.shape}")
-    z0, z1 = (0, shape[0]) if rows is None else (int(rows[0]), int(rows[1]))
-    if not 0 <= z0 < z1 <= shape[0]:
-        raise AnalysisInputError(f"rows must satisfy 0 <= z0 < z1 <= {shape[0]}, got {rows}")
+    m2, z0, z1 = _region(volume, mask, rows)
     total, count = 0.0, 0
     for a in range(z0, z1, max(1, slab_rows)):
         g = np.asarray(volume[a : min(z1, a + slab_rows)])[:, m2]

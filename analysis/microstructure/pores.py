@@ -66,6 +66,8 @@ from typing import Any
 import numba
 import numpy as np
 
+from ..errors import AnalysisInputError
+
 __all__ = [
     "PoreAnalysis",
     "PoreSizeDistribution",
@@ -538,19 +540,20 @@ def _grey_value(threshold: Any) -> float:
 def _region(
     volume: Any, mask: np.ndarray | None, rows: tuple[int, int] | None
 ) -> tuple[np.ndarray, int, int]:
+    """The (y, x) mask and rows ``z0:z1`` a measurement reads, checked against the volume."""
     shape = tuple(volume.shape)
     if len(shape) != 3:
-        raise ValueError(f"volume must be 3-D (z, y, x), got shape {shape}")
+        raise AnalysisInputError(f"volume must be 3-D (z, y, x), got shape {shape}")
     m2 = np.ones(shape[1:], dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     if m2.shape != shape[1:]:
-        raise ValueError(
+        raise AnalysisInputError(
             f"mask must be the (y, x) inside of the pellet with shape {shape[1:]} "
-            f"(see tomo_segment.pellet_mask), got {m2.shape}"
+            f"(see segment.pellet_mask), got {m2.shape}"
         )
     z0, z1 = (0, shape[0]) if rows is None else (int(rows[0]), int(rows[1]))
     if not 0 <= z0 < z1 <= shape[0]:
-        raise ValueError(
-            f"rows must satisfy 0 <= z0 < z1 <= {shape[0]} (see tomo_segment.electrolyte_rows), "
+        raise AnalysisInputError(
+            f"rows must satisfy 0 <= z0 < z1 <= {shape[0]} (see segment.electrolyte_rows), "
             f"got {rows}"
         )
     return m2, z0, z1
