@@ -25,6 +25,7 @@ __all__ = [
     "add_storage_options",
     "emit",
     "floats",
+    "number_pair",
     "open_store",
     "print_json",
     "require_positive",
@@ -42,6 +43,15 @@ def floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(
             f"expected numbers separated by commas, got {text!r}"
         ) from None
+
+
+def number_pair(text: str) -> tuple[float, float]:
+    """An argparse type: two numbers separated by a comma (``0.5,1.5``)."""
+    try:
+        a, b = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers 'A,B', got {text!r}") from None
+    return a, b
 
 
 def require_positive(**values: float) -> None:

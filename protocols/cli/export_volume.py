@@ -7,17 +7,9 @@ from __future__ import annotations
 
 import argparse
 
-from .common import print_json
+from .common import number_pair, print_json
 
 __all__ = ["cmd_export_volume", "register"]
-
-
-def _pair(text: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two numbers 'LO,HI', got {text!r}") from None
-    return lo, hi
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     scale.add_argument(
         "--grey-range",
-        type=_pair,
+        type=number_pair,
         metavar="LO,HI",
         help="8-bit: grey values of levels 0 and 256 (default: the volume's extremes)",
     )

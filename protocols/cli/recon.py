@@ -13,7 +13,7 @@ import argparse
 from insitu.analysis.tomo.recon.algorithm import FILTERS
 from insitu.analysis.tomo.recon.backends import BACKENDS
 
-from .common import print_json
+from .common import number_pair, print_json
 
 __all__ = ["cmd_recon", "register"]
 
@@ -27,14 +27,6 @@ def _center(text: str) -> float | None:
         raise argparse.ArgumentTypeError(
             f"--center takes 'auto' or a column number, got {text!r}"
         ) from None
-
-
-def _pair(text: str) -> tuple[float, float]:
-    try:
-        a, b = (float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two numbers 'A,B', got {text!r}") from None
-    return a, b
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     recon.add_argument(
         "--center-search",
-        type=_pair,
+        type=number_pair,
         metavar="MIN,MAX",
         help="search Vo's method alone over this range, columns from the detector centre",
     )
@@ -93,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="reconstruction backend: insitu (default) or tomopy (needs TomoPy from conda)",
     )
     recon.add_argument("--filter", choices=FILTERS, default="shepp", help="FBP window (shepp)")
-    recon.add_argument("--rows", type=_pair, metavar="START,STOP", help="only these rows")
+    recon.add_argument("--rows", type=number_pair, metavar="START,STOP", help="only these rows")
     recon.add_argument(
         "--memory-gib", type=float, default=8.0, help="memory budget, all workers (8 GiB)"
     )
