@@ -28,6 +28,8 @@ import math
 import numpy as np
 import scipy.fft
 
+from ...errors import AnalysisInputError
+
 __all__ = ["find_center_pc", "find_center_vo"]
 
 #: Smallest window, as a fraction of the detector width, that a candidate centre must leave.
@@ -200,13 +202,15 @@ def find_center_vo(
     reach = (0.5 - _MIN_WINDOW_FRACTION / 2.0) * cols
     smin = -reach if smin is None else float(smin)
     smax = reach if smax is None else float(smax)
+    # The range is the user's (--center-search): a bad one is their error, named as such.
     if smin > smax:
-        raise ValueError(f"smin ({smin}) must not exceed smax ({smax})")
+        raise AnalysisInputError(f"centre search: smin ({smin:g}) must not exceed smax ({smax:g})")
     lo, hi = middle + smin, middle + smax
     if lo < 4 or hi > cols - 5:
-        raise ValueError(
-            f"search range smin={smin}, smax={smax} puts the centre within 4 px of the "
-            f"detector edge (cols={cols}); narrow it"
+        raise AnalysisInputError(
+            f"centre search range {smin:g},{smax:g} puts the centre within 4 px of the detector "
+            f"edge: the range is in columns from the detector centre (column {middle:g} of "
+            f"{cols}), so it must lie within {4 - middle:g},{cols - 5 - middle:g}"
         )
 
     # Coarse: bin columns and rows, step one binned pixel over the whole range.

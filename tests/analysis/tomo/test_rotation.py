@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from insitu.analysis.errors import AnalysisInputError
 from insitu.analysis.tomo.recon.rotation import find_center_pc, find_center_vo
 
 
@@ -80,3 +81,10 @@ def test_phase_correlation_check():
 def test_vo_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         find_center_vo(np.ones((64, 2, 256)), **kwargs)
+
+
+def test_vo_search_range_is_the_users_error():
+    """A range given as columns (not offsets from the centre) is named as the user's error,
+    with the range that would be valid (it was a bare ValueError: exit 1, 'internal error')."""
+    with pytest.raises(AnalysisInputError, match=r"column 127\.5 of 256.*-123\.5,123\.5"):
+        find_center_vo(np.ones((64, 2, 256)), smin=100, smax=140)

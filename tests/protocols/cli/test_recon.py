@@ -55,3 +55,16 @@ def test_recon_errors_are_one_line(tmp_path, capsys) -> None:
     assert main(["recon", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "v.zarr")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("insitu: error: no scan file") and err.count("\n") == 1
+
+
+def test_recon_center_search_out_of_range_is_one_line(tmp_path, capsys) -> None:
+    """``--center-search`` takes offsets from the detector centre; columns instead are refused
+    with the valid range, exit 2 (it was an internal error)."""
+    scan = tmp_path / "alps.h5"
+    assert main(["tomo-scan", "--sim", "A-LPS", "--out", str(scan), "--quiet"]) == 0
+    capsys.readouterr()
+    argv = ["recon", str(scan), "--out", str(tmp_path / "v.zarr"), "--center-search", "100,120"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("insitu: error: centre search range 100,120") and err.count("\n") == 1
+    assert not (tmp_path / "v.zarr").exists()
