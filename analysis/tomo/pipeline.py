@@ -104,6 +104,12 @@ class ReconOptions:
     backend : str
         ``"insitu"`` (Fourier-gridding FBP, default) or ``"tomopy"`` (TomoPy's Gridrec, when
         TomoPy is installed); see :mod:`insitu.analysis.tomo.recon.backends`.
+    sample_diameter_um : float or None
+        Diameter of a cylindrical sample centred on the axis and wider than the field of
+        view (a 3 mm pellet in a 1.4 mm window): the rows are padded along its chord
+        (:class:`~insitu.analysis.tomo.recon.algorithm.GridrecPlan`'s ``sample_radius``),
+        which keeps the grey scale absolute (μ per voxel). ``None``: edge padding, right
+        when the sample fits in the field of view.
     """
 
     center: float | None = None
@@ -126,6 +132,7 @@ class ReconOptions:
     memory_budget_gib: float = 8.0
     slab_rows: int | None = None
     backend: str = "insitu"
+    sample_diameter_um: float | None = None
 
     def __post_init__(self) -> None:
         if self.slab_rows is not None and (
@@ -143,6 +150,13 @@ class ReconOptions:
         if not self.memory_budget_gib > 0:
             raise AnalysisInputError(
                 f"memory_budget_gib must be positive, got {self.memory_budget_gib}"
+            )
+        if self.sample_diameter_um is not None and not (
+            math.isfinite(self.sample_diameter_um) and self.sample_diameter_um > 0
+        ):
+            raise AnalysisInputError(
+                f"sample_diameter_um (--sample-diameter-um) must be a positive diameter in µm, "
+                f"got {self.sample_diameter_um}"
             )
         if self.paganin and not self.delta_beta > 0:
             raise AnalysisInputError(
@@ -287,6 +301,19 @@ def find_center(info: ScanInfo, opts: ReconOptions) -> float:
 _BACKENDS: dict[tuple, Backend] = {}
 
 
+def _sample_radius_px(info: ScanInfo, opts: ReconOptions) -> float | None:
+    """The sample's radius in detector pixels, from its diameter and the pixel size."""
+    if opts.sample_diameter_um is None:
+        return None
+    pixel = opts.pixel_size_um if opts.pixel_size_um is not None else info.pixel_size_um
+    if pixel is None:
+        raise AnalysisInputError(
+            "--sample-diameter-um needs the pixel size: the file does not record it; give "
+            "--pixel-size-um"
+        )
+    return opts.sample_diameter_um / 2.0 / pixel
+
+
 def _backend_for(info: ScanInfo, opts: ReconOptions, center: float) -> Backend:
     """One backend per geometry and process (Dask workers keep theirs across slabs)."""
     key = (
@@ -295,6 +322,7 @@ def _backend_for(info: ScanInfo, opts: ReconOptions, center: float) -> Backend:
         center,
         opts.filter_name,
         opts.mask_ratio,
+        opts.sample_diameter_um,
         info.theta_rad.tobytes(),
     )
     backend = _BACKENDS.get(key)
@@ -307,6 +335,7 @@ def _backend_for(info: ScanInfo, opts: ReconOptions, center: float) -> Backend:
             center=center,
             filter_name=opts.filter_name,
             support=None if opts.mask_ratio is None else opts.mask_ratio * info.n_cols / 2,
+            sample_radius=_sample_radius_px(info, opts),
         )
         _BACKENDS[key] = backend
     return backend

@@ -84,6 +84,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="insitu",
         help="reconstruction backend: insitu (default) or tomopy (needs TomoPy from conda)",
     )
+    recon.add_argument(
+        "--sample-diameter-um",
+        type=float,
+        metavar="UM",
+        help="diameter of a cylindrical sample wider than the field of view (e.g. 3000 for "
+        "the paper's pellet seen through a 1.4 mm window): pads the rows along its chord so "
+        "the grey scale stays absolute; default: the sample fits in the field of view",
+    )
     recon.add_argument("--filter", choices=FILTERS, default="shepp", help="FBP window (shepp)")
     recon.add_argument("--rows", type=number_pair, metavar="START,STOP", help="only these rows")
     recon.add_argument(
@@ -120,6 +128,7 @@ def cmd_recon(args: argparse.Namespace) -> int:
         rows=rows,
         memory_budget_gib=args.memory_gib,
         backend=args.backend,
+        sample_diameter_um=args.sample_diameter_um,
     )
     summary = reconstruct_scan(
         args.scan,

@@ -150,6 +150,16 @@ class GridrecPlan:
     pad_mode : {"edge", "zero"}
         Values in the padding: the rows' edge values (objects wider than the field of view,
         like a pellet seen through a window, then reconstruct without cupping) or zeros.
+    sample_radius : float, optional
+        Radius (pixels) of a cylindrical sample centred on the rotation axis and wider than
+        the field of view (local tomography: a 3 mm pellet seen through a 1.4 mm window).
+        The rows are then padded past the sample's edge and the padding follows the
+        cylinder's chord, ``p(t) = p(t_edge) · √((R² − t²)/(R² − t_edge²))``, to zero at
+        ``|t| = R``. Edge values held constant instead add a grey offset that depends on the
+        padded length: for a 96-column window on a disc of radius 2143 pixels (the paper's
+        pellet at 0.7 µm) the mean grey comes back 15× the truth with 2× padding and 0.89×
+        with 32×, and within 10⁻⁴ along the chord (``tests/analysis/tomo/test_algorithm``),
+        so no fixed padding gets the absolute grey (and the partial-volume porosity) right.
     eps : float
         finufft tolerance, relative to the image's l2 norm; 1e-3 keeps the gridding error
         more than ten times below the 1 % accuracy goal (measured in the tests) at a third of
@@ -181,6 +191,7 @@ class GridrecPlan:
         upsampfac: float = 1.25,
         support: float | None = None,
         nthreads: int | None = None,
+        sample_radius: float | None = None,
     ) -> None:
         self.theta = np.asarray(theta, dtype=np.float64).ravel()
         if self.theta.size == 0:
@@ -204,10 +215,19 @@ class GridrecPlan:
         self.pad_mode = pad_mode
         self.nthreads = nthreads or os.cpu_count() or 1
 
-        n_pad = sfft.next_fast_len(max(math.ceil(oversampling * self.n_det), self.n_det + 2))
+        n_min = max(math.ceil(oversampling * self.n_det), self.n_det + 2)
+        if sample_radius is not None:
+            if not (math.isfinite(sample_radius) and sample_radius > 0):
+                raise ValueError(f"sample_radius must be positive (pixels), got {sample_radius}")
+            # Room for the whole chord on both sides of the axis, plus the filter's reach.
+            reach = math.ceil(sample_radius + abs(self.center - (self.n_det - 1) / 2.0))
+            n_min = max(n_min, 2 * reach + 2 * _WINDOW_MARGIN)
+        n_pad = sfft.next_fast_len(n_min)
         n_pad += n_pad % 2
         self.n_pad = n_pad
         self.pad_left = (n_pad - self.n_det) // 2
+        self.sample_radius = None if sample_radius is None else float(sample_radius)
+        self._pad_weights = self._chord_weights() if sample_radius is not None else None
         freq = sfft.fftfreq(n_pad)  # cycles per pixel
         # The unpaired Nyquist term gets weight 0 so that real sinograms give real images (and
         # the two-slices-per-transform trick is exact); so does ω = 0, whose polar points all
@@ -259,6 +279,23 @@ class GridrecPlan:
         self._upsampfac = float(upsampfac)
         self._plans: dict[int, Any] = {}
 
+    def _chord_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """Padding over edge value, left and right: the cylinder's chord over its edge chord."""
+        radius = float(self.sample_radius or 0.0)
+        a, b = self.pad_left, self.pad_left + self.n_det
+
+        def chord(t: np.ndarray) -> np.ndarray:
+            return np.sqrt(np.clip(radius**2 - t**2, 0.0, None))
+
+        t_left = np.arange(a) - a - self.center  # detector column − axis, columns < 0
+        t_right = np.arange(self.n_pad - b) + self.n_det - self.center
+        edge_left = chord(np.array(-self.center))
+        edge_right = chord(np.array(self.n_det - 1 - self.center))
+        # A sample edge inside the window: nothing of it lies beyond, pad with zeros.
+        left = chord(t_left) / edge_left if edge_left > 0 else np.zeros(a)
+        right = chord(t_right) / edge_right if edge_right > 0 else np.zeros(self.n_pad - b)
+        return left.astype(np.float32), right.astype(np.float32)
+
     def _plan(self, n_trans: int) -> Any:
         plan = self._plans.get(n_trans)
         if plan is None:
@@ -295,7 +332,11 @@ class GridrecPlan:
         parts[: len(imag_rows), :, a:b, 1] = np.moveaxis(sino[:, imag_rows, :], 1, 0)
         if len(imag_rows) < pairs:
             parts[-1, :, a:b, 1] = 0
-        if self.pad_mode == "edge":
+        if self._pad_weights is not None:
+            left, right = self._pad_weights
+            padded[:, :, :a] = padded[:, :, a : a + 1] * left
+            padded[:, :, b:] = padded[:, :, b - 1 : b] * right
+        elif self.pad_mode == "edge":
             padded[:, :, :a] = padded[:, :, a : a + 1]
             padded[:, :, b:] = padded[:, :, b - 1 : b]
         else:
@@ -365,6 +406,7 @@ def gridrec(
     eps: float = 1e-3,
     upsampfac: float = 1.25,
     nthreads: int | None = None,
+    sample_radius: float | None = None,
 ) -> np.ndarray:
     """Reconstruct parallel-beam sinograms by Fourier-gridding filtered back-projection.
 
@@ -377,7 +419,7 @@ def gridrec(
         Angles in radians.
     center : float, optional
         Rotation axis column (0-based); default the detector centre ``(n_det − 1)/2``.
-    size, filter_name, cutoff, oversampling, pad_mode, eps, upsampfac, nthreads
+    size, filter_name, cutoff, oversampling, pad_mode, eps, upsampfac, nthreads, sample_radius
         See :class:`GridrecPlan`.
     mask_ratio : float or None
         Zero the pixels outside a circle of radius ``mask_ratio · size/2`` (TomoPy's
@@ -405,6 +447,7 @@ def gridrec(
         # Only the masked circle is wanted: grid the filtered rows cut to its radius.
         support=None if mask_ratio is None else mask_ratio * (size or sino.shape[-1]) / 2,
         nthreads=nthreads,
+        sample_radius=sample_radius,
     )
     rec = plan.reconstruct(sino)
     if mask_ratio is not None:

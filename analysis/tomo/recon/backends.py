@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ...errors import MissingDependencyError
+from ...errors import AnalysisInputError, MissingDependencyError
 from .algorithm import GridrecPlan
 
 __all__ = ["BACKENDS", "Backend", "BackendUnavailable", "make_backend"]
@@ -48,9 +48,15 @@ class InsituGridrec:
         center: float,
         filter_name: str = "shepp",
         support: float | None = None,
+        sample_radius: float | None = None,
     ) -> None:
         self._plan = GridrecPlan(
-            theta, n_det, center=center, filter_name=filter_name, support=support
+            theta,
+            n_det,
+            center=center,
+            filter_name=filter_name,
+            support=support,
+            sample_radius=sample_radius,
         )
 
     def reconstruct(self, sinograms: np.ndarray) -> np.ndarray:
@@ -70,7 +76,13 @@ class TomopyGridrec:
         center: float,
         filter_name: str = "shepp",
         support: float | None = None,
+        sample_radius: float | None = None,
     ) -> None:
+        if sample_radius is not None:
+            raise AnalysisInputError(
+                "the 'tomopy' backend cannot pad rows along a sample wider than the field of "
+                "view (--sample-diameter-um); use the default backend 'insitu'"
+            )
         try:
             import tomopy
         except ImportError as exc:
@@ -95,7 +107,8 @@ class TomopyGridrec:
         return np.asarray(rec, dtype=np.float32)
 
 
-#: Backend name → class taking ``(theta, n_det, *, center, filter_name, support)``.
+#: Backend name → class taking ``(theta, n_det, *, center, filter_name, support,
+#: sample_radius)``.
 BACKENDS: dict[str, Callable[..., Backend]] = {
     "insitu": InsituGridrec,
     "tomopy": TomopyGridrec,
@@ -110,6 +123,7 @@ def make_backend(
     center: float,
     filter_name: str = "shepp",
     support: float | None = None,
+    sample_radius: float | None = None,
 ) -> Backend:
     """Build the named backend for one scan geometry.
 
@@ -126,4 +140,11 @@ def make_backend(
         raise ValueError(
             f"unknown reconstruction backend {name!r}; choose one of {', '.join(BACKENDS)}"
         ) from None
-    return factory(theta, n_det, center=center, filter_name=filter_name, support=support)
+    return factory(
+        theta,
+        n_det,
+        center=center,
+        filter_name=filter_name,
+        support=support,
+        sample_radius=sample_radius,
+    )

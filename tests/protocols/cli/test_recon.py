@@ -68,3 +68,26 @@ def test_recon_center_search_out_of_range_is_one_line(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert err.startswith("insitu: error: centre search range 100,120") and err.count("\n") == 1
     assert not (tmp_path / "v.zarr").exists()
+
+
+def test_recon_sample_diameter(tmp_path, capsys) -> None:
+    """``--sample-diameter-um``: a sample that fits in the window changes nothing that
+    matters (its chord ends inside the detector, so the padding is zeros: the grey values
+    agree with edge padding to a small fraction of the solid's); a bad diameter, or one with
+    the TomoPy backend, is one line, exit 2."""
+    scan = tmp_path / "alps.h5"
+    assert main(["tomo-scan", "--sim", "A-LPS", "--out", str(scan), "--quiet"]) == 0
+    base = ["recon", str(scan), "--quiet", "--rings", "none", "--center", "63.5"]
+    assert main([*base, "--out", str(tmp_path / "edge.zarr")]) == 0
+    assert main([*base, "--out", str(tmp_path / "d.zarr"), "--sample-diameter-um", "360"]) == 0
+    edge = zarr.open_array(str(tmp_path / "edge.zarr"), mode="r")[20:44]
+    chord = zarr.open_array(str(tmp_path / "d.zarr"), mode="r")[20:44]
+    assert np.abs(chord - edge).mean() < 0.02 * np.abs(edge).mean()
+    capsys.readouterr()
+    for extra in (
+        ["--sample-diameter-um", "-3"],
+        ["--sample-diameter-um", "3000", "--backend", "tomopy"],
+    ):
+        assert main([*base, "--out", str(tmp_path / "bad.zarr"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("insitu: error:") and "sample" in err and err.count("\n") == 1
