@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import AnalysisInputError, InputFileNotFoundError
 from .arrays import is_zarr_store, open_npy, open_zarr
 from .hdf5 import HDF5_SUFFIXES, open_hdf5
+from .levels import decode_levels
 from .opened import Opened
 from .tiff import TIFF_SUFFIXES, open_tiff_file, open_tiff_folder
 from .units import RTOL, check_isotropic
@@ -92,7 +93,8 @@ def open_volume(
     -------
     Volume
         Read-only; ``vol[z0:z1]`` reads only those rows. ``voxel_um`` is None when neither
-        the file nor the caller gives it.
+        the file nor the caller gives it. An 8-bit file that records its grey range
+        (``insitu export-volume --bits 8``) reads as grey values, float32 (:mod:`.levels`).
 
     Raises
     ------
@@ -105,7 +107,7 @@ def open_volume(
     path = Path(path)
     if not path.exists():
         raise InputFileNotFoundError(f"no volume at {path}")
-    opened = _open(path, dataset)
+    opened = decode_levels(_open(path, dataset))
     try:
         voxel, voxel_from = _voxel(opened, path, voxel_um)
     except BaseException:

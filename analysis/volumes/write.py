@@ -179,12 +179,13 @@ def write_tiff(
             return slab.astype(np.float32, copy=False)
 
     # What the analysis reads from a volume's attributes travels with it: the scan it came
-    # from (its energy, its material) and, where the values are unchanged (32-bit), their
-    # units (μ per voxel), so the TIFF analyses as the original does.
+    # from (its energy, its material) and the units of the values (μ per voxel; 8-bit levels
+    # read back as grey values within half a bin), so the TIFF analyses as the original does.
     attrs = dict(getattr(volume, "attrs", {}) or {})
     if attrs.get("source"):
         metadata["source"] = str(attrs["source"])
-    if bits == 32 and attrs.get("units"):
+    if attrs.get("units"):
+        # 8-bit too: its levels read back as grey values in these units (.levels).
         metadata["units"] = str(attrs["units"])
     kwargs: dict[str, Any] = {}
     if voxel_um is not None:

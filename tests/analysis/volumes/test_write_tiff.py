@@ -57,18 +57,40 @@ def test_8_bit_levels_are_the_study_histogram_bins(tmp_path) -> None:
         voxel_um=3.0,
         threshold_level=threshold.level,
     )
-    eight = open_volume(tmp_path / "v8.tif")
-    assert eight.dtype == np.uint8 and eight.voxel_um == 3.0
+    # Fiji's view: the levels as stored.
+    levels = tifffile.imread(tmp_path / "v8.tif")
+    assert levels.dtype == np.uint8
     # Fiji's histogram of the file is the study's, so its threshold is the study's.
-    histogram = grey_histogram(eight, grey_range=(0, 256))
+    histogram = grey_histogram(levels, grey_range=(0, 256))
     assert np.array_equal(histogram, grey_histogram(data, grey_range=grey_range))
-    assert StudyThreshold.from_volumes([eight]).level == threshold.level
+    assert StudyThreshold.from_volumes([levels]).level == threshold.level
     # ImageJ's "grey > level" on the file is the analysis's "grey >= value".
-    assert np.array_equal(eight[:] > threshold.level, data >= threshold.value)
+    assert np.array_equal(levels > threshold.level, data >= threshold.value)
     # The scaling is recorded: in ImageJ's Info and as keys of the description.
+    eight = open_volume(tmp_path / "v8.tif")
+    assert eight.voxel_um == 3.0
     assert eight.attrs["grey_min"] == grey_range[0] and eight.attrs["grey_max"] == grey_range[1]
     assert f"level={threshold.level}" in eight.attrs["Info"]
     assert "grey_min=" in eight.attrs["Info"]
+    # So the file reads back as grey values: each level's bin centre, within half a bin of
+    # the original, and in the same bin of the study histogram.
+    width = (grey_range[1] - grey_range[0]) / 256
+    assert eight.dtype == np.float32 and "grey_min=" in eight.attrs["grey_levels"]
+    assert np.abs(eight[:] - data).max() <= 0.5 * width * (1 + 1e-5)
+    assert np.array_equal(grey_histogram(eight, grey_range=grey_range), histogram)
+
+
+def test_8_bit_files_from_elsewhere_read_as_levels(tmp_path) -> None:
+    """Only a recorded, finite range turns levels into grey values: a plain 8-bit stack (or
+    one whose range is nonsense) reads as its levels."""
+    data = (np.arange(4 * 5 * 6) % 256).astype(np.uint8).reshape(4, 5, 6)
+    tifffile.imwrite(tmp_path / "plain.tif", data, imagej=True)
+    tifffile.imwrite(
+        tmp_path / "odd.tif", data, imagej=True, metadata={"grey_min": 2.0, "grey_max": 1.0}
+    )
+    for name in ("plain.tif", "odd.tif"):
+        vol = open_volume(tmp_path / name)
+        assert vol.dtype == np.uint8 and np.array_equal(vol[:], data)
 
 
 def test_written_slab_by_slab(tmp_path, monkeypatch) -> None:
