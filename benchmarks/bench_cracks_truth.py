@@ -7,7 +7,8 @@ material as one experiment (pristine first). One row per scan with
 
 - the truth (``*.truth.json``): ``n_cracks`` (cracks the simulator grew), ``cc`` (26-connected
   components of its crack voxels, phases CRACK and CRACK_LITHIUM of ``*.truth.h5``: two cracks
-  grown into each other are one) and the crack volume;
+  grown into each other are one), ``cc≥`` (those at least the grown convention's floor,
+  ``min_crack_volume_um3``: what that convention can count) and the crack volume;
 - the convention "grown since the first scan" (``crack_*`` columns): count and volume;
 - the paper's per-scan convention (``cracks_per_scan_*`` columns): count and volume;
 - ``truth/scan``: the per-scan convention applied to the truth's own labels (pores, cracks
@@ -66,7 +67,9 @@ def truth_of(scan: Path, settings: TomoSettings) -> dict[str, float]:
     with h5py.File(scan.with_suffix(".truth.h5")) as f:
         labels = f["labels"][z0:z1]
     crack = np.isin(labels, [Phase.CRACK, Phase.CRACK_LITHIUM])
-    cc = int(cc3d.connected_components(crack, connectivity=26, return_N=True)[1])
+    components, cc = cc3d.connected_components(crack, connectivity=26, return_N=True)
+    sizes_um3 = np.bincount(components.ravel())[1:] * settings.voxel_um**3
+    cc_floor = int(np.count_nonzero(sizes_um3 >= settings.min_crack_volume_um3))
     transparent = np.isin(labels, [Phase.PORE, Phase.CRACK, Phase.CRACK_LITHIUM])
     _, per_scan = find_cracks(
         transparent,
@@ -77,7 +80,8 @@ def truth_of(scan: Path, settings: TomoSettings) -> dict[str, float]:
     )
     return {
         "n_cracks": int(truth["n_cracks"]),
-        "cc": cc,
+        "cc": int(cc),
+        "cc_floor": cc_floor,
         "volume_um3": truth["crack_volume_m3"] * 1e18,
         "scan_count": len(per_scan),
         "scan_volume_um3": float(per_scan["volume_um3"].sum()),
@@ -115,7 +119,7 @@ def main_bench() -> None:
         f"{settings.paper_crack_planarity_min:g}"
     )
     head = (
-        f"{'material':8} {'mC':>5} | {'n':>2} {'cc':>2} {'V_truth':>8} | {'grown':>5} "
+        f"{'material':8} {'mC':>5} | {'n':>2} {'cc':>2} {'cc≥':>3} {'V_truth':>8} | {'grown':>5} "
         f"{'V':>8} {'err':>5} | {'scan':>4} {'V':>8} {'err':>7} | {'truth/scan':>10} {'V':>8} "
         f"{'err':>5}"
     )
@@ -134,6 +138,7 @@ def main_bench() -> None:
             t = truth_of(scan, settings)
             print(
                 f"{material:8} {row.charge_mC:>5g} | {t['n_cracks']:>2} {t['cc']:>2} "
+                f"{t['cc_floor']:>3} "
                 f"{_vol(t['volume_um3']):>8} | {row.crack_count:>5} "
                 f"{_vol(row.crack_volume_um3):>8} "
                 f"{_rel(row.crack_volume_um3, t['volume_um3']):>5} | "

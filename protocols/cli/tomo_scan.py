@@ -36,16 +36,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     tomo.add_argument(
         "--size",
-        choices=("small", "medium", "full"),
+        choices=("small", "medium", "full", "region"),
         default="small",
         help="small: 64×128×128 voxels of 3 µm, seconds; medium: the same pellet at "
         "128×256×256 of 1.5 µm, tens of seconds; full: 1143×2000×2000 of 0.7 µm, "
-        "~30–45 min on 2 cores and ~14 GB of scratch disk (default small)",
+        "~30–45 min on 2 cores and ~14 GB of scratch disk; region: the full size's rows "
+        "through a 96×96-column window, tens of seconds (reconstruct it with "
+        "--sample-diameter-um 3000 --center 47.5) (default small)",
     )
     tomo.add_argument(
         "--projections",
         type=int,
-        help="projections over 180° (default 180 small, 360 medium, 1500 full)",
+        help="projections over 180° (default 180 small, 360 medium, 1500 full and region)",
     )
     tomo.add_argument("--exposure", type=float, default=0.1, help="exposure per frame, s (0.1)")
     tomo.add_argument("--mode", choices=("step", "fly"), default="step", help="scan mode (step)")

@@ -74,12 +74,14 @@ SIZES: dict[str, Callable[[], PelletGeometry]] = {
     "small": PelletGeometry.small,
     "medium": PelletGeometry.medium,
     "full": PelletGeometry.full,
+    "region": PelletGeometry.region,
 }
 #: Projections per scan by size: 1500 at 2-BM; 180 at the small size, where the pellet is
 #: 120 voxels across, so 180 angles over 180° already sample its outer edge at about one
 #: voxel per angular step (π/2 · 120 ≈ 190 for full sampling); 360 at the medium size (the
-#: same pellet, 240 voxels across: twice the small size's sampling).
-DEFAULT_PROJECTIONS: dict[str, int] = {"small": 180, "medium": 360, "full": 1500}
+#: same pellet, 240 voxels across: twice the small size's sampling); 1500 in the full-size
+#: region as at 2-BM, since there the noise per voxel, not the sampling, is what is tested.
+DEFAULT_PROJECTIONS: dict[str, int] = {"small": 180, "medium": 360, "full": 1500, "region": 1500}
 
 _REFERENCE_EXPOSURE_S = 0.1
 _REFERENCE_PHOTONS = 1.0e4  # photons per 0.7 µm pixel in 100 ms at 2-BM (Detector's default)
@@ -112,11 +114,13 @@ class PelletFrameSource:
         Image this state of a cell of ``material`` instead of cycling one: the history is
         derived from it (charge passed, shorted; the current density and half-cycle are
         unknown, ``None``). Its cracks come from the cell that made it, whatever ``seed``.
-    size : {"small", "medium", "full"}
+    size : {"small", "medium", "full", "region"}
         ``"small"``: 64 × 128 × 128 voxels of 3 µm (scaled pellet, seconds);
         ``"medium"``: the same pellet at 128 × 256 × 256 voxels of 1.5 µm (tens of seconds);
         ``"full"``: the 2-BM field of view, 1143 × 2000 × 2000 voxels of 0.7 µm (tens of
-        minutes of CPU, ≈14 GB of scratch disk in ``workdir``).
+        minutes of CPU, ≈14 GB of scratch disk in ``workdir``);
+        ``"region"``: the full size's rows through a 96 × 96-column window around the axis
+        (tens of seconds; local tomography of a pellet 64× wider than the window).
     n_projections : int, optional
         Nominal projections over 180° (default :data:`DEFAULT_PROJECTIONS`).
     seed : int
@@ -474,10 +478,10 @@ def pellet_frame_source(
         Electrolyte preset or its name.
     charge_mC : float
         Charge passed through the in-situ protocol before the scan (mC).
-    size : {"small", "medium", "full"}
-        Pellet geometry.
+    size : {"small", "medium", "full", "region"}
+        Pellet geometry (:data:`SIZES`).
     n_projections : int, optional
-        Nominal projections over 180° (default 180 small, 1500 full).
+        Nominal projections over 180° (default :data:`DEFAULT_PROJECTIONS`).
     seed : int
         Seed of cracks, microstructure and detector noise.
     **kwargs
