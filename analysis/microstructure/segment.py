@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
+from scipy import ndimage
 
 from ..errors import AnalysisInputError
 
@@ -634,9 +635,20 @@ def _crossing(p: np.ndarray, level: float, start: int, step: int) -> float:
     return float(k + 0.5 + step * frac)
 
 
+#: Rows of the median filter the bright runs are found on: single rows of noise do not split
+#: the electrolyte (at 0.7 µm and 90 projections one row in ~100 dipped below half-way and the
+#: longest run was 428 of its 857 rows), while a Li layer (≥ 8 rows) or a collector survives.
+_RUN_MEDIAN_ROWS = 5
+
+
 def _bright_runs(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows brighter than half-way between the extremes, and their runs' [start, stop)."""
-    bright = p > 0.5 * (p.min() + p.max())
+    """Rows brighter than half-way between the extremes, and their runs' [start, stop).
+
+    Both the extremes and the rows are taken from the profile median-filtered over
+    :data:`_RUN_MEDIAN_ROWS` rows.
+    """
+    q = ndimage.median_filter(p, size=_RUN_MEDIAN_ROWS, mode="nearest") if p.size >= 9 else p
+    bright = q > 0.5 * (q.min() + q.max())
     edges = np.diff(np.concatenate([[0], bright.astype(np.int8), [0]]))
     return bright, np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
 

@@ -184,6 +184,21 @@ def test_interfaces_are_sub_voxel_on_a_blurred_step() -> None:
     assert isinstance(itf, Interfaces)
 
 
+def test_interfaces_through_noisy_rows() -> None:
+    """Single rows of noise (the beamline's 0.7 µm, few projections) neither split the
+    electrolyte nor set the half-way level: the longest run was half the electrolyte
+    (interfaces at 352 and 781 where the truth has 143 and 1000)."""
+    from scipy.special import ndtr
+
+    z = np.arange(1143) + 0.5
+    prof = 0.02 + (ndtr((z - 143.0) / 1.5) - ndtr((z - 1000.0) / 1.5))
+    prof[[300, 352, 781, 900]] = 0.3  # dark rows inside the electrolyte
+    prof[273] = 1.6  # one row far brighter than the plateau
+    itf = find_interfaces(None, profile=prof)
+    assert itf.top == pytest.approx(143.0, abs=0.1)
+    assert itf.bottom == pytest.approx(1000.0, abs=0.1)
+
+
 def test_interfaces_behind_bright_current_collectors() -> None:
     # Steel pistons behind both Li electrodes, 20x brighter than the electrolyte: the
     # half-way level first finds only the steel; the electrolyte must still be found.
