@@ -24,6 +24,7 @@ what is allowed.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +43,7 @@ from insitu.simulators.cell.parameters import INSITU_DENSITIES_MA_CM2, INSITU_HA
 from insitu.simulators.materials import MATERIALS
 
 from .errors import UserError
+from .secrets import read_api_key
 
 __all__ = [
     "AdaptiveConfig",
@@ -184,11 +186,36 @@ class AnalysisConfig(_Model):
 
 
 class CatalogConfig(_Model):
-    """Where runs go: an embedded catalog folder, or a tiled server."""
+    """Where runs go: an embedded catalog folder, or a tiled server.
+
+    The server's key never travels with the settings (:mod:`insitu.protocols.secrets`): it
+    is read from ``api_key_file`` or ``$TILED_API_KEY`` when the file is validated (again on
+    every resume), and it is left out of :meth:`ExperimentConfig.to_dict`, so neither
+    ``experiment.yaml``, the journal nor the runs' start documents hold it. A literal
+    ``api_key`` is still read, with a warning.
+    """
 
     data: str | None = Field(None, description="catalog folder (default ./insitu-data)")
     uri: str | None = None
-    api_key: str | None = None
+    api_key_file: str | None = Field(
+        None, description="file holding the tiled server's key (default: $TILED_API_KEY)"
+    )
+    api_key: str | None = Field(None, exclude=True, repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_file_or_environment(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("uri"):
+            return data
+        if data.get("api_key"):
+            warnings.warn(
+                "the experiment file holds the tiled server's API key, which would be copied "
+                "into its folder; use catalog.api_key_file or $TILED_API_KEY instead",
+                UserWarning,
+                stacklevel=2,
+            )
+            return data
+        return {**data, "api_key": read_api_key(data.get("api_key_file"))}
 
 
 class SimulationConfig(_Model):

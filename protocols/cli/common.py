@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..secrets import read_api_key
 
 if TYPE_CHECKING:
     from ..storage.catalog import RunStore
@@ -94,7 +95,7 @@ def add_emulator_option(
 
 
 def add_storage_options(parser: argparse.ArgumentParser) -> None:
-    """``--data``, ``--catalog``, ``--api-key``: where runs are stored and read back."""
+    """``--data``, ``--catalog``, ``--api-key-file``: where runs are stored and read back."""
     store = parser.add_argument_group("storage")
     store.add_argument(
         "--data",
@@ -103,7 +104,16 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
         help="folder of the embedded catalog (default ./insitu-data or $INSITU_DATA)",
     )
     store.add_argument("--catalog", metavar="URI", help="a tiled server instead of the folder")
-    store.add_argument("--api-key", help="API key of the tiled server")
+    store.add_argument(
+        "--api-key-file",
+        metavar="FILE",
+        help="file holding the tiled server's API key (default: $TILED_API_KEY)",
+    )
+    store.add_argument(
+        "--api-key",
+        help="API key of the tiled server (visible to other users in `ps`: prefer "
+        "--api-key-file or $TILED_API_KEY)",
+    )
 
 
 def add_output_options(parser: argparse.ArgumentParser, progress: bool = False) -> None:
@@ -119,11 +129,11 @@ def open_store(args: argparse.Namespace) -> Iterator[RunStore]:
     # Imported here: tiled takes a second to import, which commands without storage skip.
     from ..storage.catalog import RunStore
 
-    store = RunStore(
-        getattr(args, "data", None),
-        uri=getattr(args, "catalog", None),
-        api_key=getattr(args, "api_key", None),
-    )
+    uri = getattr(args, "catalog", None)
+    api_key = getattr(args, "api_key", None)
+    if uri and not api_key:
+        api_key = read_api_key(getattr(args, "api_key_file", None))
+    store = RunStore(getattr(args, "data", None), uri=uri, api_key=api_key)
     try:
         yield store
     finally:

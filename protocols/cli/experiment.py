@@ -46,7 +46,7 @@ CONFIG is a YAML file; every key but `material` has the seed paper's value as de
          min_ring_current_mA: 10, every_half_cycles: 1}
   adaptive: {after_crack_onset_every: null, crack_onset_um3: 1000, stop_before_charge_mC: null}
   analysis: {enabled: true, scheduler: process, workers: 1, psd: false, memory_gib: 2}
-  catalog: {data: ./insitu-data}             # or {uri: http://host:8000, api_key: ...}
+  catalog: {data: ./insitu-data}     # or {uri: http://host:8000, api_key_file: ~/.tiled.key}
   devices:
     potentiostat: sim            # or TCPIP::10.0.0.5::5025::SOCKET, /dev/ttyACM0, ...
     tomography: sim              # sim | sim-epics | epics (with epics_prefix: "2bma:") | none
