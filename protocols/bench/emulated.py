@@ -10,6 +10,7 @@ on its own.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any, Literal
 
 from insitu.simulators.cell.model import CellGeometry, CellState, VirtualCell
 from insitu.simulators.clock import SimClock
+from insitu.simulators.faults import FaultyLink, WireFaults
 from insitu.simulators.materials import get_material
 
 __all__ = ["SIM_PREFIX", "EmulatorKind", "SimBench", "is_sim_resource", "start_emulator"]
@@ -38,6 +40,8 @@ class SimBench:
     clock: SimClock
     emulator: object
     resource: str
+    #: The faulty cable between the driver and the emulator, when faults were asked for.
+    link: FaultyLink | None = None
 
     @property
     def cell_lock(self) -> AbstractContextManager[Any]:
@@ -80,6 +84,7 @@ def start_emulator(
     port: int = 0,
     transport: Literal["tcp", "pty"] = "tcp",
     cell: VirtualCell | None = None,
+    faults: WireFaults | None = None,
 ) -> Iterator[SimBench]:
     """Start an emulator serving a virtual cell of ``material``; stop it on exit.
 
@@ -104,7 +109,13 @@ def start_emulator(
         :func:`insitu.simulators.cell.persistence.load_cell`) instead of a fresh one; it must
         be of ``material``, ``geometry`` (if given) must be its own, and ``seed`` is unused
         (the cell carries its own random state). The clock starts at the cell's time.
+    faults : WireFaults, optional
+        Put a faulty cable between the driver and the emulator
+        (:class:`~insitu.simulators.faults.FaultyLink`, TCP only): the bench's ``resource``
+        is then the link's, and ``SimBench.link`` counts what it did.
     """
+    if faults is not None and faults.any and transport != "tcp":
+        raise ValueError("wire faults need the TCP transport (the faulty link is a TCP proxy)")
     name = get_material(material).name  # fail early, with the list of valid names
     if cell is None:
         clock = SimClock(speedup=speedup)
@@ -134,7 +145,30 @@ def start_emulator(
     else:
         raise ValueError(f"unknown emulator {emulator!r}; choose keithley2450 or methodscript")
     resource = emulator.start()
+    link = None
     try:
-        yield SimBench(cell=cell, clock=clock, emulator=emulator, resource=resource)
+        if faults is not None and faults.any:
+            link = FaultyLink(_host_port(resource), faults)
+            resource = _same_form(resource, link.port)
+        yield SimBench(cell=cell, clock=clock, emulator=emulator, resource=resource, link=link)
     finally:
+        if link is not None:
+            link.stop()
         emulator.stop()
+
+
+def _host_port(resource: str) -> tuple[str, int]:
+    """Host and port of an emulator's resource (``TCPIP::H::P::SOCKET`` or ``socket://H:P``)."""
+    match = re.fullmatch(r"TCPIP\d*::([^:]+)::(\d+)::SOCKET", resource) or re.fullmatch(
+        r"socket://([^:/]+):(\d+)", resource
+    )
+    if match is None:
+        raise ValueError(f"wire faults need a TCP emulator; {resource!r} is not one")
+    return match[1], int(match[2])
+
+
+def _same_form(resource: str, port: int) -> str:
+    """``resource`` pointed at ``port`` on 127.0.0.1, in the same form."""
+    if resource.startswith("socket://"):
+        return f"socket://127.0.0.1:{port}"
+    return f"TCPIP::127.0.0.1::{port}::SOCKET"

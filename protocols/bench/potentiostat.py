@@ -69,6 +69,7 @@ def _simulated_cell(spec: BenchSpec) -> Iterator[SimBench]:
         seed=spec.seed,
         geometry=geometry,
         cell=cell,
+        faults=spec.faults,
     ) as sim:
         if spec.checkpoint is None:
             yield sim

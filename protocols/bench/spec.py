@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from insitu.simulators.cell.model import CellGeometry, VirtualCell
+from insitu.simulators.faults import WireFaults
 from insitu.simulators.materials import get_material
 
 from ..errors import UserError
@@ -131,6 +132,9 @@ class BenchSpec:
         ``insitu experiment resume`` continues from).
     restore : bool
         Continue with the cell saved at ``checkpoint`` instead of a new one.
+    faults : WireFaults, optional
+        Simulated potentiostat only: a faulty cable between its driver and the emulator
+        (:mod:`insitu.simulators.faults`); what it did is counted in ``bench.sim.link``.
     """
 
     potentiostat: str | None = None
@@ -157,6 +161,7 @@ class BenchSpec:
     cell: VirtualCell | None = None
     checkpoint: Path | None = None
     restore: bool = False
+    faults: WireFaults | None = None
     # The name the old keyword form used for ``emulator``.
     sim_protocol: InitVar[EmulatorKind | None] = None
 
@@ -234,6 +239,7 @@ class BenchSpec:
             "restore": self.restore,
             "rest_speedup": self.rest_speedup is not None,
             "temperature_C": self.temperature_C is not None,
+            "faults": self.faults is not None and self.faults.any,
         }
         given = [name for name, is_given in simulation_only.items() if is_given]
         if given:
