@@ -35,6 +35,7 @@ import bluesky.preprocessors as bpp
 from bluesky.suspenders import SuspendFloor
 from bluesky.utils import Msg
 
+from .device_failures import name_device_failures
 from .tomo_stubs import (
     dark_frames,
     declare_tomo_streams,
@@ -158,7 +159,8 @@ def tomo_scan(
         yield from bps.abs_set(shutter, "close", wait=True)
         yield from bps.unstage(camera)
 
-    plan = bpp.finalize_wrapper(body(), cleanup())
+    # A stalled motor or a failed camera ends the run with its own words as the reason.
+    plan = bpp.finalize_wrapper(name_device_failures(body()), cleanup())
     if ring_current is not None:
         resume = resume_current_mA if resume_current_mA is not None else 2 * min_current_mA
         suspender = SuspendFloor(

@@ -45,6 +45,7 @@ __all__ = [
     "SimShutter",
     "SimTomoBench",
     "SimTomoCamera",
+    "StageStalledError",
     "sim_tomo_bench",
 ]
 
@@ -74,6 +75,10 @@ def _done_later(clock: SimClock, until_s: float, then: Callable[[], None]) -> St
 # --------------------------------------------------------------------------------------------
 # Rotation stage
 # --------------------------------------------------------------------------------------------
+
+
+class StageStalledError(RuntimeError):
+    """A move of the rotation stage stopped short (a motor fault, simulated on request)."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +165,10 @@ class SimRotationStage(Device):
     ``user_setpoint``, ``velocity`` (deg/s, motor record ``VELO``), ``acceleration`` (seconds
     to reach ``velocity``, motor record ``ACCL``) and ``motor_done_move``.
 
-    ``set(angle)`` returns a status that finishes when the simulated move ends. A *fly* move is
+    ``set(angle)`` returns a status that finishes when the simulated move ends. With
+    ``stall_at_move = N`` the N-th move (counted from 1 since the stage was made) stalls half
+    way, as a motor with a following error does: the stage stays there and the move's status
+    fails with :class:`StageStalledError` at the time it stopped. A *fly* move is
     an ordinary move at the fly speed: set ``velocity`` first; the readback follows the
     trapezoidal profile, so between the acceleration ramps the stage turns at constant speed.
     :meth:`wait_until_angle` blocks until the stage passes an angle (what a position-compare
@@ -182,6 +190,9 @@ class SimRotationStage(Device):
         self._moves: list[_Move] = [_Move(clock.now(), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)]
         # EpicsMotor names its readback after itself so that events carry "<stage>" as the key.
         self.user_readback.name = self.name
+        #: Fault injection: the move (1-based) that stalls half way; None: none does.
+        self.stall_at_move: int | None = None
+        self.moves_started = 0
 
     # -- profile --------------------------------------------------------------------------
     def _move_at(self, t: float) -> _Move:
@@ -219,6 +230,11 @@ class SimRotationStage(Device):
         with self._lock:
             now = self.clock.now()
             start = self._move_at(now).position(now)
+            self.moves_started += 1
+            stalled_at = None
+            if self.moves_started == self.stall_at_move:
+                stalled_at = start + (target - start) / 2
+                target = stalled_at
             distance = abs(target - start)
             duration = move_time_s(distance, velocity, t_acc)
             if t_acc > 0 and distance < velocity * t_acc:
@@ -243,6 +259,11 @@ class SimRotationStage(Device):
                 current = self._moves[-1] is move
             if current:
                 self.motor_done_move.put(1)
+            if stalled_at is not None:
+                raise StageStalledError(
+                    f"{self.name} stalled at {stalled_at:.3f}° on its way to {value:.3f}° "
+                    "(motor fault)"
+                )
 
         return _done_later(self.clock, end_time, arrive)
 
