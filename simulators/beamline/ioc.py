@@ -22,8 +22,10 @@ PVs, under a prefix ``P`` (default ``SIM2BM:``):
     ``AcquireTime``, ``AcquirePeriod``, ``FrameType`` (dark/flat/projection), ``TriggerMode``
     (internal/position), ``PSOStart``, ``PSOStep`` (deg), ``Acquire`` (busy: a write of 1
     completes when the frame is in the file), ``ArrayCounter_RBV``, ``Theta_RBV`` (rad),
-    ``FilePath``, ``FileName``, ``FileNumber``, ``FullFileName_RBV``, ``Capture`` (1 opens a new
-    file, 0 closes it), ``Commit`` (the last frame is recorded by the run: keep it),
+    ``FilePath`` (a folder inside the IOC's data folder, ``--path``: any other is refused, the
+    put fails and nothing is created), ``FileName`` (a bare name), ``FileNumber``,
+    ``FullFileName_RBV``, ``Capture`` (1 opens a new file, 0 closes it), ``Commit`` (the last
+    frame is recorded by the run: keep it),
     ``FrameKind_RBV`` / ``FrameIndex_RBV`` (dataset and index of the last frame),
     ``ArraySizeX_RBV`` / ``ArraySizeY_RBV`` and ``StatusMessage_RBV`` (why the last command
     failed; empty when it did not).
@@ -59,7 +61,9 @@ from .ioc_settings import DEFAULT_PREFIX, LOOPBACK, READY_LINE, server_environme
 __all__ = [
     "DEFAULT_PREFIX",
     "READY_LINE",
+    "InvalidFilePathError",
     "TomoBeamlineIOC",
+    "confined_folder",
     "load_frame_source",
     "main",
     "server_environment",
@@ -142,14 +146,47 @@ def _forwarded(name: str, signal_name: str, *, value: Any, **kwargs: Any) -> pvp
     return pvproperty(put=putter, name=name, value=value, **kwargs)
 
 
-def _forwarded_text(name: str, signal_name: str) -> pvproperty:
-    prop = _text(name)
+class InvalidFilePathError(ValueError):
+    """A ``FilePath`` or ``FileName`` put that would write outside the IOC's data folder.
 
-    async def putter(group: CameraGroup, instance: Any, new: Any) -> Any:
-        getattr(group.camera, signal_name).put(str(new))
-        return new
+    Raised in the PV's putter, so the Channel Access client's put fails (the value is not
+    changed) and the reason is in ``cam1:StatusMessage_RBV``.
+    """
 
-    return prop.putter(putter)
+
+def confined_folder(root: Path, requested: str) -> Path:
+    """``requested`` as an absolute folder, provided it is ``root`` or inside it.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        The data folder (resolved).
+    requested : str
+        The folder asked for: absolute, or relative to ``root``.
+
+    Returns
+    -------
+    pathlib.Path
+        The resolved folder (symbolic links followed, ``..`` removed).
+
+    Raises
+    ------
+    InvalidFilePathError
+        For an empty path, a NUL character, or a folder that resolves outside ``root``.
+    """
+    if not requested.strip() or "\0" in requested:
+        raise InvalidFilePathError(
+            f"FilePath must name a folder inside the data folder {root}, got {requested!r}"
+        )
+    # Resolved (links followed) before the check, so a link inside root that points out of
+    # it is refused too; nothing is created here or by the check.
+    folder = (root / requested).resolve()
+    if not folder.is_relative_to(root):
+        raise InvalidFilePathError(
+            f"FilePath {requested!r} is outside the IOC's data folder {root}; "
+            f"write a folder inside {root}"
+        )
+    return folder
 
 
 class CameraGroup(PVGroup):
@@ -176,8 +213,8 @@ class CameraGroup(PVGroup):
     )
     pso_start = _forwarded("PSOStart", "pso_start", value=0.0, precision=6, units="deg")
     pso_step = _forwarded("PSOStep", "pso_step", value=1.0, precision=6, units="deg")
-    file_path = _forwarded_text("FilePath", "file_path")
-    file_name = _forwarded_text("FileName", "file_name")
+    file_path = _text("FilePath")
+    file_name = _text("FileName")
     file_number = _forwarded("FileNumber", "file_number", value=1)
 
     acquire = pvproperty(name="Acquire", value=0, doc="1: take a frame (busy until written)")
@@ -225,6 +262,38 @@ class CameraGroup(PVGroup):
             (self.file_number, cam.file_number),
         ):
             await prop.write(sig.get(), verify_value=False)
+
+    @file_path.putter
+    async def file_path(self, instance: Any, value: Any) -> str:
+        """Where the next file goes: a folder inside the IOC's data folder, nothing else.
+
+        Any Channel Access client on the host may write this PV, so a folder outside the data
+        folder (absolute, or reached with ``..`` or a symbolic link) is refused: the put fails
+        at the client, :attr:`status_message` says why, and nothing is created. A relative
+        folder is taken inside the data folder; the PV then reads the absolute folder used.
+        """
+        try:
+            folder = self.parent.confine_folder(str(value))
+        except InvalidFilePathError as exc:
+            await self.status_message.write(_message(exc))
+            raise
+        await self.status_message.write("")
+        self.camera.file_path.put(str(folder))
+        return str(folder)
+
+    @file_name.putter
+    async def file_name(self, instance: Any, value: Any) -> str:
+        """The next file's name (empty: numbered ``tomo_NNNN.h5``); a bare name, no folder."""
+        name = str(value)
+        if name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+            exc = InvalidFilePathError(
+                f"FileName must be a bare file name without folders, got {name!r}; "
+                "set the folder with FilePath"
+            )
+            await self.status_message.write(_message(exc))
+            raise exc
+        self.camera.file_name.put(name)
+        return name
 
     @acquire.putter
     async def acquire(self, instance: Any, value: int) -> int:
@@ -304,6 +373,9 @@ class TomoBeamlineIOC(PVGroup):
         The in-process devices the IOC drives.
     prefix : str
         PV prefix, e.g. ``"SIM2BM:"``.
+    data_root : str or pathlib.Path, optional
+        The only folder (with its sub-folders) ``cam1:FilePath`` may name; by default the
+        camera's folder when the IOC is made (the ``--path`` of the IOC process).
     """
 
     rotation = pvproperty(
@@ -331,10 +403,24 @@ class TomoBeamlineIOC(PVGroup):
     beam_dump = pvproperty(name="BeamDump", value=0.0, units="s")
     cam = SubGroup(CameraGroup, prefix="cam1:")
 
-    def __init__(self, *args: Any, bench: SimTomoBench, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        bench: SimTomoBench,
+        data_root: str | Path | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.bench = bench
+        root = data_root if data_root is not None else bench.camera.file_path.get()
+        #: The folder the camera's files must stay in.
+        self.data_root = Path(root or ".").resolve()
         super().__init__(*args, **kwargs)
         self._motion: asyncio.Task[None] | None = None
+
+    def confine_folder(self, requested: str) -> Path:
+        """``requested`` as an absolute folder inside :attr:`data_root` (see
+        :func:`confined_folder`)."""
+        return confined_folder(self.data_root, requested)
 
     # -- rotation stage ---------------------------------------------------------------------
     @rotation.startup
@@ -514,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     os.environ.update(server_environment(args.port))
     logging.getLogger("caproto.ctx").addFilter(_NoBeaconListener())
-    ioc = TomoBeamlineIOC(prefix=args.prefix, bench=bench)
+    ioc = TomoBeamlineIOC(prefix=args.prefix, bench=bench, data_root=Path(args.path))
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
 
     async def ready(async_lib: Any) -> None:

@@ -49,8 +49,9 @@ Emulator choices where the manual leaves freedom: ``*RST`` switches the heaters 
 ramps off and sets the setpoints to the present oven temperature; outputs 2–4 are accepted but
 heat nothing; open-loop and other output modes drive nothing (``MOUT`` is not emulated).
 
-Test hooks: ``commands`` (every line received), ``responding`` (False: swallow everything, as
-a hung instrument), :meth:`drop_clients`, :attr:`temperature_K` (the noiseless oven
+Test hooks: ``commands`` (the latest lines received, bounded: a
+:class:`~insitu.simulators.emulators.line_server.CommandLog`), ``responding`` (False: swallow
+everything, as a hung instrument), :meth:`drop_clients`, :attr:`temperature_K` (the noiseless oven
 temperature now) and :meth:`advance` (bring the oven and its cells to ``clock.now()``).
 
 The wire is the shared line server (:mod:`~insitu.simulators.emulators.line_server`); a
@@ -71,7 +72,7 @@ import numpy as np
 
 from ..cell.model import VirtualCell
 from ..clock import SimClock
-from .line_server import Connection, LineServer
+from .line_server import CommandLog, Connection, LineServer
 
 __all__ = ["LakeShore336Emulator", "first_order_response"]
 
@@ -208,8 +209,8 @@ class LakeShore336Emulator(LineServer):
         self.serial = serial
         self._rng = np.random.default_rng(seed)
         self._lock = threading.RLock()
-        #: Every line received, in order (test hook).
-        self.commands: list[str] = []
+        #: The latest lines received, in order (test hook; bounded, see CommandLog).
+        self.commands: CommandLog = CommandLog()
         #: Set False to make the instrument swallow commands without answering (test hook).
         self.responding = True
         self._state = _State(temperature_K=self.ambient_K, time_s=clock.now())

@@ -42,7 +42,15 @@ import socket
 import threading
 from typing import ClassVar, Literal, Self
 
-__all__ = ["LOOPBACK", "POLL_S", "Connection", "LineServer", "LineServerError", "Transport"]
+__all__ = [
+    "LOOPBACK",
+    "POLL_S",
+    "CommandLog",
+    "Connection",
+    "LineServer",
+    "LineServerError",
+    "Transport",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,35 @@ Transport = Literal["tcp", "pty"]
 class LineServerError(ValueError):
     """A line server cannot be set up as asked (a non-loopback host, an unknown transport, a
     port out of range); the message says what to pass instead."""
+
+
+class CommandLog(list[str]):
+    """The lines an emulator received, for tests: a list that keeps only the latest ones.
+
+    A test hook must not be a way to fill the emulator's memory from the wire, so the log keeps
+    the last ``max_lines`` lines, each cut to ``max_chars`` characters (a cut line ends in
+    ``"..."``). It is a ``list``: tests compare it, count in it and slice it as before.
+
+    Parameters
+    ----------
+    max_lines : int
+        Lines kept; older ones are dropped first.
+    max_chars : int
+        Characters kept of each line.
+    """
+
+    def __init__(self, max_lines: int = 10_000, max_chars: int = 1_000) -> None:
+        super().__init__()
+        self.max_lines = max_lines
+        self.max_chars = max_chars
+
+    def append(self, line: str) -> None:
+        """Log ``line`` (cut to :attr:`max_chars`), dropping the oldest beyond :attr:`max_lines`."""
+        if len(line) > self.max_chars:
+            line = line[: self.max_chars - 3] + "..."
+        super().append(line)
+        if len(self) > self.max_lines:
+            del self[: len(self) - self.max_lines]
 
 
 class Connection:

@@ -445,6 +445,7 @@ class _Handlers:
         if key in self.state.buffers or not name or len(name) > 31:
             raise SCPIError(-224, "Illegal parameter value; buffer name exists or is invalid")
         size = parse_int(params[1], minimum=10, maximum=MAX_BUFFER_POINTS)
+        self.state.check_buffer_memory(size)
         self.state.buffers[key] = ReadingBuffer(size)
 
     def trace_delete(self, params: list[str]) -> None:
@@ -458,7 +459,9 @@ class _Handlers:
     def trace_points(self, params: list[str]) -> None:
         check_count(params, 1, 2)
         size = parse_int(params[0], minimum=10, maximum=MAX_BUFFER_POINTS)
-        buf = self.state.buffers[self.state.buffer_key(params, 1)]
+        key = self.state.buffer_key(params, 1)
+        self.state.check_buffer_memory(size, replacing=key)
+        buf = self.state.buffers[key]
         buf.capacity = size
         buf.clear()  # resizing a buffer clears it on the real instrument
 
@@ -481,6 +484,7 @@ class _Handlers:
         name = self.state.config_name(one_param(params), exists=False)
         if name.upper() in self.state.config_lists:
             raise SCPIError(-224, "Illegal parameter value; configuration list already exists")
+        self.state.check_config_memory(new_list=True)
         self.state.config_lists[name.upper()] = ConfigList(name)
 
     def conf_store(self, params: list[str]) -> None:
@@ -493,6 +497,7 @@ class _Handlers:
             raise SCPIError(-222, "Parameter data out of range; configuration list is full")
         point = self.state.source.copy()
         if index > len(points):
+            self.state.check_config_memory()
             points.append(point)
         else:
             points[index - 1] = point

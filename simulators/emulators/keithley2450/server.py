@@ -32,7 +32,8 @@ The model runs lazily: before each command the emulator executes everything due 
 
 Test hooks
 ----------
-``commands`` (every line received, in order), ``responding`` (set False to make the
+``commands`` (the latest 10 000 lines received, in order, each cut to 1000 characters, so
+that a client cannot fill the emulator's memory through it), ``responding`` (set False to make the
 instrument swallow commands silently, as a hung instrument), :meth:`drop_clients` (close every
 client connection, as a pulled cable), and read-only views of the state (``output_on``,
 ``source_current_A``, ``voltage_limit_V``, ``trigger_state``). A message longer than 1 MiB
@@ -47,7 +48,7 @@ import time
 
 from ...cell.model import VirtualCell
 from ...clock import SimClock
-from ..line_server import Connection, LineServer
+from ..line_server import CommandLog, Connection, LineServer
 from ..scpi import SCPIError, parse_command, split_message
 from .commands import build_command_set
 from .instrument import Keithley2450Instrument
@@ -105,8 +106,8 @@ class Keithley2450Emulator(LineServer):
         self.clock = clock
         self.serial = serial
         self._lock = threading.RLock()
-        #: Every command line received, in order (test hook).
-        self.commands: list[str] = []
+        #: The latest command lines received, in order (test hook; bounded, see CommandLog).
+        self.commands: CommandLog = CommandLog()
         #: Set False to make the instrument swallow commands without answering (test hook).
         self.responding: bool = True
         self._instrument = Keithley2450Instrument(cell, clock, serial)

@@ -38,7 +38,16 @@ MAX_CURRENT_A = 1.05
 MAX_VOLTAGE_V = 210.0
 DEFAULT_BUFFER_POINTS = 100_000
 MAX_BUFFER_POINTS = 4_000_000  # all buffers together share this much memory on the 2450
+# What the buffers may hold together: one buffer at its largest beside the two default ones at
+# their default size (what the driver asks for at most), so that making buffer after buffer
+# from the wire cannot fill the emulator's memory. More is SCPI -225 "Out of memory".
+MAX_TOTAL_BUFFER_POINTS = MAX_BUFFER_POINTS + 2 * DEFAULT_BUFFER_POINTS
 MAX_CONFIG_POINTS = 100_000  # indexes per configuration list (emulator bound)
+# Points of all configuration lists together (emulator bound; -225 beyond it).
+MAX_TOTAL_CONFIG_POINTS = MAX_CONFIG_POINTS
+# Buffers and configuration lists in all (emulator bounds: each costs memory even when empty).
+MAX_BUFFERS = 100
+MAX_CONFIG_LISTS = 100
 # Keithley event code for a configuration list or index that does not exist.
 CONFIG_LIST_MISSING = 2790
 CONFIG_LIST_MISSING_TEXT = "Configuration list, error, does not exist"
@@ -206,6 +215,54 @@ class InstrumentState:
     # Keyed by the upper-case name: list names, like buffer names, are case-insensitive.
     config_lists: dict[str, ConfigList] = field(default_factory=dict)
     opc: bool = False
+
+    # --- memory -----------------------------------------------------------------------------
+    def check_buffer_memory(self, capacity: int, replacing: str | None = None) -> None:
+        """Refuse a buffer of ``capacity`` readings the buffers' memory cannot hold.
+
+        Parameters
+        ----------
+        capacity : int
+            The new (or resized) buffer's capacity.
+        replacing : str, optional
+            Key of the buffer being resized (its present capacity is freed).
+
+        Raises
+        ------
+        SCPIError
+            -225 when all buffers together would exceed :data:`MAX_TOTAL_BUFFER_POINTS`.
+        """
+        if replacing is None and len(self.buffers) >= MAX_BUFFERS:
+            raise SCPIError(-225, f"Out of memory; at most {MAX_BUFFERS} reading buffers")
+        others = sum(b.capacity for key, b in self.buffers.items() if key != replacing)
+        if others + capacity > MAX_TOTAL_BUFFER_POINTS:
+            raise SCPIError(
+                -225,
+                f"Out of memory; the reading buffers hold {MAX_TOTAL_BUFFER_POINTS} readings "
+                f"together and {others} are taken",
+            )
+
+    def check_config_memory(self, *, new_list: bool = False) -> None:
+        """Refuse one more configuration point (or, with ``new_list``, one more list) beyond
+        :data:`MAX_TOTAL_CONFIG_POINTS` (:data:`MAX_CONFIG_LISTS`).
+
+        Raises
+        ------
+        SCPIError
+            -225 when the configuration lists together are full.
+        """
+        if new_list:
+            if len(self.config_lists) >= MAX_CONFIG_LISTS:
+                raise SCPIError(
+                    -225, f"Out of memory; at most {MAX_CONFIG_LISTS} configuration lists"
+                )
+            return
+        if sum(len(c.points) for c in self.config_lists.values()) >= MAX_TOTAL_CONFIG_POINTS:
+            raise SCPIError(
+                -225,
+                f"Out of memory; the configuration lists hold {MAX_TOTAL_CONFIG_POINTS} "
+                "points together",
+            )
 
     # --- parameters naming stored things -------------------------------------------------
     def buffer_key(self, params: list[str], index: int) -> str:

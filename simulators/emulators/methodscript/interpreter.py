@@ -71,6 +71,17 @@ class DeviceSpec:
     )
     pgstat_modes: frozenset[int] = frozenset({0, 2, 3, 4, 6})
     galvanostat_mode: int = 6
+    #: Shortest sample interval of ``meas_loop_cp``/``meas_loop_ocp`` (the EmStat4's 1 kHz
+    #: acquisition; the driver's limit too): a shorter one is refused with ``!000D``.
+    min_interval_s: float = 1e-3
+    #: Script memory in bytes (an emulator bound, generous beside the drivers' scripts): a
+    #: longer script is refused at load time with ``!4005``.
+    max_script_bytes: int = 256 * 1024
+    #: Most frequencies of one ``meas_loop_eis``/``meas_loop_geis`` (an emulator bound; the
+    #: drivers ask for tens): more are refused with ``!0007``.
+    max_eis_frequencies: int = 10_000
+    #: Deepest nesting of blocks (loops, ifs, measurement loops); deeper is ``!4005`` too.
+    max_nesting: int = 64
 
     def current_range_code(self, current_A: float) -> int:
         """Smallest current range that holds ``current_A`` (the top range if none does)."""
@@ -188,8 +199,17 @@ def _columns(text: str) -> list[int]:
     return cols
 
 
-def parse_script(lines: list[str]) -> tuple[list[Statement], list[Statement]]:
+def parse_script(
+    lines: list[str], max_nesting: int = EMSTAT4_HR.max_nesting
+) -> tuple[list[Statement], list[Statement]]:
     """Parse script lines into (main statements, ``on_finished:`` statements).
+
+    Parameters
+    ----------
+    lines : list of str
+        The script, one line each, without line feeds.
+    max_nesting : int
+        Deepest nesting of blocks accepted (the interpreter recurses once per level).
 
     Raises
     ------
@@ -198,7 +218,8 @@ def parse_script(lines: list[str]) -> tuple[list[Statement], list[Statement]]:
         word, as the instruments report it), ``0x4002`` wrong number of arguments, ``0x4004``
         malformed literal, ``0x4007`` undeclared variable, ``0x4026`` variable declared twice,
         ``0x400B`` nested measurement loop, ``0x4018`` block not closed, ``0x4000`` stray
-        ``endloop``/``endif``.
+        ``endloop``/``endif``, ``0x4003`` a literal too large for a float, ``0x4005`` blocks
+        nested deeper than ``max_nesting``.
     """
     declared: set[str] = set()
     main: list[Statement] = []
@@ -243,6 +264,9 @@ def parse_script(lines: list[str]) -> tuple[list[Statement], list[Statement]]:
             continue
 
         target = stack[-1][1]
+        if cmd in ("loop", "if", *_MEAS_LOOPS) and len(stack) > max_nesting:
+            # Refused here rather than failing with a RecursionError while running.
+            raise ScriptError(0x4005, number, cols[0])
         if cmd in _MEAS_LOOPS:
             if in_meas:
                 raise ScriptError(0x400B, number, cols[0])
@@ -301,9 +325,14 @@ def _check_value(stmt: Statement, i: int, declared: set[str]) -> None:
         _check_var(stmt, i, token, declared)
         return
     try:
-        parse_literal(token)
+        value, _ = parse_literal(token)
     except ValueError:
         raise ScriptError(0x4004, stmt.line, _col(stmt, i)) from None
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        # A well-formed literal beyond a float (``set_i 999…9``, 400 digits): out of range.
+        raise ScriptError(0x4003, stmt.line, _col(stmt, i))
 
 
 def _check_condition(stmt: Statement, declared: set[str]) -> None:
@@ -349,6 +378,22 @@ def _check_simple(stmt: Statement, declared: set[str]) -> None:
 
 
 # --- execution -----------------------------------------------------------------------------
+def _samples_due(t0: float, interval: float, now: float) -> int:
+    """How many samples ``t0 + interval·i`` (i = 1, 2, …) are at or before ``now``.
+
+    The same count as a search in the array of all sample times, without that array.
+    """
+    if now < t0 + interval:
+        return 0
+    count = math.floor((now - t0) / interval)
+    # The division may round either way; settle it on the exact sample times.
+    while t0 + interval * (count + 1) <= now:
+        count += 1
+    while count > 0 and t0 + interval * count > now:
+        count -= 1
+    return count
+
+
 class _Break(Exception):
     pass
 
@@ -403,6 +448,12 @@ class ScriptRunner:
 
     #: real seconds the runner sleeps at most before checking for an abort
     POLL_REAL_S = 0.01
+    #: most samples taken from the cell (and formatted) in one batch: memory per batch is
+    #: bounded whatever the interval, the run time and the clock's speed-up
+    MAX_BATCH = 10_000
+    #: output lines queued before they are flushed to the client even without a wait or a
+    #: measurement (``loop`` + ``send_string`` forever must not pile up in memory)
+    MAX_PENDING_LINES = 1_000
 
     def __init__(
         self,
@@ -419,20 +470,50 @@ class ScriptRunner:
     ) -> None:
         self.cell = cell
         self.clock = clock
-        self.emit = emit
-        self.flush = flush
+        self._emit_line = emit
+        self._flush_out = flush
+        #: output lines queued since the last flush
+        self.pending_lines = 0
         self.lock = cell_lock
         self.spec = spec
         self.abort_event = abort_event
         self.state = state
         self.garble = garble or (lambda line: line)
-        self.emit_block = emit_block
+        self._emit_block = emit_block
         self._plans: dict[int, list[tuple] | None] = {}
         self.vars: dict[str, _Var] = {}
         self.packet: list[Variable] | None = None
         with self.lock:
             self.t = max(self.clock.now(), self.cell.time_s)
         self.timer_start = self.t
+
+    # --- output ----------------------------------------------------------------------------
+    def emit(self, line: str) -> None:
+        """Queue one output line; flush once :attr:`MAX_PENDING_LINES` are queued."""
+        self._emit_line(line)
+        self._count_pending(1)
+
+    @property
+    def emit_block(self) -> Callable[[str, int], None] | None:
+        """The ``emit_block`` callback, counted like :meth:`emit` (None when not given)."""
+        if self._emit_block is None:
+            return None
+        return self._emit_block_counted
+
+    def _emit_block_counted(self, text: str, count: int) -> None:
+        assert self._emit_block is not None
+        self._emit_block(text, count)
+        self._count_pending(count)
+
+    def _count_pending(self, count: int) -> None:
+        self.pending_lines += count
+        if self.pending_lines >= self.MAX_PENDING_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the queued output (it waits while the client does not read)."""
+        self.pending_lines = 0
+        self._flush_out()
 
     # --- helpers -------------------------------------------------------------------------
     def _applied_current(self) -> float:
@@ -676,6 +757,10 @@ class ScriptRunner:
         self.emit("L")
         try:
             while self._condition(s.args):
+                # Checked here too: an empty body (``loop a == a``/``endloop``) never reaches
+                # the check in _block, and Z must end it.
+                if self.abort_event.is_set():
+                    raise _Abort
                 try:
                     self._block(s.body)
                 except _Break:
@@ -714,36 +799,41 @@ class ScriptRunner:
                 raise ScriptError(0x0007)
         else:
             current, (interval, run) = 0.0, vals
-        if not interval > 0 or run < 0:
+        if not (interval >= self.spec.min_interval_s and run >= 0):
+            raise ScriptError(0x000D)
+        if not math.isfinite(run / interval):
             raise ScriptError(0x000D)
         if s.command == "meas_loop_cp":
             self._advance(self.t)
             self.state["i"] = current
         t0 = self.t
         n = math.floor(run / interval + 1e-9)
-        times = t0 + interval * np.arange(1, n + 1)
         range_code = self.spec.current_range_code(current)
         plan = self._quiet_plan(s, outs)
         k = 0
         while k < n:
-            self._sleep_until(times[k])
-            # Every sample already due is taken in one hold call; none that is not yet due.
-            j = max(k + 1, int(np.searchsorted(times, self.clock.now(), side="right")))
+            # Sample i (0-based) is due at t0 + interval·(i + 1); the times of a batch are made
+            # per batch, never for the whole run (which may be any number of samples).
+            self._sleep_until(t0 + interval * (k + 1))
+            # Every sample already due is taken in one hold call (at most MAX_BATCH); none
+            # that is not yet due.
+            j = min(n, k + self.MAX_BATCH, max(k + 1, _samples_due(t0, interval, self.clock.now())))
+            times = t0 + interval * np.arange(k + 1, j + 1)
             with self.lock:
-                volts = self.cell.hold(current, times[k:j])
-            self.t = float(times[j - 1])
-            idx = k
-            while idx < j:
+                volts = self.cell.hold(current, times)
+            self.t = float(times[-1])
+            idx = 0
+            while idx < j - k:
                 if plan is not None and self.packet is None:
                     if self.abort_event.is_set():
                         raise _Abort
                     done = self._quiet_samples(
-                        plan, outs, current, range_code, times[idx:j], volts[idx - k :]
+                        plan, outs, current, range_code, times[idx:], volts[idx:]
                     )
                     if done:
                         idx += done
                         continue
-                v = float(volts[idx - k])
+                v = float(volts[idx])
                 status = STATUS_OVERLOAD if abs(v) > self.spec.max_abs_potential_V else 0
                 # Measured values are reported at the sample's own time, for timer_get.
                 self.t = float(times[idx])
@@ -753,10 +843,10 @@ class ScriptRunner:
                 try:
                     self._block(s.body)
                 except _Break:
-                    self.t = float(times[j - 1])
+                    self.t = float(times[-1])
                     raise
                 idx += 1
-            self.t = float(times[j - 1])
+            self.t = float(times[-1])
             self.flush()
             k = j
 
@@ -892,9 +982,10 @@ class ScriptRunner:
 
     def _eis_loop(self, s: Statement, outs: list[str], vals: list[float]) -> None:
         amplitude, f_start, f_end, n_freq, dc = vals
-        n = int(n_freq)
-        if n < 1:
+        # The frequencies are one array: their number is bounded like the instrument's.
+        if not 1 <= n_freq <= self.spec.max_eis_frequencies:
             raise ScriptError(0x0007)
+        n = int(n_freq)
         if not (
             0 < f_start <= self.spec.max_frequency_Hz and 0 < f_end <= self.spec.max_frequency_Hz
         ):

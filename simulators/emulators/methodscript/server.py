@@ -20,6 +20,14 @@ empty line; a script the parser rejects gets ``e!XXXX: Line L, Col C``), ``l`` +
 line (load only), ``r`` (run the loaded script), ``Z`` (abort: ``Z`` in the output, open loops
 are closed, ``on_finished:`` runs; ``Z!0006`` when no script runs). Any other command gets
 ``<first char>!0003`` ("the command was not recognized") and the emulator keeps serving.
+
+Nothing a client sends can exhaust the emulator: a line longer than :attr:`~MethodScriptEmulator.
+max_line` is discarded and answered ``!0008`` (command exceeds maximum length), a script larger
+than the script memory (:attr:`DeviceSpec.max_script_bytes`) is refused at its end with
+``e!4005: Line L`` (its lines are not kept), literals beyond a float are ``!4003``, measurement
+loops take their samples in bounded batches and refuse intervals under the instrument's
+minimum (``!000D``), script output is flushed every few hundred lines, and every loop, empty
+ones included, ends on ``Z``. A command that fails inside the emulator is answered ``!0001``.
 """
 
 from __future__ import annotations
@@ -86,6 +94,8 @@ class MethodScriptEmulator(LineServer):
     # A serial link has one client; a second TCP client waits until the first has gone.
     max_clients = 1
     tcp_resource = "socket://{host}:{port}"
+    #: Longest line kept (an emulator bound: script lines are a few tens of characters).
+    max_line = 4096
 
     def __init__(
         self,
@@ -117,6 +127,10 @@ class MethodScriptEmulator(LineServer):
         # The script being received after "e" or "l" (None when not receiving), and which.
         self._receiving: list[str] | None = None
         self._receiving_cmd = ""
+        # Its size so far, how many lines, and the line where it overflowed the script memory.
+        self._receiving_bytes = 0
+        self._receiving_lines = 0
+        self._receiving_overflow: int | None = None
         #: pending script output, each piece one or more lines ending in "\n"
         self._out: list[str] = []
         self._out_lock = threading.Lock()
@@ -162,20 +176,67 @@ class MethodScriptEmulator(LineServer):
 
     # --- device commands -----------------------------------------------------------------
     def line_received(self, conn: Connection, line: str) -> None:
-        """Collect script lines after ``e``/``l``, else run a device command."""
+        """Collect script lines after ``e``/``l``, else run a device command.
+
+        A failure inside the emulator is answered ``!0001`` (unspecified error), so that the
+        client is never left waiting for a reply.
+        """
+        try:
+            self._line_received(conn, line)
+        except Exception:
+            log.exception("%s failed on %r", self.name, line[:80])
+            self._receiving = None
+            self._send(conn, format_error(0x0001))
+
+    def line_too_long(self, conn: Connection) -> None:
+        """A line over :attr:`max_line`: part of a script overflows the script memory, a
+        command is answered ``!0008`` (command exceeds maximum length)."""
+        if self._receiving is not None:
+            self._receiving_lines += 1
+            self._script_overflowed()
+        else:
+            self._send(conn, format_error(0x0008))
+
+    def _line_received(self, conn: Connection, line: str) -> None:
         if self._receiving is not None:
             if line == "":
-                lines, self._receiving = self._receiving, None
-                self._script_received(conn, self._receiving_cmd, lines)
+                self._end_of_script(conn)
             else:
-                self._receiving.append(line)
+                self._script_line(line)
             return
         if self.running:
             self._command_while_running(conn, line)
         elif line in ("e", "l"):
             self._receiving, self._receiving_cmd = [], line
+            self._receiving_bytes = self._receiving_lines = 0
+            self._receiving_overflow = None
         else:
             self._command(conn, line)
+
+    def _script_line(self, line: str) -> None:
+        assert self._receiving is not None
+        self._receiving_lines += 1
+        self._receiving_bytes += len(line) + 1
+        if self._receiving_overflow is not None:
+            return  # the script is refused already: its lines are counted, not kept
+        if self._receiving_bytes > self.spec.max_script_bytes:
+            self._script_overflowed()
+        else:
+            self._receiving.append(line)
+
+    def _script_overflowed(self) -> None:
+        """The script being received no longer fits the script memory: drop what was kept."""
+        if self._receiving_overflow is None:
+            self._receiving_overflow = self._receiving_lines
+            self._receiving = []
+
+    def _end_of_script(self, conn: Connection) -> None:
+        lines, self._receiving = self._receiving or [], None
+        if self._receiving_overflow is not None:
+            error = format_error(0x4005, line=self._receiving_overflow, prefix=self._receiving_cmd)
+            self._send(conn, error)
+            return
+        self._script_received(conn, self._receiving_cmd, lines)
 
     def _send(self, conn: Connection, *lines: str) -> None:
         self._send_text(conn, "".join(line + "\n" for line in lines))
@@ -216,7 +277,7 @@ class MethodScriptEmulator(LineServer):
 
     def _script_received(self, conn: Connection, cmd: str, lines: list[str]) -> None:
         try:
-            program = parse_script(lines)
+            program = parse_script(lines, self.spec.max_nesting)
         except ScriptError as exc:
             self._send(conn, format_error(exc.code, line=exc.line, column=exc.column, prefix=cmd))
             return
