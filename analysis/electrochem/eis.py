@@ -28,6 +28,7 @@ and ``note``.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -52,6 +53,7 @@ __all__ = [
     "hf_intercept",
     "spectrum_frame",
     "spike_intercept",
+    "split_spectra",
 ]
 
 EIS_COLUMNS = ("frequency_Hz", "z_real_ohm", "z_imag_ohm")
@@ -213,12 +215,9 @@ def _spectrum(data: pd.DataFrame, min_points: int = MIN_POINTS) -> tuple[np.ndar
             f"{', '.join(map(str, data.columns))}. Rename the columns to frequency_Hz, "
             "z_real_ohm, z_imag_ohm (z_imag_ohm negative for capacitive)"
         )
+    _refuse_unusable(data)
     f = data["frequency_Hz"].to_numpy(float)
     z = data["z_real_ohm"].to_numpy(float) + 1j * data["z_imag_ohm"].to_numpy(float)
-    if not np.all(np.isfinite(f)) or not np.all(np.isfinite(z)):
-        raise AnalysisInputError(
-            "impedance table has NaN or infinite values; drop those rows first"
-        )
     if np.any(f <= 0):
         raise AnalysisInputError(
             f"frequencies must be positive; found {int(np.sum(f <= 0))} non-positive value(s)"
@@ -227,6 +226,73 @@ def _spectrum(data: pd.DataFrame, min_points: int = MIN_POINTS) -> tuple[np.ndar
         raise EISFitError(f"need at least {min_points} impedance points, got {f.size}")
     order = np.argsort(-f, kind="stable")
     return f[order], z[order]
+
+
+def split_spectra(data: pd.DataFrame) -> list[pd.DataFrame]:
+    """Split a table that may hold several spectra (one per temperature or loop) into each.
+
+    A new spectrum starts where the ``cycle`` column (EC-Lab's "cycle number", one per EIS
+    loop) changes, or where the frequency turns back against the sweep's direction (a
+    conductivity run's export holds one high-to-low sweep per temperature, end to end).
+
+    Parameters
+    ----------
+    data : DataFrame
+        Columns ``frequency_Hz``, ``z_real_ohm``, ``z_imag_ohm``; optionally ``cycle`` and
+        ``temperature_C``.
+
+    Returns
+    -------
+    list of DataFrame
+        The spectra in file order, each with a fresh index; one element for one spectrum.
+        Each keeps ``attrs`` with ``first_row`` (0-based position of its first row in
+        ``data``).
+
+    Raises
+    ------
+    AnalysisInputError
+        NaN, non-numeric or infinite impedance values (named by column and row).
+    """
+    _spectrum(data, min_points=0)
+    f = data["frequency_Hz"].to_numpy(float)
+    steps = np.sign(np.diff(f))
+    moving = steps[steps != 0]
+    starts = np.zeros(len(f), dtype=bool)
+    if moving.size:
+        # The sweep's direction is the first step's; a step against it starts a new sweep.
+        starts[1:] |= steps == -moving[0]
+    if "cycle" in data.columns:
+        cycle = pd.to_numeric(data["cycle"], errors="coerce").to_numpy(float)
+        starts[1:] |= np.diff(cycle) != 0
+    first_rows = [0, *np.flatnonzero(starts).tolist(), len(f)]
+    spectra = []
+    for begin, end in itertools.pairwise(first_rows):
+        part = data.iloc[begin:end].reset_index(drop=True)
+        part.attrs = {**data.attrs, "first_row": int(begin)}
+        spectra.append(part)
+    return spectra
+
+
+def _refuse_unusable(data: pd.DataFrame) -> None:
+    """Refuse NaN, non-numeric or infinite impedance values, naming the column and rows.
+
+    Refused rather than dropped: a spectrum has few points (tens), each fixing the shape of
+    an arc, so leaving one out changes the fit; the user decides whether to delete the row.
+    """
+    garbled = data.attrs.get("non_numeric_rows", {})
+    for column in EIS_COLUMNS:
+        values = pd.to_numeric(data[column], errors="coerce").to_numpy(float)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            rows = ", ".join(str(int(k) + 1) for k in bad[:5])
+            rows += f" and {bad.size - 5} more" if bad.size > 5 else ""
+            text = len(garbled.get(column, []))
+            kinds = "NaN or infinite" + (f" (text that is not a number in {text})" if text else "")
+            raise AnalysisInputError(
+                f"impedance table: {column} is {kinds} in {bad.size} of {len(values)} row(s): "
+                f"data row(s) {rows} (1 = the first row below the header). Correct those "
+                "values, or delete those rows to fit the spectrum without them"
+            )
 
 
 def _log_spaced(f: np.ndarray, per_decade: int) -> np.ndarray:

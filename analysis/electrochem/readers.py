@@ -13,10 +13,22 @@ package: ``pip install insitu[eclab]``), CSV/TSV with our column names or common
 (plus a column-mapping argument), and Parquet. :func:`read_measurement` dispatches on the
 suffix and records ``attrs["source"]``, ``attrs["format"]`` and ``attrs["kind"]``
 (``"eis"`` or ``"timeseries"``).
+
+Files that lie are refused with :class:`~insitu.analysis.errors.AnalysisInputError` before
+anything is computed from them: an empty file, a header without data rows, and a number whose
+exponent no float can hold (``1e2147483648``). The last is refused *before* pandas sees the
+text, because pandas 2.x (up to 2.3.3; fixed in 3.0.0, which reads it as ``inf``) overflows
+the exponent in its C float parser: it crashes the process (segfault) on some such
+exponents and silently wraps others (``1e4294967296`` → 1.0). Values that are present but
+not numbers (``abc``) become NaN, and their rows are listed per column in
+``attrs["non_numeric_rows"]``, so that the analysis can name them (it decides whether to
+refuse or drop them; see :mod:`~insitu.analysis.electrochem.shorts` and
+:mod:`~insitu.analysis.electrochem.eis`).
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import re
 from collections.abc import Mapping
@@ -137,10 +149,67 @@ _MPT_NAMES_EIS = {
     "temperature_C": ("Temperature/°C", 1.0),
 }
 _HEADER_RE = re.compile(r"Nb header lines\s*:\s*(\d+)", re.IGNORECASE)
+# A digit (or a decimal point) followed by an exponent of 10000 or more: no double holds it
+# (they end near 1e±308), and pandas 2.x's C parser overflows on such exponents (see the
+# module docstring). Matching more than the crashing cases keeps the guard simple and safe.
+_HUGE_EXPONENT_RE = re.compile(r"[\d.,][eE][+-]?0*[1-9]\d{4,}")
+# How many offending places an error message lists before "and N more".
+_LISTED = 5
 
 
 def _key(name: str) -> str:
     return re.sub(r"\s+", " ", str(name).strip().lower())
+
+
+def _listed(items: list, total: int | None = None) -> str:
+    """``a, b, c`` or ``a, b, c, d, e and 7 more``."""
+    total = len(items) if total is None else total
+    shown = ", ".join(str(x) for x in items[:_LISTED])
+    return shown if total <= _LISTED else f"{shown} and {total - _LISTED} more"
+
+
+def _refuse_huge_exponents(text: str, where: str, first_line: int = 1) -> None:
+    """Refuse text holding a number with an exponent beyond any float's, naming its lines.
+
+    Parameters
+    ----------
+    text : str
+        The data lines, as they will be handed to pandas.
+    where : str
+        The file (for the message).
+    first_line : int
+        Line number (1-based) of ``text``'s first line in the file.
+    """
+    matches = list(_HUGE_EXPONENT_RE.finditer(text))
+    if not matches:
+        return
+    places = []
+    for match in matches[:_LISTED]:
+        line = first_line + text.count("\n", 0, match.start())
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        # The whole number, mantissa included, for the message.
+        mantissa = re.search(r"[+-]?[\d.]*$", text[line_start : match.start() + 1]).group()
+        places.append(f"line {line} ({mantissa + text[match.start() + 1 : match.end()]!r})")
+    raise AnalysisInputError(
+        f"{where}: {len(matches)} number(s) with an exponent beyond any float's range "
+        f"(|exponent| >= 10000): {_listed(places, len(matches))}. Correct or delete those "
+        "values (a float holds up to about 1.8e308)"
+    )
+
+
+def _refuse_huge_exponents_in_column(values: pd.Series, column: str) -> None:
+    """As :func:`_refuse_huge_exponents` for a column of strings (Parquet, .mpr, a table)."""
+    if values.dtype.kind in "biufcmM":
+        return  # already numbers: nothing for pandas' text parser to overflow on
+    text = values.astype(str)
+    hits = np.flatnonzero(text.str.contains(_HUGE_EXPONENT_RE).to_numpy(bool))
+    if hits.size:
+        raise AnalysisInputError(
+            f"column {column!r} holds {hits.size} number(s) with an exponent beyond any "
+            f"float's range (|exponent| >= 10000) in data row(s) "
+            f"{_listed([int(k) + 1 for k in hits], hits.size)} (1 = the first data row). "
+            "Correct or delete those values"
+        )
 
 
 def standardise_columns(
@@ -182,11 +251,19 @@ def standardise_columns(
     order = [*TIME_SERIES_COLUMNS, *EIS_COLUMNS, *_EXTRA_COLUMNS]
     order += [c for c in chosen if c not in order]
     out = {}
+    non_numeric: dict[str, list[int]] = {}
     for ours in order:
         if ours not in chosen:
             continue
         raw_name, factor = chosen[ours]
-        values = pd.to_numeric(raw[raw_name], errors="coerce").to_numpy(float)
+        _refuse_huge_exponents_in_column(raw[raw_name], str(raw_name))
+        numbers = pd.to_numeric(raw[raw_name], errors="coerce")
+        # Present in the file but not a number ("abc"): NaN here, listed so the analysis
+        # can name the rows instead of computing from a silently different table.
+        garbled = np.flatnonzero((numbers.isna() & raw[raw_name].notna()).to_numpy(bool))
+        if garbled.size:
+            non_numeric[ours] = [int(k) for k in garbled]
+        values = numbers.to_numpy(float)
         if ours in _INTEGER_COLUMNS:
             out[ours] = np.rint(values).astype(int) if np.all(np.isfinite(values)) else values
         else:
@@ -194,6 +271,7 @@ def standardise_columns(
     frame = pd.DataFrame(out, index=pd.RangeIndex(len(raw)))
     used = {raw_name for raw_name, _ in chosen.values()}
     frame.attrs["unmapped_columns"] = [str(c) for c in raw.columns if c not in used]
+    frame.attrs["non_numeric_rows"] = non_numeric
     return frame
 
 
@@ -278,23 +356,48 @@ def read_mpt(
         )
     names = lines[n_header - 1].rstrip("\r\n").split("\t")
     body = [line for line in lines[n_header:] if line.strip()]
+    if not body:
+        raise AnalysisInputError(
+            f"{path} has a header but no data rows below it; export the data again from "
+            "EC-Lab (or check that the measurement recorded points)"
+        )
+    # Blank lines are skipped, so name lines by their position in the file when none are.
+    _refuse_huge_exponents("\n".join(lines[n_header:]), str(path), first_line=n_header + 1)
     # Tabs separate the fields, so a comma inside a field can only be a decimal comma.
     decimal = "," if body and re.search(r"\d,\d", body[0]) else "."
-    raw = pd.read_csv(
+    raw = _parse(
+        str(path),
         io.StringIO("\n".join(body)),
         sep="\t",
         header=None,
         decimal=decimal,
-        dtype=float,
+        # Not dtype=float: a non-numeric value ("abc") would stop the whole file; as text it
+        # becomes NaN in standardise_columns, its row recorded for the analysis to name.
         na_values=["", "NaN", "nan"],
         # EC-Lab ends lines with a tab: one more field than names.
         usecols=range(len([n for n in names if n.strip()])),
     )
-    raw.columns = [n.strip() for n in names if n.strip()]
+    raw.columns = _unique([n.strip() for n in names if n.strip()])
+    if decimal == ",":
+        # A column holding a non-number stays text, decimal commas and all; make its numbers
+        # readable to pandas.to_numeric in standardise_columns.
+        for name in [c for c in raw.columns if pd.api.types.is_object_dtype(raw[c])]:
+            raw[name] = raw[name].str.replace(",", ".", regex=False)
     frame = standardise_columns(raw, columns)
     frame.attrs["header"] = lines[: n_header - 1]
     frame.attrs["decimal"] = decimal
     return _finish(frame, path, "mpt", kind)
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Repeated column names made unique as pandas does for CSV headers (``x``, ``x.1``)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        out.append(name if count == 0 else f"{name}.{count}")
+    return out
 
 
 def write_mpt(
@@ -471,12 +574,40 @@ def read_csv(
     path = Path(path)
     if sep is None and path.suffix.lower() == ".tsv":
         sep = "\t"
+    text = _read_text(path)
+    if not text.strip():
+        raise AnalysisInputError(
+            f"{path} is empty; it needs a header row of column names and data rows below it"
+        )
+    _refuse_huge_exponents(text, str(path))
     if sep is None:
-        raw = pd.read_csv(path, sep=None, engine="python", decimal=decimal)
+        raw = _parse(str(path), io.StringIO(text), sep=None, engine="python", decimal=decimal)
     else:
-        raw = pd.read_csv(path, sep=sep, decimal=decimal)
+        raw = _parse(str(path), io.StringIO(text), sep=sep, decimal=decimal)
+    if raw.empty:
+        raise AnalysisInputError(
+            f"{path} has column names ({', '.join(map(str, raw.columns))}) but no data rows; "
+            "export the data again, or check that the measurement recorded points"
+        )
     frame = standardise_columns(raw, columns)
     return _finish(frame, path, "csv", kind)
+
+
+def _parse(where: str, source: io.StringIO, **options: object) -> pd.DataFrame:
+    """``pandas.read_csv`` with its complaints about a malformed file as AnalysisInputError.
+
+    The text must already have passed :func:`_refuse_huge_exponents`.
+    """
+    try:
+        return pd.read_csv(source, **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error, ValueError) as exc:
+        # The csv module's sniffer (sep=None) raises csv.Error for text with no delimiter;
+        # pandas a ValueError for rows with fewer fields than the header names (usecols).
+        raise AnalysisInputError(
+            f"cannot read {where} as delimited text ({str(exc).strip()}); check that it is a "
+            "CSV/TSV (or EC-Lab .mpt) with one header row and the same number of fields "
+            "on every line"
+        ) from exc
 
 
 _READERS = {

@@ -12,11 +12,28 @@ same half-cycle and stays below it for ``confirm_points`` points. The short is d
 largest voltage — because the collapse itself takes a few sampling intervals while the
 filament's resistance falls, and charge counted up to the end of the fall would overstate the
 charge-to-failure.
+
+Data the analysis cannot trust is never turned silently into a different result
+(:func:`ccd_from_trace`):
+
+- a ``time_s`` or ``current_A`` that is NaN, not a number, infinite or beyond
+  :data:`MAX_ABS_CURRENT_A`, or time that runs backwards, is refused
+  (:class:`~insitu.analysis.errors.AnalysisInputError` naming the column and rows): the
+  half-cycles and the charge are built from every point's time and current, and no point can
+  be left out without changing them;
+- a ``voltage_V`` that is NaN, not a number, infinite or beyond :data:`MAX_ABS_VOLTAGE_V`
+  is dropped from the short detection only, if such points are few
+  (:data:`MAX_DROPPED_FRACTION` of the trace, runs of at most :data:`MAX_DROPPED_RUN`
+  consecutive points): the short is then found on the remaining points, which sample every
+  half-cycle as before, and the charge still counts every point. The rows dropped are
+  reported in :attr:`CCDAnalysis.dropped_rows` and an :class:`UnusableRowsWarning` names
+  them. More, or longer gaps (a collapse could hide in one), are refused.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -25,9 +42,14 @@ from ..errors import AnalysisInputError
 
 __all__ = [
     "CHARGE_CONVENTIONS",
+    "MAX_ABS_CURRENT_A",
+    "MAX_ABS_VOLTAGE_V",
+    "MAX_DROPPED_FRACTION",
+    "MAX_DROPPED_RUN",
     "SHORT_KINDS",
     "CCDAnalysis",
     "ShortEvent",
+    "UnusableRowsWarning",
     "ccd_from_trace",
     "charge_to_failure",
     "classify_short",
@@ -43,6 +65,23 @@ SHORT_KINDS = ("hard", "soft")
 #: (the convention under which three of the paper's four values agree to the digit);
 #: ``total_abs``: ∫|I| dt over the whole test up to the short.
 CHARGE_CONVENTIONS = ("per_electrode_plated", "total_abs")
+
+#: |voltage| above this (V) is a corrupted value, not a measurement: cell potentiostats
+#: measure ±10 V to ±200 V at most.
+MAX_ABS_VOLTAGE_V = 1e3
+#: |current| above this (A) is a corrupted value: cell potentiostats source a few A at most.
+MAX_ABS_CURRENT_A = 1e3
+#: Largest fraction of a trace's voltages that may be unusable and dropped.
+MAX_DROPPED_FRACTION = 0.05
+#: Longest run of consecutive unusable voltages that may be dropped: a short is confirmed
+#: over 3 points by default, so a longer gap could hide its onset.
+MAX_DROPPED_RUN = 3
+# Rows an error message lists before "and N more".
+_LISTED = 5
+
+
+class UnusableRowsWarning(UserWarning):
+    """Some rows of a trace could not be used and were left out; the result says which."""
 
 
 @dataclass(frozen=True)
@@ -367,6 +406,9 @@ class CCDAnalysis:
     soft_short: ShortEvent | None
     charge_to_failure_C_cm2: dict[str, float]
     area_cm2: float
+    #: Row positions (0-based) whose voltage was unusable and left out of the short
+    #: detection (the charge counts them); empty for a clean trace.
+    dropped_rows: tuple[int, ...] = field(default=())
 
     @property
     def shorted(self) -> bool:
@@ -412,15 +454,22 @@ def ccd_from_trace(
     if not area_cm2 > 0:
         raise AnalysisInputError(f"electrode area must be positive, got {area_cm2!r} cm²")
     _require(data, ("time_s", "voltage_V", "current_A"))
+    dropped = _check_trace(data)
+    # Short detection on the usable voltages; positions map back to the whole table.
+    kept = np.setdiff1d(np.arange(len(data)), dropped)
+    usable = data.iloc[kept] if dropped.size else data
     options = dict(
         drop_fraction=drop_fraction,
         confirm_points=confirm_points,
         min_current_A=min_current_A,
         onset_fraction=onset_fraction,
     )
-    hard = find_short(data, **options)
-    first = classify_short(
-        data, soft_fraction=soft_fraction, soft_min_duration_s=soft_min_duration_s, **options
+    hard = _in_table(find_short(usable, **options), kept)
+    first = _in_table(
+        classify_short(
+            usable, soft_fraction=soft_fraction, soft_min_duration_s=soft_min_duration_s, **options
+        ),
+        kept,
     )
     soft = first if first is not None and first.kind == "soft" else None
     short = first if count_soft else hard
@@ -431,7 +480,99 @@ def ccd_from_trace(
         soft_short=soft,
         charge_to_failure_C_cm2={k: v / area_cm2 for k, v in charge.items()},
         area_cm2=float(area_cm2),
+        dropped_rows=tuple(int(k) for k in dropped),
     )
+
+
+def _in_table(event: ShortEvent | None, kept: np.ndarray) -> ShortEvent | None:
+    """``event`` with its row position in the whole table rather than in the kept rows."""
+    if event is None:
+        return event
+    return replace(event, index=int(kept[event.index]))
+
+
+def _rows(positions: np.ndarray) -> str:
+    """Data rows, 1-based as a user counts them below the header: ``3, 17 and 4 more``."""
+    shown = ", ".join(str(int(k) + 1) for k in positions[:_LISTED])
+    more = positions.size - _LISTED
+    return shown if more <= 0 else f"{shown} and {more} more"
+
+
+def _unusable(data: pd.DataFrame, column: str, limit: float) -> np.ndarray:
+    """Positions of ``column`` that are NaN, non-numeric, infinite or beyond ``limit``."""
+    values = pd.to_numeric(data[column], errors="coerce").to_numpy(float)
+    with np.errstate(invalid="ignore"):
+        # inf <= inf is True: an infinite limit still needs the explicit finiteness test.
+        return np.flatnonzero(~(np.isfinite(values) & (np.abs(values) <= limit)))
+
+
+def _what(data: pd.DataFrame, column: str, limit: float, unit: str) -> str:
+    """What the unusable values of ``column`` are, for a message."""
+    garbled = len(data.attrs.get("non_numeric_rows", {}).get(column, []))
+    what = "NaN, not a number, infinite or beyond ±{limit:g} {unit}"
+    what = what.format(limit=limit, unit=unit) if np.isfinite(limit) else "NaN or infinite"
+    return what + (f" (text that is not a number in {garbled})" if garbled else "")
+
+
+def _check_trace(data: pd.DataFrame) -> np.ndarray:
+    """Refuse a trace the CCD cannot be trusted from; the voltage rows that may be dropped.
+
+    Returns
+    -------
+    array of int
+        Row positions whose voltage is unusable but few enough to leave out (warned).
+    """
+    if len(data) == 0:
+        raise AnalysisInputError(
+            "the trace has no data rows; give a file or run that recorded the cycling"
+        )
+    for column, limit, unit in (("time_s", np.inf, "s"), ("current_A", MAX_ABS_CURRENT_A, "A")):
+        bad = _unusable(data, column, limit)
+        if bad.size:
+            raise AnalysisInputError(
+                f"{column} is {_what(data, column, limit, unit)} in {bad.size} row(s): data "
+                f"row(s) {_rows(bad)} (1 = the first row below the header). The half-cycles "
+                "and the charge need every point's time and current: correct those values "
+                "or delete those rows"
+            )
+    t = data["time_s"].to_numpy(float)
+    back = np.flatnonzero(np.diff(t) < 0)
+    if back.size:
+        k = int(back[0]) + 1
+        raise AnalysisInputError(
+            f"time_s runs backwards at {back.size} place(s), first at data row {k + 1} "
+            f"({t[k - 1]:g} s, then {t[k]:g} s): sort the table by time, or analyse each "
+            "run of a file that joins several separately"
+        )
+    bad = _unusable(data, "voltage_V", MAX_ABS_VOLTAGE_V)
+    if bad.size == 0:
+        return bad
+    what = _what(data, "voltage_V", MAX_ABS_VOLTAGE_V, "V")
+    longest = _longest_run(bad)
+    if bad.size > MAX_DROPPED_FRACTION * len(data) or longest > MAX_DROPPED_RUN:
+        raise AnalysisInputError(
+            f"voltage_V is {what} in {bad.size} of {len(data)} rows (data rows {_rows(bad)}, "
+            f"up to {longest} in a row): too many to leave out (at most "
+            f"{MAX_DROPPED_FRACTION:.0%} of the rows, {MAX_DROPPED_RUN} in a row) without "
+            "risking a missed or misdated short. Correct those values, or delete those rows "
+            "if you accept the gaps"
+        )
+    warnings.warn(
+        f"voltage_V is {what} in {bad.size} of {len(data)} rows (data rows {_rows(bad)}); "
+        "they are left out of the short detection (the charge counts them)",
+        UnusableRowsWarning,
+        stacklevel=3,
+    )
+    return bad
+
+
+def _longest_run(positions: np.ndarray) -> int:
+    """Length of the longest run of consecutive integers in sorted ``positions``."""
+    if positions.size == 0:
+        return 0
+    breaks = np.flatnonzero(np.diff(positions) != 1)
+    edges = np.concatenate([[-1], breaks, [positions.size - 1]])
+    return int(np.max(np.diff(edges)))
 
 
 def _require(data: pd.DataFrame, columns: tuple[str, ...]) -> None:

@@ -8,11 +8,16 @@ described) and :mod:`~insitu.protocols.workflows.materials` (``materials``).
 from __future__ import annotations
 
 import argparse
+import sys
 from functools import partial
+from typing import TYPE_CHECKING
 
 from insitu.analysis.electrochem.shorts import CHARGE_CONVENTIONS
 
 from .common import add_output_options, add_storage_options, emit, open_store, print_json
+
+if TYPE_CHECKING:
+    from ..workflows.electrochem_analysis import SpectrumAnalysis
 
 __all__ = [
     "cmd_analyze_ccd",
@@ -38,9 +43,17 @@ def _add_eis(what: argparse._SubParsersAction) -> None:
         "eis",
         help="electrolyte resistance (and σ) of a spectrum",
         description="SOURCE is a file (.mpt, .mpr, .csv) or a stored run (uid, uid prefix or "
-        "index; its 'eis' stream).",
+        "index; its 'eis' stream). A source with several spectra (a conductivity run or its "
+        "export: one per temperature) gives one result per spectrum, or the one --spectrum "
+        "names.",
     )
     eis.add_argument("source", metavar="SOURCE")
+    eis.add_argument(
+        "--spectrum",
+        type=int,
+        metavar="N",
+        help="analyse only spectrum N (0-based, in the order measured) of a source with several",
+    )
     eis.add_argument("--cell", choices=("blocking", "li"), default="blocking")
     eis.add_argument("--method", choices=("fit", "spike_intercept", "hf_intercept"), default="fit")
     eis.add_argument("--thickness-cm", type=float, help="for σ = L/(R·A)")
@@ -184,25 +197,40 @@ def _add_materials(what: argparse._SubParsersAction) -> None:
 
 
 def cmd_analyze_eis(args: argparse.Namespace) -> int:
-    """Electrolyte resistance (and σ when the geometry is known) of one spectrum."""
-    from ..workflows.electrochem_analysis import analyze_spectrum
+    """Electrolyte resistance (and σ when the geometry is known) of each spectrum."""
+    from ..workflows.electrochem_analysis import analyze_spectra
 
-    result = analyze_spectrum(
+    results = analyze_spectra(
         args.source,
         open_store=partial(open_store, args),
         cell=args.cell,
         method=args.method,
         thickness_cm=args.thickness_cm,
         area_cm2=args.area_cm2,
+        spectrum=args.spectrum,
     )
+    human = [line for result in results for line in _spectrum_lines(result)]
+    if len(results) == 1:
+        return emit(args, results[0].to_dict(), human)
+    # Several spectra: one entry each, nothing chosen silently.
+    entries = [{k: v for k, v in r.to_dict().items() if k != "source"} for r in results]
+    return emit(args, {"source": args.source, "spectra": entries}, human)
+
+
+def _spectrum_lines(result: SpectrumAnalysis) -> list[str]:
+    """The human-readable lines of one spectrum's result."""
     fit = result.fit
-    human = [f"R_electrolyte = {fit.electrolyte_resistance_ohm:.4g} Ω ({fit.method})"]
+    label = ""
+    if result.count > 1:
+        at = "" if result.temperature_C is None else f" at {result.temperature_C:g} °C"
+        label = f"spectrum {result.index}{at}: "
+    lines = [f"{label}R_electrolyte = {fit.electrolyte_resistance_ohm:.4g} Ω ({fit.method})"]
     if result.sigma_S_cm is not None:
-        human.append(
-            f"σ = {result.sigma_S_cm:.4g} S/cm "
+        lines.append(
+            f"{' ' * len(label)}σ = {result.sigma_S_cm:.4g} S/cm "
             f"(L = {result.thickness_cm} cm, A = {result.area_cm2} cm²)"
         )
-    return emit(args, result.to_dict(), human)
+    return lines
 
 
 def cmd_analyze_ccd(args: argparse.Namespace) -> int:
@@ -212,6 +240,9 @@ def cmd_analyze_ccd(args: argparse.Namespace) -> int:
     result = analyze_trace(
         args.source, open_store=partial(open_store, args), area_cm2=args.area_cm2
     )
+    # Rows left out of the short detection are said on stderr, so --json stays one object.
+    for note in result.get("warnings", []):
+        print(f"insitu: warning: {note}", file=sys.stderr)
     ccd = result["ccd_mA_cm2"]
     human = ["no short" if ccd is None else f"CCD: {ccd:g} mA/cm²"]
     human += [f"charge ({k}): {v:.3f} C/cm²" for k, v in result["charge_to_failure_C_cm2"].items()]
