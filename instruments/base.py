@@ -68,6 +68,10 @@ class Instrument:
     may come from several threads.
     """
 
+    #: Extra tries, each on a fresh connection, of the queries that change nothing on the
+    #: instrument (``*IDN?``, status reads) after a timeout or a dropped link.
+    query_retries: int = 1
+
     def __init__(
         self,
         resource: str,
@@ -103,6 +107,15 @@ class Instrument:
         """Whether the connection is open (the instrument may still have gone away)."""
         return self._session.is_open
 
+    @property
+    def last_failure(self) -> InstrumentError | None:
+        """The error of the last exchange (``None`` after one that worked).
+
+        Also set when the peer answered ``*IDN?`` with something that is not an identity:
+        a driver that closes need not talk to it any more.
+        """
+        return self._session.failure
+
     def reopen(self) -> None:
         """Close the connection and open it again (after the instrument dropped it).
 
@@ -134,17 +147,28 @@ class Instrument:
         """
         self._session.write(command)
 
-    def query(self, command: str) -> str:
+    def query(self, command: str, *, retry: bool = False) -> str:
         """Send a query and return its reply line (stripped, without the terminator).
+
+        Parameters
+        ----------
+        command : str
+            The query.
+        retry : bool
+            Whether the query may be asked again (:attr:`query_retries` times, each on a
+            fresh connection) after a timeout or a dropped link: only for queries that
+            change nothing on the instrument, never while a technique runs.
 
         Raises
         ------
         InstrumentTimeoutError
-            If no reply came within ``timeout_s``.
+            If no reply came within ``timeout_s`` (on the last try).
         InstrumentConnectionError
             If the connection is closed or fails.
+        InstrumentProtocolError
+            If the reply is not text.
         """
-        return self._session.query(command)
+        return self._session.query(command, retries=self.query_retries if retry else 0)
 
     def check_errors(self) -> None:
         """Raise if the instrument reports an error; the hook a driver overrides.
@@ -188,35 +212,62 @@ class Instrument:
             ) from exc
         return cast(_Number, bool(value) if kind is bool else value)
 
-    def query_float(self, command: str, what: str | None = None) -> float:
+    def query_float(self, command: str, what: str | None = None, *, retry: bool = False) -> float:
         """Send a query and parse its reply as a float (see :meth:`parse_number`).
 
-        ``what`` defaults to the query's header (``"KRDG?"`` for ``"KRDG? A"``).
+        ``what`` defaults to the query's header (``"KRDG?"`` for ``"KRDG? A"``); ``retry``
+        as in :meth:`query`.
         """
-        return self.parse_number(self.query(command), float, what or _header(command))
+        reply = self.query(command, retry=retry)
+        return self.parse_number(reply, float, what or _header(command))
 
-    def query_int(self, command: str, what: str | None = None) -> int:
+    def query_int(self, command: str, what: str | None = None, *, retry: bool = False) -> int:
         """Send a query and parse its reply as an int (see :meth:`query_float`)."""
-        return self.parse_number(self.query(command), int, what or _header(command))
+        return self.parse_number(self.query(command, retry=retry), int, what or _header(command))
 
-    def query_bool(self, command: str, what: str | None = None) -> bool:
+    def query_bool(self, command: str, what: str | None = None, *, retry: bool = False) -> bool:
         """Send a query and parse its ``0``/``1`` reply as a bool (see :meth:`query_float`)."""
-        return self.parse_number(self.query(command), bool, what or _header(command))
+        return self.parse_number(self.query(command, retry=retry), bool, what or _header(command))
 
     def query_idn(self) -> tuple[str, str, str, str]:
-        """Ask ``*IDN?``: (manufacturer, model, serial number, firmware), stripped.
+        """Ask ``*IDN?`` (asked again after a timeout or a dropped link, see :meth:`query`).
+
+        Returns
+        -------
+        tuple of str
+            (manufacturer, model, serial number, firmware), stripped.
 
         Raises
         ------
         InstrumentProtocolError
-            If the reply is not four comma-separated fields.
+            If the reply is not an identity (see :meth:`parse_idn`).
+        InstrumentTimeoutError, InstrumentConnectionError
+            If no reply came (after the retries).
         """
-        reply = self.query("*IDN?")
+        reply = self.query("*IDN?", retry=True)
+        try:
+            return self.parse_idn(reply)
+        except InstrumentProtocolError as exc:
+            # Whatever answers is not this instrument: closing need not talk to it again.
+            self._session.failure = exc
+            raise
+
+    def parse_idn(self, reply: str) -> tuple[str, str, str, str]:
+        """(manufacturer, model, serial number, firmware) from a ``*IDN?`` reply, stripped.
+
+        Raises
+        ------
+        InstrumentProtocolError
+            If the reply is not four comma-separated printable fields, the first not empty
+            (e.g. a web server's ``<!DOCTYPE HTML>``): the message says so.
+        """
         fields = [f.strip() for f in reply.split(",")]
-        if len(fields) != 4 or not fields[0]:
+        if len(fields) != 4 or not fields[0] or not reply.isprintable():
             raise self._error(
                 InstrumentProtocolError,
-                f"unexpected *IDN? reply {reply!r}; expected 4 comma-separated fields",
+                f"the reply {reply[:80]!r} to *IDN? is not an instrument identity (expected 4 "
+                "comma-separated fields), so what answers is not this instrument; check that "
+                "the resource is the instrument's address and port",
                 last_command="*IDN?",
             )
         manufacturer, model, serial, firmware = fields

@@ -11,7 +11,9 @@ execution error), and a bad query is not answered at all. So every setting is se
 with ``*ESR?`` (``SETP 1,333.150;*ESR?``): one round trip, and a non-zero error bit raises
 :class:`~insitu.instruments.errors.InstrumentReportedError` naming the command. Timeouts,
 lost connections and garbled replies raise the other exceptions of
-:mod:`insitu.instruments.errors`, naming the instrument and the last command.
+:mod:`insitu.instruments.errors`, naming the instrument and the last command. Reads
+(``KRDG?``, ``SETP?``, ``RANGE?`` ...) change nothing, so after a timeout or a dropped link
+they are asked once more on a fresh connection; settings are never sent twice on their own.
 
 Limits are checked before anything is sent: setpoints between 0 K and ``max_setpoint_K``
 (393.15 K = 120 °C by default, a safe maximum for a battery oven; at most the instrument's
@@ -187,7 +189,7 @@ class LakeShore336(Instrument):
     def setpoint_K(self, loop: int = 1) -> float:
         """The loop's present setpoint (the ramping value while a ramp runs)."""
         loop = self._check_loop(loop)
-        return self.query_float(f"SETP? {loop}")
+        return self.query_float(f"SETP? {loop}", retry=True)
 
     def set_setpoint_K(self, loop: int, value: float) -> None:
         """Set the loop's setpoint in kelvin (the control input must read in kelvin).
@@ -217,7 +219,7 @@ class LakeShore336(Instrument):
             If the input reports an invalid, under- or over-range reading.
         """
         name = self._check_input(input)
-        reply = self.query(f"KRDG? {name};RDGST? {name}")
+        reply = self.query(f"KRDG? {name};RDGST? {name}", retry=True)
         parts = reply.split(";")
         if len(parts) != 2:
             raise self._error(
@@ -238,18 +240,18 @@ class LakeShore336(Instrument):
     def temperature_C(self, input: str = "A") -> float:
         """Celsius reading of a sensor input (``CRDG?``)."""
         name = self._check_input(input)
-        return self.query_float(f"CRDG? {name}")
+        return self.query_float(f"CRDG? {name}", retry=True)
 
     def reading_status(self, input: str = "A") -> int:
         """``RDGST?`` bits of an input (0: valid reading)."""
         name = self._check_input(input)
-        return self.query_int(f"RDGST? {name}")
+        return self.query_int(f"RDGST? {name}", retry=True)
 
     # --- heater ----------------------------------------------------------------------------
     def heater_range(self, output: int = 1) -> int:
         """Heater range: 0 off, 1 low, 2 medium, 3 high (outputs 3 and 4: 0 off, 1 on)."""
         output = self._check_loop(output)
-        return self.query_int(f"RANGE? {output}")
+        return self.query_int(f"RANGE? {output}", retry=True)
 
     def set_heater_range(self, output: int, range: int) -> None:
         """Set the heater range (see :meth:`heater_range`)."""
@@ -271,12 +273,12 @@ class LakeShore336(Instrument):
         """Heater output in percent of the range (``HTR?``, outputs 1 and 2)."""
         if output not in (1, 2):
             raise LimitError(f"HTR? exists for outputs 1 and 2, got {output!r}")
-        return self.query_float(f"HTR? {output}")
+        return self.query_float(f"HTR? {output}", retry=True)
 
     def output_mode(self, output: int = 1) -> tuple[int, int, int]:
         """``OUTMODE?``: (mode, control input 0–4 with 1 = A, power-up enable)."""
         output = self._check_loop(output)
-        reply = self.query(f"OUTMODE? {output}")
+        reply = self.query(f"OUTMODE? {output}", retry=True)
         parts = reply.split(",")
         if len(parts) != 3:
             raise self._error(InstrumentProtocolError, f"unexpected reply {reply!r} to OUTMODE?")
@@ -300,7 +302,7 @@ class LakeShore336(Instrument):
     def ramp(self, loop: int = 1) -> tuple[bool, float]:
         """``RAMP?``: (ramping enabled, rate in K/min; 0 means unlimited)."""
         loop = self._check_ramp_loop(loop)
-        reply = self.query(f"RAMP? {loop}")
+        reply = self.query(f"RAMP? {loop}", retry=True)
         parts = reply.split(",")
         if len(parts) != 2:
             raise self._error(InstrumentProtocolError, f"unexpected reply {reply!r} to RAMP?")
@@ -321,7 +323,7 @@ class LakeShore336(Instrument):
     def ramping(self, loop: int = 1) -> bool:
         """``RAMPST?``: whether the setpoint is still ramping."""
         loop = self._check_ramp_loop(loop)
-        return self.query_bool(f"RAMPST? {loop}")
+        return self.query_bool(f"RAMPST? {loop}", retry=True)
 
     def _check_ramp_loop(self, loop: int) -> int:
         if loop not in (1, 2):

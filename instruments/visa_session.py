@@ -7,7 +7,9 @@ and reads lines under one lock, and turns every pyvisa or socket failure into
 :class:`~insitu.instruments.errors.InstrumentTimeoutError` or
 :class:`~insitu.instruments.errors.InstrumentConnectionError` naming the instrument and the
 last command. After a query times out, the next exchange starts on a fresh connection, so
-that a late reply is not read as the answer to the next query.
+that a late reply is not read as the answer to the next query. A query that changes nothing
+on the instrument may be asked again on a fresh connection (``retries``) after a timeout or a
+dropped link; a failure to connect says why (refused, timed out).
 
 Example
 -------
@@ -22,6 +24,9 @@ Example
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
+import os
 import socket
 import threading
 from typing import Any
@@ -30,7 +35,12 @@ import pyvisa
 import pyvisa.constants
 import pyvisa.errors
 
-from .errors import InstrumentConnectionError, InstrumentTimeoutError
+from .errors import (
+    InstrumentConnectionError,
+    InstrumentError,
+    InstrumentProtocolError,
+    InstrumentTimeoutError,
+)
 
 __all__ = [
     "DEFAULT_CLOSED_MESSAGE",
@@ -50,6 +60,8 @@ DEFAULT_CLOSED_MESSAGE = (
 )
 #: What to check when no reply came in time.
 DEFAULT_TIMEOUT_HINT = "check that the instrument is on and not busy, or raise timeout_s"
+
+log = logging.getLogger(__name__)
 
 
 class VisaSession:
@@ -87,6 +99,9 @@ class VisaSession:
     last_command : str or None
         The last command sent (named by every error); a driver may set it to name a
         command more precisely.
+    failure : InstrumentError or None
+        The error of the last exchange, ``None`` after one that worked: a driver that
+        closes asks it whether the instrument is worth talking to any more.
     """
 
     def __init__(
@@ -112,6 +127,8 @@ class VisaSession:
         self.closed_message = closed_message
         self.timeout_hint = timeout_hint
         self.last_command: str | None = None
+        #: The error of the last exchange; ``None`` after one that worked.
+        self.failure: InstrumentError | None = None
         self.lock = threading.RLock()
         self._stale = False
         self._rm: pyvisa.ResourceManager | None = None
@@ -138,11 +155,12 @@ class VisaSession:
         except Exception as exc:  # pyvisa raises many kinds here (VisaIOError, OSError, ...)
             self._res = None
             raise InstrumentConnectionError(
-                f"could not open the connection ({exc}); {self.open_hint}",
+                f"{_open_failure(exc, self.timeout_s)}; {self.open_hint}",
                 instrument=self.name,
             ) from exc
         self._set_nodelay()
         # pyvisa-py "connects" a TCP socket without noticing a refusal; find out now.
+        self._check_connected()
         self._check_alive()
 
     def _set_nodelay(self) -> None:
@@ -182,6 +200,24 @@ class VisaSession:
             return True
         return data == b""
 
+    def _check_connected(self) -> None:
+        """Raise, naming the reason, if the TCP connect that pyvisa-py started failed."""
+        sock = self._socket()
+        if sock is None:
+            return
+        try:
+            sock.getpeername()
+            return
+        except OSError:
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        self._close_resource()
+        if code in (0, errno.ECONNREFUSED):
+            # 0: the refusal came at once (loopback) and connect_ex already consumed it.
+            reason = "connection refused: nothing accepts connections at that address and port"
+        else:
+            reason = f"could not connect: {os.strerror(code)}"
+        raise InstrumentConnectionError(f"{reason}; {self.open_hint}", instrument=self.name)
+
     def _check_alive(self) -> None:
         if self._res is None:
             raise InstrumentConnectionError(
@@ -196,8 +232,15 @@ class VisaSession:
                 last_command=self.last_command,
             )
 
-    def _io_error(self, exc: BaseException, what: str) -> Exception:
+    def _io_error(self, exc: BaseException, what: str) -> InstrumentError:
         """Map a pyvisa/socket exception to an insitu exception."""
+        if isinstance(exc, UnicodeDecodeError):
+            return InstrumentProtocolError(
+                f"the reply is not text ({exc.object[:40]!r}), so not this instrument's "
+                "protocol; check that the resource is the instrument's port",
+                instrument=self.name,
+                last_command=self.last_command,
+            )
         if isinstance(exc, pyvisa.errors.VisaIOError):
             if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
                 if self._peer_closed():
@@ -207,10 +250,17 @@ class VisaSession:
                         last_command=self.last_command,
                     )
                 return InstrumentTimeoutError(
-                    f"no answer within {self.timeout_s:g} s while {what}; {self.timeout_hint}",
+                    f"timed out: no answer within {self.timeout_s:g} s while {what}; "
+                    f"{self.timeout_hint}",
                     instrument=self.name,
                     last_command=self.last_command,
                 )
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
+            return InstrumentConnectionError(
+                f"the instrument closed the connection while {what}",
+                instrument=self.name,
+                last_command=self.last_command,
+            )
         return InstrumentConnectionError(
             f"connection failed while {what} ({exc})",
             instrument=self.name,
@@ -248,26 +298,107 @@ class VisaSession:
     def write(self, command: str) -> None:
         """Send one command (no reply expected)."""
         with self.lock:
-            if self._stale:
-                # A reply may still arrive for the query that timed out; a fresh connection
-                # keeps it from being read as the answer to the next query.
-                self._stale = False
-                self.reopen()
-            self.last_command = command
-            self._check_alive()
             try:
-                self._res.write(command)
-            except Exception as exc:
-                raise self._io_error(exc, "sending") from exc
+                self._write(command)
+            except InstrumentError as exc:
+                self.failure = exc
+                raise
+            self.failure = None
 
-    def query(self, command: str) -> str:
-        """Send a query and return its reply line (stripped, without the terminator)."""
+    def _write(self, command: str) -> None:
+        if self._stale:
+            # A reply may still arrive for the query that timed out; a fresh connection
+            # keeps it from being read as the answer to the next query.
+            self._stale = False
+            self.reopen()
+        self.last_command = command
+        self._check_alive()
+        try:
+            self._res.write(command)
+        except Exception as exc:
+            raise self._io_error(exc, "sending") from exc
+
+    def query(self, command: str, *, retries: int = 0) -> str:
+        """Send a query and return its reply line (stripped, without the terminator).
+
+        Parameters
+        ----------
+        command : str
+            The query.
+        retries : int
+            How many more times to ask, each on a fresh connection, after no answer came in
+            time or the link dropped. Only for queries that change nothing on the
+            instrument (``*IDN?``, a status read); never while a technique runs.
+
+        Raises
+        ------
+        InstrumentTimeoutError, InstrumentConnectionError
+            If the last try failed (the message says how many were made).
+        InstrumentProtocolError
+            If the reply is not text.
+        """
         with self.lock:
-            self.write(command)
-            try:
-                reply = self._res.read()
-            except Exception as exc:
-                error = self._io_error(exc, "waiting for the reply")
-                self._stale = isinstance(error, InstrumentTimeoutError)
-                raise error from exc
-            return reply.strip()
+            tries = max(0, int(retries)) + 1
+            for attempt in range(1, tries + 1):
+                try:
+                    reply = self._query_once(command)
+                except (InstrumentTimeoutError, InstrumentConnectionError) as exc:
+                    self.failure = exc
+                    if attempt == tries or self._rm is None:  # _rm None: closed by close()
+                        raise _after_tries(exc, attempt) from exc.__cause__
+                    log.info("%s: %s; asking again on a fresh connection", self.name, exc)
+                    self._reopen_for_retry(exc)
+                except InstrumentError as exc:
+                    self.failure = exc
+                    raise
+                else:
+                    self.failure = None
+                    return reply
+            raise AssertionError("unreachable")  # pragma: no cover
+
+    def _reopen_for_retry(self, exc: InstrumentError) -> None:
+        """A fresh connection before asking again; if there is none, say why, after ``exc``."""
+        self._stale = False
+        try:
+            self.reopen()
+        except InstrumentConnectionError as reopen_error:
+            raise InstrumentConnectionError(
+                f"{exc.message}; connecting again failed: {reopen_error.message}",
+                instrument=self.name,
+                last_command=exc.last_command,
+            ) from reopen_error
+
+    def _query_once(self, command: str) -> str:
+        self._write(command)
+        try:
+            reply = self._res.read()
+        except Exception as exc:
+            error = self._io_error(exc, "waiting for the reply")
+            self._stale = isinstance(error, InstrumentTimeoutError)
+            raise error from exc
+        return reply.strip()
+
+
+def _open_failure(exc: BaseException, timeout_s: float) -> str:
+    """What went wrong when pyvisa could not open a resource, in words."""
+    text = str(exc)
+    timed_out = "error_timeout" in text or (
+        isinstance(exc, pyvisa.errors.VisaIOError)
+        and exc.error_code == pyvisa.constants.StatusCode.error_timeout
+    )
+    if timed_out:
+        return f"could not connect: timed out after {timeout_s:g} s"
+    if isinstance(exc, ConnectionRefusedError) or "Connection refused" in text:
+        return "connection refused: nothing accepts connections at that address and port"
+    return f"could not open the connection ({exc})"
+
+
+def _after_tries(exc: InstrumentError, tries: int) -> InstrumentError:
+    """``exc`` itself after one try; after several, the same error saying how many."""
+    if tries == 1:
+        return exc
+    return type(exc)(
+        f"{exc.message} (asked {tries} times, each on a fresh connection)",
+        instrument=exc.instrument,
+        last_command=exc.last_command,
+    )

@@ -51,6 +51,7 @@ import pandas as pd
 from ..base import Instrument
 from ..errors import (
     InstrumentConnectionError,
+    InstrumentError,
     InstrumentProtocolError,
     InstrumentReportedError,
     LimitError,
@@ -137,6 +138,9 @@ class Keithley2450(Instrument, Potentiostat):
         )
         self.poll_interval_s = float(poll_interval_s)
         self._closed = False
+        # Set once a technique was started: from then on close() must try to switch the
+        # output off, however the link looks.
+        self._output_used = False
 
     # --- errors --------------------------------------------------------------------------
     def check_errors(self, after: str | None = None) -> None:
@@ -219,12 +223,22 @@ class Keithley2450(Instrument, Potentiostat):
             )
 
     def close(self) -> None:
-        """Switch the output off and release the connection (safe to repeat)."""
+        """Switch the output off and release the connection (safe to repeat).
+
+        The output is switched off if this driver started a technique, or if the link works.
+        A peer that timed out, dropped the link or is not a 2450 at all (``*IDN?`` answered
+        with something else) and was never told to source anything is only disconnected:
+        talking to it again would cost another timeout and say nothing new. A failure to
+        switch off is logged as one warning line (the traceback at DEBUG level).
+        """
         if self._closed:
             return
-        if self.is_open:
+        if self.is_open and (self._output_used or self.last_failure is None):
             try:
                 self.cell_off()
+            except InstrumentError as exc:
+                log.warning("%s: could not switch the output off while closing: %s", self.name, exc)
+                log.debug("%s: switching off while closing failed", self.name, exc_info=True)
             except Exception:
                 log.exception("%s: could not switch the output off while closing", self.name)
         self._closed = True
@@ -257,20 +271,14 @@ class Keithley2450(Instrument, Potentiostat):
 
     def _stream(self, technique: Technique) -> Iterator[pd.DataFrame]:
         plan = self._plan(technique)
+        self._output_used = True
         self._load_model(plan)
         self.write(":INIT")
         tracker = StepReplay(plan)
         origin: tuple[int, float] | None = None
         fetched = 0
         while True:
-            reply = self.query(":TRIG:STAT?;:TRAC:ACT?")
-            parts = reply.split(";")
-            if len(parts) != 4:
-                raise self._error(
-                    InstrumentProtocolError, f"unexpected reply {reply!r} to the status poll"
-                )
-            state = parts[0].upper()
-            available = self.parse_number(parts[3], int, ":TRAC:ACT?")
+            state, available = self.parse_status(self.query(":TRIG:STAT?;:TRAC:ACT?"))
             running = state in _RUNNING_STATES
             if not running and state != "IDLE":
                 self.check_errors()
@@ -327,9 +335,42 @@ class Keithley2450(Instrument, Potentiostat):
             self.write(command)
         self.check_errors(after="; ".join(commands[:3]) + ("; ..." if len(commands) > 3 else ""))
 
-    def _fetch(self, first: int, last: int) -> pd.DataFrame:
+    def parse_status(self, reply: str) -> tuple[str, int]:
+        """(trigger state, readings in the buffer) from a ``:TRIG:STAT?;:TRAC:ACT?`` reply.
+
+        Raises
+        ------
+        InstrumentProtocolError
+            If the reply is not 3 trigger-state fields and a reading count (≥ 0).
+        """
+        parts = reply.split(";")
+        if len(parts) != 4:
+            raise self._error(
+                InstrumentProtocolError, f"unexpected reply {reply[:80]!r} to the status poll"
+            )
+        available = self.parse_number(parts[3], int, ":TRAC:ACT?")
+        if not 0 <= available <= MAX_BUFFER_POINTS:
+            raise self._error(
+                InstrumentProtocolError,
+                f"unexpected reading count {parts[3]!r} in the reply to the status poll",
+            )
+        return parts[0].strip().upper(), available
+
+    def parse_readings(self, reply: str, first: int, last: int) -> pd.DataFrame:
+        """Readings ``first..last`` from a ``:TRAC:DATA?`` reply (``READ,SOUR,SEC,FRAC``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``voltage_V``, ``current_A``, ``_sec`` (int64) and ``_frac``, one row a reading.
+
+        Raises
+        ------
+        InstrumentProtocolError
+            If the reply is not ``4 × (last - first + 1)`` numbers, or a time stamp is not a
+            finite number of seconds.
+        """
         command = f':TRAC:DATA? {first}, {last}, "defbuffer1", {_ELEMENTS}'
-        reply = self.query(command)
         try:
             values = np.array(reply.split(","), dtype=float)
         except ValueError as exc:
@@ -346,6 +387,12 @@ class Keithley2450(Instrument, Potentiostat):
                 last_command=command,
             )
         table = values.reshape(n, 4)
+        if not (np.abs(table[:, 2:]) < 2.0**53).all():  # also false for nan and inf
+            raise self._error(
+                InstrumentProtocolError,
+                f"readings {first}..{last} carry time stamps that are not finite numbers",
+                last_command=command,
+            )
         return pd.DataFrame(
             {
                 "voltage_V": table[:, 0],
@@ -354,6 +401,10 @@ class Keithley2450(Instrument, Potentiostat):
                 "_frac": table[:, 3],
             }
         )
+
+    def _fetch(self, first: int, last: int) -> pd.DataFrame:
+        reply = self.query(f':TRAC:DATA? {first}, {last}, "defbuffer1", {_ELEMENTS}')
+        return self.parse_readings(reply, first, last)
 
     @staticmethod
     def _frame(raw: pd.DataFrame, origin: tuple[int, float], interval_s: float) -> pd.DataFrame:

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InstrumentProtocolError
+
 __all__ = [
     "DEVICE_MODELS",
     "ERROR_CODES",
@@ -100,6 +102,7 @@ SI_PREFIXES: dict[str, float] = {
 _PREFIX_EXPONENT = {"a": -18, "f": -15, "p": -12, "n": -9, "u": -6, "m": -3, " ": 0}
 _PREFIX_EXPONENT.update({"k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18})
 _NAN_FIELD = "     nan"
+_HEX_CHARS = frozenset("0123456789abcdefABCDEF")
 
 #: Status flags of metadata id 1.
 STATUS_TIMING_ERROR = 0x1
@@ -205,8 +208,12 @@ _VAR_CODE_RE = re.compile(r"[a-z]{2}\Z")
 
 
 # --- values ------------------------------------------------------------------------------
-class PackageError(ValueError):
-    """A package or value that does not follow the MethodSCRIPT format."""
+class PackageError(InstrumentProtocolError, ValueError):
+    """A package or value that does not follow the MethodSCRIPT format.
+
+    An :class:`~insitu.instruments.errors.InstrumentProtocolError` (a reply that cannot be
+    parsed), and a ``ValueError`` as before.
+    """
 
 
 def encode_value(value: float, *, integer: bool = False) -> str:
@@ -237,10 +244,14 @@ def encode_value(value: float, *, integer: bool = False) -> str:
         return _NAN_FIELD
     if math.isinf(value):
         raise ValueError("infinite values cannot be encoded in a MethodSCRIPT package")
-    if value == 0.0:
+    if abs(value) < 1.0 and round(value * 10.0 ** -_PREFIX_EXPONENT["a"]) == 0:
+        # 0, or below half the finest step (1e-18), which every prefix rounds to 0.
         return f"{OFFSET:07X} "
     for prefix, exponent in sorted(_PREFIX_EXPONENT.items(), key=lambda kv: kv[1]):
-        mantissa = round(value * 10.0 ** (-exponent))
+        scaled = value * 10.0 ** (-exponent)
+        if not abs(scaled) <= OFFSET:  # also inf: round() of it would raise OverflowError
+            continue
+        mantissa = round(scaled)
         if _MANTISSA_MIN <= mantissa <= _MANTISSA_MAX:
             if mantissa == 0:
                 continue  # too small for this prefix (cannot happen for the finest fitting one)
@@ -262,10 +273,10 @@ def decode_value(text: str) -> float:
     digits, prefix = text[:7], text[7]
     if prefix not in SI_PREFIXES:
         raise PackageError(f"unknown SI prefix {prefix!r} in value field {text!r}")
-    try:
-        mantissa = int(digits, 16) - OFFSET
-    except ValueError:
-        raise PackageError(f"value field {text!r} has non-hexadecimal digits") from None
+    # int(..., 16) alone would also take a sign, "0x", "_" and spaces: a garbled field.
+    if not all(c in _HEX_CHARS for c in digits):
+        raise PackageError(f"value field {text!r} has non-hexadecimal digits")
+    mantissa = int(digits, 16) - OFFSET
     if prefix == "i":
         return float(mantissa)
     exponent = _PREFIX_EXPONENT[prefix]
@@ -399,7 +410,8 @@ def encode_values(values: Sequence[float] | np.ndarray) -> np.ndarray:
         mant = np.rint(v[:, None] * _ENC_SCALES[None, :])  # (n, prefixes), finest first
         fits = (mant >= _MANTISSA_MIN) & (mant <= _MANTISSA_MAX) & (mant != 0)
     choice = fits.argmax(axis=1)
-    zero = v == 0.0
+    # 0, or below half the finest step, which every prefix rounds to 0 (as encode_value).
+    zero = (mant[:, 0] == 0) & ~nan
     bad = ~(fits.any(axis=1) | zero | nan)
     if bad.any():
         encode_value(float(v[bad.argmax()]))  # raises the per-value error

@@ -32,6 +32,7 @@ from serial.urlhandler.protocol_socket import Serial as _SocketSerial
 
 from ..errors import (
     InstrumentConnectionError,
+    InstrumentError,
     InstrumentProtocolError,
     InstrumentReportedError,
     InstrumentTimeoutError,
@@ -51,6 +52,7 @@ from ..potentiostat import (
 )
 from .codec import (
     DEVICE_MODELS,
+    FirmwareInfo,
     PackageError,
     format_literal,
     is_loop_end,
@@ -146,15 +148,23 @@ class MethodScriptPotentiostat(Potentiostat):
         self._pos = 0  # next unread entry of _lines
         self._last_command: str | None = None
         self._running = False
+        self.baudrate = int(baudrate)
+        # The error of the last exchange (None after a line came): close() does not talk to
+        # a port that timed out, dropped or answered something that is not MethodSCRIPT.
+        self._link_failure: InstrumentError | None = None
+        # Set once a script was sent: from then on close() must try to switch the cell off.
+        self._script_started = False
+        self._open_port()
+
+    def _open_port(self) -> None:
+        """Open :attr:`port`; raise :class:`InstrumentConnectionError` saying why not."""
         try:
             # serial_for_url opens plain device paths too; a short read timeout lets the
             # driver enforce its own deadlines.
-            self._ser = serial.serial_for_url(port, baudrate=baudrate, timeout=0.05)
+            self._ser = serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=0.05)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise InstrumentConnectionError(
-                f"cannot open {port!r} ({exc}); check the cable, the port name and that no "
-                "other program holds the port",
-                instrument=self.name,
+                _open_failure(self.port, exc), instrument=self.name
             ) from exc
         # Where the port has a file descriptor (POSIX ports, socket:// URLs), read
         # non-blocking and wait with select: pyserial's socket backend reports at most one
@@ -166,6 +176,13 @@ class MethodScriptPotentiostat(Potentiostat):
         except (AttributeError, NotImplementedError, OSError, serial.SerialException):
             self._fileno = None
 
+    def _reopen(self) -> None:
+        """Close the port and open it again, with nothing waiting to be read."""
+        with contextlib.suppress(Exception):
+            self._close_port()
+        self._discard_input()
+        self._open_port()
+
     # --- low level -----------------------------------------------------------------------
     def _write(self, text: str, label: str | None = None) -> None:
         self._last_command = label if label is not None else text.strip()
@@ -173,11 +190,12 @@ class MethodScriptPotentiostat(Potentiostat):
             self._ser.write(text.encode("ascii"))
             self._ser.flush()
         except _WRITE_ERRORS as exc:
-            raise InstrumentConnectionError(
+            self._link_failure = InstrumentConnectionError(
                 f"the link was closed while writing ({exc})",
                 instrument=self.name,
                 last_command=self._last_command,
-            ) from exc
+            )
+            raise self._link_failure from exc
 
     def _discard_input(self) -> None:
         self._buffer = b""
@@ -189,12 +207,14 @@ class MethodScriptPotentiostat(Potentiostat):
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         while self._pos >= len(self._lines):
             if time.monotonic() > deadline:
-                raise InstrumentTimeoutError(
-                    f"no answer within {timeout_s or self.timeout_s:g} s; is the instrument "
+                self._link_failure = InstrumentTimeoutError(
+                    f"timed out: no answer within {timeout_s or self.timeout_s:g} s; is the "
+                    "instrument "
                     "switched on and the right port selected?",
                     instrument=self.name,
                     last_command=self._last_command,
                 )
+                raise self._link_failure
             try:
                 if self._fileno is not None:
                     wait = max(0.0, min(0.05, deadline - time.monotonic()))
@@ -203,11 +223,12 @@ class MethodScriptPotentiostat(Potentiostat):
                 else:
                     data = self._ser.read(max(1, self._ser.in_waiting))
             except (serial.SerialException, OSError) as exc:
-                raise InstrumentConnectionError(
+                self._link_failure = InstrumentConnectionError(
                     f"the link was closed ({exc}); reconnect the instrument",
                     instrument=self.name,
                     last_command=self._last_command,
-                ) from exc
+                )
+                raise self._link_failure from exc
             if b"\n" not in data:
                 self._buffer += data
                 continue
@@ -217,6 +238,7 @@ class MethodScriptPotentiostat(Potentiostat):
                 lines = [line.rstrip(b"\r") for line in lines]
             self._lines = self._lines[self._pos :] + lines
             self._pos = 0
+        self._link_failure = None
 
     def _take_lines(self, timeout_s: float | None = None) -> list[bytes]:
         """All complete lines waiting (at least one), as raw bytes; they count as read."""
@@ -267,25 +289,72 @@ class MethodScriptPotentiostat(Potentiostat):
 
     # --- identity ------------------------------------------------------------------------
     def identify(self) -> Identity:
-        """Ask ``t`` (firmware) and ``i`` (serial number); sets :attr:`limits` per model."""
+        """Ask ``t`` (firmware) and ``i`` (serial number); sets :attr:`limits` per model.
+
+        Both change nothing on the instrument, so after a timeout or a dropped link they are
+        asked once more on a freshly opened port (never while a script runs).
+
+        Raises
+        ------
+        InstrumentProtocolError
+            If the answers are not MethodSCRIPT (e.g. a web server's page).
+        InstrumentTimeoutError, InstrumentConnectionError
+            If no answer came on the second try either, or the port cannot be opened again.
+        """
         with self._lock:
-            self._write("t\n")
-            first = self._readline()
-            if parse_error(first):
-                raise self._reported(first)
-            second = self._readline()
             try:
-                info = parse_firmware(first, second)
-            except PackageError as exc:
-                raise InstrumentProtocolError(
-                    str(exc), instrument=self.name, last_command="t"
-                ) from None
-            self._write("i\n")
-            line = self._readline()
-            if not line.startswith("i") or parse_error(line):
-                raise InstrumentProtocolError(
-                    f"unexpected answer {line!r} to 'i'", instrument=self.name, last_command="i"
-                )
+                info, line = self._ask_identity()
+            except (InstrumentTimeoutError, InstrumentConnectionError) as exc:
+                if self._running:
+                    raise
+                log.info("%s: %s; asking again on a freshly opened port", self.name, exc)
+                try:
+                    self._reopen()
+                except InstrumentConnectionError as reopen_error:
+                    raise InstrumentConnectionError(
+                        f"{exc.message}; opening the port again failed: {reopen_error.message}",
+                        instrument=self.name,
+                        last_command=exc.last_command,
+                    ) from reopen_error
+                try:
+                    info, line = self._ask_identity()
+                except (InstrumentTimeoutError, InstrumentConnectionError) as again:
+                    raise type(again)(
+                        f"{again.message} (asked twice, the second time on a freshly opened port)",
+                        instrument=again.instrument,
+                        last_command=again.last_command,
+                    ) from again
+        return self._identity(info, line)
+
+    def _ask_identity(self) -> tuple[FirmwareInfo, str]:
+        """``t`` and ``i``: the firmware information and the ``i`` reply line."""
+        self._write("t\n")
+        first = self._readline()
+        if parse_error(first):
+            raise self._reported(first)
+        second = self._readline()
+        try:
+            info = parse_firmware(first, second)
+        except PackageError:
+            self._link_failure = self._not_methodscript("t", f"{first!r} / {second!r}")
+            raise self._link_failure from None
+        self._write("i\n")
+        line = self._readline()
+        if not line.startswith("i") or parse_error(line):
+            self._link_failure = self._not_methodscript("i", repr(line))
+            raise self._link_failure
+        return info, line
+
+    def _not_methodscript(self, command: str, answer: str) -> InstrumentProtocolError:
+        return InstrumentProtocolError(
+            f"the answer {answer[:120]} to {command!r} is not MethodSCRIPT, so what answers is "
+            "not a MethodSCRIPT instrument; check the port or address",
+            instrument=self.name,
+            last_command=command,
+        )
+
+    def _identity(self, info: FirmwareInfo, line: str) -> Identity:
+        """The identity from the ``t`` information and the ``i`` line; sets the limits."""
         model = DEVICE_MODELS.get(info.device_code, info.device_code)
         if info.device_code in MODEL_LIMITS:
             self.limits = MODEL_LIMITS[info.device_code]
@@ -336,10 +405,20 @@ class MethodScriptPotentiostat(Potentiostat):
                 pass
 
     def close(self) -> None:
-        """Switch the cell off and release the port."""
+        """Switch the cell off and release the port.
+
+        The cell is switched off if this driver sent a script, or if the link works. A port
+        that timed out, dropped or answered something that is not MethodSCRIPT, and that was
+        never sent a script, is only closed: talking to it again would cost another timeout
+        and say nothing new. A failure to switch off is logged as one warning line (the
+        traceback at DEBUG level).
+        """
         try:
-            if self._ser.is_open:
+            if self._ser.is_open and (self._script_started or self._link_failure is None):
                 self.cell_off()
+        except InstrumentError as exc:
+            log.warning("%s: could not switch the cell off while closing: %s", self.name, exc)
+            log.debug("%s: switching off while closing failed", self.name, exc_info=True)
         except Exception:
             log.exception("%s: could not switch the cell off while closing", self.name)
         finally:
@@ -527,6 +606,7 @@ class MethodScriptPotentiostat(Potentiostat):
 
         with self._lock:
             self._discard_input()
+            self._script_started = True
             self._write("e\n" + "\n".join(script) + "\n\n", label=script[0])
             first = self._readline()
             if first != "e":
@@ -672,6 +752,25 @@ class MethodScriptPotentiostat(Potentiostat):
         if not is_eis:
             frame["step"] = frame["step"].astype(int)
         return frame
+
+
+def _open_failure(port: str, exc: BaseException) -> str:
+    """Why ``port`` could not be opened, in words, and what to check."""
+    cause = exc.__context__ or exc.__cause__
+    if isinstance(exc, ConnectionRefusedError) or isinstance(cause, ConnectionRefusedError):
+        return (
+            f"cannot open {port!r}: connection refused, nothing accepts connections at that "
+            "address and port; check that the instrument (or its emulator) is running"
+        )
+    if isinstance(exc, TimeoutError) or isinstance(cause, TimeoutError):
+        return (
+            f"cannot open {port!r}: timed out while connecting; check that the instrument is "
+            "on and reachable"
+        )
+    return (
+        f"cannot open {port!r} ({exc}); check the cable, the port name and that no other "
+        "program holds the port"
+    )
 
 
 class _Rows:

@@ -117,11 +117,17 @@ def test_connection_errors(emulator, ls336):
     ls336.identify()  # the server has accepted the connection
     emulator.drop_clients()
     time.sleep(0.05)
+    # A setting is never sent again on its own: the dropped link is the error.
     with pytest.raises(InstrumentConnectionError) as info:
-        ls336.identify()
-    assert "Lake Shore 336" in str(info.value) and info.value.last_command == "*IDN?"
+        ls336.reset()
+    assert "Lake Shore 336" in str(info.value) and info.value.last_command == "*RST"
+    # A read changes nothing: it is asked again on a fresh connection.
+    assert ls336.identify().model == "MODEL336"
+    emulator.drop_clients()
+    time.sleep(0.05)
+    assert ls336.setpoint_K(1) > 0
     emulator.stop()
-    with pytest.raises(InstrumentConnectionError, match=r"could not open|closed"):
+    with pytest.raises(InstrumentConnectionError, match="connection refused"):
         LakeShore336(emulator.resource, timeout_s=0.5)
 
 

@@ -283,3 +283,23 @@ def test_parse_packages_matches_parse_package():
 )
 def test_parse_packages_declines_what_it_cannot_vouch_for(lines):
     assert ms.parse_packages(lines) is None
+
+
+def test_values_below_the_finest_step_encode_as_zero():
+    # Found by tests/instruments/test_fuzz_replies.py: 3.9e-100 was "too large" to encode.
+    assert ms.decode_value(ms.encode_value(3.9e-100)) == 0.0
+    assert ms.decode_value(ms.encode_value(-4e-19)) == 0.0
+    assert ms.decode_value(ms.encode_value(6e-19)) == 1e-18
+
+
+def test_value_field_with_a_sign_or_underscore_is_garbled():
+    # int(..., 16) alone takes "+", "_" and "0x": the field is garbled all the same.
+    for field in ("+000001 ", "0_00001 ", "0x00001 ", " 000001 "):
+        with pytest.raises(ms.PackageError, match="non-hexadecimal"):
+            ms.decode_value(field)
+    assert isinstance(ms.PackageError("x"), ms.PackageError.__mro__[1])  # InstrumentProtocolError
+
+
+def test_value_too_large_is_a_value_error_not_an_overflow():
+    with pytest.raises(ValueError, match="too large"):
+        ms.encode_value(1e300)
