@@ -241,8 +241,11 @@ class Potentiostat(abc.ABC):
         # Called while another exception propagates: never mask it with a second one.
         try:
             self.cell_off()
-        except Exception:
-            log.exception("%s: could not switch the cell off after an error", self.name)
+        except Exception as exc:
+            # One line for the operator (the error that ended the technique follows); the
+            # traceback only for whoever debugs with logging at DEBUG.
+            log.warning("%s: could not switch the cell off after an error: %s", self.name, exc)
+            log.debug("switch-off failure", exc_info=True)
 
     def __enter__(self) -> Potentiostat:
         return self
