@@ -6,8 +6,9 @@ What they run is :mod:`insitu.protocols.workflows.runs`.
 from __future__ import annotations
 
 import argparse
+import json
 
-from .common import add_output_options, add_storage_options, emit, open_store
+from .common import add_output_options, add_storage_options, emit, open_store, print_json
 
 __all__ = ["cmd_export", "cmd_report", "cmd_runs", "register"]
 
@@ -18,6 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     runs.add_argument("--limit", type=int, default=None, help="only the last N runs")
     runs.add_argument(
         "--experiment", metavar="ID", help="only the runs of this in-situ experiment, in order"
+    )
+    runs.add_argument(
+        "--repair",
+        action="store_true",
+        help="first rebuild runs from the JSONL backups: runs missing from the catalog or "
+        "partial there are restored, a run a crash left open is closed as 'abort'",
     )
     add_output_options(runs)
     add_storage_options(runs)
@@ -43,18 +50,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    """List the stored runs."""
-    from ..workflows.runs import list_runs
+    """List the stored runs (after repairing them from the backups, with ``--repair``)."""
+    from ..workflows.runs import list_runs, repair_runs
 
     with open_store(args) as store:
+        repair = repair_runs(store) if args.repair else None
         table = list_runs(store, limit=args.limit, experiment=args.experiment)
     if args.json:
-        print(table.to_json(orient="records", date_format="iso"))
-    elif table.empty:
+        runs = json.loads(table.to_json(orient="records", date_format="iso"))
+        print_json({"repair": repair, "runs": runs} if repair is not None else runs)
+        return 0
+    if repair is not None:
+        print(_repair_summary(repair))
+    if table.empty:
         print(f"no runs of experiment {args.experiment}" if args.experiment else "no runs yet")
     else:
         print(table.to_string(index=True))
     return 0
+
+
+def _repair_summary(repair: dict) -> str:
+    lines = [
+        f"repair: {repair['restored']} restored, {repair['completed']} completed, "
+        f"{repair['ok']} already complete, {repair['in_use']} still being written, "
+        f"{repair['unreadable']} without a start document"
+    ]
+    for run in repair["runs"]:
+        if run["action"] in ("restored", "completed"):
+            had = "none" if run["catalog_points"] is None else run["catalog_points"]
+            lines.append(
+                f"  {run['action']} {run['uid'][:8]}: {run['points']} points (catalog had "
+                f"{had}), exit status {run['exit_status']}"
+            )
+    return "\n".join(lines)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -19,7 +19,16 @@ is complete. The failure is logged, recorded in :attr:`RunStore.errors` (with th
 to restore from), the catalog receives no further documents of that run (so a partial run never
 looks complete — it has no stop document), and :meth:`RunStore.restore_backup` puts the run
 into the catalog later. :meth:`RunStore.raise_errors` turns recorded failures into an exception
-for scripts that want to fail loudly at the end.
+for scripts that want to fail loudly at the end. A failure that will not heal — a full disk, a
+folder without write rights (``ENOSPC``, ``EACCES``, ``EROFS``..., or SQLite's words for
+them) — *stops* the run instead, with a :class:`StorageWriteError` (a user error) that names
+the path and the backup holding the points so far.
+
+Crashes: the catalog receives each run's points at most :data:`CATALOG_FLUSH_S` after they
+were measured (the backup before the next point). A run a crash left without a stop document
+is listed, and :meth:`RunStore.load` reads it from its backup; :meth:`RunStore.repair`
+(``insitu runs --repair``) closes it (``abort``, :data:`RECOVERED_REASON`) and restores every
+run missing from the catalog or partial there.
 
 Reading back: :meth:`RunStore.runs` lists runs, :meth:`RunStore.load` returns a
 :class:`StoredRun` whose streams are pandas DataFrames (a ``time`` column with the event
@@ -29,10 +38,14 @@ from a JSONL file alone.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import math
 import os
 import re
+import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,11 +59,15 @@ from ..errors import UserError
 __all__ = [
     "DEFAULT_LOCATION",
     "LOCATION_ENV_VAR",
+    "RECOVERED_REASON",
     "CatalogUnavailableError",
     "RunNotFoundError",
     "RunStore",
     "StorageFailure",
+    "StorageWriteError",
     "StoredRun",
+    "backup_in_use",
+    "close_backup",
     "iter_backup",
     "load_backup",
 ]
@@ -66,6 +83,18 @@ LOCATION_ENV_VAR = "INSITU_DATA"
 # become "time_" and "seq_num_"); the backup reader applies the same renaming so that both
 # paths give identical DataFrames.
 _RESERVED_KEYS = ("time", "seq_num")
+#: The ``reason`` of the stop document given to a run that a crash left without one.
+RECOVERED_REASON = (
+    "recovered from the JSONL backup: the process ended before the run was closed "
+    "(killed, crashed or powered off); the points it measured are kept"
+)
+#: Longest time (s) a point waits in memory before it is appended to the catalog. One append
+#: costs ~50 ms in the embedded catalog on 2 cores, so appending after every single event
+#: (tomography's trigger-and-read) would cut a run's rate ~12-fold; the JSONL backup has
+#: every point before the next is requested in any case.
+CATALOG_FLUSH_S = 1.0
+# What a message about a run that is not there tells the user to do.
+_LIST_HINT = "list the runs with `insitu runs` (RunStore.runs() in Python)"
 # Start-document keys that the run listing shows when a plan recorded them.
 _LISTED_METADATA = (
     "scan_id",
@@ -97,6 +126,14 @@ class RunNotFoundError(UserError, KeyError):
 
 class CatalogUnavailableError(UserError, ConnectionError):
     """The tiled catalog cannot be reached or opened."""
+
+
+class StorageWriteError(UserError, OSError):
+    """A run could not be written where it must go (a full disk, a folder without rights).
+
+    Raised from the RunEngine's callback, so the plan stops (its cleanup switches the cell
+    off) with the points so far kept: the message names the path and where the points are.
+    """
 
 
 @dataclass(frozen=True)
@@ -248,7 +285,12 @@ class _DocumentRouting:
 
 
 class _JsonlBackup:
-    """Append each run's documents to ``<folder>/<start uid>.jsonl``, one flushed line each."""
+    """Append each run's documents to ``<folder>/<start uid>.jsonl``, one flushed line each.
+
+    While a run is open its file is held under an exclusive ``flock``: the kernel drops the
+    lock when the process dies (even by ``kill -9``), so :func:`backup_in_use` tells a run
+    being written now from one a crash left open, and a repair never closes a live run.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -266,6 +308,9 @@ class _JsonlBackup:
             # Append, so that a run that is resumed after a crash of this process keeps its
             # earlier lines; line-buffering is not enough for one big event page, hence flush().
             fh = self._files[run_uid] = open(self.path_of(run_uid), "a", encoding="utf-8")
+            _try_lock(fh)
+        # Flushed, not fsynced: a flushed line is in the kernel and survives the death of
+        # this process; fsync (power loss) is paid once per run, at its stop document.
         fh.write(json.dumps({"name": name, "doc": doc}, default=_json_default) + "\n")
         fh.flush()
         if name == "stop":
@@ -278,6 +323,128 @@ class _JsonlBackup:
         for fh in self._files.values():
             fh.close()
         self._files.clear()
+
+
+def _try_lock(fh: Any) -> bool:
+    """Take an exclusive, non-blocking ``flock`` on an open file; False if another holds it."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, so a repair cannot tell a live run (documented)
+        return True
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def backup_in_use(path: str | Path) -> bool:
+    """True while a process is writing the run of this backup (it holds the file's lock).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A ``backup/<uid>.jsonl`` file.
+    """
+    with open(path, "rb") as fh:
+        # Our own descriptor: closing it releases the probe's lock, never the writer's.
+        return not _try_lock(fh)
+
+
+def _stream_counts(docs: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, int]:
+    """Events per stream name in a run's documents."""
+    streams: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for name, doc in docs:
+        if name == "descriptor":
+            streams[doc["uid"]] = doc["name"]
+            counts.setdefault(doc["name"], 0)
+        elif name in ("event", "event_page"):
+            key = streams.get(doc["descriptor"], "")
+            counts[key] = counts.get(key, 0) + (len(doc["seq_num"]) if name == "event_page" else 1)
+    return counts
+
+
+def _table_streams(docs: Iterable[tuple[str, Mapping[str, Any]]]) -> set[str]:
+    """The streams with at least one data key stored in the catalog's tables (not a file)."""
+    return {
+        doc["name"]
+        for name, doc in docs
+        if name == "descriptor"
+        and any("external" not in key for key in doc.get("data_keys", {}).values())
+    }
+
+
+def _last_time(docs: Iterable[tuple[str, Mapping[str, Any]]]) -> float:
+    """The latest timestamp among a run's documents (an event page has one per event)."""
+    latest = 0.0
+    for _, doc in docs:
+        stamp = doc.get("time")
+        if isinstance(stamp, list):
+            latest = max([latest, *(float(t) for t in stamp)])
+        elif stamp is not None:
+            latest = max(latest, float(stamp))
+    return latest
+
+
+def close_backup(
+    path: str | Path, *, exit_status: str = "abort", reason: str = RECOVERED_REASON
+) -> dict[str, Any] | None:
+    """Append the stop document that a run's backup lacks (the process ended mid-run).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A ``backup/<uid>.jsonl`` file.
+    exit_status : str
+        The stop document's ``exit_status`` (``"abort"`` or ``"fail"``).
+    reason : str
+        Its ``reason``: by default that the run was recovered from the backup.
+
+    Returns
+    -------
+    dict or None
+        The stop document appended, or None when the backup already had one.
+
+    Raises
+    ------
+    StorageWriteError
+        If a process is still writing the run (closing it would end a live run).
+    ValueError
+        If the file does not begin with a start document.
+    """
+    path = Path(path)
+    docs = list(iter_backup(path))
+    if not docs or docs[0][0] != "start":
+        raise ValueError(f"{path} does not begin with a start document: it is not a run backup")
+    if any(name == "stop" for name, _ in docs):
+        return None
+    start = docs[0][1]
+    stop = {
+        "run_start": start["uid"],
+        "time": max(_last_time(docs), float(start["time"])),
+        "uid": str(uuid.uuid4()),
+        "exit_status": exit_status,
+        "reason": reason,
+        "num_events": _stream_counts(docs),
+    }
+    line = json.dumps({"name": "stop", "doc": stop}).encode() + b"\n"
+    with open(path, "rb+") as fh:
+        if not _try_lock(fh):
+            raise StorageWriteError(
+                f"run {start['uid']} is still being written by another process ({path}); "
+                "let it finish, or stop that process first"
+            )
+        end = fh.seek(0, os.SEEK_END)
+        if end:
+            fh.seek(end - 1)
+            # A kill can tear the last line: the stop document must start a line of its own.
+            if fh.read(1) != b"\n":
+                line = b"\n" + line
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return stop
 
 
 def iter_backup(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -420,20 +587,45 @@ def _tidy(
 # --------------------------------------------------------------------------------------------
 
 
-def _page_normalizer_class() -> type:
-    """RunNormalizer that passes event pages through whole.
+def _page_normalizer_class(flush_each_document: bool) -> type:
+    """RunNormalizer that passes event pages through whole and, if asked, writes them at once.
 
     The stock normalizer unpacks every event page into single events and deep-copies and
     JSON-schema-validates each one: ~7 s of the ~8 s TiledWriter spends on a 25 000-point
     flyer page. A page of internal data needs none of that per-event work — only the reserved
     key renaming — so it is renamed and handed to the writer as a page.
     Pages that carry external (file-referenced) data or a patch for events take the stock path.
+
+    TiledWriter's run writer keeps up to ``batch_size`` (10 000) rows in memory and writes
+    them at the stop document, so a killed run reached the catalog with none of its points.
+    Its ``batch_size=1`` writes each *row* alone (an event page of 25 000 points would be
+    25 000 appends), so instead, with ``flush_each_document``, the rows held after an
+    ``event`` or ``event_page`` document are appended as one table partition, at most every
+    :data:`CATALOG_FLUSH_S` (what the run writer itself does at the stop document): a point
+    is in the JSONL backup when the next is requested, and in the catalog within a second.
     Built lazily so that importing this module does not import tiled.
     """
     from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer
     from event_model import DocumentNames
 
     class _PageNormalizer(RunNormalizer):
+        _run_writers: list[Any]
+
+        def subscribe(self, func, name="all"):  # type: ignore[no-untyped-def]
+            # TiledWriter subscribes the run's writer here: keep it, to flush its rows.
+            self.__dict__.setdefault("_run_writers", []).append(func)
+            return super().subscribe(func, name)
+
+        def __call__(self, name, doc, *args, **kwargs):  # type: ignore[no-untyped-def]
+            result = super().__call__(name, doc, *args, **kwargs)
+            if flush_each_document and name in ("event", "event_page"):
+                now = time.monotonic()
+                if now - self.__dict__.get("_flushed_at", -math.inf) >= CATALOG_FLUSH_S:
+                    for writer in self.__dict__.get("_run_writers", []):
+                        _flush_rows(writer)
+                    self.__dict__["_flushed_at"] = time.monotonic()
+            return result
+
         def event_page(self, doc):  # type: ignore[no-untyped-def]
             keys = set(doc["data"])
             filled = doc.get("filled") or {}
@@ -457,10 +649,67 @@ def _page_normalizer_class() -> type:
     return _PageNormalizer
 
 
-def _make_tiled_writer(client: Any) -> Any:
+def _flush_rows(run_writer: Any) -> None:
+    """Append the rows a TiledWriter run writer holds in memory to its tables now.
+
+    The same calls as the writer's own ``stop`` makes for its cached rows (bluesky-tiled-
+    plugins has no public flush).
+    """
+    cache = getattr(run_writer, "_internal_data_cache", None)
+    if not cache:
+        return
+    for stream, rows in cache.items():
+        if rows:
+            run_writer._write_internal_data(rows, desc_node=run_writer._desc_nodes[stream])
+            rows.clear()
+
+
+def _make_tiled_writer(client: Any, *, flush_each_document: bool = True) -> Any:
+    """A TiledWriter with the page-passing normalizer (see :func:`_page_normalizer_class`).
+
+    ``flush_each_document=False`` keeps TiledWriter's batching: for replaying a whole backup,
+    where the stop document comes within the same call and nothing is live.
+    """
     from bluesky_tiled_plugins import TiledWriter
 
-    return TiledWriter(client, normalizer=_page_normalizer_class())
+    return TiledWriter(client, normalizer=_page_normalizer_class(flush_each_document))
+
+
+#: OS errors that the user fixes (rights, a full or read-only disk), not a bug or a hiccup.
+_USER_ERRNOS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENOTDIR}
+)
+# What SQLite (through sqlite3, SQLAlchemy or ADBC) says for the same causes: it raises its
+# own exception types, not OSError, with these words.
+_SQLITE_USER_PHRASES = (
+    "database or disk is full",
+    "readonly database",
+    "unable to open database file",
+    "failed to open",
+)
+
+
+def _user_cause(err: BaseException) -> str | None:
+    """Why a write failed, if it is a full disk or a folder without rights; else None.
+
+    Looks through the exception's causes and exception groups (tiled's in-process server
+    re-raises the storage's exception inside an ``ExceptionGroup``).
+    """
+    seen: set[int] = set()
+    todo: list[BaseException] = [err]
+    while todo:
+        exc = todo.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _USER_ERRNOS:
+            return exc.strerror or str(exc)
+        text = str(exc).lower()
+        if any(phrase in text for phrase in _SQLITE_USER_PHRASES):
+            return str(exc)
+        todo.extend(e for e in (exc.__cause__, exc.__context__) if e is not None)
+        todo.extend(getattr(exc, "exceptions", ()))
+    return None
 
 
 class _StoreCallback:
@@ -484,6 +733,8 @@ class _StoreCallback:
             self._backup.write(run_uid, name, doc)
         except Exception as err:
             self._record(run_uid, name, "backup", err)
+            if _user_cause(err) is not None and name != "stop":
+                raise self._stop_error(run_uid, "backup", err) from err
         if name == "start" and run_uid is not None:
             self._open_runs.add(run_uid)
         self._write_catalog(run_uid, name, doc)
@@ -508,11 +759,36 @@ class _StoreCallback:
             if run_uid is not None:
                 self._failed_runs.add(run_uid)
             self._record(run_uid, name, "catalog", err)
+            # A database hiccup does not stop a cell mid-cycle (the backup is complete), but a
+            # full disk or a folder without rights will not heal: stop the run now, cleanly,
+            # rather than measure on into a catalog that keeps nothing.
+            if _user_cause(err) is not None and name != "stop":
+                raise self._stop_error(run_uid, "catalog", err) from err
+
+    def _stop_error(self, run_uid: str | None, target: str, err: Exception) -> StorageWriteError:
+        # One line: the CLI prints it as such, and a driver's message may span several.
+        cause = " ".join((_user_cause(err) or str(err)).split())
+        backup = self._backup.path_of(run_uid) if run_uid else self._store.backup_dir
+        if target == "backup":
+            where = getattr(err, "filename", None) or backup
+            kept = "the catalog holds its points up to here"
+        else:
+            where = getattr(err, "filename", None) or self._store._where()
+            kept = f"its points so far are in the backup {backup}"
+        return StorageWriteError(
+            f"cannot write run {run_uid} to the {target} at {where}: {cause}. The run was "
+            f"stopped; {kept}. Free space or give the folder write access, then run "
+            "`insitu runs --repair`"
+        )
 
     def _record(self, run_uid: str | None, name: str, target: str, err: Exception) -> None:
         path = self._backup.path_of(run_uid) if (run_uid and target == "catalog") else None
         failure = StorageFailure(run_uid, name, target, err, path)
         self._store.errors.append(failure)
+        if _user_cause(err) is not None and name != "stop":
+            # The run stops with a StorageWriteError that says it all, in one line.
+            logger.debug("%s", failure, exc_info=err)
+            return
         logger.error(
             "%s; the run goes on%s",
             failure,
@@ -642,7 +918,7 @@ class RunStore:
                 f"cannot open the embedded tiled catalog at {self.catalog_path}: "
                 f"{type(err).__name__}: {err}. If the file is damaged, move it away: the "
                 f"runs can be restored from the JSONL backups in {self.backup_dir} with "
-                "RunStore.restore_backup(path)."
+                "`insitu runs --repair`."
             ) from err
         self._context = context
         return client
@@ -715,7 +991,8 @@ class RunStore:
             lines = "\n".join(f"  - {e}" for e in self.errors)
             raise RuntimeError(
                 f"{len(self.errors)} storage failure(s); the JSONL backups are complete and "
-                f"RunStore.restore_backup(path) puts a run into the catalog:\n{lines}"
+                "`insitu runs --repair` (RunStore.repair(), or RunStore.restore_backup(path) "
+                f"for one run) puts the runs into the catalog:\n{lines}"
             )
 
     # -- reading ---------------------------------------------------------------------------
@@ -767,7 +1044,7 @@ class RunStore:
         from tiled.queries import Like
 
         container = self._runs_container()
-        hint = "list the runs with RunStore.runs()"
+        hint = _LIST_HINT
         if isinstance(uid_or_index, str) and re.fullmatch(r"-?[0-9]+", uid_or_index):
             # Text from a command line: "-1" or "3" is an index, but a uid prefix can be
             # all digits too ("34852053"), so digits are an index only when one exists.
@@ -822,6 +1099,8 @@ class RunStore:
         Returns
         -------
         StoredRun
+            For a run without a stop document (being written, or ended by a crash) whose
+            JSONL backup is here, the backup's reading: every point the run has so far.
 
         Raises
         ------
@@ -829,6 +1108,16 @@ class RunStore:
             If nothing (or more than one run, for a prefix) matches.
         """
         node = self._find(uid_or_index)
+        if not node.metadata.get("stop"):
+            # No stop document: the run is being written, or a crash ended it. Its backup is
+            # written first, so it holds every point the catalog has, and maybe one more page.
+            backup = self.backup_dir / f"{node.metadata['start']['uid']}.jsonl"
+            if backup.is_file():
+                return load_backup(backup)
+        return self._load_node(node)
+
+    def _load_node(self, node: Any) -> StoredRun:
+        """A run as the catalog holds it."""
         md = node.metadata
         start = _plain(md.get("start"))
         stop = _plain(md.get("stop")) if md.get("stop") else None
@@ -899,7 +1188,9 @@ class RunStore:
         """Put a backed-up run into the catalog by replaying its documents.
 
         A partial copy of the run already in the catalog (one without a stop document, as a
-        failed write leaves it) is deleted first.
+        failed write leaves it) is deleted first. A backup without a stop document (the
+        process ended mid-run) is first closed with :func:`close_backup`: exit status
+        ``abort`` and :data:`RECOVERED_REASON`.
 
         Parameters
         ----------
@@ -917,6 +1208,8 @@ class RunStore:
         ------
         FileExistsError
             If the catalog already holds the complete run and ``replace`` is False.
+        StorageWriteError
+            If a process is still writing the run.
         """
         path = self._backup_path(path_or_uid)
         if not path.is_file():
@@ -926,17 +1219,77 @@ class RunStore:
             raise ValueError(f"{path} does not begin with a start document")
         uid = documents[0][1]["uid"]
         root = self.client
+        if uid in root and root[uid].metadata.get("stop") and not replace:
+            raise FileExistsError(
+                f"run {uid} is already complete in {self._where()}; pass replace=True "
+                "to overwrite it from the backup"
+            )
+        if close_backup(path) is not None:
+            documents = list(iter_backup(path))
         if uid in root:
-            if root[uid].metadata.get("stop") and not replace:
-                raise FileExistsError(
-                    f"run {uid} is already complete in {self._where()}; pass replace=True "
-                    "to overwrite it from the backup"
-                )
             root[uid].delete(recursive=True, external_only=False)
-        writer = _make_tiled_writer(root)
+        # Batched: the whole run is replayed in this call, and its stop document writes it.
+        writer = _make_tiled_writer(root, flush_each_document=False)
         for name, doc in documents:
             writer(name, doc)
         return uid
+
+    def repair(self) -> list[dict[str, Any]]:
+        """Rebuild the catalog's runs from the JSONL backups in :attr:`backup_dir`.
+
+        A run missing from the catalog, or held there without its stop document or with
+        fewer points than its backup, is restored from the backup (see
+        :meth:`restore_backup`); a backup without a stop document is closed first (exit
+        status ``abort``, :data:`RECOVERED_REASON`). A run still being written by a process
+        is left alone. Points are counted in the streams the catalog keeps in tables (data
+        held in external files, such as projections, is referenced, not counted).
+
+        Returns
+        -------
+        list of dict
+            One per backup, oldest first: ``uid``, ``action`` (``"restored"``: it was not in
+            the catalog; ``"completed"``: it was partial there; ``"ok"``; ``"in use"``;
+            ``"unreadable"``), ``points`` (in the backup), ``catalog_points`` (before the
+            repair; None when it was missing), ``exit_status`` and ``path``.
+        """
+        if not self.backup_dir.is_dir():
+            return []
+        report = []
+        for path in sorted(self.backup_dir.glob("*.jsonl"), key=lambda p: p.stat().st_mtime):
+            report.append(self._repair_one(path))
+        return report
+
+    def _repair_one(self, path: Path) -> dict[str, Any]:
+        docs = list(iter_backup(path))
+        entry: dict[str, Any] = {"uid": path.stem, "path": str(path), "points": None}
+        entry.update(action="unreadable", catalog_points=None, exit_status=None)
+        if not docs or docs[0][0] != "start":
+            return entry  # killed while its start document was written: nothing measured
+        uid = entry["uid"] = docs[0][1]["uid"]
+        tables = _table_streams(docs)
+        counts = _stream_counts(docs)
+        entry["points"] = sum(counts.get(k, 0) for k in tables)
+        stop = next((doc for name, doc in docs if name == "stop"), None)
+        entry["exit_status"] = stop.get("exit_status") if stop else None
+        if stop is None and backup_in_use(path):
+            entry["action"] = "in use"
+            return entry
+        root = self.client
+        if uid in root:
+            node = root[uid]
+            held = self._load_node(node)
+            entry["catalog_points"] = sum(len(held.streams.get(k, ())) for k in tables)
+            complete = bool(node.metadata.get("stop"))
+            if complete and entry["catalog_points"] >= entry["points"]:
+                entry["action"] = "ok"
+                return entry
+            entry["action"] = "completed"
+        else:
+            entry["action"] = "restored"
+        self.restore_backup(path, replace=True)
+        closed = self._find(uid).metadata.get("stop") or {}
+        entry["exit_status"] = closed.get("exit_status")
+        return entry
 
     # -- lifetime --------------------------------------------------------------------------
 

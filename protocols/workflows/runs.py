@@ -19,7 +19,14 @@ from .reports import report_for_run
 if TYPE_CHECKING:
     from ..storage.catalog import RunStore, StoredRun
 
-__all__ = ["export_run", "list_runs", "stream_of", "write_run_report"]
+__all__ = [
+    "export_run",
+    "list_runs",
+    "repair_runs",
+    "stream_of",
+    "with_temperature",
+    "write_run_report",
+]
 
 ExportFormat = Literal["csv", "parquet", "mpt"]
 
@@ -48,6 +55,52 @@ def stream_of(run: StoredRun, name: str) -> pd.DataFrame:
             f"{', '.join(sorted(run.streams)) or 'none'}"
         )
     return run.stream(name)
+
+
+def with_temperature(eis: pd.DataFrame, temperature: pd.DataFrame) -> pd.DataFrame:
+    """The ``eis`` points, each with the temperature it was measured at (``temperature_K``).
+
+    A temperature series reads the settled oven into the ``temperature`` stream just before
+    each spectrum, so a point's temperature is the latest reading before it (as
+    :func:`~insitu.analysis.electrochem.runs.spectra_by_temperature` groups them). Points
+    measured before any reading get NaN; a stream without exactly one ``*readback`` column
+    (in K) leaves the points as they are.
+    """
+    readback = [c for c in temperature.columns if str(c).endswith("readback")]
+    if len(readback) != 1 or "time" not in eis or not len(temperature):
+        return eis
+    marks = temperature[["time", readback[0]]].rename(columns={readback[0]: "temperature_K"})
+    order = eis["time"].argsort(kind="stable")
+    joined = pd.merge_asof(
+        eis.iloc[order].reset_index(drop=True),
+        marks.sort_values("time").reset_index(drop=True),
+        on="time",
+        direction="backward",
+    )
+    joined.index = eis.index[order]
+    return joined.sort_index()
+
+
+def repair_runs(store: RunStore) -> dict[str, Any]:
+    """Rebuild the catalog's runs from the JSONL backups (what ``insitu runs --repair`` runs).
+
+    Runs missing from the catalog, or held there partially (no stop document, or fewer points
+    than the backup), are restored; a run a crash left open is closed with exit status
+    ``abort`` and a reason saying it was recovered from the backup
+    (:meth:`~insitu.protocols.storage.catalog.RunStore.repair`).
+
+    Returns
+    -------
+    dict
+        ``runs`` (one entry per backup, see ``RunStore.repair``), and the counts
+        ``restored``, ``completed``, ``ok``, ``in_use``, ``unreadable``.
+    """
+    runs = store.repair()
+    counts = {
+        key.replace(" ", "_"): sum(r["action"] == key for r in runs)
+        for key in ("restored", "completed", "ok", "in use", "unreadable")
+    }
+    return {"runs": runs, **counts}
 
 
 def export_run(
@@ -81,6 +134,8 @@ def export_run(
     stored = store.load(run)
     stream = stream or ("electrochem" if "electrochem" in stored.streams else "eis")
     data = stream_of(stored, stream)
+    if stream == "eis" and "temperature" in stored.streams:
+        data = with_temperature(data, stored.streams["temperature"])
     path = Path(out or f"{stored.uid[:8]}-{stream}.{fmt}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":

@@ -256,8 +256,13 @@ def test_catalog_failure_leaves_complete_backup_then_restore(
     assert backed_up.metadata["stop"]["exit_status"] == "success"
     pd.testing.assert_frame_equal(data_only(backed_up.stream("electrochem")), flyer.electrochem)
     pd.testing.assert_frame_equal(data_only(backed_up.stream("eis")), flyer.eis)
-    # ... while the catalog holds a partial run that does not pass for a complete one.
-    assert store.load(uid).stop is None
+    # ... while the catalog holds a partial run that does not pass for a complete one ...
+    assert store.client[uid].metadata.get("stop") is None
+    assert store.runs().set_index("uid").loc[uid, "exit_status"] is None
+    # ... and reading the run gives the backup's copy, every point of it.
+    pd.testing.assert_frame_equal(
+        store.load(uid).stream("electrochem"), backed_up.stream("electrochem")
+    )
 
     # The next run is written to the catalog normally.
     (uid2,) = RE(count([det1], num=2))
@@ -301,7 +306,7 @@ def test_runs_lists_with_metadata(store: RunStore, fly_run) -> None:
 
 
 def test_unknown_run_is_a_clear_error(store: RunStore) -> None:
-    with pytest.raises(RunNotFoundError, match=r"deadbeef.*RunStore\.runs\(\)"):
+    with pytest.raises(RunNotFoundError, match=r"deadbeef.*`insitu runs`"):
         store.load("deadbeef")
     with pytest.raises(KeyError, match="holds"):
         store.load(10_000)
