@@ -7,6 +7,7 @@ bar and the printed summary.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -134,9 +135,41 @@ def _metadata(args: argparse.Namespace) -> dict[str, str]:
     return {"sample": args.sample} if args.sample else {}
 
 
+#: Exit status of a command stopped by Ctrl-C or a signal (128 + SIGINT, as shells report).
+INTERRUPTED = 130
+
+
+def _report_interrupted(args: argparse.Namespace, exc: Any) -> int:
+    """One line on stderr for a run stopped from outside: why, which run, how to export it.
+
+    ``exc`` is a :class:`~insitu.protocols.workflows.interrupts.RunInterrupted`. stdout is
+    left alone: it carries ``--json`` results only.
+    """
+    if exc.uid is None:
+        print(f"insitu: {exc.reason}: stopped before the run started", file=sys.stderr)
+        return INTERRUPTED
+    where = [
+        f"--{name.replace('_', '-')} {shlex.quote(str(getattr(args, name)))}"
+        for name in ("data", "catalog")
+        if getattr(args, name, None)
+    ]
+    export = " ".join(["insitu export", exc.uid[:8], "--format csv", *where])
+    print(
+        f"insitu: {exc.reason}: the cell was switched off; run {exc.uid} closed as abort "
+        f"with its {exc.points} points; export them with `{export}`",
+        file=sys.stderr,
+    )
+    return INTERRUPTED
+
+
 def cmd_ccd(args: argparse.Namespace) -> int:
-    """Run a CCD test and print CCD, charge-to-failure and the run uid."""
+    """Run a CCD test and print CCD, charge-to-failure and the run uid.
+
+    Ctrl-C, SIGTERM or SIGHUP stop it within a sampling interval: the cell switched off, the
+    run closed as ``abort`` with every point, one line on stderr, exit status 130.
+    """
     from ..plans.electrochem import lab_ccd_densities_mA_cm2
+    from ..workflows.interrupts import RunInterrupted
     from ..workflows.lab import run_ccd
 
     densities = args.densities or lab_ccd_densities_mA_cm2()
@@ -151,23 +184,30 @@ def cmd_ccd(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"--densities must all be positive mA/cm², got {densities}")
     total_s = len(densities) * args.cycles * 2 * args.half_cycle
     quiet = args.quiet or args.json
-    with open_store(args) as store, _progress(total_s, "CCD", quiet, args.area_cm2) as progress:
-        result = run_ccd(
-            args.instrument,
-            store=store,
-            area_cm2=args.area_cm2,
-            current_densities_mA_cm2=densities,
-            half_cycle_s=args.half_cycle,
-            cycles_per_step=args.cycles,
-            interval_s=args.interval,
-            voltage_limit_V=args.voltage_limit,
-            speedup=args.speedup,
-            seed=args.seed,
-            emulator=args.emulator,
-            timeout_s=args.timeout,
-            md=_metadata(args),
-            progress=progress,
-        )
+    try:
+        # The progress bar is closed before the interruption's line is printed.
+        with (
+            open_store(args) as store,
+            _progress(total_s, "CCD", quiet, args.area_cm2) as progress,
+        ):
+            result = run_ccd(
+                args.instrument,
+                store=store,
+                area_cm2=args.area_cm2,
+                current_densities_mA_cm2=densities,
+                half_cycle_s=args.half_cycle,
+                cycles_per_step=args.cycles,
+                interval_s=args.interval,
+                voltage_limit_V=args.voltage_limit,
+                speedup=args.speedup,
+                seed=args.seed,
+                emulator=args.emulator,
+                timeout_s=args.timeout,
+                md=_metadata(args),
+                progress=progress,
+            )
+    except RunInterrupted as exc:
+        return _report_interrupted(args, exc)
     ccd = result["ccd_mA_cm2"]
     human = [
         "no short: the cell survived the protocol"
@@ -183,7 +223,11 @@ def cmd_ccd(args: argparse.Namespace) -> int:
 
 
 def cmd_conductivity(args: argparse.Namespace) -> int:
-    """Measure EIS over temperatures and print σ per temperature and Eₐ per convention."""
+    """Measure EIS over temperatures and print σ per temperature and Eₐ per convention.
+
+    Ctrl-C, SIGTERM or SIGHUP stop it as they stop ``insitu ccd`` (exit status 130).
+    """
+    from ..workflows.interrupts import RunInterrupted
     from ..workflows.lab import run_conductivity
 
     if not args.temperatures:
@@ -192,26 +236,29 @@ def cmd_conductivity(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             require_positive(**{name: getattr(args, name)})
     quiet = args.quiet or args.json
-    with open_store(args) as store, _progress(0.0, "conductivity", quiet) as progress:
-        result = run_conductivity(
-            args.instrument,
-            store=store,
-            oven=args.oven,
-            temperatures_C=args.temperatures,
-            thickness_cm=args.thickness_cm,
-            area_cm2=args.area_cm2,
-            frequency_start_Hz=args.f_start,
-            frequency_stop_Hz=args.f_stop,
-            points_per_decade=args.points_per_decade,
-            amplitude_V=args.amplitude,
-            speedup=args.speedup,
-            seed=args.seed,
-            emulator=args.emulator,
-            oven_settle_time_s=args.settle_time,
-            timeout_s=args.timeout,
-            md=_metadata(args),
-            progress=progress,
-        )
+    try:
+        with open_store(args) as store, _progress(0.0, "conductivity", quiet) as progress:
+            result = run_conductivity(
+                args.instrument,
+                store=store,
+                oven=args.oven,
+                temperatures_C=args.temperatures,
+                thickness_cm=args.thickness_cm,
+                area_cm2=args.area_cm2,
+                frequency_start_Hz=args.f_start,
+                frequency_stop_Hz=args.f_stop,
+                points_per_decade=args.points_per_decade,
+                amplitude_V=args.amplitude,
+                speedup=args.speedup,
+                seed=args.seed,
+                emulator=args.emulator,
+                oven_settle_time_s=args.settle_time,
+                timeout_s=args.timeout,
+                md=_metadata(args),
+                progress=progress,
+            )
+    except RunInterrupted as exc:
+        return _report_interrupted(args, exc)
     human = [f"σ at {t} °C: {s:.4g} S/cm" for t, s in result["sigma_S_cm"].items()]
     human += [f"Eₐ ({k}): {v:.4f} eV" for k, v in result["ea_eV"].items()]
     human.append(f"run: {result['run_uid']}")

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import pandas as pd
-from bluesky.utils import Msg
+from bluesky.utils import FailedStatus, Msg
 from ophyd import Signal
 
 from insitu.analysis.electrochem.shorts import ccd_from_trace, find_short
@@ -125,7 +125,7 @@ def run_technique(
         Why the technique ended: the device's end reason, or ``stop_when``'s answer.
     """
     yield from bps.prepare(device, technique, wait=True)
-    yield from bps.kickoff(device, wait=True)
+    yield from _device_errors(device, bps.kickoff(device, wait=True))
     status = yield from bps.complete(device, group="technique", wait=False)
     stop_reason: str | None = None
 
@@ -138,7 +138,7 @@ def run_technique(
                 if stop_reason:
                     device.stop()
             yield from bps.sleep(poll_s)
-        yield from bps.wait(group="technique")
+        yield from _device_errors(device, bps.wait(group="technique"))
         yield from bps.collect(device, return_payload=False)
 
     def switch_off() -> Plan:
@@ -148,8 +148,27 @@ def run_technique(
             device.stop()
         yield from bps.null()
 
-    yield from bpp.finalize_wrapper(watch(), switch_off())
+    # A failed technique reaches the plan as FailedStatus at any message (bluesky throws it
+    # in as soon as the status fails), hence the whole watch inside _device_errors.
+    yield from bpp.finalize_wrapper(_device_errors(device, watch()), switch_off())
     return stop_reason or device.end_reason
+
+
+def _device_errors(device: Any, plan: Plan) -> Plan:
+    """Run ``plan``; a failed status of ``device`` raises the driver's own error instead.
+
+    bluesky reports a failed status as ``FailedStatus``, whose message is the status's repr:
+    the run's stop reason and the user's error would read ``Status(obj=..., done=True,
+    success=False)``. The driver's error (an instrument that stopped answering, a refusal)
+    says what happened and what to do.
+    """
+    try:
+        return (yield from plan)
+    except FailedStatus as exc:
+        error = getattr(device, "error", None)
+        if isinstance(error, Exception):
+            raise error from exc
+        raise
 
 
 def _emit_results(results: Mapping[str, float | str | None], stream: str = "results") -> Plan:

@@ -1,7 +1,8 @@
 """What each command does, callable from Python: lab CCD and conductivity runs and their
 analysis, stored runs (list, export, report), instruments and emulators, tomography scans,
 reconstructions and microstructure analysis, the cross-material comparison, the in-situ
-experiment (file, run, resume, analysis, report) and the queue server.
+experiment (file, run, resume, analysis, report), the queue server, and stopping a running
+plan from outside (Ctrl-C, SIGTERM, SIGHUP, :func:`emergency_stop`).
 """
 
 # The room's public API is the union of its modules' ``__all__`` (as TomoPy's packages do):
@@ -12,6 +13,7 @@ from . import (
     experiment_analysis,
     experiment_setup,
     instrument,
+    interrupts,
     lab,
     materials,
     queue_server,
@@ -28,6 +30,7 @@ from .experiment import *
 from .experiment_analysis import *
 from .experiment_setup import *
 from .instrument import *
+from .interrupts import *
 from .lab import *
 from .materials import *
 from .queue_server import *
@@ -47,6 +50,7 @@ __all__ = list(
             *experiment_analysis.__all__,
             *experiment_setup.__all__,
             *instrument.__all__,
+            *interrupts.__all__,
             *lab.__all__,
             *materials.__all__,
             *queue_server.__all__,

@@ -17,18 +17,15 @@ What ``insitu experiment run|resume|status`` and ``insitu demo`` do, callable fr
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
 import math
 import shutil
-import signal
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
@@ -63,6 +60,7 @@ from ..plans.experiment_protocol import Outcome, Segment, advance, initial_state
 from ..storage.catalog import RunStore, iter_backup
 from ..storage.journal import ExperimentJournal, JournalState, read_journal
 from .experiment_analysis import ScanAnalyzer, ScanResult
+from .interrupts import pause_on_signals
 
 __all__ = [
     "ExperimentError",
@@ -577,7 +575,7 @@ def _drive(
                 observer=Observers(view, *(o(bench) for o in observers)),
             )
             try:
-                with _sigterm_pauses(RE):
+                with pause_on_signals(RE):
                     RE(plan)
             except RunEngineInterrupted:
                 # Ctrl-C: abort, which switches the cell off; the journal keeps the place.
@@ -615,32 +613,6 @@ def _drive(
     summary["run_s"] = run_s
     summary["wall_s"] = time.perf_counter() - t0
     return summary
-
-
-@contextlib.contextmanager
-def _sigterm_pauses(RE: RunEngine) -> Iterator[None]:
-    """A polite kill (SIGTERM) stops the experiment as two Ctrl-C do.
-
-    The RunEngine handles SIGINT itself; an exception raised into the main thread while it
-    runs (what the command line's SIGTERM handler does elsewhere) panics it, and then nothing
-    is closed in order. Here SIGTERM asks it to pause now, from a thread (a signal handler
-    must not block), and the caller aborts the run: the cell is switched off, the journal
-    keeps the place.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def pause(signum: int, frame: Any) -> None:
-        threading.Thread(
-            target=RE.request_pause, kwargs={"defer": False}, name="sigterm-pause", daemon=True
-        ).start()
-
-    previous = signal.signal(signal.SIGTERM, pause)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _resubmit_scans(analyzer: ScanAnalyzer, journal: JournalState) -> None:

@@ -29,6 +29,7 @@ from ..bench import BenchSpec, EmulatorKind, is_sim_resource, open_bench
 from ..errors import InvalidInputError
 from ..plans.electrochem import ccd_test, conductivity_vs_temperature
 from ..storage.catalog import RunStore, StoredRun
+from .interrupts import RunInterrupted, abort_on_signals, failures_at_debug
 
 __all__ = ["ccd_summary", "conductivity_summary", "run_ccd", "run_conductivity"]
 
@@ -36,9 +37,15 @@ __all__ = ["ccd_summary", "conductivity_summary", "run_ccd", "run_conductivity"]
 Progress = Callable[[str, float, Mapping[str, Any]], None]
 
 
+#: The streams whose events are measured points (the others: oven readings, results).
+_POINT_STREAMS = ("electrochem", "eis")
+
+
 def _run_engine(store: RunStore, progress: Progress | None) -> RunEngine:
     # No metadata persistence between sessions: every run's metadata is what the plan says.
-    RE = RunEngine({})
+    # No bluesky SIGINT handler (context_managers=[]): its first Ctrl-C waits for a
+    # checkpoint, which these plans do not have; abort_on_signals stops the run instead.
+    RE = RunEngine({}, context_managers=[])
     store.subscribe(RE)
     if progress is not None:
         RE.subscribe(_ProgressRelay(progress))
@@ -70,14 +77,50 @@ def _emulator(emulator: EmulatorKind, sim_protocol: EmulatorKind | None) -> Emul
     return sim_protocol
 
 
-def _execute(RE: RunEngine, plan: Any) -> str:
-    """Run a plan; on Ctrl-C abort it (which switches the cell off) and re-raise."""
+class _StartUids:
+    """Remembers the uid of every run a RunEngine opens (``RE(plan)`` loses them on abort)."""
+
+    def __init__(self) -> None:
+        self.uids: list[str] = []
+
+    def __call__(self, name: str, doc: dict) -> None:
+        self.uids.append(doc["uid"])
+
+
+def _execute(RE: RunEngine, plan: Any, store: RunStore) -> str:
+    """Run a plan; the uid of its run.
+
+    Ctrl-C, SIGTERM, SIGHUP or :func:`~.interrupts.emergency_stop` abort the run: the plan
+    switches the cell off, bluesky stores every point and closes the run as ``abort``; then
+    :class:`~.interrupts.RunInterrupted` says which run and why. A plan that fails (a limit
+    error, an instrument that stops answering) raises its error, without bluesky's traceback
+    in the terminal.
+    """
+    starts = _StartUids()
+    token = RE.subscribe(starts, "start")
     try:
-        uids = RE(plan)
-    except RunEngineInterrupted:
-        RE.abort("interrupted by the user")
-        raise KeyboardInterrupt from None
+        with failures_at_debug():
+            try:
+                with abort_on_signals(RE) as signals:
+                    uids = RE(plan)
+            except RunEngineInterrupted:
+                if RE.state == "paused":  # paused from outside (RE.request_pause): end it
+                    RE.abort(signals.reason or "paused and aborted")
+                uid = starts.uids[-1] if starts.uids else None
+                raise _interrupted(store, uid, signals.reason) from None
+    finally:
+        RE.unsubscribe(token)
     return uids[0]
+
+
+def _interrupted(store: RunStore, uid: str | None, reason: str | None) -> RunInterrupted:
+    """The interruption of run ``uid``, with the reason and points its stop document holds."""
+    if uid is None:
+        return RunInterrupted(reason or "interrupted", None, 0)
+    stop = store.load(uid).stop or {}
+    counts = stop.get("num_events") or {}
+    points = sum(int(counts.get(name, 0)) for name in _POINT_STREAMS)
+    return RunInterrupted(str(stop.get("reason") or reason or "interrupted"), uid, points)
 
 
 def ccd_summary(run: StoredRun) -> dict[str, Any]:
@@ -153,6 +196,7 @@ def run_ccd(
                 voltage_limit_V=voltage_limit_V,
                 md=meta,
             ),
+            store,
         )
     return ccd_summary(store.load(uid))
 
@@ -281,5 +325,6 @@ def run_conductivity(
                 area_cm2=area_cm2,
                 md=meta,
             ),
+            store,
         )
     return conductivity_summary(store.load(uid))
