@@ -280,13 +280,16 @@ class VisaSession:
             self._open()
 
     def close(self) -> None:
-        """Release the resource and the resource manager (safe to repeat)."""
+        """Release the resource (safe to repeat).
+
+        The resource manager is left open: pyvisa hands every session of a VISA library the
+        same one, and closing it closes every resource opened through it. A bench that
+        closed its oven first would otherwise have cut its potentiostat's link before that
+        driver switched its cell off.
+        """
         with self.lock:
             self._close_resource()
-            if self._rm is not None:
-                with contextlib.suppress(Exception):
-                    self._rm.close()
-                self._rm = None
+            self._rm = None
 
     def _close_resource(self) -> None:
         if self._res is not None:

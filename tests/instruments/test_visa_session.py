@@ -106,3 +106,13 @@ def test_close_is_safe_to_repeat_and_later_exchanges_fail(session):
     with pytest.raises(InstrumentConnectionError, match="connection is closed") as info:
         session.write("*CLS")
     assert info.value.last_command == "*CLS"
+
+
+def test_closing_one_session_leaves_the_others_open(session, line_server):
+    """pyvisa shares one resource manager per library: a session that closed it cut every
+    other instrument's link (an oven closed first left the potentiostat unable to switch its
+    cell off)."""
+    other = VisaSession(line_server.resource, name="oven", timeout_s=0.2, read_termination="\r\n")
+    assert other.query("A?") == "ok:A?"
+    other.close()
+    assert session.query("B?") == "ok:B?"
