@@ -7,8 +7,8 @@ order ``insitu --help`` shows them. Handlers import their workflow when they run
 
 Exit status: 0 done; 2 an error the user can fix (:data:`insitu.protocols.errors.USER_ERRORS`:
 one line ``insitu: error: ...`` on stderr); 1 anything else, a bug (one line naming it, the
-traceback with ``--debug``); 130 interrupted (Ctrl-C or SIGTERM; every driver switched its
-cell off on the way out).
+traceback with ``--debug``); 130 interrupted (Ctrl-C, SIGTERM or SIGHUP; every driver switched
+its cell off on the way out).
 """
 
 from __future__ import annotations
@@ -88,11 +88,13 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(debug: bool) -> None:
     # Library chatter is not for the user of a command line: keep stdout for results and
     # stderr for our one-line errors and the progress bar.
     logging.getLogger("tiled").setLevel(logging.WARNING)
-    logging.getLogger("bluesky").setLevel(logging.WARNING)
+    # bluesky logs every failed or aborted run with its traceback ("Run aborted"), and the
+    # error then reaches us anyway, to be printed in one line: its log only with --debug.
+    logging.getLogger("bluesky").setLevel(logging.WARNING if debug else logging.CRITICAL)
     warnings.filterwarnings("ignore", message=".*httpx.*starlette.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -143,10 +145,14 @@ def _report(exc: BaseException, *, debug: bool, user: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``insitu`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
-    _quiet_libraries()
+    _quiet_libraries(bool(getattr(args, "debug", False)))
     if threading.current_thread() is threading.main_thread():
-        # A polite kill (SIGTERM) unwinds like Ctrl-C, so every driver switches its cell off.
+        # A polite kill (SIGTERM) or a closed terminal (SIGHUP) unwinds like Ctrl-C, so every
+        # driver switches its cell off; while a plan runs, the workflows take these signals
+        # over (workflows.interrupts) so that the RunEngine closes the run first.
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        if hasattr(signal, "SIGHUP"):  # POSIX only
+            signal.signal(signal.SIGHUP, _raise_keyboard_interrupt)
     try:
         return args.func(args)
     except USER_ERRORS as exc:
