@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import math
 import shutil
 import sys
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -57,10 +55,10 @@ from ..plans.experiment import (
     z_at_lowest_frequency,
 )
 from ..plans.experiment_protocol import Outcome, Segment, advance, initial_state
-from ..storage.catalog import RunStore, iter_backup
+from ..storage.catalog import RunStore, close_backup, iter_backup
 from ..storage.journal import ExperimentJournal, JournalState, read_journal
 from .experiment_analysis import ScanAnalyzer, ScanResult
-from .interrupts import pause_on_signals
+from .interrupts import abort_on_signals, failures_at_debug
 
 __all__ = [
     "ExperimentError",
@@ -556,7 +554,10 @@ def _drive(
             if analyzer is not None:
                 _resubmit_scans(analyzer, read_journal(folder))
             view = LiveView(cfg, bench, folder, analyzer, out=out, figures=report)
-            RE = RunEngine({})
+            # No bluesky SIGINT handler: its first Ctrl-C waits for a checkpoint, which a
+            # half-cycle does not reach for hours; one Ctrl-C (or SIGTERM, SIGHUP) aborts the
+            # segment instead (abort_on_signals), and the journal keeps the place.
+            RE = RunEngine({}, context_managers=[])
             # Pauses, suspensions (beam loss) and resumes go into each run's 'interruptions'
             # stream: the catalog shows which scan waited for the beam.
             RE.record_interruptions = True
@@ -575,23 +576,20 @@ def _drive(
                 observer=Observers(view, *(o(bench) for o in observers)),
             )
             try:
-                with pause_on_signals(RE):
+                # The abort's traceback in bluesky's log is noise for an operator's Ctrl-C.
+                with failures_at_debug(), abort_on_signals(RE) as signals:
                     RE(plan)
             except RunEngineInterrupted:
-                # Ctrl-C: abort, which switches the cell off; the journal keeps the place.
-                # The RunEngine logs an abort with its traceback: for an operator's Ctrl-C
-                # that is noise, not a bug.
-                bluesky_log = logging.getLogger("bluesky")
-                level = bluesky_log.level
-                bluesky_log.setLevel(logging.CRITICAL)
-                try:
-                    RE.abort("interrupted by the operator")
-                finally:
-                    bluesky_log.setLevel(level)
+                # Aborted by a signal (the cell is off, the segment's run closed), or paused
+                # from Python (RE.request_pause): abort that too, which switches the cell off.
+                if RE.state == "paused":
+                    with failures_at_debug():
+                        RE.abort(signals.reason or "interrupted by the operator")
                 if out is not None:
+                    how = f" ({signals.reason})" if signals.reason else ""
                     print(
-                        f"experiment {experiment_id} interrupted; continue it with "
-                        f"`insitu experiment resume {experiment_id}`",
+                        f"experiment {experiment_id} interrupted{how}: the cell was switched "
+                        f"off; continue it with `insitu experiment resume {experiment_id}`",
                         file=out,
                     )
                 raise KeyboardInterrupt from None
@@ -647,41 +645,6 @@ def _find_segment_run(store: RunStore, experiment_id: str, index: int) -> str | 
     return None
 
 
-def _close_backup(path: Path, docs: list[tuple[str, dict[str, Any]]]) -> None:
-    """Append the stop document a killed run never wrote (exit status ``abort``)."""
-    if any(name == "stop" for name, _ in docs):
-        return
-    start = docs[0][1]
-    streams: dict[str, str] = {}
-    counts: dict[str, int] = {}
-    for name, doc in docs:
-        if name == "descriptor":
-            streams[doc["uid"]] = doc["name"]
-        elif name == "event":
-            key = streams.get(doc["descriptor"], "")
-            counts[key] = counts.get(key, 0) + 1
-        elif name == "event_page":
-            key = streams.get(doc["descriptor"], "")
-            counts[key] = counts.get(key, 0) + len(doc["seq_num"])
-    times = [float(start["time"])]
-    for _, doc in docs:
-        stamp = doc.get("time")
-        if isinstance(stamp, list):  # an event page: one time per event
-            times.extend(float(t) for t in stamp)
-        elif stamp is not None:
-            times.append(float(stamp))
-    stop = {
-        "run_start": start["uid"],
-        "time": max(times),
-        "uid": str(uuid.uuid4()),
-        "exit_status": "abort",
-        "reason": "interrupted: the process ended during this segment (closed on resume)",
-        "num_events": counts,
-    }
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"name": "stop", "doc": stop}) + "\n")
-
-
 def settle_interrupted(
     journal: JournalState, folder: Path, store: RunStore, cfg: ExperimentConfig
 ) -> str | None:
@@ -725,7 +688,11 @@ def settle_interrupted(
             Path(data_file).rename(Path(data_file).with_suffix(".partial.h5"))
         writer.note("redo", index=segment.index, why="tomogram interrupted: retaken")
         return f"segment {segment.index} ({segment.label}) was a partial scan: retaking it"
-    _close_backup(backup, docs)
+    # The catalog's own closer: it also mends a last line torn by the kill, where a stop line
+    # appended as is would have merged into it and been lost.
+    close_backup(
+        backup, reason="interrupted: the process ended during this segment (closed on resume)"
+    )
     root = store.client
     if not (uid in root and root[uid].metadata.get("stop")):
         store.restore_backup(uid, replace=True)

@@ -96,7 +96,9 @@ def test_a_finished_experiment_is_not_resumed(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signals", [["SIGINT", "SIGINT"], ["SIGTERM"]], ids=["ctrl-c", "term"])
+@pytest.mark.parametrize(
+    "signals", [["SIGINT"], ["SIGTERM", "SIGINT"]], ids=["ctrl-c", "term-then-ctrl-c"]
+)
 def test_ctrl_c_or_term_during_plating_stops_with_the_cell_off_and_resumes(tmp_path, signals):
     cfg = {
         "material": "A-LPS",
@@ -133,14 +135,14 @@ def test_ctrl_c_or_term_during_plating_stops_with_the_cell_off_and_resumes(tmp_p
         assert process.poll() is None, process.stderr.read()
         time.sleep(0.02)
     time.sleep(0.5)
-    # Ctrl-C twice within a second: pause now (once would pause at the next safe point, the
-    # scan). A polite kill (SIGTERM) does the same.
+    # One Ctrl-C aborts the half-cycle now (bluesky's own handler would have waited for the
+    # next checkpoint, the scan); so does a polite kill, and a second signal changes nothing.
     for name in signals:
         process.send_signal(getattr(signal, name))
         time.sleep(0.2)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
-    assert "experiment resume c1" in err
+    assert "experiment resume c1" in err, err
     assert "Traceback" not in err
     journal = read_journal(folder)
     assert journal.interrupted["kind"] == "plate"
