@@ -15,6 +15,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from insitu.simulators.errors import SimulatorInputError
+from insitu.simulators.faults import WireFaults
+
 from ..errors import InvalidInputError
 from .common import (
     add_emulator_option,
@@ -44,11 +47,27 @@ def _add_sim_options(parser: argparse.ArgumentParser, default_emulator: str) -> 
         help="simulated seconds per real second (default 1e5: the 68 h lab CCD in seconds)",
     )
     sim.add_argument("--seed", type=int, default=0, help="seed of noise and damage (default 0)")
+    sim.add_argument(
+        "--faults",
+        metavar="SPEC",
+        type=_wire_faults,
+        help="a faulty cable between the driver and the emulator, e.g. "
+        "'delay=1%%:0.2,garble=0.5%%,drop=0.1%%,split=1%%,disconnect=400' (per reply line; "
+        "disconnect=N cuts the link after N reply lines; the seed is --seed's)",
+    )
     add_emulator_option(
         sim,
         default=default_emulator,
         help=f"which instrument the simulated bench emulates (default {default_emulator})",
     )
+
+
+def _wire_faults(text: str) -> WireFaults:
+    """``--faults SPEC``: the seed is set later, from ``--seed``."""
+    try:
+        return WireFaults.parse(text)
+    except SimulatorInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_ccd(subparsers: argparse._SubParsersAction) -> None:
@@ -202,6 +221,7 @@ def cmd_ccd(args: argparse.Namespace) -> int:
                 speedup=args.speedup,
                 seed=args.seed,
                 emulator=args.emulator,
+                faults=args.faults,
                 timeout_s=args.timeout,
                 md=_metadata(args),
                 progress=progress,
@@ -252,6 +272,7 @@ def cmd_conductivity(args: argparse.Namespace) -> int:
                 speedup=args.speedup,
                 seed=args.seed,
                 emulator=args.emulator,
+                faults=args.faults,
                 oven_settle_time_s=args.settle_time,
                 timeout_s=args.timeout,
                 md=_metadata(args),

@@ -24,6 +24,7 @@ from insitu.analysis.electrochem.eis import electrolyte_resistance
 from insitu.analysis.electrochem.runs import spectra_by_temperature
 from insitu.analysis.electrochem.shorts import ccd_from_trace
 from insitu.simulators.cell.model import CellGeometry
+from insitu.simulators.faults import WireFaults
 
 from ..bench import BenchSpec, EmulatorKind, is_sim_resource, open_bench
 from ..errors import InvalidInputError
@@ -68,6 +69,19 @@ class _ProgressRelay:
             self.progress(
                 self.streams.get(doc["descriptor"], ""), float(last.get("time_s", 0)), last
             )
+
+
+def _injected(bench: Any) -> dict[str, Any]:
+    """``{"wire_faults": {kind: count}}`` when the bench's cable was faulty, else ``{}``."""
+    link = getattr(getattr(bench, "sim", None), "link", None)
+    return {} if link is None else {"wire_faults": dict(link.injected)}
+
+
+def _seeded(faults: WireFaults | None, seed: int | None) -> WireFaults | None:
+    """The wire faults drawn from the run's seed (the same run, the same faults)."""
+    if faults is None or seed is None:
+        return faults
+    return replace(faults, seed=seed)
 
 
 def _emulator(emulator: EmulatorKind, sim_protocol: EmulatorKind | None) -> EmulatorKind:
@@ -157,11 +171,13 @@ def run_ccd(
     md: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
     sim_protocol: EmulatorKind | None = None,
+    faults: WireFaults | None = None,
 ) -> dict[str, Any]:
     """Run a CCD test on ``instrument`` (or ``sim:MATERIAL``), store it, return its numbers.
 
     ``emulator`` is the simulated potentiostat's wire protocol (``sim_protocol``: its former
-    name, still accepted).
+    name, still accepted); ``faults`` puts a faulty cable between its driver and the emulator
+    (seeded with ``seed``; :mod:`insitu.simulators.faults`).
     """
     meta = dict(md or {})
     if is_sim_resource(instrument):
@@ -180,6 +196,7 @@ def run_ccd(
         seed=seed,
         geometry=geometry,
         timeout_s=timeout_s,
+        faults=_seeded(faults, seed),
     )
     with open_bench(spec) as bench:
         # The catalog is opened once the hardware answered: a typo in the resource fails fast.
@@ -198,7 +215,8 @@ def run_ccd(
             ),
             store,
         )
-    return ccd_summary(store.load(uid))
+        injected = _injected(bench)
+    return {**ccd_summary(store.load(uid)), **injected}
 
 
 def conductivity_summary(
@@ -262,6 +280,7 @@ def run_conductivity(
     md: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
     sim_protocol: EmulatorKind | None = None,
+    faults: WireFaults | None = None,
 ) -> dict[str, Any]:
     """Measure EIS over temperatures, store the run, return σ(T) and Eₐ.
 
@@ -297,6 +316,7 @@ def run_conductivity(
         seed=seed,
         geometry=geometry,
         timeout_s=timeout_s,
+        faults=_seeded(faults, seed),
     )
     with open_bench(spec) as bench:
         RE = _run_engine(store, progress)
@@ -327,4 +347,5 @@ def run_conductivity(
             ),
             store,
         )
-    return conductivity_summary(store.load(uid))
+        injected = _injected(bench)
+    return {**conductivity_summary(store.load(uid)), **injected}
