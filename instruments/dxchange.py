@@ -24,9 +24,29 @@ Layout (as written by tomoScan at APS 2-BM and read by ``dxchange.read_aps_tomos
 The reader needs only the four ``/exchange`` datasets (``theta`` may be missing too, see
 below), so a file written by hand with h5py the way TomoPy users write one is read as well.
 
-Every frame dataset is chunked one frame per chunk and resizable along the angle axis, so frames
-are appended one at a time as the camera takes them and a reader of a few rows touches only
-those rows of each chunk's frame.
+Every frame dataset is resizable along the angle axis and chunked in bands of
+:data:`CHUNK_ROWS` rows of one frame, so frames are appended one at a time as the camera takes
+them (a frame's chunks are written once) and a reader of a few rows touches only the chunks of
+those rows.
+
+Checksums
+---------
+The writer stores every frame dataset (and ``theta``) with HDF5's own **Fletcher32** filter:
+each chunk carries its checksum, written with the chunk as the frame streams in and checked by
+HDF5 whenever the chunk is read, by any reader (h5py, dxchange, TomoPy, tiled), so a slab read
+of a few rows is verified without reading the rest of the file. A chunk that fails is reported
+as :class:`ScanFileCorruptError` naming the file, the dataset, the frame and its rows. Files
+without checksums (written before the writer stored them, or by another program) are still
+read; :func:`read_scan_info` warns (:class:`UnverifiedScanWarning`) that they cannot be verified
+and lists them in :attr:`ScanInfo.unverified`.
+
+Missing frames
+--------------
+:func:`read_scan_info` flags projections that are missing although the file looks whole
+(:class:`MissingFramesWarning`, :attr:`ScanInfo.notes`): gaps in the sorted angles wider than
+1.75 rotation steps (a camera that dropped frames; 1.75 stays above the widest gap of a
+golden-angle scan, φ ≈ 1.62 steps), and fewer projections than the ``num_angles`` the file
+records. Fewer angles than projections (or more) is refused, as before.
 
 The angle rule
 --------------
@@ -56,7 +76,7 @@ import math
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,6 +86,7 @@ import numpy as np
 from .errors import InstrumentError
 
 __all__ = [
+    "CHUNK_ROWS",
     "DARK_PATH",
     "DATASETS",
     "DATA_PATH",
@@ -75,11 +96,15 @@ __all__ = [
     "DataExchangeError",
     "DataExchangeWarning",
     "DataExchangeWriter",
+    "MissingFramesWarning",
+    "ScanFileCorruptError",
     "ScanFileExistsError",
     "ScanFileNotFoundError",
     "ScanInfo",
+    "UnverifiedScanWarning",
     "read_data_exchange",
     "read_metadata",
+    "read_references",
     "read_rows",
     "read_scan_info",
     "theta_in_radians",
@@ -95,6 +120,13 @@ THETA_PATH = "/exchange/theta"
 
 #: Dataset of each frame kind.
 DATASETS: dict[str, str] = {"projection": DATA_PATH, "flat": FLAT_PATH, "dark": DARK_PATH}
+
+#: Detector rows per chunk of a frame dataset: one Fletcher32 checksum per band (40 kB to
+#: 80 kB for 1224 to 2448 columns of uint16), so a slab read decodes only its own rows.
+CHUNK_ROWS = 16
+
+#: A gap in the sorted angles wider than this many median steps means missing projections.
+_GAP_STEPS = 1.75
 
 #: Values of the ``units`` attribute of ``theta`` (lower case, stripped).
 RADIAN_UNITS = frozenset({"rad", "radian", "radians"})
@@ -143,8 +175,20 @@ class ScanFileExistsError(DataExchangeError, FileExistsError):
     """The writer's file exists: a scan is evidence and is never overwritten."""
 
 
+class ScanFileCorruptError(DataExchangeError):
+    """Part of the file fails its checksum or cannot be read: the scan is refused."""
+
+
 class DataExchangeWarning(UserWarning):
     """The file was read, but on an assumption the user should check (angles guessed …)."""
+
+
+class UnverifiedScanWarning(DataExchangeWarning):
+    """The file's frames carry no checksums: they are read but cannot be verified."""
+
+
+class MissingFramesWarning(DataExchangeWarning):
+    """Projections are missing (gaps in the angles, fewer frames than the scan's angles)."""
 
 
 def _check_metadata(metadata: Mapping[str, Any]) -> None:
@@ -217,13 +261,18 @@ class DataExchangeWriter:
                 name,
                 shape=(0, rows, cols),
                 maxshape=(None, rows, cols),
-                chunks=(1, rows, cols),  # one frame per chunk: appends never rewrite a chunk
+                # Bands of one frame: appends never rewrite a chunk of an earlier frame, and
+                # each band's checksum is written with it as the frame streams in.
+                chunks=(1, min(rows, CHUNK_ROWS), cols),
                 dtype=self.dtype,
+                fletcher32=True,
             )
             ds.attrs["axes"] = "theta:y:x"
             ds.attrs["units"] = "counts"
             ds.attrs["frame_kind"] = kind
-        theta = f.create_dataset(THETA_PATH, shape=(0,), maxshape=(None,), dtype="f8", chunks=True)
+        theta = f.create_dataset(
+            THETA_PATH, shape=(0,), maxshape=(None,), dtype="f8", chunks=True, fletcher32=True
+        )
         # Degrees, as tomoScan writes them and as dxchange's readers assume (they convert
         # unconditionally); the attribute lets this module's reader say so explicitly.
         theta.attrs["units"] = "deg"
@@ -346,6 +395,12 @@ class ScanInfo:
         Rotation angle of each projection, radians (see the module's angle rule).
     metadata : mapping
         :func:`read_metadata` of the file: the friendly keys present in it.
+    unverified : tuple of str
+        Frame datasets stored without checksums (none for the writer's files): their frames
+        are read but cannot be verified.
+    notes : tuple of str
+        What the reader flagged and warned about: datasets that cannot be verified, missing
+        projections.
     """
 
     path: str
@@ -356,6 +411,13 @@ class ScanInfo:
     n_darks: int
     theta_rad: np.ndarray = field(repr=False)
     metadata: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    unverified: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def verified(self) -> bool:
+        """True when every frame dataset carries checksums (each read is checked)."""
+        return not self.unverified
 
     def _number(self, key: str) -> float | None:
         value = self.metadata.get(key)
@@ -438,20 +500,102 @@ def theta_in_radians(values: Any, units: Any = None) -> np.ndarray:
     return np.deg2rad(theta)
 
 
+#: Where HDF5 looks for its superblock signature (after a user block of 0, 512, 1024 … bytes).
+_SUPERBLOCK_OFFSETS = (0, 512, 1024, 2048, 4096)
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: Superblock v2/v3 file consistency flags: opened for write (bit 0), for SWMR write (bit 2).
+_WRITE_FLAGS = 0x05
+
+
+def _open_for_writing(path: Path) -> bool:
+    """True when the superblock says a writer has the file open (or died with it open).
+
+    From the HDF5 file format (superblock versions 2 and 3: signature, version, sizes of
+    offsets and lengths, then the consistency flags). Only such a file is opened in SWMR
+    mode: a SWMR reader retries a metadata block that fails its checksum up to 100 times with
+    growing waits, which on a damaged closed file stalls each read for minutes, where a plain
+    reader fails at once.
+    """
+    try:
+        with path.open("rb") as fh:
+            for offset in _SUPERBLOCK_OFFSETS:
+                fh.seek(offset)
+                head = fh.read(12)
+                if head[:8] == _SIGNATURE:
+                    return head[8] >= 2 and bool(head[11] & _WRITE_FLAGS)
+    except OSError:
+        return False
+    return False
+
+
 @contextmanager
 def _open(path: str | Path) -> Iterator[h5py.File]:
-    """The file for reading; SWMR lets a reader open a scan that the camera is still writing."""
+    """The file for reading; SWMR (only while a writer has it open) lets a reader open a scan
+    that the camera is still writing."""
     path = Path(path)
     if not path.is_file():
         raise ScanFileNotFoundError(f"no scan file at {path}; check the path of the .h5 file")
     try:
-        f = h5py.File(path, "r", libver="latest", swmr=True)
+        f = h5py.File(path, "r", libver="latest", swmr=_open_for_writing(path))
     except OSError as exc:
         raise DataExchangeError(
             f"{path} cannot be opened as HDF5 ({exc}); give the scan's Data Exchange .h5 file"
         ) from exc
     with f:
-        yield f
+        try:
+            yield f
+        except OSError as exc:
+            if isinstance(exc, DataExchangeError):
+                raise
+            # A read that the frame readers below did not place (metadata, the chunk index).
+            raise ScanFileCorruptError(
+                f"{path} cannot be read ({exc}): the file is damaged; re-acquire the scan or "
+                "restore the file from a copy"
+            ) from exc
+
+
+def _bad_chunks(ds: h5py.Dataset, frames: range, r0: int, r1: int) -> list[str]:
+    """``"frame i, rows a–b"`` of every chunk of the selection that cannot be read.
+
+    Only called once a read has failed, so its cost (one read per chunk) is paid only for a
+    damaged file.
+    """
+    band = ds.chunks[1] if ds.chunks is not None else r1 - r0
+    bad = []
+    for i in frames:
+        for a in range(r0 - r0 % band, r1, band):
+            lo, hi = max(a, r0), min(a + band, r1)
+            try:
+                ds[i, lo:hi, :]
+            except OSError:
+                bad.append(f"frame {i}, rows {lo}–{hi - 1}")
+    return bad
+
+
+def _corrupt(ds: h5py.Dataset, where: list[str], exc: OSError) -> ScanFileCorruptError:
+    """The error for a failed read of ``ds``: the file, the dataset and the frames."""
+    failure = "fails its Fletcher32 checksum" if ds.fletcher32 else "cannot be read"
+    if where:
+        more = f" (and {len(where) - 3} more chunk(s))" if len(where) > 3 else ""
+        failure += f" at {'; '.join(where[:3])}{more}"
+    return ScanFileCorruptError(
+        f"{ds.file.filename}: {ds.name} {failure}: the file is corrupted; re-acquire the scan "
+        f"or restore the file from a copy (HDF5: {exc})"
+    )
+
+
+def _read_frames(ds: h5py.Dataset, frames: slice, r0: int, r1: int) -> np.ndarray:
+    """Frames ``frames`` (a slice of the first axis), rows ``[r0, r1)``, checked by HDF5."""
+    try:
+        return ds[frames, r0:r1, :]
+    except OSError as exc:
+        indices = range(*frames.indices(ds.shape[0]))
+        raise _corrupt(ds, _bad_chunks(ds, indices, r0, r1), exc) from exc
+
+
+def _unverified(datasets: tuple[h5py.Dataset, ...]) -> tuple[str, ...]:
+    """Names of the frame datasets stored without a Fletcher32 checksum per chunk."""
+    return tuple(ds.name for ds in datasets if not ds.fletcher32)
 
 
 def _dataset(f: h5py.File, name: str) -> h5py.Dataset:
@@ -493,8 +637,70 @@ def _theta(f: h5py.File, n_angles: int, angles: slice = slice(None)) -> np.ndarr
         )
         return (np.arange(n_angles) * math.pi / n_angles)[angles]
     ds = _dataset(f, THETA_PATH)
+    try:
+        values = ds[()]
+    except OSError as exc:
+        raise _corrupt(ds, [], exc) from exc
     # The rule looks at all the angles (a few kB), so a slice of them is judged like the whole.
-    return theta_in_radians(ds[()], ds.attrs.get("units"))[angles]
+    return theta_in_radians(values, ds.attrs.get("units"))[angles]
+
+
+def _angle_gaps(theta: np.ndarray) -> list[str]:
+    """``"~k between a° and b°"`` for each gap of the sorted angles wider than 1.75 steps.
+
+    The step is the median spacing, so evenly spaced scans (step or fly) and golden-angle ones
+    (gaps of at most φ steps) pass, and a dropped frame (a gap of 2 steps) does not.
+    """
+    if theta.size < 3:
+        return []
+    ordered = np.sort(theta)
+    steps = np.diff(ordered)
+    step = float(np.median(steps))
+    if not step > 0:
+        return []
+    gaps = []
+    for k in np.flatnonzero(steps > _GAP_STEPS * step):
+        missing = max(1, round(steps[k] / step) - 1)
+        a, b = np.degrees(ordered[k]), np.degrees(ordered[k + 1])
+        gaps.append(f"~{missing} between {a:.3f}° and {b:.3f}°")
+    return gaps
+
+
+def _scan_notes(path: str | Path, info: ScanInfo) -> tuple[str, ...]:
+    """What :func:`read_scan_info` flags, each note also warned with its own category."""
+    notes: list[tuple[str, type[Warning]]] = []
+    if info.unverified:
+        notes.append(
+            (
+                f"{path}: {', '.join(info.unverified)} carry no checksums (written before "
+                "insitu stored them, or by another program): the frames are read but cannot "
+                "be verified",
+                UnverifiedScanWarning,
+            )
+        )
+    gaps = _angle_gaps(info.theta_rad)
+    if gaps:
+        notes.append(
+            (
+                f"{path}: projections missing from {THETA_PATH} ({'; '.join(gaps[:3])}"
+                f"{' …' if len(gaps) > 3 else ''}): the camera dropped frames; the slices are "
+                "reconstructed from the angles present, with streaks where frames are missing",
+                MissingFramesWarning,
+            )
+        )
+    planned = info.metadata.get("n_projections")
+    if isinstance(planned, int | float | np.integer) and int(planned) > info.n_angles:
+        notes.append(
+            (
+                f"{path}: {info.n_angles} projections of the {int(planned)} the scan recorded "
+                f"in {METADATA_PATHS['n_projections'][0]}: {int(planned) - info.n_angles} "
+                "missing (the scan stopped early or the camera dropped frames)",
+                MissingFramesWarning,
+            )
+        )
+    for text, category in notes:
+        warnings.warn(text, category, stacklevel=3)
+    return tuple(text for text, _ in notes)
 
 
 def _value(ds: h5py.Dataset) -> Any:
@@ -540,17 +746,28 @@ def read_scan_info(path: str | Path) -> ScanInfo:
     DataExchangeError
         When a dataset is missing or misshapen (the message names it), or when ``theta``
         does not give one angle per projection.
+    ScanFileCorruptError
+        When ``theta`` or the file's structure cannot be read (frames are checked as they
+        are read, by :func:`read_rows`).
+
+    Warns
+    -----
+    UnverifiedScanWarning
+        When the frames carry no checksums (a file from before they were written).
+    MissingFramesWarning
+        When projections are missing (see the module's notes).
     """
     with _open(path) as f:
         data, flat, dark = _frames(f)
         n_angles, n_rows, n_cols = data.shape
         theta = _theta(f, n_angles)
         if theta.shape != (n_angles,):
+            missing = "projections are missing" if theta.size > n_angles else "angles are missing"
             raise DataExchangeError(
-                f"{path}: {THETA_PATH} has {theta.size} angles for {n_angles} projections; "
-                "write one angle per projection"
+                f"{path}: {THETA_PATH} has {theta.size} angles for {n_angles} projections "
+                f"({missing}); write one angle per projection"
             )
-        return ScanInfo(
+        info = ScanInfo(
             str(path),
             n_angles,
             n_rows,
@@ -559,7 +776,9 @@ def read_scan_info(path: str | Path) -> ScanInfo:
             dark.shape[0],
             theta,
             _metadata(f),
+            _unverified((data, flat, dark)),
         )
+    return replace(info, notes=_scan_notes(path, info))
 
 
 def read_rows(
@@ -592,18 +811,48 @@ def read_rows(
     ------
     DataExchangeError
         When a dataset is missing, or the rows lie outside the detector.
+    ScanFileCorruptError
+        When a chunk of those rows fails its checksum or cannot be read (the message names
+        the dataset, the frame and its rows).
     """
+    data, flats, darks = _read_slab(path, r0, r1, (DATA_PATH, FLAT_PATH, DARK_PATH), dtype)
+    return data, flats, darks
+
+
+def read_references(
+    path: str | Path, r0: int, r1: int, *, dtype: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flats and darks of detector rows ``[r0, r1)``, without the projections.
+
+    For checking the reference frames before a reconstruction; arguments, checks and errors
+    as :func:`read_rows`.
+
+    Returns
+    -------
+    flats : numpy.ndarray
+        ``(n_flats, r1 - r0, cols)``.
+    darks : numpy.ndarray
+        ``(n_darks, r1 - r0, cols)``.
+    """
+    flats, darks = _read_slab(path, r0, r1, (FLAT_PATH, DARK_PATH), dtype)
+    return flats, darks
+
+
+def _read_slab(
+    path: str | Path, r0: int, r1: int, names: tuple[str, ...], dtype: Any
+) -> tuple[np.ndarray, ...]:
+    """Rows ``[r0, r1)`` of every frame of the datasets ``names``, checked and cast."""
     with _open(path) as f:
-        frames = _frames(f)
-        n_rows = frames[0].shape[1]
+        frames = dict(zip((DATA_PATH, FLAT_PATH, DARK_PATH), _frames(f), strict=True))
+        n_rows = frames[DATA_PATH].shape[1]
         if not 0 <= r0 < r1 <= n_rows:
             raise DataExchangeError(
                 f"rows [{r0}, {r1}) lie outside the detector's 0 … {n_rows} of {path}"
             )
-        out = tuple(ds[:, r0:r1, :] for ds in frames)
+        out = tuple(_read_frames(frames[name], slice(None), r0, r1) for name in names)
     if dtype is not None:
         out = tuple(a.astype(dtype, copy=False) for a in out)
-    return out  # type: ignore[return-value]
+    return out
 
 
 def read_data_exchange(
@@ -638,15 +887,24 @@ def read_data_exchange(
     ------
     ScanFileNotFoundError, DataExchangeError
         As :func:`read_scan_info`.
+    ScanFileCorruptError
+        As :func:`read_rows`.
     """
-    rows = rows if rows is not None else slice(None)
     angles = angles if angles is not None else slice(None)
     with _open(path) as f:
         data, flat, dark = _frames(f)
+        r0, r1, step = (rows if rows is not None else slice(None)).indices(data.shape[1])
+        if step != 1:
+            raise DataExchangeError(f"rows must be a contiguous slice, got step {step}")
         # No check that theta matches the projections: while the camera writes, the angle of
         # the newest frame may not be there yet.
         theta = _theta(f, data.shape[0], angles)
-        return data[angles, rows, :], flat[:, rows, :], dark[:, rows, :], theta
+        return (
+            _read_frames(data, angles, r0, max(r0, r1)),
+            _read_frames(flat, slice(None), r0, max(r0, r1)),
+            _read_frames(dark, slice(None), r0, max(r0, r1)),
+            theta,
+        )
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

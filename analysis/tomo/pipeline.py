@@ -26,6 +26,14 @@ one exception to "``analysis`` imports nothing else of the project", because the
 file is a wire format with one reader, whose angle rule (the ``units`` attribute decides, none
 means degrees as in dxchange) this module does not repeat. :class:`ScanInfo` and
 :func:`read_scan_info` are re-exported from there.
+
+Before any work the scan is checked: its frames are verified by their checksums as they are
+read (a corrupted chunk is refused by the codec, naming the frame); the flats and darks are
+read once more, in bands of rows, and refused when they cannot normalise the projections
+(:func:`~insitu.analysis.tomo.prep.flat_field.check_references`); each slab's projections are
+refused when a frame is all zero or NaN. What is only flagged (frames without checksums,
+missing projections, constant darks) is warned and recorded as ``scan_checks`` in the summary
+and in the volume's attributes.
 """
 
 from __future__ import annotations
@@ -44,11 +52,18 @@ from typing import Any, Literal
 
 import numpy as np
 
-from insitu.instruments.dxchange import ScanInfo, read_rows, read_scan_info
+from insitu.instruments.dxchange import ScanInfo, read_references, read_rows, read_scan_info
 
 from ..errors import AnalysisInputError, OutputExistsError
 from ..provenance import software_version
-from .prep.flat_field import minus_log, normalize, remove_outlier
+from .prep.flat_field import (
+    check_projections,
+    check_references,
+    minus_log,
+    normalize,
+    reference_stats,
+    remove_outlier,
+)
 from .prep.phase import alpha_from_delta_beta, paganin_length, retrieve_phase
 from .prep.stripe import remove_stripe_based_sorting, remove_stripe_fw
 from .recon.algorithm import apply_circular_mask
@@ -58,6 +73,8 @@ from .recon.rotation import find_center_pc, find_center_vo
 __all__ = ["ReconOptions", "ScanInfo", "plan_slabs", "read_scan_info", "reconstruct_scan"]
 
 GIB = 2**30
+#: Bytes of flats and darks (float32) read at a time when checking them before a recon.
+REFERENCE_BAND_BYTES = 64 * 2**20
 #: Zarr chunk height (rows); slabs are multiples of it so that Dask tasks never share a chunk.
 CHUNK_ROWS = 8
 
@@ -240,6 +257,7 @@ def preprocess_rows(info: ScanInfo, opts: ReconOptions, r0: int, r1: int) -> np.
     margin = _margin_rows(info, opts)
     a, b = max(0, r0 - margin), min(info.n_rows, r1 + margin)
     proj, flat, dark = read_rows(info.path, a, b, dtype=np.float32)
+    check_projections(proj, first_row=a, source=info.path)
     data = normalize(proj, flat, dark, averaging=opts.flat_averaging, out=proj)
     del flat, dark
     if opts.zinger_dif is not None:
@@ -296,6 +314,44 @@ def find_center(info: ScanInfo, opts: ReconOptions) -> float:
     # Vo's sub-pixel refinement where it agrees with the correlation; where it wanders off
     # (the field-filling pellet: 993.0 for 999.5), its metric has no minimum there.
     return c_vo if abs(c_vo - c_pc) <= _VO_AGREES_PX else c_pc
+
+
+def check_scan(info: ScanInfo, opts: ReconOptions) -> dict[str, Any]:
+    """Refuse flats and darks that cannot normalise the scan; gather what is flagged.
+
+    The flats and darks of the rows to reconstruct are read in bands of at most
+    :data:`REFERENCE_BAND_BYTES` (a few per cent of the scan's reads) and checked as a whole
+    by :func:`~insitu.analysis.tomo.prep.flat_field.check_references`.
+
+    Returns
+    -------
+    dict
+        ``checksums`` (``"fletcher32"``, or ``"none"`` for a file that cannot be verified) and
+        ``notes``: the codec's (missing projections, no checksums) and the references'.
+
+    Raises
+    ------
+    AnalysisInputError
+        When the flats or darks cannot be used (the message says which and why).
+    insitu.instruments.dxchange.ScanFileCorruptError
+        When a flat or dark chunk fails its checksum.
+    """
+    r0, r1 = opts.rows if opts.rows is not None else (0, info.n_rows)
+    if not 0 <= r0 < r1 <= info.n_rows:
+        raise AnalysisInputError(f"rows must lie within 0 … {info.n_rows}, got {opts.rows}")
+    per_row = max(1, (info.n_flats + info.n_darks) * info.n_cols * 4)
+    band = max(1, REFERENCE_BAND_BYTES // per_row)
+    stats = None
+    for a in range(r0, r1, band):
+        flat, dark = read_references(info.path, a, min(a + band, r1), dtype=np.float32)
+        found = reference_stats(flat, dark)
+        stats = found if stats is None else stats.merge(found)
+    # check_references warns its own notes (ReferenceWarning); read_scan_info warned the codec's.
+    notes = check_references(stats, source=info.path) if stats is not None else []
+    return {
+        "checksums": "fletcher32" if info.verified else "none",
+        "notes": [*info.notes, *notes],
+    }
 
 
 _BACKENDS: dict[tuple, Backend] = {}
@@ -414,7 +470,13 @@ def _dask_client(scheduler: str | None, opts: ReconOptions) -> Iterator[tuple[An
 
 
 def _create_volume(
-    out: Path, scan: str | Path, info: ScanInfo, opts: ReconOptions, center: float, plan: _SlabPlan
+    out: Path,
+    scan: str | Path,
+    info: ScanInfo,
+    opts: ReconOptions,
+    center: float,
+    plan: _SlabPlan,
+    checks: dict[str, Any],
 ) -> None:
     """The empty Zarr volume, chunked in slab-aligned rows, with its provenance attributes."""
     import zarr
@@ -437,6 +499,7 @@ def _create_volume(
             "n_angles": info.n_angles,
             "units": "1/pixel (attenuation per voxel)",
             "options": json.loads(json.dumps(asdict(opts))),
+            "scan_checks": checks,
         }
     )
 
@@ -499,6 +562,7 @@ def _summary(
     center: float,
     plan: _SlabPlan,
     t_start: float,
+    checks: dict[str, Any],
 ) -> dict[str, Any]:
     """What :func:`reconstruct_scan` returns (JSON-friendly)."""
     return {
@@ -510,6 +574,7 @@ def _summary(
         "wall_s": time.perf_counter() - t_start,
         "peak_rss_bytes": _peak_rss_bytes(),
         "options": json.loads(json.dumps(asdict(opts))),
+        "scan_checks": checks,
     }
 
 
@@ -545,7 +610,16 @@ def reconstruct_scan(
     -------
     dict
         Summary: ``volume``, ``shape``, ``center``, ``slabs``, ``rows_per_slab``,
-        ``wall_s``, ``peak_rss_bytes`` (this process) and the options.
+        ``wall_s``, ``peak_rss_bytes`` (this process), the options and ``scan_checks``
+        (:func:`check_scan`).
+
+    Raises
+    ------
+    AnalysisInputError
+        When the options, the flats and darks or a projection cannot be used.
+    insitu.instruments.dxchange.DataExchangeError
+        When the file is missing, not a Data Exchange scan, or corrupted
+        (``ScanFileCorruptError`` names the dataset, the frame and its rows).
     """
     opts = options or ReconOptions()
     info = read_scan_info(scan)
@@ -553,11 +627,12 @@ def reconstruct_scan(
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; choose another --out or pass --overwrite")
     t_start = time.perf_counter()
+    checks = check_scan(info, opts)
     center = opts.center if opts.center is not None else find_center(info, opts)
     _backend_for(info, opts, center)  # an unknown or missing backend fails before any work
     with _dask_client(scheduler, opts) as (client, workers):
         plan = _SlabPlan(plan_slabs(info, opts, workers))
-        _create_volume(out, scan, info, opts, center, plan)
+        _create_volume(out, scan, info, opts, center, plan, checks)
         with _progress(progress, len(plan.slabs)) as step:
             _run_slabs(client, info, opts, center, out, plan, step)
-    return _summary(out, info, opts, center, plan, t_start)
+    return _summary(out, info, opts, center, plan, t_start, checks)

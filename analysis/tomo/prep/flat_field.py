@@ -16,16 +16,36 @@ Differences from TomoPy, all on purpose:
   the median only where it can matter: since the median of a neighbourhood is never below its
   minimum, a pixel that does not exceed the neighbourhood *minimum* by ``dif`` cannot be an
   outlier. The minimum is separable and cheap; medians are taken on the few candidates only.
+
+Frames that cannot be normalised are refused rather than corrected into plausible numbers
+(:func:`check_references`, :func:`check_projections`): a constant (all-zero, saturated) or
+non-finite flat, flats not brighter than the darks, a dark that stands out as constant among
+real ones, and a projection that is all zero or holds NaN (a frame the camera dropped). Darks
+that are all constant are only flagged (:class:`ReferenceWarning`): synthetic scans have them.
 """
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["minus_log", "normalize", "remove_outlier", "remove_zinger"]
+from ...errors import AnalysisInputError
+
+__all__ = [
+    "ReferenceStats",
+    "ReferenceWarning",
+    "check_projections",
+    "check_references",
+    "minus_log",
+    "normalize",
+    "reference_stats",
+    "remove_outlier",
+    "remove_zinger",
+]
 
 #: Smallest flat − dark difference used as a divisor (counts): keeps dead pixels finite.
 _MIN_DENOMINATOR = 1e-6
@@ -268,3 +288,196 @@ def remove_zinger(
 ) -> np.ndarray:
     """Zinger removal on a projection stack: :func:`remove_outlier` with ``axis=0``."""
     return remove_outlier(arr, dif, size=size, axis=0, out=out)
+
+
+# -- frames that cannot be normalised ----------------------------------------------------------
+class ReferenceWarning(UserWarning):
+    """The flats or darks are usable but suspicious (e.g. constant darks); the text says why."""
+
+
+@dataclass(frozen=True)
+class ReferenceStats:
+    """What :func:`check_references` needs of the flats and darks, mergeable over row bands.
+
+    Parameters
+    ----------
+    flat_min, flat_max, dark_min, dark_max : numpy.ndarray
+        Smallest and largest value of each frame.
+    flat_nonfinite, dark_nonfinite : numpy.ndarray
+        NaN or infinite pixels of each frame.
+    not_brighter : int
+        Pixels whose mean flat is not above their mean dark.
+    pixels : int
+        Pixels of one frame looked at.
+    """
+
+    flat_min: np.ndarray
+    flat_max: np.ndarray
+    flat_nonfinite: np.ndarray
+    dark_min: np.ndarray
+    dark_max: np.ndarray
+    dark_nonfinite: np.ndarray
+    not_brighter: int
+    pixels: int
+
+    def merge(self, other: ReferenceStats) -> ReferenceStats:
+        """The statistics of both bands of rows together."""
+        return ReferenceStats(
+            np.minimum(self.flat_min, other.flat_min),
+            np.maximum(self.flat_max, other.flat_max),
+            self.flat_nonfinite + other.flat_nonfinite,
+            np.minimum(self.dark_min, other.dark_min),
+            np.maximum(self.dark_max, other.dark_max),
+            self.dark_nonfinite + other.dark_nonfinite,
+            self.not_brighter + other.not_brighter,
+            self.pixels + other.pixels,
+        )
+
+
+def _frame_extremes(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame minimum, maximum and non-finite count (NaN propagates to min and max)."""
+    flat = frames.reshape(frames.shape[0], -1)
+    finite = np.isfinite(flat)
+    return flat.min(axis=1), flat.max(axis=1), (~finite).sum(axis=1)
+
+
+def reference_stats(flat: np.ndarray, dark: np.ndarray) -> ReferenceStats:
+    """:class:`ReferenceStats` of flats and darks (all frames, any band of rows).
+
+    Parameters
+    ----------
+    flat, dark : ndarray, shape (n_frames, rows, cols) or (rows, cols)
+        The same rows of the flat and dark frames.
+    """
+    flat = _as_stack(flat, "flat")
+    dark = _as_stack(dark, "dark")
+    if flat.shape[0] == 0 or dark.shape[0] == 0:
+        raise AnalysisInputError(
+            f"the scan has {flat.shape[0]} flat and {dark.shape[0]} dark frames: a flat-field "
+            "correction needs at least one of each"
+        )
+    mean_flat = flat.mean(axis=0, dtype=np.float64)
+    mean_dark = dark.mean(axis=0, dtype=np.float64)
+    return ReferenceStats(
+        *_frame_extremes(flat),
+        *_frame_extremes(dark),
+        not_brighter=int(np.count_nonzero(mean_flat <= mean_dark)),
+        pixels=int(mean_flat.size),
+    )
+
+
+def _frames_text(indices: np.ndarray) -> str:
+    shown = ", ".join(str(int(i)) for i in indices[:5])
+    return shown + (f" and {indices.size - 5} more" if indices.size > 5 else "")
+
+
+def _value_text(values: np.ndarray) -> str:
+    uniq = np.unique(values)
+    if uniq.size == 1:
+        return "all 0" if uniq[0] == 0 else f"every pixel {uniq[0]:g}"
+    return "each a single value"
+
+
+def check_references(stats: ReferenceStats, *, source: str = "the scan") -> list[str]:
+    """Refuse flats and darks that cannot normalise projections; flag suspicious ones.
+
+    Parameters
+    ----------
+    stats : ReferenceStats
+        Of every flat and dark frame (:func:`reference_stats`, merged over row bands).
+    source : str
+        The scan, for the messages.
+
+    Returns
+    -------
+    list of str
+        Notes on what was flagged (each also warned as :class:`ReferenceWarning`).
+
+    Raises
+    ------
+    AnalysisInputError
+        When a flat or dark frame holds NaN or infinite values, a flat frame is constant
+        (all zero, saturated), a dark frame is constant while others are not, or the mean flat
+        is not brighter than the mean dark at a quarter of the pixels or more.
+    """
+    for kind, nonfinite in (("flat", stats.flat_nonfinite), ("dark", stats.dark_nonfinite)):
+        bad = np.flatnonzero(nonfinite)
+        if bad.size:
+            raise AnalysisInputError(
+                f"{source}: {kind} frame(s) {_frames_text(bad)} hold NaN or infinite values "
+                f"({int(nonfinite.sum())} pixels): the frames are damaged; re-acquire them"
+            )
+    flat_constant = np.flatnonzero(stats.flat_min == stats.flat_max)
+    if flat_constant.size:
+        raise AnalysisInputError(
+            f"{source}: flat frame(s) {_frames_text(flat_constant)} are constant "
+            f"({_value_text(stats.flat_min[flat_constant])}): a flat records the beam's "
+            "profile and noise; the camera dropped them, saturated, or the shutter was closed "
+            "— re-acquire the flats"
+        )
+    dark_constant = stats.dark_min == stats.dark_max
+    notes = []
+    if dark_constant.all():
+        notes.append(
+            f"{source}: every dark frame is constant "
+            f"({_value_text(stats.dark_min)}): a camera's darks carry read noise, so these "
+            "were synthesised or not recorded; the correction takes them as they are"
+        )
+    elif dark_constant.any():
+        bad = np.flatnonzero(dark_constant)
+        raise AnalysisInputError(
+            f"{source}: dark frame(s) {_frames_text(bad)} are constant "
+            f"({_value_text(stats.dark_min[bad])}) while the others carry noise: the camera "
+            "dropped them; re-acquire the darks"
+        )
+    # Flats taken with the shutter closed equal the darks, so about half their pixels come out
+    # "not brighter" by noise alone; swapped frames give all of them; a good scan only its dead
+    # pixels. A quarter separates the cases with room on both sides.
+    if stats.pixels and 4 * stats.not_brighter >= stats.pixels:
+        raise AnalysisInputError(
+            f"{source}: the mean flat is not brighter than the mean dark at "
+            f"{100 * stats.not_brighter / stats.pixels:.0f}% of the pixels: the flats and darks "
+            "are swapped, or the flats were taken with the shutter closed; check "
+            "/exchange/data_white and /exchange/data_dark"
+        )
+    for note in notes:
+        warnings.warn(note, ReferenceWarning, stacklevel=2)
+    return notes
+
+
+def check_projections(arr: np.ndarray, *, first_row: int = 0, source: str = "the scan") -> None:
+    """Refuse projections that hold no measurement: all zero, or NaN/infinite anywhere.
+
+    A camera that drops a frame may leave zeros (or a float file NaN) in its place; −log
+    would turn either into a plausible-looking attenuation. Checked on the rows read, so a
+    slab of rows pays two passes over its own data.
+
+    Parameters
+    ----------
+    arr : ndarray, shape (n_angles, rows, cols)
+        Raw projections of some detector rows.
+    first_row : int
+        Detector row of ``arr[:, 0]``, for the message.
+    source : str
+        The scan, for the message.
+
+    Raises
+    ------
+    AnalysisInputError
+        Naming the frames and rows.
+    """
+    stack = _as_stack(arr, "arr")
+    rows = f"rows {first_row}–{first_row + stack.shape[1] - 1}"
+    flat = stack.reshape(stack.shape[0], -1)
+    nonfinite = np.flatnonzero(~np.isfinite(flat).all(axis=1))
+    if nonfinite.size:
+        raise AnalysisInputError(
+            f"{source}: projection(s) {_frames_text(nonfinite)} hold NaN or infinite values in "
+            f"{rows}: the frames are damaged; re-acquire the scan"
+        )
+    empty = np.flatnonzero(~flat.any(axis=1))
+    if empty.size:
+        raise AnalysisInputError(
+            f"{source}: projection(s) {_frames_text(empty)} are all 0 in {rows}: the camera "
+            "dropped them (a camera's frame always carries its dark offset); re-acquire the scan"
+        )

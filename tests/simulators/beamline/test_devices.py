@@ -8,7 +8,12 @@ import h5py
 import numpy as np
 import pytest
 
-from insitu.instruments.dxchange import DataExchangeWriter, read_data_exchange, read_metadata
+from insitu.instruments.dxchange import (
+    CHUNK_ROWS,
+    DataExchangeWriter,
+    read_data_exchange,
+    read_metadata,
+)
 from insitu.simulators.beamline.devices import (
     SimRingCurrent,
     SimRotationStage,
@@ -95,7 +100,10 @@ def test_writer_and_reader_round_trip(tmp_path) -> None:
         w.append("projection", np.zeros((ROWS, COLS)), theta_rad=9.0, pending=True)
         w.append("projection", np.ones((ROWS, COLS)), theta_rad=9.0, pending=True)
     with h5py.File(path) as f:
-        assert f["/exchange/data"].chunks == (1, ROWS, COLS)
+        # Bands of CHUNK_ROWS rows, each with its Fletcher32 checksum (a slab read checks
+        # its own rows).
+        assert f["/exchange/data"].chunks == (1, min(ROWS, CHUNK_ROWS), COLS)
+        assert f["/exchange/data"].fletcher32
         assert f["/exchange/data"].maxshape[0] is None
         assert f["/measurement/instrument/monochromator/energy"][()] == 25.0
     proj, flat, dark, theta = read_data_exchange(path)
