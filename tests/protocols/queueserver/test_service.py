@@ -401,3 +401,36 @@ def _is_redis_of(process: psutil.Process, info: dict) -> bool:
         return "redis-server" in process.info["name"] and port in " ".join(process.cmdline())
     except psutil.Error:
         return False
+
+
+@pytest.mark.slow
+def test_emergency_stop_from_the_queue_server(tmp_path):
+    """The queue server's emergency stop: pause now, then abort. The running plan's cleanup
+    switches the cell off, the run is closed as abort with its points, and the manager is
+    ready for the next plan."""
+    data = tmp_path / "data"
+    with queue_server(data, potentiostat="sim:A-LPS", speedup=1e4, tomo="none") as qs:
+        api = qs.api()
+        qs.open_environment()
+        # ~100 s of real time (1e6 simulated s at 1e4): running when stopped.
+        api.item_add(
+            BPlan("galvanostatic_hold", "potentiostat", current_A=1e-4, duration_s=1e6,
+                  interval_s=10.0)
+        )  # fmt: skip
+        api.queue_start()
+        api.wait_for_idle_or_running(timeout=10)
+        time.sleep(1.0)
+        assert api.status(reload=True)["manager_state"] == "executing_queue"
+        api.re_pause(option="immediate")
+        api.wait_for_idle_or_paused(timeout=30)
+        assert api.status(reload=True)["manager_state"] == "paused"
+        api.re_abort()
+        api.wait_for_idle(timeout=30)
+        assert api.status(reload=True)["manager_state"] == "idle"
+    with RunStore(data) as store:
+        run = store.load(-1)
+        assert run.start["plan_name"] == "galvanostatic_hold"
+        assert run.stop["exit_status"] == "abort"
+        hold = run.stream("electrochem")
+        assert 0 < len(hold) < 1e5
+        assert len(hold) == run.stop["num_events"]["electrochem"]
