@@ -55,6 +55,7 @@ __all__ = [
     "ExperimentConfigError",
     "ExperimentError",
     "GeometryConfig",
+    "LimitsConfig",
     "ScanConfig",
     "ScheduleConfig",
     "SimulationConfig",
@@ -242,6 +243,23 @@ class SimulationConfig(_Model):
     size: Literal["small", "full"] = "small"
 
 
+class LimitsConfig(_Model):
+    """What this sample may take, whatever the schedule says (``None``: no limit of its own).
+
+    Checked when the file is validated (the schedule must stay inside them) and again before
+    every half-cycle is sent (:mod:`insitu.protocols.plans.experiment`): a segment that would
+    exceed them is not sent, and the experiment ends as ``out_of_range`` with the reason. The
+    voltage window also bounds the cut-off the instrument enforces itself (its compliance).
+    """
+
+    max_current_density_mA_cm2: float | None = Field(
+        None, gt=0, description="largest |current density| the sample may carry, mA/cm²"
+    )
+    max_voltage_V: float | None = Field(
+        None, gt=0, description="largest |cell voltage| allowed: bounds schedule.voltage_limit_V"
+    )
+
+
 class DevicesConfig(_Model):
     """Which hardware: simulated or real."""
 
@@ -276,12 +294,31 @@ class ExperimentConfig(_Model):
     operator: str | None = None
     geometry: GeometryConfig = Field(default_factory=GeometryConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     scan: ScanConfig = Field(default_factory=ScanConfig)
     adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     devices: DevicesConfig = Field(default_factory=DevicesConfig)
     output: str = Field("experiments", description="folder of the experiments' files")
+
+    @model_validator(mode="after")
+    def _schedule_inside_the_limits(self) -> ExperimentConfig:
+        limits, sched = self.limits, self.schedule
+        j_max = limits.max_current_density_mA_cm2
+        over = [j for j in sched.current_densities_mA_cm2 if j_max is not None and j > j_max]
+        if over:
+            raise ValueError(
+                f"schedule.current_densities_mA_cm2 has {over} above "
+                f"limits.max_current_density_mA_cm2 ({j_max:g}); lower them or raise the limit"
+            )
+        v_max = limits.max_voltage_V
+        if v_max is not None and sched.voltage_limit_V > v_max:
+            raise ValueError(
+                f"schedule.voltage_limit_V ({sched.voltage_limit_V:g}) is above "
+                f"limits.max_voltage_V ({v_max:g}); lower the cut-off or raise the limit"
+            )
+        return self
 
     @model_validator(mode="after")
     def _material_known_when_simulated(self) -> ExperimentConfig:

@@ -42,6 +42,7 @@ CONFIG is a YAML file; every key but `material` has the seed paper's value as de
     drop_fraction: 0.2           # a short: |V| below this fraction of the half-cycle's
     short_confirm_ratio: 0.5     # EIS confirms it: |Z(f_min)| below this × before
     eis: {f_start_Hz: 1e6, f_stop_Hz: 0.1, points_per_decade: 10, amplitude_V: 0.01}
+  limits: {max_current_density_mA_cm2: null, max_voltage_V: null}  # this sample's own
   scan: {n_projections: 180, exposure_s: 0.1, n_darks: 10, n_flats: 10, mode: step,
          min_ring_current_mA: 10, every_half_cycles: 1}
   adaptive: {after_crack_onset_every: null, crack_onset_um3: 1000, stop_before_charge_mC: null}

@@ -351,6 +351,16 @@ def half_cycle(
         voltage_min_V=-sched.voltage_limit_V,
         voltage_max_V=sched.voltage_limit_V,
     )
+    # The sample's own limit, checked before anything is sent (the configuration was
+    # validated against it; this guards a segment built some other way).
+    j_max = cfg.limits.max_current_density_mA_cm2
+    density = abs(technique.current_A) / (cfg.geometry.area_cm2 * 1e-3)  # mA/cm²
+    if j_max is not None and density > j_max * (1 + 1e-9):
+        why = (
+            f"{density:g} mA/cm² is above this sample's limit "
+            f"(limits.max_current_density_mA_cm2 = {j_max:g}); nothing was sent"
+        )
+        return Outcome("out_of_range", extra={"why": why})
     driver = getattr(potentiostat, "driver", None)
     if driver is not None:
         try:

@@ -16,8 +16,10 @@ from insitu.protocols.experiment_config import (
     load_config,
     validate_config,
 )
+from insitu.protocols.plans.experiment import half_cycle
 from insitu.protocols.plans.experiment_protocol import (
     Outcome,
+    Segment,
     advance,
     initial_state,
     note_crack_onset,
@@ -319,3 +321,39 @@ def test_the_emulator_key_and_its_old_name() -> None:
         assert cfg.devices.simulation.emulator == "keithley2450"
         assert cfg.to_dict()["devices"]["simulation"]["emulator"] == "keithley2450"
         assert validate_config(cfg.to_dict()) == cfg
+
+
+def test_the_samples_limits_bound_the_schedule_and_every_half_cycle():
+    """limits: the schedule must stay inside them (an error naming both keys), and a
+    half-cycle above the current-density limit is not sent (out_of_range, with the reason)."""
+    with pytest.raises(ExperimentConfigError) as err:
+        config(
+            schedule={"current_densities_mA_cm2": [0.04, 0.5], "voltage_limit_V": 10},
+            limits={"max_current_density_mA_cm2": 0.2, "max_voltage_V": 5},
+        )
+    text = str(err.value)
+    assert "[0.5] above limits.max_current_density_mA_cm2 (0.2)" in text
+    cfg = config(
+        schedule={"current_densities_mA_cm2": [0.04], "voltage_limit_V": 5},
+        limits={"max_current_density_mA_cm2": 0.1, "max_voltage_V": 5},
+    )
+    with pytest.raises(ExperimentConfigError, match=r"above limits\.max_voltage_V"):
+        config(schedule={"voltage_limit_V": 10}, limits={"max_voltage_V": 5})
+
+    class NeverDriven:
+        """A potentiostat that fails the test if anything reaches it."""
+
+        def __getattr__(self, name):
+            raise AssertionError(f"the instrument was used ({name}) past the sample's limit")
+
+    # A segment built past the validated schedule (0.3 mA/cm² against a 0.1 limit).
+    segment = Segment(
+        index=2, kind="plate", label="plate 0.3", step=0, cycle=0,
+        current_density_mA_cm2=0.3, current_A=0.3e-3 * cfg.geometry.area_cm2, duration_s=60.0,
+    )  # fmt: skip
+    plan = half_cycle(NeverDriven(), segment, cfg=cfg, md={})
+    with pytest.raises(StopIteration) as done:
+        next(plan)
+    outcome = done.value.value
+    assert outcome.end_reason == "out_of_range"
+    assert "above this sample's limit" in outcome.extra["why"]
