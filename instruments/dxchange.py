@@ -156,6 +156,8 @@ METADATA_PATHS: dict[str, tuple[str, str | None]] = {
     "sample_description": ("/measurement/sample/description", None),
     "rotation_range_deg": ("/process/acquisition/rotation/range", "deg"),
     "n_projections": ("/process/acquisition/rotation/num_angles", None),
+    # Frames the camera lost and the scan took again (counted as they happen).
+    "frames_retaken": ("/process/acquisition/frames_retaken", None),
 }
 
 
@@ -276,7 +278,8 @@ class DataExchangeWriter:
         # Degrees, as tomoScan writes them and as dxchange's readers assume (they convert
         # unconditionally); the attribute lets this module's reader say so explicitly.
         theta.attrs["units"] = "deg"
-        self._write_metadata(metadata)
+        # Created now (SWMR forbids new datasets later), counted by note_retake().
+        self._write_metadata({**metadata, "frames_retaken": int(metadata.get("frames_retaken", 0))})
         if swmr:
             f.swmr_mode = True
         self._committed = {kind: 0 for kind in DATASETS}
@@ -356,6 +359,19 @@ class DataExchangeWriter:
     def counts(self) -> dict[str, int]:
         """Committed frames per kind."""
         return dict(self._committed)
+
+    def note_retake(self) -> int:
+        """Count one frame the camera lost and the scan took again; returns the count.
+
+        Kept in the file (``/process/acquisition/frames_retaken``), so whoever reads the scan
+        knows it is complete only because frames were retaken (:func:`read_scan_info` notes
+        it).
+        """
+        ds = self._file[METADATA_PATHS["frames_retaken"][0]]
+        count = int(ds[()]) + 1
+        ds[()] = count
+        ds.flush()
+        return count
 
     def close(self) -> None:
         """Trim uncommitted frames and close the file (idempotent)."""
@@ -700,6 +716,10 @@ def _scan_notes(path: str | Path, info: ScanInfo) -> tuple[str, ...]:
         )
     for text, category in notes:
         warnings.warn(text, category, stacklevel=3)
+    retaken = info.metadata.get("frames_retaken")
+    if isinstance(retaken, int | float | np.integer) and int(retaken) > 0:
+        # Complete, not missing: a note, not a warning.
+        notes.append((f"{path}: {int(retaken)} frame(s) lost by the camera were retaken", Warning))
     return tuple(text for text, _ in notes)
 
 

@@ -39,6 +39,7 @@ from ..clock import SimClock
 
 __all__ = [
     "FRAME_KINDS",
+    "FrameLostError",
     "FrameSource",
     "SimRingCurrent",
     "SimRotationStage",
@@ -79,6 +80,10 @@ def _done_later(clock: SimClock, until_s: float, then: Callable[[], None]) -> St
 
 class StageStalledError(RuntimeError):
     """A move of the rotation stage stopped short (a motor fault, simulated on request)."""
+
+
+class FrameLostError(RuntimeError):
+    """A frame the camera exposed never arrived (a dropped frame, simulated on request)."""
 
 
 @dataclass(frozen=True)
@@ -464,6 +469,12 @@ class SimTomoCamera(Device):
         self._pending_frame: tuple[str, int] | None = None
         self._last_frame_end = -math.inf
         self._pso_index = 0
+        #: Fault injection: the exposures (1-based, counted over the camera's life) whose
+        #: frame is lost. A lost frame is exposed again, at most ``frame_retakes`` times
+        #: (each counted in the scan's file), then the trigger fails with FrameLostError.
+        self.lose_frames: set[int] = set()
+        self.frame_retakes = 2
+        self.exposures = 0
         # Setting the trigger mode re-arms the position-compare counter.
         self.trigger_mode.subscribe(self._rearm, run=False)
 
@@ -568,6 +579,19 @@ class SimTomoCamera(Device):
                 self.clock.sleep_until(t0 + exposure)
                 self._last_frame_end = t0 + exposure
                 kind = self._kind_now()
+                for attempt in range(self.frame_retakes + 1):
+                    self.exposures += 1
+                    if self.exposures not in self.lose_frames:
+                        break
+                    if attempt == self.frame_retakes:
+                        raise FrameLostError(
+                            f"{self.name}: a {kind} frame was exposed "
+                            f"{self.frame_retakes + 1} times and never arrived"
+                        )
+                    # Lost on the way from the detector: expose again, as the acquisition
+                    # software of a real camera retries a dropped frame, and count it.
+                    self._retaken()
+                    self.clock.sleep(period)
                 self._store(kind, math.radians(angle_deg), exposure)
             except Exception as exc:
                 status.set_exception(exc)
@@ -591,6 +615,12 @@ class SimTomoCamera(Device):
             self.last_frame = self._pending_frame = (kind, index)
         self.frame_counter.put(int(self.frame_counter.get()) + 1)
         self.theta.put(angle_rad)
+
+    def _retaken(self) -> None:
+        """Count, in the scan's file, a frame that was lost and taken again."""
+        with self._lock:
+            if self._writer is not None:
+                self._writer.note_retake()
 
     # -- documents --------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
