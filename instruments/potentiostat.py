@@ -6,7 +6,9 @@ pandas DataFrames with SI-unit column names while it runs; :meth:`Potentiostat.r
 them into one frame. Drivers implement :meth:`Potentiostat._stream`, :meth:`identify`,
 :meth:`cell_off` and :meth:`close`; the base class checks capabilities and limits before
 anything is sent and switches the cell off whenever a technique ends abnormally, including
-when the consumer stops iterating early.
+when the consumer stops iterating early. A :class:`CurrentSequence` of several steps is
+handed to the driver one step (one half-cycle) at a time, so that no instrument ever holds
+more than one step: a host that dies leaves the cell at rest within one step.
 
 Column names (``time_s`` is relative to the start of the technique):
 
@@ -32,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+import numpy as np
 import pandas as pd
 
 from .errors import LimitError, UnsupportedTechniqueError
@@ -49,6 +52,7 @@ __all__ = [
     "Potentiostat",
     "Technique",
     "as_sequence",
+    "split_steps",
     "steps_from_densities",
 ]
 
@@ -127,7 +131,8 @@ class CurrentSequence(Technique):
 
     When the voltage leaves ``[voltage_min_V, voltage_max_V]``: with ``on_limit="stop"`` the
     sequence ends (``end_reason == "voltage_limit"``); with ``on_limit="next_step"`` it moves on
-    to the next step (the in-situ protocol's 10 V cut-off).
+    to the next step (the in-situ protocol's 10 V cut-off). :meth:`Potentiostat.stream` sends
+    the instrument one step at a time (see :func:`split_steps`).
     """
 
     steps: tuple[CurrentStep, ...]
@@ -217,11 +222,53 @@ class Potentiostat(abc.ABC):
         self.check(technique)
         completed = False
         try:
-            yield from self._stream(technique)
+            if isinstance(technique, CurrentSequence) and len(technique.steps) > 1:
+                yield from self._stream_step_by_step(technique)
+            else:
+                yield from self._stream(technique)
             completed = True
         finally:
             if not completed:
                 self._safe_cell_off()
+
+    def _stream_step_by_step(self, seq: CurrentSequence) -> Iterator[pd.DataFrame]:
+        """Run ``seq`` one step (one half-cycle) at a time, as one continuous technique.
+
+        The instrument never holds more than one step: every driver's technique ends with
+        the cell off, so if the host dies the instrument finishes the step it holds and
+        leaves the cell at rest, instead of cycling on to the end of the sequence. The next
+        step is sent only once the previous one has ended and all its points were read.
+
+        The points read as if the instrument had run the whole sequence at once: ``time_s``
+        runs on from the last point of the previous step (a step's first point comes one
+        interval after it, as inside one trigger model or script), ``step`` is the step's
+        index in ``seq``, and leaving the voltage window ends the sequence
+        (``on_limit="stop"``) or only the step (``"next_step"``). The short time the driver
+        needs to send the next step, with the cell off, is not counted in ``time_s``.
+        """
+        offset_s = 0.0
+        hit_limit = False
+        for k, one in enumerate(split_steps(seq)):
+            end_s = offset_s
+            reason = "completed"
+            for chunk in self._stream(one):
+                reason = str(chunk.attrs.get("end_reason", reason))
+                out = _shifted(chunk, offset_s, k)
+                if len(out):
+                    end_s = float(out["time_s"].iloc[-1])
+                # Every chunk is handed over, the (possibly empty) last one of a step too: a
+                # consumer that stops there stops before the next step reaches the instrument.
+                yield out
+            offset_s = end_s
+            if reason == "voltage_limit":
+                hit_limit = True
+                if seq.on_limit == "stop":
+                    break
+        end = _empty_time_series()
+        end.attrs["end_reason"] = (
+            "voltage_limit" if hit_limit and seq.on_limit == "stop" else "completed"
+        )
+        yield end
 
     def run(self, technique: Technique) -> pd.DataFrame:
         """Run ``technique`` to the end and return all its points in one DataFrame."""
@@ -333,6 +380,40 @@ def as_sequence(technique: GalvanostaticHold) -> CurrentSequence:
         voltage_min_V=technique.voltage_min_V,
         voltage_max_V=technique.voltage_max_V,
         on_limit="stop",
+    )
+
+
+def split_steps(seq: CurrentSequence) -> tuple[CurrentSequence, ...]:
+    """One one-step sequence per step of ``seq``, with its sampling and voltage window.
+
+    What :meth:`Potentiostat.stream` sends to the instrument, one after the other, so that
+    the instrument never holds more than one step (one half-cycle of a cycling protocol).
+    Each ends at the window (``on_limit="stop"``); ``seq.on_limit`` decides what follows.
+    """
+    return tuple(
+        CurrentSequence(
+            steps=(step,),
+            interval_s=seq.interval_s,
+            voltage_min_V=seq.voltage_min_V,
+            voltage_max_V=seq.voltage_max_V,
+            on_limit="stop",
+        )
+        for step in seq.steps
+    )
+
+
+def _shifted(chunk: pd.DataFrame, offset_s: float, step: int) -> pd.DataFrame:
+    """A chunk of a one-step technique as points of step ``step`` of the whole sequence."""
+    out = chunk.copy()
+    out.attrs = {k: v for k, v in chunk.attrs.items() if k != "end_reason"}
+    out["time_s"] = out["time_s"].to_numpy(dtype=float) + offset_s
+    out["step"] = np.full(len(out), step, dtype=int)
+    return out
+
+
+def _empty_time_series() -> pd.DataFrame:
+    return pd.DataFrame(
+        {c: pd.Series(dtype=int if c == "step" else float) for c in TIME_SERIES_COLUMNS}
     )
 
 

@@ -6,11 +6,13 @@ cell needs:
 
 * :class:`~insitu.instruments.potentiostat.GalvanostaticHold` and
   :class:`~insitu.instruments.potentiostat.CurrentSequence`: current source, voltage sense,
-  run as ONE trigger model on the instrument, so that it steps through the currents by
-  itself and no step change waits for the host (the model, and the host-side replay that
-  numbers the steps, are :mod:`insitu.instruments.keithley2450.trigger`). The host only
-  streams readings from ``defbuffer1`` (``:TRAC:ACT?``, ``:TRAC:DATA?``), sized to the
-  technique's reading count (at most 4,000,000 readings; more is refused before anything is
+  one step (one half-cycle) at a time: the base class
+  (:meth:`~insitu.instruments.potentiostat.Potentiostat.stream`) hands this driver a
+  sequence step by step, each run as one trigger model that ends with the output off, so
+  that a host that dies leaves the cell at rest within one step (the model, and the
+  host-side replay that numbers readings, are :mod:`insitu.instruments.keithley2450.trigger`).
+  The host streams readings from ``defbuffer1`` (``:TRAC:ACT?``, ``:TRAC:DATA?``), sized to
+  the step's reading count (at most 4,000,000 readings; more is refused before anything is
   sent).
 * :class:`~insitu.instruments.potentiostat.OpenCircuit`: a 2450 cannot measure with its
   output off in the normal way (the output-off state disconnects or clamps the terminals), so
@@ -65,6 +67,7 @@ from ..potentiostat import (
     OpenCircuit,
     Potentiostat,
     Technique,
+    split_steps,
 )
 from .trigger import (
     CONFIG_LIST,
@@ -246,22 +249,30 @@ class Keithley2450(Instrument, Potentiostat):
 
     def check(self, technique: Technique) -> None:
         """Capabilities and limits (see :class:`Potentiostat`), plus what one trigger model
-        and the reading buffer can hold."""
+        and the reading buffer can hold.
+
+        A sequence of several steps is sent one step at a time (see
+        :meth:`Potentiostat.stream`), so each step must fit on its own.
+        """
         super().check(technique)
-        plan = self._plan(technique)
+        loaded = split_steps(technique) if isinstance(technique, CurrentSequence) else (technique,)
+        for one in loaded:
+            self._check_fits(self._plan(one))
+
+    def _check_fits(self, plan: TriggerPlan) -> None:
+        """Raise if one trigger-model run needs more readings or blocks than the 2450 has."""
         total = plan.readings
         if total > MAX_BUFFER_POINTS:
             raise LimitError(
-                f"the technique needs {total} readings, more than the instrument's buffer of "
-                f"{MAX_BUFFER_POINTS}; use a longer sampling interval or split the technique",
+                f"a step needs {total} readings, more than the instrument's buffer of "
+                f"{MAX_BUFFER_POINTS}; use a longer sampling interval or shorter steps",
                 instrument=self.name,
             )
         blocks = len(trigger_model_commands(plan))
         if blocks > MAX_TRIGGER_BLOCKS:
             raise LimitError(
-                f"the steps need a trigger model of {blocks} blocks, more than the "
-                f"instrument's {MAX_TRIGGER_BLOCKS}; use fewer different step durations "
-                "(consecutive steps of equal duration share one loop)",
+                f"the technique needs a trigger model of {blocks} blocks, more than the "
+                f"instrument's {MAX_TRIGGER_BLOCKS}",
                 instrument=self.name,
             )
 

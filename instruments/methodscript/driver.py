@@ -1,11 +1,13 @@
 """Driver for PalmSens MethodSCRIPT instruments (EmStat4 HR/LR) over a serial link.
 
 The driver writes one MethodSCRIPT per technique, sends it with ``e``, and parses the data
-packages while the script runs, yielding DataFrame chunks. Limits are enforced twice: the
-:class:`~insitu.instruments.potentiostat.Potentiostat` base class checks them before anything
-is sent, and the voltage window of a galvanostatic technique is checked *inside the script*
-(``if p > vmax`` / ``breakloop``), so the instrument stops on its own even if the host hangs.
-Every script ends with ``on_finished: cell_off``.
+packages while the script runs, yielding DataFrame chunks. A current sequence reaches it one
+step (one half-cycle) at a time (:meth:`~insitu.instruments.potentiostat.Potentiostat.stream`),
+so a script never holds more than one step and ends with ``cell_off``. Limits are enforced
+twice: the :class:`~insitu.instruments.potentiostat.Potentiostat` base class checks them
+before anything is sent, and the voltage window of a galvanostatic technique is checked
+*inside the script* (``if p > vmax`` / ``breakloop``), so the instrument stops on its own even
+if the host hangs. Every script ends with ``on_finished: cell_off``.
 
 Examples
 --------

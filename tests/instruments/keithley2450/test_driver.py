@@ -326,7 +326,9 @@ def test_sequence_steps_follow_each_other_without_gaps(
         data.groupby("step")["current_A"].mean(), [2e-4, -2e-4, 1e-4, -1e-4], rtol=1e-9
     )
     # One trigger model, started once: the host did not switch the steps.
-    assert emulator.commands.count(":INIT") == 1
+    # One trigger model per step (Potentiostat.stream sends a sequence one half-cycle at a
+    # time, so a dead host leaves at most one step running): 4 steps, 4 starts.
+    assert emulator.commands.count(":INIT") == 4
     assert not emulator.output_on
 
 
@@ -392,16 +394,15 @@ def test_stop_on_limit_ends_the_sequence_in_the_instrument(clock: SimClock) -> N
         assert (data["voltage_V"].iloc[:-1].abs() < 0.03 * (1 - 1e-6)).all()
         # The instrument's own model jumped to its last block (1 + 3 loops of 8 + 1), which
         # switched the output off at the limit.
-        assert raw_query(emu.resource, ":TRIG:STAT?") == "IDLE;IDLE;26"
+        # The step's own model (11 blocks; the whole sequence's had 26) ended at the limit.
+        assert raw_query(emu.resource, ":TRIG:STAT?") == "IDLE;IDLE;10"
         assert not emu.output_on
 
 
-def test_too_many_different_step_lengths_are_refused_before_sending(
+def test_a_hold_beyond_the_buffer_is_refused_before_sending(
     k2450: Keithley2450, emulator: Keithley2450Emulator
 ) -> None:
-    steps = tuple(CurrentStep(1e-4, 10.0 * (1 + k % 2)) for k in range(8))
-    with pytest.raises(LimitError, match="trigger model"):
-        k2450.run(CurrentSequence(steps=steps, interval_s=1.0))
+    # (Step lengths no longer add up in one trigger model: each step is its own.)
     with pytest.raises(LimitError, match="buffer"):
         k2450.run(GalvanostaticHold(1e-4, duration_s=5e6, interval_s=1.0))
     assert emulator.commands == []
