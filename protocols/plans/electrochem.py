@@ -114,8 +114,8 @@ def run_technique(
         stops the technique (the cell is switched off) and that string is returned as the
         reason.
     watch_s : float, optional
-        Give ``stop_when`` only the points of the last ``watch_s`` seconds of instrument time
-        (all points by default).
+        Give ``stop_when`` only the points it has not seen yet and the ``watch_s`` seconds of
+        instrument time before them (all points by default).
     poll_s : float
         Real seconds between collections while the technique runs.
 
@@ -128,13 +128,33 @@ def run_technique(
     yield from _device_errors(device, bps.kickoff(device, wait=True))
     status = yield from bps.complete(device, group="technique", wait=False)
     stop_reason: str | None = None
+    checked_s: float | None = None  # instrument time of the newest point stop_when has seen
+
+    def window() -> pd.DataFrame:
+        """The points stop_when has not seen yet, with ``watch_s`` of history before them.
+
+        Not just the latest ``watch_s``: when points arrive faster than the plan looks (a
+        fast simulation, a slow event loop), a short older than the latest window would
+        otherwise never be looked at, and the test would run on past it.
+        """
+        nonlocal checked_s
+        if watch_s is None:
+            data = device.points()
+        else:
+            newest = device.points(last_s=0.0)
+            now_s = float(newest["time_s"].iloc[-1]) if len(newest) else None
+            backlog = 0.0 if checked_s is None or now_s is None else max(0.0, now_s - checked_s)
+            data = device.points(last_s=None if checked_s is None else watch_s + backlog)
+        if len(data):
+            checked_s = float(data["time_s"].iloc[-1])
+        return data
 
     def watch() -> Plan:
         nonlocal stop_reason
         while not status.done:
             yield from bps.collect(device, return_payload=False)
             if stop_when is not None and stop_reason is None:
-                stop_reason = stop_when(device.points(last_s=watch_s))
+                stop_reason = stop_when(window())
                 if stop_reason:
                     device.stop()
             yield from bps.sleep(poll_s)
