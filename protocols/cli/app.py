@@ -154,14 +154,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(signal, "SIGHUP"):  # POSIX only
             signal.signal(signal.SIGHUP, _raise_keyboard_interrupt)
     try:
-        return args.func(args)
+        status = args.func(args)
     except USER_ERRORS as exc:
         return _report(exc, debug=args.debug, user=True)
     except KeyboardInterrupt:
+        _ignore_further_signals()
         print("insitu: interrupted; the cell was switched off", file=sys.stderr)
         return 130
     except Exception as exc:
         return _report(exc, debug=args.debug, user=_is_user_os_error(exc))
+    if status == 130:  # a command that reported its own interruption
+        _ignore_further_signals()
+    return status
+
+
+def _ignore_further_signals() -> None:
+    """Once a command was interrupted, a second Ctrl-C (or kill) only ends the exit: the cell
+    is already off, and a KeyboardInterrupt raised in the interpreter's shutdown hooks would
+    print a traceback over the one-line message."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 if __name__ == "__main__":

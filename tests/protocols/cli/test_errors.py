@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -88,8 +89,16 @@ def test_ctrl_c_is_exit_130_without_a_traceback(monkeypatch, capsys) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(sim_workflow, "material_presets", interrupted)
-    assert main(["sim", "materials"]) == 130
-    assert one_line(capsys) == "insitu: interrupted; the cell was switched off"
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        assert main(["sim", "materials"]) == 130
+        assert one_line(capsys) == "insitu: interrupted; the cell was switched off"
+        # A second Ctrl-C (or kill) while the process exits is ignored: it used to raise in
+        # the interpreter's shutdown hooks and print a traceback under the one line.
+        assert all(signal.getsignal(s) is signal.SIG_IGN for s in saved)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
 
 
 def test_every_part_has_a_user_error_base() -> None:

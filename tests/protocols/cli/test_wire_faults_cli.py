@@ -16,12 +16,13 @@ def test_a_ccd_through_a_slow_cable_gives_the_clean_answer(tmp_path, capsys, emu
     did."""
     argv = ["ccd", "--instrument", "sim:A-LPS", "--emulator", emulator, "--json"]
     argv += ["--data", str(tmp_path / "data")]
-    assert main([*argv, "--faults", "delay=5%:0.005,split=5%"]) == 0
+    # High rates: a CCD on the Keithley is a few tens of reply lines (buffers read in bulk).
+    assert main([*argv, "--faults", "delay=20%:0.002,split=20%"]) == 0
     faulty = json.loads(capsys.readouterr().out)
     assert faulty["ccd_mA_cm2"] == 0.75
     assert faulty["charge_to_failure_C_cm2"]["per_electrode_plated"] == 6.84
     injected = faulty["wire_faults"]
-    assert injected["lines"] > 50 and injected["delay"] > 0 and injected["split"] > 0
+    assert injected["lines"] > 20 and injected["delay"] > 0 and injected["split"] > 0
 
 
 def test_a_bad_fault_spec_is_refused(tmp_path, capsys) -> None:
