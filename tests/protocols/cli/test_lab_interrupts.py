@@ -129,7 +129,18 @@ def start_ccd(tmp_path: Path, resource: str) -> subprocess.Popen:
     raise AssertionError("the CCD run stored no point within 120 s")
 
 
-@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGHUP"])
+# Ctrl-C on both instruments, and each other signal on one: the three go through one
+# handler (tests/protocols/workflows/test_interrupts.py checks each on its own).
+@pytest.mark.parametrize(
+    ("bench", "signame"),
+    [
+        ("keithley2450", "SIGINT"),
+        ("methodscript", "SIGINT"),
+        ("keithley2450", "SIGTERM"),
+        ("methodscript", "SIGHUP"),
+    ],
+    indirect=["bench"],
+)
 def test_one_signal_stops_the_ccd_run_cleanly(tmp_path, bench, signame, capsys):
     process = start_ccd(tmp_path, bench.resource)
     time.sleep(0.3)  # mid-run, a few chunks later

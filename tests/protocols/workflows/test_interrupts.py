@@ -63,9 +63,12 @@ def test_emergency_stop_aborts_the_run_with_its_reason_and_prints_nothing(capsys
         started.wait(10)
         accepted.append(emergency_stop(RE, "operator pressed the red button"))
 
-    threading.Thread(target=stop).start()
+    stopper = threading.Thread(target=stop)
+    stopper.start()
     with pytest.raises(RunEngineInterrupted):
         RE(endless(cleaned, started))
+    # The run may be closed before emergency_stop returns in its thread (caught by CI).
+    stopper.join(10)
     assert accepted == [True]
     assert cleaned == ["off"]
     assert docs.stops[-1]["exit_status"] == "abort"
