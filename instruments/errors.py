@@ -7,6 +7,7 @@ what the driver was doing when it failed.
 from __future__ import annotations
 
 __all__ = [
+    "ComplianceError",
     "InstrumentConnectionError",
     "InstrumentError",
     "InstrumentProtocolError",
@@ -76,3 +77,19 @@ class UnsupportedTechniqueError(InstrumentError):
 
 class LimitError(InstrumentError, ValueError):
     """A requested current or voltage is outside the limits; nothing was sent."""
+
+
+class ComplianceError(InstrumentError):
+    """The instrument reached a limit while sourcing: a Keithley in compliance (its voltage
+    limit tripped), a MethodSCRIPT reading flagged overload. The technique was ended and the
+    cell switched off; the points up to the flagged one were kept.
+
+    Attributes
+    ----------
+    time_s : float or None
+        The technique's time of the first flagged reading, when known.
+    """
+
+    def __init__(self, message: str, *, time_s: float | None = None, **kwargs: str | None) -> None:
+        self.time_s = time_s
+        super().__init__(message, **kwargs)

@@ -175,6 +175,10 @@ class Potentiostat(abc.ABC):
     limits: Limits = Limits(max_abs_current_A=0.1, max_abs_voltage_V=10.0)
     #: Human-readable name used in error messages: model and resource string.
     name: str = "potentiostat"
+    #: Points the instrument measured that never reached the host readable (a streamed data
+    #: package garbled on the wire cannot be asked for again). Drivers count them here; the
+    #: plans record the count in the run, so lost points are reported, never hidden.
+    points_lost: int = 0
 
     # --- what drivers implement ---------------------------------------------------------
     @abc.abstractmethod

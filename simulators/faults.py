@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from .errors import SimulatorInputError
 
-__all__ = ["FaultyLink", "WireFaults"]
+__all__ = ["FaultyLink", "InstrumentFaults", "WireFaults"]
 
 _LOOPBACK = "127.0.0.1"
 _POLL_S = 0.05
@@ -104,11 +104,14 @@ class WireFaults:
         for raw in filter(None, (item.strip() for item in text.split(","))):
             kind, sep, value = raw.partition("=")
             kind = kind.strip().lower()
-            if not sep or kind not in ("delay", "garble", "drop", "split", "disconnect"):
+            if not sep or kind not in _WIRE_KINDS + _INSTRUMENT_KINDS:
                 raise SimulatorInputError(
-                    f"fault {raw!r}: give kind=value with kind one of delay, garble, drop, "
-                    "split, disconnect (e.g. delay=1%:0.2,garble=0.5%,disconnect=40)"
+                    f"fault {raw!r}: give kind=value with kind one of "
+                    f"{', '.join(_WIRE_KINDS + _INSTRUMENT_KINDS)} "
+                    "(e.g. delay=1%:0.2,garble=0.5%,disconnect=40,error=300)"
                 )
+            if kind in _INSTRUMENT_KINDS:
+                continue  # the instrument's own faults: InstrumentFaults.parse reads them
             try:
                 if kind == "disconnect":
                     cuts.append(int(value))
@@ -122,6 +125,65 @@ class WireFaults:
             except ValueError:
                 raise SimulatorInputError(f"fault {raw!r}: {value!r} is not a number") from None
         return cls(**values, delay_s=delay_s, disconnect_after=tuple(sorted(cuts)), seed=seed)
+
+
+_WIRE_KINDS = ("delay", "garble", "drop", "split", "disconnect")
+_INSTRUMENT_KINDS = ("error", "overload")
+
+
+@dataclass(frozen=True)
+class InstrumentFaults:
+    """What goes wrong inside the instrument itself (an emulator's own faults).
+
+    Counted in measured points since the emulator started, so a run meets them at the same
+    place whatever the speed-up.
+
+    Parameters
+    ----------
+    error_after : int, optional
+        After this many points the instrument reports one of its own errors and ends the
+        technique with the cell off (Keithley 2450: an event in the error queue and the output
+        off; EmStat4: a ``!XXXX`` error line and the script aborted).
+    overload_after : int, optional
+        From this point on, readings are flagged as the instrument flags a source it cannot
+        hold (Keithley 2450: the voltage limit trips, the source is in compliance; EmStat4:
+        the overload bit in each data package's status).
+    """
+
+    error_after: int | None = None
+    overload_after: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("error_after", "overload_after"):
+            n = getattr(self, name)
+            if n is not None and n < 1:
+                raise SimulatorInputError(f"fault {name} counts points: give a number ≥ 1")
+
+    @property
+    def any(self) -> bool:
+        """Whether any fault can happen."""
+        return self.error_after is not None or self.overload_after is not None
+
+    @classmethod
+    def parse(cls, text: str) -> InstrumentFaults:
+        """Read the instrument's items of the command line's form: ``error=N``,
+        ``overload=N`` (after N points); the wire's items are left to
+        :meth:`WireFaults.parse`, which also names unknown kinds.
+        """
+        WireFaults.parse(text)  # one place that refuses unknown kinds, with the list
+        values: dict[str, int] = {}
+        for raw in filter(None, (item.strip() for item in text.split(","))):
+            kind, _, value = raw.partition("=")
+            kind = kind.strip().lower()
+            if kind not in _INSTRUMENT_KINDS:
+                continue
+            try:
+                values[f"{kind}_after"] = int(value)
+            except ValueError:
+                raise SimulatorInputError(
+                    f"fault {raw!r}: {value!r} is not a whole number of points"
+                ) from None
+        return cls(**values)
 
 
 @dataclass

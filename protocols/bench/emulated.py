@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from insitu.simulators.cell.model import CellGeometry, CellState, VirtualCell
 from insitu.simulators.clock import SimClock
-from insitu.simulators.faults import FaultyLink, WireFaults
+from insitu.simulators.faults import FaultyLink, InstrumentFaults, WireFaults
 from insitu.simulators.materials import get_material
 
 __all__ = ["SIM_PREFIX", "EmulatorKind", "SimBench", "is_sim_resource", "start_emulator"]
@@ -85,6 +85,7 @@ def start_emulator(
     transport: Literal["tcp", "pty"] = "tcp",
     cell: VirtualCell | None = None,
     faults: WireFaults | None = None,
+    instrument_faults: InstrumentFaults | None = None,
 ) -> Iterator[SimBench]:
     """Start an emulator serving a virtual cell of ``material``; stop it on exit.
 
@@ -113,6 +114,8 @@ def start_emulator(
         Put a faulty cable between the driver and the emulator
         (:class:`~insitu.simulators.faults.FaultyLink`, TCP only): the bench's ``resource``
         is then the link's, and ``SimBench.link`` counts what it did.
+    instrument_faults : InstrumentFaults, optional
+        Faults inside the emulated instrument (its own error, readings in compliance).
     """
     if faults is not None and faults.any and transport != "tcp":
         raise ValueError("wire faults need the TCP transport (the faulty link is a TCP proxy)")
@@ -137,11 +140,13 @@ def start_emulator(
     if emulator == "keithley2450":
         from insitu.simulators.emulators.keithley2450.server import Keithley2450Emulator
 
-        emulator = Keithley2450Emulator(cell, clock, port=port)
+        emulator = Keithley2450Emulator(cell, clock, port=port, faults=instrument_faults)
     elif emulator == "methodscript":
         from insitu.simulators.emulators.methodscript.server import MethodScriptEmulator
 
-        emulator = MethodScriptEmulator(cell, clock, transport=transport, port=port)
+        emulator = MethodScriptEmulator(
+            cell, clock, transport=transport, port=port, faults=instrument_faults
+        )
     else:
         raise ValueError(f"unknown emulator {emulator!r}; choose keithley2450 or methodscript")
     resource = emulator.start()

@@ -70,6 +70,7 @@ def _simulated_cell(spec: BenchSpec) -> Iterator[SimBench]:
         geometry=geometry,
         cell=cell,
         faults=spec.faults,
+        instrument_faults=spec.instrument_faults,
     ) as sim:
         if spec.checkpoint is None:
             yield sim

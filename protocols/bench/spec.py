@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from insitu.simulators.cell.model import CellGeometry, VirtualCell
-from insitu.simulators.faults import WireFaults
+from insitu.simulators.faults import InstrumentFaults, WireFaults
 from insitu.simulators.materials import get_material
 
 from ..errors import UserError
@@ -135,6 +135,9 @@ class BenchSpec:
     faults : WireFaults, optional
         Simulated potentiostat only: a faulty cable between its driver and the emulator
         (:mod:`insitu.simulators.faults`); what it did is counted in ``bench.sim.link``.
+    instrument_faults : InstrumentFaults, optional
+        Simulated potentiostat only: faults inside the emulated instrument itself (one of its
+        own errors, or its readings flagged in compliance/overload, after N points).
     """
 
     potentiostat: str | None = None
@@ -162,6 +165,7 @@ class BenchSpec:
     checkpoint: Path | None = None
     restore: bool = False
     faults: WireFaults | None = None
+    instrument_faults: InstrumentFaults | None = None
     # The name the old keyword form used for ``emulator``.
     sim_protocol: InitVar[EmulatorKind | None] = None
 
@@ -240,6 +244,7 @@ class BenchSpec:
             "rest_speedup": self.rest_speedup is not None,
             "temperature_C": self.temperature_C is not None,
             "faults": self.faults is not None and self.faults.any,
+            "instrument_faults": self.instrument_faults is not None and self.instrument_faults.any,
         }
         given = [name for name, is_given in simulation_only.items() if is_given]
         if given:

@@ -48,6 +48,7 @@ import time
 
 from ...cell.model import VirtualCell
 from ...clock import SimClock
+from ...faults import InstrumentFaults
 from ..line_server import CommandLog, Connection, LineServer
 from ..scpi import SCPIError, parse_command, split_message
 from .commands import build_command_set
@@ -100,11 +101,14 @@ class Keithley2450Emulator(LineServer):
         host: str = "127.0.0.1",
         port: int = 0,
         serial: str = "04512345",
+        faults: InstrumentFaults | None = None,
     ) -> None:
         super().__init__(host=host, port=port)
         self.cell = cell
         self.clock = clock
         self.serial = serial
+        #: Faults inside the instrument (its own error, readings in compliance/overload).
+        self.faults = faults or InstrumentFaults()
         self._lock = threading.RLock()
         #: The latest command lines received, in order (test hook; bounded, see CommandLog).
         self.commands: CommandLog = CommandLog()

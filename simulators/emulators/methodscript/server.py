@@ -43,6 +43,7 @@ from insitu.instruments.methodscript.codec import (
 
 from ...cell.model import VirtualCell
 from ...clock import SimClock
+from ...faults import InstrumentFaults
 from ..line_server import Connection, LineServer, Transport
 from .interpreter import (
     EMSTAT4_HR,
@@ -107,11 +108,14 @@ class MethodScriptEmulator(LineServer):
         serial: str = "ES4HR24A0042",
         firmware: FirmwareInfo | None = None,
         spec: DeviceSpec = EMSTAT4_HR,
+        faults: InstrumentFaults | None = None,
     ) -> None:
         super().__init__(port=port, transport=transport)
         self.cell = cell
         self.clock = clock
         self.serial = serial
+        #: Faults inside the instrument (its own error, readings in compliance/overload).
+        self.faults = faults or InstrumentFaults()
         self.spec = spec
         self.firmware = firmware or FirmwareInfo(spec.device_code, "1.4.00", "Jan 15 2025 10:00:00")
         self.mscript_version = "01.08.00"
