@@ -41,6 +41,7 @@ from .errors import LimitError, UnsupportedTechniqueError
 
 __all__ = [
     "EIS_COLUMNS",
+    "STEP_END",
     "TIME_SERIES_COLUMNS",
     "CurrentSequence",
     "CurrentStep",
@@ -62,6 +63,11 @@ TIME_SERIES_COLUMNS = ("time_s", "voltage_V", "current_A", "step")
 EIS_COLUMNS = ("frequency_Hz", "z_real_ohm", "z_imag_ohm")
 
 EndReason = Literal["completed", "voltage_limit"]
+
+
+#: Attribute of the (empty) chunk :meth:`Potentiostat.stream` hands over after each step of a
+#: multi-step sequence: the index of the step that ended, before the next one is sent.
+STEP_END = "step_end"
 
 
 @dataclass(frozen=True)
@@ -260,10 +266,14 @@ class Potentiostat(abc.ABC):
                 out = _shifted(chunk, offset_s, k)
                 if len(out):
                     end_s = float(out["time_s"].iloc[-1])
-                # Every chunk is handed over, the (possibly empty) last one of a step too: a
-                # consumer that stops there stops before the next step reaches the instrument.
                 yield out
             offset_s = end_s
+            # The step has ended and all its points were handed over: this marker lets the
+            # consumer look at them (a short?) before the next step reaches the instrument; a
+            # consumer that stops here never sends it.
+            marker = _empty_time_series()
+            marker.attrs[STEP_END] = k
+            yield marker
             if reason == "voltage_limit":
                 hit_limit = True
                 if seq.on_limit == "stop":

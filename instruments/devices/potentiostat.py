@@ -52,7 +52,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -63,6 +63,7 @@ from ophyd.status import Status
 
 from ..potentiostat import (
     EIS_COLUMNS,
+    STEP_END,
     TIME_SERIES_COLUMNS,
     CurrentSequence,
     CurrentStep,
@@ -282,6 +283,12 @@ class PotentiostatDevice(Device):
         self._end_reason: str | None = None
         self._error: BaseException | None = None
         self._identity_cache: str | None = None
+        self._lost_at_start = 0
+        #: Called by the technique's thread between two steps of a multi-step sequence, after
+        #: the ended step's points arrived and before the next step is sent; a true answer
+        #: stops the technique there (the cell is off between steps). Plans set it to look
+        #: for a short before the cell is driven again, whatever their own polling pace.
+        self.step_gate: Callable[[], bool] | None = None
 
     # --- what the technique is --------------------------------------------------------------
     @property
@@ -380,6 +387,7 @@ class PotentiostatDevice(Device):
             self._collected = 0
             self._end_reason = None
             self._error = None
+            self._lost_at_start = self.driver.points_lost
             self._stop_requested.clear()
             self._kickoff_status = Status(obj=self)
             self._complete_status = Status(obj=self)
@@ -512,6 +520,12 @@ class PotentiostatDevice(Device):
         return data
 
     @property
+    def points_lost(self) -> int:
+        """Points of the running (or last) technique that the instrument measured but that
+        never arrived readable (the driver's count, e.g. data packages garbled on the wire)."""
+        return self.driver.points_lost - self._lost_at_start
+
+    @property
     def n_points(self) -> int:
         """How many points arrived so far."""
         return self._n_points
@@ -542,6 +556,9 @@ class PotentiostatDevice(Device):
                 if self._stop_requested.is_set():
                     end_reason = "stopped"
                     break
+                if STEP_END in chunk.attrs and self._gate_says_stop():
+                    end_reason = "stopped"
+                    break
         except BaseException as exc:
             # The driver's stream switched the cell off before re-raising; an error of our
             # own (raised here, after a chunk) reaches it through this close().
@@ -560,6 +577,18 @@ class PotentiostatDevice(Device):
             self._finish("failed", exc, kickoff, complete)
             return
         self._finish(end_reason, None, kickoff, complete)
+
+    def _gate_says_stop(self) -> bool:
+        """Ask :attr:`step_gate` between two steps; a failing gate stops too (a bug there
+        must not let the sequence run on unwatched)."""
+        gate = self.step_gate
+        if gate is None:
+            return False
+        try:
+            return bool(gate())
+        except Exception:
+            log.exception("%s: the step gate failed; stopping the technique", self.name)
+            return True
 
     def _receive(self, chunk: pd.DataFrame) -> None:
         arrival = time.time()

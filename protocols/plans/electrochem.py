@@ -124,10 +124,23 @@ def run_technique(
     str
         Why the technique ended: the device's end reason, or ``stop_when``'s answer.
     """
+    stop_reason: str | None = None
+    gate_reason: list[str] = []  # written by the technique's thread, between two steps
+
+    def gate() -> bool:
+        # Between two steps the cell is off and the next step not sent yet: the check the
+        # plan makes at its own pace (below) is made here too, so a fast simulation or a
+        # slow event loop cannot let the next half-cycle start after a short.
+        reason = stop_when(device.points(last_s=watch_s)) if stop_when is not None else None
+        if reason:
+            gate_reason.append(reason)
+        return bool(reason)
+
     yield from bps.prepare(device, technique, wait=True)
+    if hasattr(device, "step_gate"):
+        device.step_gate = gate if stop_when is not None else None
     yield from _device_errors(device, bps.kickoff(device, wait=True))
     status = yield from bps.complete(device, group="technique", wait=False)
-    stop_reason: str | None = None
     checked_s: float | None = None  # instrument time of the newest point stop_when has seen
 
     def window() -> pd.DataFrame:
@@ -171,7 +184,12 @@ def run_technique(
     # A failed technique reaches the plan as FailedStatus at any message (bluesky throws it
     # in as soon as the status fails), hence the whole watch inside _device_errors.
     yield from bpp.finalize_wrapper(_device_errors(device, watch()), switch_off())
-    return stop_reason or device.end_reason
+    lost = int(getattr(device, "points_lost", 0))
+    if lost:
+        # Lost points are reported in the run, never hidden: a stream of their own, so the
+        # run's data streams keep only measured points.
+        yield from _emit_results({"points_lost": lost}, stream="data_quality")
+    return stop_reason or (gate_reason[0] if gate_reason else None) or device.end_reason
 
 
 def _device_errors(device: Any, plan: Plan) -> Plan:

@@ -17,6 +17,7 @@ import pytest
 from insitu.instruments.errors import LimitError
 from insitu.instruments.keithley2450.driver import Keithley2450
 from insitu.instruments.potentiostat import (
+    STEP_END,
     CurrentSequence,
     CurrentStep,
     GalvanostaticHold,
@@ -118,8 +119,20 @@ def test_the_next_step_is_loaded_only_after_the_previous_points_were_read():
     # The consumer stopped in the second step: the third was never sent, the cell is off.
     assert len(driver.loaded) == 2
     assert driver.offs == 1
-    # Every step's last chunk reached the consumer before the next step was loaded.
-    assert seen[:3] == [(1, 3), (1, 3), (2, 3)]
+    # Every step's last chunk reached the consumer before the next step was loaded, and then
+    # an empty marker saying the step ended (where a consumer looks for a short).
+    assert seen[:4] == [(1, 3), (1, 3), (1, 0), (2, 3)]
+
+
+def test_each_step_ends_with_a_marker_before_the_next_is_sent():
+    driver = FakeDriver()
+    markers = []
+    for chunk in driver.stream(cycling(3)):
+        if STEP_END in chunk.attrs:
+            assert len(chunk) == 0
+            markers.append((chunk.attrs[STEP_END], len(driver.loaded)))
+    # The marker of step k comes while the instrument holds step k only.
+    assert markers == [(0, 1), (1, 2), (2, 3)]
 
 
 def test_on_limit_stop_ends_the_sequence_at_the_window():
