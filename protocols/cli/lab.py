@@ -16,7 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from insitu.simulators.errors import SimulatorInputError
-from insitu.simulators.faults import WireFaults
+from insitu.simulators.faults import InstrumentFaults, WireFaults
 
 from ..errors import InvalidInputError
 from .common import (
@@ -50,10 +50,12 @@ def _add_sim_options(parser: argparse.ArgumentParser, default_emulator: str) -> 
     sim.add_argument(
         "--faults",
         metavar="SPEC",
-        type=_wire_faults,
+        type=_faults,
         help="a faulty cable between the driver and the emulator, e.g. "
         "'delay=1%%:0.2,garble=0.5%%,drop=0.1%%,split=1%%,disconnect=400' (per reply line; "
-        "disconnect=N cuts the link after N reply lines; the seed is --seed's)",
+        "disconnect=N cuts the link after N reply lines; the seed is --seed's), and faults of "
+        "the instrument itself: error=N (its own error after N points), overload=N (in "
+        "compliance from point N)",
     )
     add_emulator_option(
         sim,
@@ -62,10 +64,11 @@ def _add_sim_options(parser: argparse.ArgumentParser, default_emulator: str) -> 
     )
 
 
-def _wire_faults(text: str) -> WireFaults:
-    """``--faults SPEC``: the seed is set later, from ``--seed``."""
+def _faults(text: str) -> tuple[WireFaults, InstrumentFaults]:
+    """``--faults SPEC``: the wire's and the instrument's (the seed is set later, from
+    ``--seed``)."""
     try:
-        return WireFaults.parse(text)
+        return WireFaults.parse(text), InstrumentFaults.parse(text)
     except SimulatorInputError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -221,7 +224,8 @@ def cmd_ccd(args: argparse.Namespace) -> int:
                 speedup=args.speedup,
                 seed=args.seed,
                 emulator=args.emulator,
-                faults=args.faults,
+                faults=args.faults and args.faults[0],
+                instrument_faults=args.faults and args.faults[1],
                 timeout_s=args.timeout,
                 md=_metadata(args),
                 progress=progress,
@@ -272,7 +276,8 @@ def cmd_conductivity(args: argparse.Namespace) -> int:
                 speedup=args.speedup,
                 seed=args.seed,
                 emulator=args.emulator,
-                faults=args.faults,
+                faults=args.faults and args.faults[0],
+                instrument_faults=args.faults and args.faults[1],
                 oven_settle_time_s=args.settle_time,
                 timeout_s=args.timeout,
                 md=_metadata(args),

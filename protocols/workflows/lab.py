@@ -24,7 +24,7 @@ from insitu.analysis.electrochem.eis import electrolyte_resistance
 from insitu.analysis.electrochem.runs import spectra_by_temperature
 from insitu.analysis.electrochem.shorts import ccd_from_trace
 from insitu.simulators.cell.model import CellGeometry
-from insitu.simulators.faults import WireFaults
+from insitu.simulators.faults import InstrumentFaults, WireFaults
 
 from ..bench import BenchSpec, EmulatorKind, is_sim_resource, open_bench
 from ..errors import InvalidInputError
@@ -72,9 +72,14 @@ class _ProgressRelay:
 
 
 def _injected(bench: Any) -> dict[str, Any]:
-    """``{"wire_faults": {kind: count}}`` when the bench's cable was faulty, else ``{}``."""
+    """What went wrong on the way and what it cost: ``points_lost`` (points the instrument
+    measured that never arrived readable), and ``{"wire_faults": {kind: count}}`` when the
+    bench's cable was faulty."""
+    report: dict[str, Any] = {"points_lost": int(bench.potentiostat.driver.points_lost)}
     link = getattr(getattr(bench, "sim", None), "link", None)
-    return {} if link is None else {"wire_faults": dict(link.injected)}
+    if link is not None:
+        report["wire_faults"] = dict(link.injected)
+    return report
 
 
 def _seeded(faults: WireFaults | None, seed: int | None) -> WireFaults | None:
@@ -172,12 +177,14 @@ def run_ccd(
     progress: Progress | None = None,
     sim_protocol: EmulatorKind | None = None,
     faults: WireFaults | None = None,
+    instrument_faults: InstrumentFaults | None = None,
 ) -> dict[str, Any]:
     """Run a CCD test on ``instrument`` (or ``sim:MATERIAL``), store it, return its numbers.
 
     ``emulator`` is the simulated potentiostat's wire protocol (``sim_protocol``: its former
     name, still accepted); ``faults`` puts a faulty cable between its driver and the emulator
-    (seeded with ``seed``; :mod:`insitu.simulators.faults`).
+    (seeded with ``seed``; :mod:`insitu.simulators.faults`), ``instrument_faults`` makes the
+    emulated instrument itself fail (its own error, or compliance, after N points).
     """
     meta = dict(md or {})
     if is_sim_resource(instrument):
@@ -197,6 +204,7 @@ def run_ccd(
         geometry=geometry,
         timeout_s=timeout_s,
         faults=_seeded(faults, seed),
+        instrument_faults=instrument_faults,
     )
     with open_bench(spec) as bench:
         # The catalog is opened once the hardware answered: a typo in the resource fails fast.
@@ -281,6 +289,7 @@ def run_conductivity(
     progress: Progress | None = None,
     sim_protocol: EmulatorKind | None = None,
     faults: WireFaults | None = None,
+    instrument_faults: InstrumentFaults | None = None,
 ) -> dict[str, Any]:
     """Measure EIS over temperatures, store the run, return σ(T) and Eₐ.
 
@@ -317,6 +326,7 @@ def run_conductivity(
         geometry=geometry,
         timeout_s=timeout_s,
         faults=_seeded(faults, seed),
+        instrument_faults=instrument_faults,
     )
     with open_bench(spec) as bench:
         RE = _run_engine(store, progress)
