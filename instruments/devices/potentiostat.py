@@ -61,6 +61,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.status import Status
 
+from ..errors import LimitError
 from ..potentiostat import (
     EIS_COLUMNS,
     STEP_END,
@@ -79,6 +80,7 @@ __all__ = [
     "TECHNIQUES",
     "TIME_SERIES_STREAM",
     "PotentiostatDevice",
+    "SampleLimits",
     "technique_from_dict",
     "technique_to_dict",
 ]
@@ -215,6 +217,50 @@ class _Reading(Signal):
         return desc
 
 
+@dataclasses.dataclass(frozen=True)
+class SampleLimits:
+    """What one sample may see, over what the instrument can do.
+
+    Parameters
+    ----------
+    max_abs_current_A : float, optional
+        The largest current (the sample's current-density limit times its area).
+    max_abs_voltage_V : float, optional
+        The largest cell voltage either way.
+    """
+
+    max_abs_current_A: float | None = None
+    max_abs_voltage_V: float | None = None
+
+    def check(self, technique: Technique, name: str) -> None:
+        """Raise :class:`LimitError` if ``technique`` could drive the sample beyond them."""
+        currents: list[float] = []
+        windows: list[tuple[float, float]] = []
+        if isinstance(technique, GalvanostaticHold):
+            currents.append(technique.current_A)
+            windows.append((technique.voltage_min_V, technique.voltage_max_V))
+        elif isinstance(technique, CurrentSequence):
+            currents.extend(step.current_A for step in technique.steps)
+            windows.append((technique.voltage_min_V, technique.voltage_max_V))
+        elif isinstance(technique, Impedance) and technique.mode == "galvanostatic":
+            currents.append(abs(technique.dc_A) + technique.amplitude * 2**0.5)
+        i_max, v_max = self.max_abs_current_A, self.max_abs_voltage_V
+        for i in currents:
+            if i_max is not None and abs(i) > i_max * (1 + 1e-9):
+                raise LimitError(
+                    f"{abs(i):g} A is above this sample's limit of {i_max:g} A "
+                    "(limits.max_current_density_mA_cm2 × area); nothing was sent",
+                    instrument=name,
+                )
+        for lo, hi in windows:
+            if v_max is not None and max(abs(lo), abs(hi)) > v_max * (1 + 1e-9):
+                raise LimitError(
+                    f"the voltage window {lo:g}…{hi:g} V reaches beyond this sample's limit of "
+                    f"±{v_max:g} V (limits.max_voltage_V); nothing was sent",
+                    instrument=name,
+                )
+
+
 class PotentiostatDevice(Device):
     """A potentiostat driver as an ophyd flyer.
 
@@ -284,6 +330,11 @@ class PotentiostatDevice(Device):
         self._error: BaseException | None = None
         self._identity_cache: str | None = None
         self._lost_at_start = 0
+        #: This sample's own limits (a current density and voltage its cell must not see),
+        #: enforced here as well as by the plan: :meth:`prepare` refuses a technique beyond
+        #: them, and a point beyond the voltage ends the technique at once (cell off), should
+        #: the instrument's own window stop fail or be wider.
+        self.sample_limits: SampleLimits | None = None
         #: Called by the technique's thread between two steps of a multi-step sequence, after
         #: the ended step's points arrived and before the next step is sent; a true answer
         #: stops the technique there (the cell is off between steps). Plans set it to look
@@ -356,6 +407,8 @@ class PotentiostatDevice(Device):
         if not isinstance(technique, Technique):
             raise TypeError(f"{self.name}: {technique!r} is not a technique or technique dict")
         self.driver.check(technique)
+        if self.sample_limits is not None:
+            self.sample_limits.check(technique, self.name)
         self._technique = technique
         self.technique_name.put(type(technique).__name__)
         self.technique.put(json.dumps(technique_to_dict(technique)))
@@ -556,6 +609,9 @@ class PotentiostatDevice(Device):
                 if self._stop_requested.is_set():
                     end_reason = "stopped"
                     break
+                if self._beyond_sample_voltage(chunk):
+                    end_reason = "voltage_limit"
+                    break
                 if STEP_END in chunk.attrs and self._gate_says_stop():
                     end_reason = "stopped"
                     break
@@ -577,6 +633,20 @@ class PotentiostatDevice(Device):
             self._finish("failed", exc, kickoff, complete)
             return
         self._finish(end_reason, None, kickoff, complete)
+
+    def _beyond_sample_voltage(self, chunk: pd.DataFrame) -> bool:
+        limits = self.sample_limits
+        if limits is None or limits.max_abs_voltage_V is None or "voltage_V" not in chunk:
+            return False
+        beyond = np.abs(chunk["voltage_V"].to_numpy(dtype=float)) > limits.max_abs_voltage_V
+        if beyond.any():
+            log.warning(
+                "%s: %g V is beyond this sample's limit of ±%g V; switching the cell off",
+                self.name,
+                float(chunk["voltage_V"].to_numpy()[beyond.argmax()]),
+                limits.max_abs_voltage_V,
+            )
+        return bool(beyond.any())
 
     def _gate_says_stop(self) -> bool:
         """Ask :attr:`step_gate` between two steps; a failing gate stops too (a bug there

@@ -45,6 +45,7 @@ import pandas as pd
 from bluesky.utils import Msg
 
 from insitu.analysis.electrochem.shorts import find_short
+from insitu.instruments.devices.potentiostat import SampleLimits
 from insitu.instruments.errors import LimitError, UnsupportedTechniqueError
 from insitu.instruments.potentiostat import GalvanostaticHold, Impedance, OpenCircuit
 
@@ -361,10 +362,19 @@ def half_cycle(
             f"(limits.max_current_density_mA_cm2 = {j_max:g}); nothing was sent"
         )
         return Outcome("out_of_range", extra={"why": why})
+    if hasattr(potentiostat, "sample_limits"):
+        # ... and enforced again in the device: it refuses a technique beyond them and ends
+        # one whose points leave the sample's voltage window.
+        potentiostat.sample_limits = SampleLimits(
+            max_abs_current_A=None if j_max is None else j_max * cfg.geometry.area_cm2 * 1e-3,
+            max_abs_voltage_V=cfg.limits.max_voltage_V,
+        )
     driver = getattr(potentiostat, "driver", None)
     if driver is not None:
         try:
             driver.check(technique)
+            if getattr(potentiostat, "sample_limits", None) is not None:
+                potentiostat.sample_limits.check(technique, potentiostat.name)
         except LimitError as exc:
             return Outcome("out_of_range", extra={"why": str(exc)})
 

@@ -14,6 +14,7 @@ from bluesky.utils import FailedStatus
 
 from insitu.instruments.devices.potentiostat import (
     PotentiostatDevice,
+    SampleLimits,
     technique_from_dict,
     technique_to_dict,
 )
@@ -88,7 +89,8 @@ def emstat() -> Iterator[tuple[SimBench, PotentiostatDevice]]:
 def fly(flyer, technique, *, during=None, name=None):
     """open_run, prepare, kickoff, collect until complete, complete, collect, close_run."""
     yield from bps.open_run()
-    yield from bps.prepare(flyer, technique, wait=True)
+    if technique is not None:  # None: the technique prepared before
+        yield from bps.prepare(flyer, technique, wait=True)
     if name is not None:
         yield from bps.declare_stream(flyer, name=name, collect=True)
     yield from bps.kickoff(flyer, wait=True)
@@ -251,6 +253,36 @@ def test_limits_are_checked_at_prepare(keithley):
     with pytest.raises(ValueError, match="unknown technique"):
         flyer.prepare({"technique": "Cyclic", "rate": 1})
     assert bench.emulator.commands.count("*IDN?") == 0  # nothing sent for bad techniques
+
+
+def test_sample_limits_are_enforced_in_the_device(keithley):
+    bench, flyer = keithley
+    flyer.sample_limits = SampleLimits(max_abs_current_A=1e-3, max_abs_voltage_V=2.0)
+    # Within what the instrument can do, beyond what this sample may see: refused, unsent.
+    with pytest.raises(LimitError, match="this sample's limit of 0.001 A"):
+        flyer.prepare(GalvanostaticHold(2e-3, duration_s=10.0, voltage_max_V=1.0))
+    with pytest.raises(LimitError, match="limits.max_voltage_V"):
+        flyer.prepare(GalvanostaticHold(1e-4, duration_s=10.0))  # window ±10 V
+    assert bench.emulator.commands.count(":OUTP ON") == 0
+    assert bench.emulator.commands.count("*IDN?") == 0
+
+
+def test_a_point_beyond_the_sample_voltage_switches_the_cell_off(keithley):
+    bench, flyer = keithley
+    hold = GalvanostaticHold(2e-4, duration_s=3000.0, interval_s=1.0)
+    # The instrument's own window (±10 V) is far away; the sample's limit is set below the
+    # cell's voltage at this current, as if the instrument's window stop had failed.
+    first = GalvanostaticHold(2e-4, duration_s=2.0, interval_s=1.0)
+    v_cell = abs(flyer.driver.run(first)["voltage_V"].iloc[-1])
+    flyer.prepare(hold)
+    flyer.sample_limits = SampleLimits(max_abs_voltage_V=v_cell / 2)
+    RE = RunEngine({})
+    RE(fly(flyer, None), Documents())
+    points = flyer.points()
+    assert flyer.end_reason == "voltage_limit"
+    assert 0 < len(points) < 3000  # it ended early ...
+    assert abs(points["voltage_V"].iloc[-1]) > v_cell / 2  # ... at the first point beyond
+    assert not bench.emulator.output_on
 
 
 def test_eis_stream(emstat):
