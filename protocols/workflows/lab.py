@@ -82,11 +82,18 @@ def _injected(bench: Any) -> dict[str, Any]:
     return report
 
 
-def _seeded(faults: WireFaults | None, seed: int | None) -> WireFaults | None:
-    """The wire faults drawn from the run's seed (the same run, the same faults)."""
-    if faults is None or seed is None:
-        return faults
-    return replace(faults, seed=seed)
+def _lab_bench(
+    instrument: str,
+    *,
+    seed: int | None,
+    faults: WireFaults | None,
+    **spec: Any,
+) -> BenchSpec:
+    """The bench of a lab command; the wire faults are drawn from the run's seed (the same
+    run, the same faults)."""
+    if faults is not None and seed is not None:
+        faults = replace(faults, seed=seed)
+    return BenchSpec(instrument, seed=seed, faults=faults, **spec)
 
 
 def _emulator(emulator: EmulatorKind, sim_protocol: EmulatorKind | None) -> EmulatorKind:
@@ -196,14 +203,14 @@ def run_ccd(
         meta.setdefault("thickness_cm", geometry.thickness_m * 100)
         meta.setdefault("temperature_C", round(geometry.temperature_K - 273.15, 2))
         meta.setdefault("stack_pressure_MPa", geometry.stack_pressure_Pa / 1e6)
-    spec = BenchSpec(
+    spec = _lab_bench(
         instrument,
         emulator=_emulator(emulator, sim_protocol),
         speedup=speedup,
         seed=seed,
         geometry=geometry,
         timeout_s=timeout_s,
-        faults=_seeded(faults, seed),
+        faults=faults,
         instrument_faults=instrument_faults,
     )
     with open_bench(spec) as bench:
@@ -316,17 +323,17 @@ def run_conductivity(
         raise InvalidInputError("a temperature series needs an oven: give --oven RESOURCE")
     if thickness_cm is None or area_cm2 is None:
         raise InvalidInputError("give the pellet's --thickness-cm and --area-cm2")
-    spec = BenchSpec(
+    spec = _lab_bench(
         instrument,
         emulator=_emulator(emulator, sim_protocol),
-        oven=oven,
-        oven_settle_time_s=oven_settle_time_s,
         speedup=speedup,
         seed=seed,
         geometry=geometry,
         timeout_s=timeout_s,
-        faults=_seeded(faults, seed),
+        faults=faults,
         instrument_faults=instrument_faults,
+        oven=oven,
+        oven_settle_time_s=oven_settle_time_s,
     )
     with open_bench(spec) as bench:
         RE = _run_engine(store, progress)
