@@ -68,6 +68,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "queue server's own files go to DIR/qserver",
     )
     qs.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the RE Manager takes requests on (default 127.0.0.1: this machine "
+        "only; 0.0.0.0 for every interface). Beyond loopback it needs --zmq-key-file",
+    )
+    qs.add_argument(
+        "--zmq-key-file",
+        metavar="FILE",
+        default=None,
+        help="file (chmod 600) holding the RE Manager's ZeroMQ private key, made with "
+        "`qserver-zmq-keys` (default: $QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER); requests are then "
+        "encrypted and only clients with the public key are answered",
+    )
+    qs.add_argument(
         "--json",
         action="store_true",
         help="once the environment is open, print one JSON object with the addresses",
@@ -87,6 +101,10 @@ def _bench_text(info: dict[str, object]) -> str:
 def _print_instructions(info: dict[str, object]) -> None:
     addr = info["zmq_control_addr"]
     plan = json.dumps(_EXAMPLE_PLAN)
+    key = info.get("zmq_public_key")
+    # qserver reads the public key from its environment; REManagerAPI takes it as a keyword.
+    export = f"  export QSERVER_ZMQ_PUBLIC_KEY='{key}'\n" if key else ""
+    api_key = f', zmq_public_key="{key}"' if key else ""
     print(
         f"""insitu queue server: RE Manager on {addr}, Redis on {info["redis_addr"]}
   bench: {_bench_text(info)}
@@ -95,14 +113,14 @@ def _print_instructions(info: dict[str, object]) -> None:
   runs go to the catalog in {info["data"]}; log: {info["log"]}
 
 Submit a plan from another terminal (same environment):
-  qserver -a {addr} queue add plan '{plan}'
+{export}  qserver -a {addr} queue add plan '{plan}'
   qserver -a {addr} queue start
   qserver -a {addr} status
   qserver-console-monitor --zmq-info-addr {info["zmq_info_addr"]}
 or from Python:
   from bluesky_queueserver_api import BPlan
   from bluesky_queueserver_api.zmq import REManagerAPI
-  RM = REManagerAPI(zmq_control_addr="{addr}")
+  RM = REManagerAPI(zmq_control_addr="{addr}"{api_key})
   RM.item_add(BPlan("galvanostatic_hold", "potentiostat", current_A=1e-4, duration_s=3600))
   RM.queue_start()
 Ctrl-C stops the queue server (a running plan is aborted and the cell switched off).""",
@@ -120,6 +138,8 @@ def cmd_queue_server(args: argparse.Namespace) -> int:
         tomo=args.tomo,
         speedup=args.speedup,
         emulator=args.emulator,
+        host=args.host,
+        zmq_key_file=args.zmq_key_file,
     ) as qs:
         print(f"starting the environment on {args.instrument} ...", file=sys.stderr, flush=True)
         info = open_environment(qs)

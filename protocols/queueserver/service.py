@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import UserError
+from ..secrets import ZMQ_KEY_ENV
 
 __all__ = [
     "ENV_DATA",
@@ -458,6 +459,9 @@ class QueueServer:
     state_dir: Path
     log_path: Path
     environment: dict[str, str] = field(default_factory=dict)
+    #: The public half of the manager's CurveZMQ key when requests are encrypted (always when
+    #: the manager listens beyond loopback); clients give it to ``REManagerAPI``.
+    zmq_public_key: str | None = None
     _apis: list[Any] = field(default_factory=list, repr=False)
     _stopped: bool = field(default=False, repr=False)
 
@@ -468,6 +472,8 @@ class QueueServer:
 
         kwargs.setdefault("zmq_control_addr", self.zmq_control_addr)
         kwargs.setdefault("zmq_info_addr", self.zmq_info_addr)
+        if self.zmq_public_key is not None:
+            kwargs.setdefault("zmq_public_key", self.zmq_public_key)
         return REManagerAPI(**kwargs)
 
     def api(self, **kwargs: Any) -> Any:
@@ -654,6 +660,31 @@ def _manager_command(
     ]  # fmt: skip
 
 
+def _check_exposure(host: str, private_key: str | None) -> str | None:
+    """Refuse a manager beyond loopback without a key; the key's public half, if any."""
+    if host != LOOPBACK and private_key is None:
+        raise QueueServerError(
+            f"the queue server on {host} would take requests from other machines: give it a "
+            f"ZeroMQ key (`qserver-zmq-keys` makes a pair; the private one in a file for "
+            f"--zmq-key-file, or in ${ZMQ_KEY_ENV}), or leave --host at {LOOPBACK}"
+        )
+    if private_key is None:
+        return None
+    from bluesky_queueserver import generate_zmq_public_key
+
+    return generate_zmq_public_key(private_key)
+
+
+def _bind_host(host: str) -> str:
+    """ZeroMQ's spelling of ``host`` for binding (``*`` for every interface)."""
+    return "*" if host in ("0.0.0.0", "*", "") else host
+
+
+def _connect_host(host: str) -> str:
+    """Where a client on this machine reaches a manager bound to ``host``."""
+    return LOOPBACK if host in ("0.0.0.0", "*", "") else host
+
+
 def _wait_until_answering(qs: QueueServer, timeout_s: float) -> str | None:
     """Wait for the manager's first status answer; ``"retry"`` if its ports were taken."""
     api = qs._new_api(timeout_recv=1.0)
@@ -692,6 +723,8 @@ def queue_server(
     state_dir: str | Path | None = None,
     startup_timeout_s: float = 60.0,
     stop_timeout_s: float = 60.0,
+    host: str = LOOPBACK,
+    zmq_private_key: str | None = None,
 ) -> Iterator[QueueServer]:
     """Start Redis and an RE Manager serving insitu's plans; stop both on exit.
 
@@ -720,6 +753,13 @@ def queue_server(
         How long to wait for the manager's first answer.
     stop_timeout_s : float
         How long each step of the orderly stop may take before processes are killed.
+    host : str
+        Address the manager takes requests on (``127.0.0.1``: this machine only). Any other
+        needs ``zmq_private_key``. Redis and the console output stay on 127.0.0.1 whatever
+        it is.
+    zmq_private_key : str, optional
+        CurveZMQ private key (``qserver-zmq-keys``): requests are then encrypted, and only a
+        client holding the public half (:attr:`QueueServer.zmq_public_key`) is answered.
 
     Yields
     ------
@@ -732,6 +772,8 @@ def queue_server(
         Redis or the manager could not be started (with the tail of the log).
     ValueError
         ``tomo``, ``sim_protocol`` or ``speedup`` is not valid.
+    QueueServerError
+        ``host`` is not loopback and no key was given.
     """
     if tomo not in ("sim", "none"):
         raise ValueError(f"tomo must be 'sim' or 'none', got {tomo!r}")
@@ -743,6 +785,7 @@ def queue_server(
         raise ValueError(f"speedup must be positive, got {speedup!r}")
     if os.name != "posix":
         raise QueueServerError("the queue server is started as POSIX process groups: Linux/macOS")
+    public_key = _check_exposure(host, zmq_private_key)
     data_dir = Path(data_dir).expanduser().resolve()
     state = Path(state_dir).expanduser().resolve() if state_dir else data_dir / "qserver"
     existing, permissions = _write_state_files(state)
@@ -755,19 +798,22 @@ def queue_server(
         ENV_SIM_PROTOCOL: sim_protocol,
     }
     env = {**os.environ, **environment, "PYTHONUNBUFFERED": "1"}
+    env.pop(ZMQ_KEY_ENV, None)  # encrypted exactly when a key was given here
+    if zmq_private_key is not None:
+        env[ZMQ_KEY_ENV] = zmq_private_key  # how start-re-manager takes it: never on argv
 
     with start_redis(dir=state / "redis") as redis:
         qs: QueueServer | None = None
         try:
             for _attempt in range(3):
                 control_port, info_port = _free_ports(2)
-                control = f"tcp://{LOOPBACK}:{control_port}"
+                control = f"tcp://{_connect_host(host)}:{control_port}"
                 info = f"tcp://{LOOPBACK}:{info_port}"
                 command = _manager_command(
                     existing=existing,
                     permissions=permissions,
                     redis_addr=redis.address,
-                    control=control,
+                    control=f"tcp://{_bind_host(host)}:{control_port}",
                     info=info,
                 )
                 # A fresh log per attempt: what it holds is about this manager only.
@@ -792,6 +838,7 @@ def queue_server(
                     state_dir=state,
                     log_path=log_path,
                     environment=environment,
+                    zmq_public_key=public_key,
                 )
                 if _wait_until_answering(qs, startup_timeout_s) is None:
                     break

@@ -23,9 +23,11 @@ from ..queueserver.service import (
     ENV_SIM_PROTOCOL,
     ENV_SPEEDUP,
     ENV_TOMO,
+    LOOPBACK,
     QueueServer,
     queue_server,
 )
+from ..secrets import read_zmq_private_key
 from ..storage.catalog import DEFAULT_LOCATION, LOCATION_ENV_VAR
 
 __all__ = ["open_environment", "start_queue_server", "wait_until_stopped"]
@@ -39,6 +41,8 @@ def start_queue_server(
     tomo: Literal["sim", "none"] | None = None,
     speedup: float = 1e4,
     emulator: Literal["methodscript", "keithley2450"] = "methodscript",
+    host: str = LOOPBACK,
+    zmq_key_file: str | Path | None = None,
 ) -> Iterator[QueueServer]:
     """Start Redis and an RE Manager for the bench ``instrument``; stop both on exit.
 
@@ -56,6 +60,13 @@ def start_queue_server(
         Simulated seconds per real second of a simulated bench.
     emulator : {"methodscript", "keithley2450"}
         The instrument a simulated bench emulates (the Keithley 2450 has no EIS).
+    host : str
+        Where the manager takes requests (127.0.0.1: this machine only); anywhere else
+        needs a ZeroMQ key.
+    zmq_key_file : str or Path, optional
+        File holding the manager's CurveZMQ private key (default:
+        ``$QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER``); with a key, requests are encrypted and
+        only clients holding its public half are answered.
 
     Yields
     ------
@@ -71,6 +82,8 @@ def start_queue_server(
         speedup=speedup,
         tomo=tomo or ("sim" if is_sim_resource(instrument) else "none"),
         sim_protocol=emulator,
+        host=host,
+        zmq_private_key=read_zmq_private_key(zmq_key_file),
     ) as qs:
         yield qs
 
@@ -100,6 +113,7 @@ def open_environment(qs: QueueServer) -> dict[str, Any]:
         "plans": sorted(api.plans_allowed()["plans_allowed"]),
         "devices": sorted(api.devices_allowed()["devices_allowed"]),
         "pid": qs.process.pid,
+        "zmq_public_key": qs.zmq_public_key,
     }
 
 

@@ -13,7 +13,7 @@ from insitu.protocols.cli import main
 from insitu.protocols.cli.common import add_storage_options, open_store
 from insitu.protocols.errors import InputNotFoundError, InvalidInputError
 from insitu.protocols.experiment_config import ExperimentConfigError, load_config, validate_config
-from insitu.protocols.secrets import API_KEY_ENV, read_api_key
+from insitu.protocols.secrets import API_KEY_ENV, ZMQ_KEY_ENV, read_api_key, read_zmq_private_key
 
 URI = "http://127.0.0.1:9/api"  # never contacted: the store connects lazily
 
@@ -87,3 +87,18 @@ def test_command_line_key_file(tmp_path, monkeypatch, capsys) -> None:
     err = capsys.readouterr().err
     assert err.startswith("insitu: error:") and "chmod 600" in err and err.count("\n") == 1
     assert os.stat(loose).st_mode & 0o777 == 0o644  # the file is left as it was
+
+
+def test_read_zmq_private_key(tmp_path, monkeypatch) -> None:
+    from bluesky_queueserver import generate_zmq_keys
+
+    monkeypatch.delenv(ZMQ_KEY_ENV, raising=False)
+    assert read_zmq_private_key() is None
+    _, private = generate_zmq_keys()
+    assert read_zmq_private_key(key_file(tmp_path, private + "\n")) == private
+    monkeypatch.setenv(ZMQ_KEY_ENV, private)
+    assert read_zmq_private_key() == private
+    with pytest.raises(InvalidInputError, match="qserver-zmq-keys"):
+        read_zmq_private_key(key_file(tmp_path, "not-a-key\n"))
+    with pytest.raises(InvalidInputError, match="chmod 600"):
+        read_zmq_private_key(key_file(tmp_path, private, mode=0o640))

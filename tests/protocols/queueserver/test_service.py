@@ -20,6 +20,7 @@ import numpy as np
 import psutil
 import pytest
 import redis as redis_client
+from bluesky_queueserver import generate_zmq_keys
 from bluesky_queueserver_api import BPlan
 from bluesky_queueserver_api.zmq import REManagerAPI
 
@@ -31,6 +32,7 @@ from insitu.protocols.queueserver.service import (
     queue_server,
     start_redis,
 )
+from insitu.protocols.secrets import ZMQ_KEY_ENV
 from insitu.protocols.storage.catalog import RunStore
 
 PLAN_TIMEOUT_S = 120.0
@@ -434,3 +436,53 @@ def test_emergency_stop_from_the_queue_server(tmp_path):
         hold = run.stream("electrochem")
         assert 0 < len(hold) < 1e5
         assert len(hold) == run.stop["num_events"]["electrochem"]
+
+
+# --------------------------------------------------------------------------------------------
+# Exposed beyond loopback: only with a key
+# --------------------------------------------------------------------------------------------
+
+
+def test_exposing_the_queue_server_without_a_key_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv(ZMQ_KEY_ENV, raising=False)
+    with pytest.raises(QueueServerError, match="ZeroMQ key"):
+        with queue_server(tmp_path, host="0.0.0.0", tomo="none"):
+            pass
+    assert not (tmp_path / "qserver").exists()  # refused before anything was started
+
+
+def test_an_exposed_queue_server_answers_only_clients_with_the_key(tmp_path):
+    public, private = generate_zmq_keys()
+    with queue_server(tmp_path, host="0.0.0.0", zmq_private_key=private, tomo="none") as qs:
+        assert qs.zmq_public_key == public
+        port = int(qs.zmq_control_addr.rsplit(":", 1)[1])
+        hosts = _non_loopback_ipv4()
+        # Reachable from other machines (that is what was asked for) ...
+        for host in hosts:
+            assert not _refused(host, port), f"the RE Manager does not listen on {host}"
+        # ... but a request without the key, or with another key, gets no answer.
+        for key in (None, generate_zmq_keys()[0]):
+            stranger = REManagerAPI(
+                zmq_control_addr=f"tcp://{(hosts or [LOOPBACK])[0]}:{port}",
+                zmq_public_key=key,
+                timeout_recv=1.0,
+            )
+            try:
+                with pytest.raises(Exception, match=r"(?i)timeout"):
+                    stranger.status()
+            finally:
+                stranger.close()
+        # The key's holder is answered. Redis stays on loopback.
+        assert qs.api().status()["manager_state"] == "idle"
+        for host in hosts:
+            assert _refused(host, qs.redis.port), f"Redis answers on {host}"
+
+
+def test_queue_server_command_beyond_loopback_needs_a_key(tmp_path, monkeypatch, capsys):
+    from insitu.protocols.cli import main
+
+    monkeypatch.delenv(ZMQ_KEY_ENV, raising=False)
+    argv = ["queue-server", "--host", "0.0.0.0", "--data", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--zmq-key-file" in err[0], err
