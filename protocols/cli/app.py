@@ -28,6 +28,7 @@ from insitu.analysis.provenance import software_version
 from ..errors import USER_ERRORS
 from . import (
     analyze,
+    catalog_server,
     experiment,
     export_volume,
     instrument,
@@ -51,6 +52,7 @@ COMMANDS = (
     analyze,
     export_volume,
     runs,
+    catalog_server,
     sim,
     instrument,
 )

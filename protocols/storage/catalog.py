@@ -949,6 +949,15 @@ class RunStore:
             ) from err
         except (httpx.TransportError, OSError) as err:
             raise CatalogUnavailableError(self._unreachable(err)) from err
+        except RuntimeError as err:
+            # tiled's client, given no key by a server that requires one, raises a bare
+            # RuntimeError naming the API key: that is the user's to fix, not a bug.
+            if "API key" not in str(err):
+                raise
+            raise CatalogUnavailableError(
+                f"the tiled server at {self.uri} requires an API key: set $TILED_API_KEY or "
+                "pass --api-key-file FILE (api_key=... in Python)"
+            ) from err
 
     def _unreachable(self, err: BaseException) -> str:
         return (
