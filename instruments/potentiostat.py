@@ -37,7 +37,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import pandas as pd
 
-from .errors import LimitError, UnsupportedTechniqueError
+from .errors import ComplianceError, LimitError, UnsupportedTechniqueError
 
 __all__ = [
     "EIS_COLUMNS",
@@ -261,12 +261,21 @@ class Potentiostat(abc.ABC):
         for k, one in enumerate(split_steps(seq)):
             end_s = offset_s
             reason = "completed"
-            for chunk in self._stream(one):
-                reason = str(chunk.attrs.get("end_reason", reason))
-                out = _shifted(chunk, offset_s, k)
-                if len(out):
-                    end_s = float(out["time_s"].iloc[-1])
-                yield out
+            try:
+                for chunk in self._stream(one):
+                    reason = str(chunk.attrs.get("end_reason", reason))
+                    out = _shifted(chunk, offset_s, k)
+                    if len(out):
+                        end_s = float(out["time_s"].iloc[-1])
+                    if "end_time_s" in chunk.attrs:
+                        # The step's last point, even one lost on the way (a driver that
+                        # knows says so): later steps keep the instrument's time.
+                        end_s = offset_s + float(chunk.attrs["end_time_s"])
+                    yield out
+            except ComplianceError as exc:
+                if exc.time_s is not None:
+                    exc.time_s += offset_s  # the sequence's time, as the points carry
+                raise
             offset_s = end_s
             # The step has ended and all its points were handed over: this marker lets the
             # consumer look at them (a short?) before the next step reaches the instrument; a
@@ -419,7 +428,7 @@ def split_steps(seq: CurrentSequence) -> tuple[CurrentSequence, ...]:
 def _shifted(chunk: pd.DataFrame, offset_s: float, step: int) -> pd.DataFrame:
     """A chunk of a one-step technique as points of step ``step`` of the whole sequence."""
     out = chunk.copy()
-    out.attrs = {k: v for k, v in chunk.attrs.items() if k != "end_reason"}
+    out.attrs = {k: v for k, v in chunk.attrs.items() if k not in ("end_reason", "end_time_s")}
     out["time_s"] = out["time_s"].to_numpy(dtype=float) + offset_s
     out["step"] = np.full(len(out), step, dtype=int)
     return out

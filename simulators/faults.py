@@ -145,9 +145,10 @@ class InstrumentFaults:
         technique with the cell off (Keithley 2450: an event in the error queue and the output
         off; EmStat4: a ``!XXXX`` error line and the script aborted).
     overload_after : int, optional
-        From this point on, readings are flagged as the instrument flags a source it cannot
-        hold (Keithley 2450: the voltage limit trips, the source is in compliance; EmStat4:
-        the overload bit in each data package's status).
+        After this many points (the first ``overload_after`` are clean), readings are
+        flagged as the instrument flags a source it cannot hold (Keithley 2450: the voltage
+        limit trips, the source is in compliance; EmStat4: the overload bit in each data
+        package's status).
     """
 
     error_after: int | None = None

@@ -33,14 +33,17 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from ..errors import InstrumentProtocolError
 
 __all__ = [
+    "DAMAGE_LIMIT",
     "DEVICE_MODELS",
     "ERROR_CODES",
+    "MIN_PACKAGE_LENGTH",
     "OFFSET",
     "SI_PREFIXES",
     "STATUS_OVERLOAD",
@@ -49,6 +52,7 @@ __all__ = [
     "STATUS_UNDERLOAD",
     "TECHNIQUE_IDS",
     "VAR_TYPES",
+    "DamagedKind",
     "ErrorReply",
     "FirmwareInfo",
     "PackageColumn",
@@ -56,6 +60,8 @@ __all__ = [
     "PackageError",
     "VarType",
     "Variable",
+    "classify_damaged",
+    "damaged_error",
     "decode_value",
     "encode_value",
     "encode_values",
@@ -65,6 +71,8 @@ __all__ = [
     "format_literal",
     "format_package",
     "format_packages",
+    "is_damaged",
+    "is_damaged_form_of",
     "is_loop_end",
     "is_loop_start",
     "parse_error",
@@ -140,6 +148,7 @@ ERROR_CODES: dict[int, str] = {
     0x000B: "Cannot reserve the memory needed for this variable",
     0x000C: "Cannot run a script without loading one first",
     0x000D: "The given (or calculated) time value is invalid for this command",
+    0x000E: "An overflow has occurred while averaging a measured value",
     0x000F: "The given potential is not valid",
     0x0010: "A variable has become either NaN or inf",
     0x0011: "The input frequency is invalid",
@@ -654,6 +663,122 @@ def is_loop_start(line: str) -> bool:
 def is_loop_end(line: str) -> bool:
     """Whether ``line`` closes a loop: ``*`` measurement loop, ``-`` scan, ``+`` loop."""
     return line.rstrip("\r\n") in ("*", "-", "+")
+
+
+# --- damaged lines -----------------------------------------------------------------------
+# A serial or TCP line that corrupts data (and the suite's fault injector,
+# insitu.simulators.faults) replaces a few characters of a line in place: the line keeps its
+# length and its terminator. So a line that is not well-formed is told apart by its length and
+# its layout, never by the characters that were replaced.
+
+#: Characters of MethodSCRIPT output lines other than ``T`` text (``send_string``): package
+#: letters, hex digits and SI prefixes, ``;`` ``,`` separators, loop markers and error lines.
+_OUTPUT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ;,:!*+-")
+#: At most this many characters of a damaged line are taken to be replaced: a line that
+#: differs from a layout in more places is not attributed to it.
+DAMAGE_LIMIT = 3
+#: The shortest data package: ``P``, a two-letter type and an eight-character value.
+MIN_PACKAGE_LENGTH = 11
+
+DamagedKind = Literal["marker", "loop_start", "error", "package", "unknown"]
+
+_HEX_SET = frozenset("0123456789abcdefABCDEF")
+_DIGIT_SET = frozenset("0123456789")
+
+
+def is_damaged(line: str) -> bool:
+    """Whether ``line`` holds a character that no MethodSCRIPT output line holds there.
+
+    That is a character outside the output alphabet (noise, a byte that was not ASCII and was
+    decoded as U+FFFD), or a ``*`` anywhere but as the whole line (the measurement-loop end).
+    A well-formed line of another kind (a package, ``M000A``, ``!0007: Line 3``) is not
+    damaged; neither is an unexpected line made of valid characters (what answers may not be
+    a MethodSCRIPT instrument: that is a protocol error, not damage).
+    """
+    if line == "*":
+        return False
+    return any(c not in _OUTPUT_CHARS for c in line) or "*" in line
+
+
+def _distance(line: str, layout: Sequence[str | frozenset[str]]) -> int:
+    """Characters of ``line`` that ``layout`` (one allowed set per position) does not allow."""
+    return sum(1 for c, allowed in zip(line, layout, strict=True) if c not in allowed)
+
+
+def _error_layouts(length: int) -> Iterable[list[str | frozenset[str]]]:
+    """Layouts of a runtime error line of ``length`` characters: ``!XXXX: Line L[, Col C]``."""
+    head: list[str | frozenset[str]] = ["!", *[_HEX_SET] * 4, *": Line "]
+    rest = length - len(head)
+    if rest >= 1:
+        yield head + [_DIGIT_SET] * rest
+    for line_digits in range(1, rest - len(", Col ")):
+        col_digits = rest - len(", Col ") - line_digits
+        yield head + [_DIGIT_SET] * line_digits + [*", Col "] + [_DIGIT_SET] * col_digits
+
+
+def damaged_error(line: str) -> ErrorReply | None:
+    """The error a damaged runtime error line reports, as far as it can still be read.
+
+    ``line`` is an error line if it differs from the layout ``!XXXX: Line L[, Col C]`` in at
+    most :data:`DAMAGE_LIMIT` characters (a data package differs from it in at least six: it
+    has no ``: Line``). The code is read when its four hex digits survived, else it is ``-1``;
+    the script line (and column) when all of ``: Line L[, Col C]`` survived.
+
+    Returns ``None`` when ``line`` does not have that layout.
+    """
+    if not is_damaged(line):
+        return None
+    for layout in _error_layouts(len(line)):
+        if _distance(line, layout) <= DAMAGE_LIMIT:
+            digits = line[1:5]
+            code = int(digits, 16) if all(c in _HEX_SET for c in digits) else -1
+            # The script line only when all of ": Line L[, Col C]" survived: a damaged digit
+            # would name another line.
+            m = re.fullmatch(r".{5}: Line (\d+)(?:, Col (\d+))?", line)
+            return ErrorReply(
+                code=code,
+                line=int(m[1]) if m else None,
+                column=int(m[2]) if m and m[2] else None,
+            )
+    return None
+
+
+def classify_damaged(line: str) -> DamagedKind:
+    """What a damaged script output line (:func:`is_damaged`) most likely was, by its layout.
+
+    * one character: a loop end (``*``, ``+``, ``-``), ``L`` or ``Z`` -- ``"marker"``;
+    * five characters: a loop start ``M``/``C`` + four hex digits -- ``"loop_start"`` (runtime
+      errors always carry ``: Line L``, so a five-character line is not one);
+    * the layout of a runtime error line within :data:`DAMAGE_LIMIT` characters -- ``"error"``
+      (see :func:`damaged_error`);
+    * :data:`MIN_PACKAGE_LENGTH` characters or more: no framing line is that long, so a data
+      package -- ``"package"``. (A ``T`` text line from ``send_string`` can be as long; the
+      driver's scripts send none.)
+    * anything else -- ``"unknown"``: a length no output line has.
+    """
+    n = len(line)
+    if n == 1:
+        return "marker"
+    if n == 5:
+        return "loop_start"
+    if damaged_error(line) is not None:
+        return "error"
+    if n >= MIN_PACKAGE_LENGTH:
+        return "package"
+    return "unknown"
+
+
+def is_damaged_form_of(line: str, text: str) -> bool:
+    """Whether ``line`` is ``text`` with at most :data:`DAMAGE_LIMIT` characters replaced.
+
+    For replies of one fixed form (``e``, ``Z``, ``Z!0006``): the same length, damaged, and
+    every character that is not noise is ``text``'s.
+    """
+    return (
+        len(line) == len(text)
+        and is_damaged(line)
+        and _distance(line, list(text)) <= min(DAMAGE_LIMIT, len(text))
+    )
 
 
 # --- errors ------------------------------------------------------------------------------

@@ -9,6 +9,16 @@ before anything is sent, and the voltage window of a galvanostatic technique is 
 *inside the script* (``if p > vmax`` / ``breakloop``), so the instrument stops on its own even
 if the host hangs. Every script ends with ``on_finished: cell_off``.
 
+A script streams each point once and cannot be asked for it again, so a data package that
+comes damaged on the wire is skipped and counted in :attr:`~MethodScriptPotentiostat.
+points_lost` (the run goes on; the other points keep their own times); damaged framing lines
+(``e``, loop markers, ``Z``) are recognised by their layout and never stop a run. What ends a
+technique early: the instrument's own ``!XXXX`` line
+(:class:`~insitu.instruments.errors.InstrumentReportedError`) and, while a current is sourced,
+a reading flagged overload inside the voltage window
+(:class:`~insitu.instruments.errors.ComplianceError`); in both cases the cell is off and the
+points before it are handed over first.
+
 Examples
 --------
 >>> with MethodScriptPotentiostat("/dev/ttyACM0") as pstat:  # doctest: +SKIP
@@ -26,6 +36,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -33,6 +44,7 @@ import serial
 from serial.urlhandler.protocol_socket import Serial as _SocketSerial
 
 from ..errors import (
+    ComplianceError,
     InstrumentConnectionError,
     InstrumentError,
     InstrumentProtocolError,
@@ -54,9 +66,17 @@ from ..potentiostat import (
 )
 from .codec import (
     DEVICE_MODELS,
+    STATUS_OVERLOAD,
+    VAR_TYPES,
+    ErrorReply,
     FirmwareInfo,
+    PackageColumns,
     PackageError,
+    classify_damaged,
+    damaged_error,
     format_literal,
+    is_damaged,
+    is_damaged_form_of,
     is_loop_end,
     is_loop_start,
     parse_error,
@@ -271,9 +291,37 @@ class MethodScriptPotentiostat(Potentiostat):
         self._pos += 1
         return self._decode(raw)
 
-    def _reported(self, line: str, script: list[str] | None = None) -> InstrumentReportedError:
+    def _readline_lenient(self, timeout_s: float | None = None) -> str:
+        """The next line; bytes that are not ASCII become U+FFFD (a damaged line, see
+        :func:`~.codec.is_damaged`) instead of an error: for the lines of a running script,
+        which the driver reads on whatever the wire did to them."""
+        self._wait_lines(timeout_s)
+        raw = self._lines[self._pos]
+        self._pos += 1
+        return raw.decode("ascii", errors="replace")
+
+    def _reported(
+        self, line: str, script: list[str] | None = None, *, running: bool = False
+    ) -> InstrumentReportedError:
+        """The error an ``!XXXX`` line reports, with what it means and what to do (one line).
+
+        ``running``: the line came while a script ran (a runtime error: the instrument stopped
+        the script, whose ``on_finished:`` switched the cell off).
+        """
         err = parse_error(line)
         assert err is not None
+        return self._reported_error(err, script, running=running)
+
+    def _reported_error(
+        self,
+        err: ErrorReply,
+        script: list[str] | None,
+        *,
+        running: bool,
+        damaged: str | None = None,
+    ) -> InstrumentReportedError:
+        """:meth:`_reported` for a parsed error (``damaged``: the line it was read from, when
+        it came damaged on the wire); the script line it names is the last command."""
         where = ""
         last = self._last_command
         if err.line is not None:
@@ -282,8 +330,10 @@ class MethodScriptPotentiostat(Potentiostat):
             )
             if script and 1 <= err.line <= len(script):
                 last = script[err.line - 1]
+        note = f" (the line came damaged on the wire: {damaged!r})" if damaged else ""
         return InstrumentReportedError(
-            f"instrument error 0x{err.code:04X}: {err.text}{where}",
+            f"instrument error 0x{err.code:04X}: {err.text}{where}{note}; "
+            f"{_what_to_do(err.code, running)}",
             code=err.code,
             instrument=self.name,
             last_command=last,
@@ -371,20 +421,23 @@ class MethodScriptPotentiostat(Potentiostat):
 
     # --- safety --------------------------------------------------------------------------
     def _abort_and_sync(self) -> None:
-        """Send ``Z`` and read until the instrument is idle (script ended or none running)."""
+        """Send ``Z`` and read until the instrument is idle (script ended or none running).
+
+        The script's output ends with an empty line (which damage on the wire never changes:
+        it has no character to replace); ``Z!0006`` says no script ran any more. When the
+        script ended on its own just before the ``Z`` arrived, that ``Z!0006`` comes after the
+        empty line: it is not waited for here (its ``Z`` acknowledgement may have come
+        damaged, so whether it comes is not known) but skipped by :meth:`cell_off`, the only
+        caller, before the answer to its own script.
+        """
         self._write("Z\n")
-        acknowledged = False
         while True:
-            line = self._readline()
-            if line == "Z!0006":  # nothing (or nothing any more) was running
+            line = self._readline_lenient()
+            if line == "Z!0006" or is_damaged_form_of(line, "Z!0006"):
+                break  # nothing (or nothing any more) was running
+            if line == "":  # the aborted script's output ended
                 break
-            if line == "Z":
-                acknowledged = True
-            elif line == "":  # the aborted script's output ended
-                if not acknowledged:
-                    # The script ended on its own before the Z arrived: its reply follows.
-                    self._readline()
-                break
+            # Anything else is the aborted script's last output, or the "Z" acknowledgement.
         self._running = False
 
     def cell_off(self) -> None:
@@ -394,17 +447,54 @@ class MethodScriptPotentiostat(Potentiostat):
                 self._abort_and_sync()
             self._discard_input()
             self._write("e\ncell_off\n\n", label="cell_off")
-            line = self._readline()
-            if line != "e":
-                if parse_error(line):
-                    raise self._reported(line)
-                raise InstrumentProtocolError(
-                    f"unexpected answer {line!r} to the cell_off script",
-                    instrument=self.name,
-                    last_command="cell_off",
-                )
-            while self._readline() != "":
+            self._read_script_accepted(
+                "cell_off", stale=("Z", "Z!0006"), script=["cell_off"], running=False
+            )
+            while self._readline_lenient() != "":
                 pass
+
+    def _read_script_accepted(
+        self,
+        label: str,
+        *,
+        stale: tuple[str, ...] = (),
+        script: list[str] | None = None,
+        running: bool,
+    ) -> None:
+        """Read the instrument's answer to a script just sent: ``e``, or ``e!XXXX...``.
+
+        A one-character answer is the ``e`` (damaged or not: a refusal is longer), so damage
+        on the wire cannot make the driver take a running script for a refused one. Lines in
+        ``stale`` (exact or damaged) are late replies to an earlier ``Z`` and are skipped.
+
+        Raises
+        ------
+        InstrumentReportedError
+            The instrument refused the script (``e!XXXX: Line L, Col C``).
+        InstrumentProtocolError
+            Anything else (what answers may not be a MethodSCRIPT instrument), or a refusal
+            whose code came damaged.
+        """
+        while True:
+            line = self._readline_lenient()
+            # A damaged one-character line is taken for the "e", never for a stale "Z": a
+            # wrong guess then costs nothing (the lines up to the script's empty line are
+            # read next), while skipping a damaged "e" would wait for one that never comes.
+            if line in stale or any(
+                len(text) > 1 and is_damaged_form_of(line, text) for text in stale
+            ):
+                continue
+            if len(line) == 1:
+                return
+            if parse_error(line):
+                raise self._reported(line, script, running=running)
+            what = "a damaged refusal" if is_damaged(line) else "an unexpected answer"
+            raise InstrumentProtocolError(
+                f"{what} {line!r} to the {label} script; if it repeats, check the cable and "
+                "that a MethodSCRIPT instrument answers",
+                instrument=self.name,
+                last_command=label,
+            )
 
     def close(self) -> None:
         """Switch the cell off and release the port.
@@ -595,34 +685,16 @@ class MethodScriptPotentiostat(Potentiostat):
     # --- streaming -----------------------------------------------------------------------
     def _stream(self, technique: Technique) -> Iterator[pd.DataFrame]:
         script = self.script_for(technique)
-        is_eis = isinstance(technique, Impedance)
-        if is_eis:
+        run = self._plan(technique)
+        if isinstance(technique, Impedance):
             # Low frequencies take several periods per point.
             gap_s = 10.0 / min(technique.frequency_start_Hz, technique.frequency_stop_Hz)
         else:
             gap_s = technique.interval_s  # type: ignore[attr-defined]
         line_timeout = self.timeout_s + gap_s
-        seq = as_sequence(technique) if isinstance(technique, GalvanostaticHold) else technique
-        window = self._window(seq) if isinstance(seq, CurrentSequence) else None
-        stop_on_limit = isinstance(seq, CurrentSequence) and seq.on_limit == "stop"
 
         with self._lock:
-            self._discard_input()
-            self._script_started = True
-            self._write("e\n" + "\n".join(script) + "\n\n", label=script[0])
-            first = self._readline()
-            if first != "e":
-                if parse_error(first):
-                    raise self._reported(first, script)
-                raise InstrumentProtocolError(
-                    f"unexpected answer {first!r} to the script",
-                    instrument=self.name,
-                    last_command="e",
-                )
-            self._running = True
-            rows = _Rows(len(EIS_COLUMNS if is_eis else TIME_SERIES_COLUMNS))
-            step = -1
-            limit_hit = False
+            self._start_script(script)
             # `_running` stays set if we leave early (error, consumer stopped), so that
             # cell_off aborts the script before switching the cell off. Lines taken but not
             # handled yet are put back first, whatever ends this generator.
@@ -631,85 +703,325 @@ class MethodScriptPotentiostat(Potentiostat):
             try:
                 while True:
                     if i >= len(batch):
-                        if rows.count:
+                        if run.rows.count:
                             # Hand over what arrived before waiting for more: at slow sampling
                             # (an OCV at 10 s a point) a full chunk would take tens of minutes,
                             # and the consumer can only stop the technique between chunks.
-                            yield self._frame(rows.take(), is_eis)
+                            yield self._frame(run.rows.take(), run.is_eis)
                         batch, i = self._take_lines(line_timeout), 0
-                    raw = batch[i]
-                    if raw[:1] == b"P":
-                        # Fast path: consecutive packages of one width parsed at once.
-                        j, width = i + 1, len(raw)
-                        while j < len(batch) and len(batch[j]) == width and batch[j][:1] == b"P":
-                            j += 1
-                        block = self._package_block(batch[i:j], is_eis, max(step, 0))
-                        if block is not None:
-                            i = j
-                            if window and not limit_hit:
-                                v = block[:, 1]
-                                limit_hit = not bool(((v >= window[0]) & (v <= window[1])).all())
-                            rows.add_block(block)
-                            while rows.count >= self.chunk_size:
-                                yield self._frame(rows.take(self.chunk_size), is_eis)
-                            continue
-                    i += 1
-                    line = self._decode(raw)
-                    if line == "":
-                        self._running = False
-                        break
-                    head = line[:1]
-                    if head == "P":
-                        row, v = self._package_row(line, is_eis, max(step, 0))
-                        rows.add_row(row)
-                        if window and not window[0] <= v <= window[1]:
-                            limit_hit = True
-                        if rows.count >= self.chunk_size:
-                            yield self._frame(rows.take(self.chunk_size), is_eis)
-                    elif is_loop_start(line):
-                        if head == "M":
-                            step += 1
-                    elif is_loop_end(line):
-                        if head == "*" and rows.count:
-                            yield self._frame(rows.take(), is_eis)
-                    elif head == "T" or line == "Z":
-                        log.info("%s: %s", self.name, line)
-                    elif parse_error(line):
-                        err = self._reported(line, script)
+                    stop: InstrumentError | None = None
+                    done = self._add_package_block(batch, i, run) if batch[i][:1] == b"P" else 0
+                    if done:
+                        i += done
+                        stop = run.stop
+                    else:
+                        line = batch[i].decode("ascii", errors="replace")
+                        i += 1
+                        if line == "":
+                            self._running = False
+                            break
+                        stop = self._script_line(line, run, script)
+                        if line == "*" and run.rows.count:
+                            yield self._frame(run.rows.take(), run.is_eis)
+                    if stop is not None:
                         self._unread(batch[i:])
                         batch, i = [], 0
-                        self._drain_to_end()
-                        raise err
-                    else:
-                        raise InstrumentProtocolError(
-                            f"unexpected line {line!r} while the script runs",
-                            instrument=self.name,
-                            last_command=self._last_command,
-                        )
+                        yield from self._stop_script(run, stop)
+                    while run.rows.count >= self.chunk_size:
+                        yield self._frame(run.rows.take(self.chunk_size), run.is_eis)
             finally:
                 self._unread(batch[i:])
-            end = self._frame(rows.take(), is_eis)
+            self._script_ended(run)
+            end = self._frame(run.rows.take(), run.is_eis)
             end.attrs["end_reason"] = (
-                "voltage_limit" if (limit_hit and stop_on_limit) else "completed"
+                "voltage_limit" if (run.limit_hit and run.stop_on_limit) else "completed"
             )
+            if run.interval_s is not None:
+                # The time of the script's last point, lost or not (the script samples at
+                # exact intervals): where a following step's time runs on from.
+                end.attrs["end_time_s"] = run.last_time_s + run.trailing_lost * run.interval_s
             yield end
 
-    def _package_row(self, line: str, is_eis: bool, step: int) -> tuple[tuple, float]:
-        """One table row from a package line (the general parser); also the potential."""
+    def _plan(self, technique: Technique) -> _ScriptRun:
+        """What the driver expects of the script of ``technique``, and its (empty) state."""
+        is_eis = isinstance(technique, Impedance)
+        run = _ScriptRun(
+            is_eis=is_eis, rows=_Rows(len(EIS_COLUMNS if is_eis else TIME_SERIES_COLUMNS))
+        )
+        seq = as_sequence(technique) if isinstance(technique, GalvanostaticHold) else technique
+        if isinstance(seq, CurrentSequence | OpenCircuit):
+            run.interval_s = seq.interval_s
+        if isinstance(seq, CurrentSequence):
+            run.window = self._window(seq)
+            run.stop_on_limit = seq.on_limit == "stop"
+            run.current_controlled = True
+            run.currents = tuple(step.current_A for step in seq.steps)
+            if len(seq.steps) == 1:
+                run.expected = math.floor(seq.steps[0].duration_s / seq.interval_s + 1e-9)
+        elif isinstance(seq, Impedance) and seq.mode == "galvanostatic":
+            run.current_controlled = True
+            run.currents = (seq.dc_A,)
+        return run
+
+    def _start_script(self, script: list[str]) -> None:
+        """Send ``script`` with ``e`` and read that the instrument accepted it."""
+        self._discard_input()
+        self._script_started = True
+        self._write("e\n" + "\n".join(script) + "\n\n", label=script[0])
+        # From here the script may run even if its answer cannot be read: whatever fails
+        # below, cell_off must abort it first.
+        self._running = True
         try:
-            variables = parse_package(line)
-        except PackageError as exc:
+            self._read_script_accepted("e", script=script, running=False)
+        except (InstrumentReportedError, InstrumentProtocolError):
+            self._running = False  # refused, or not a MethodSCRIPT instrument: nothing runs
+            raise
+
+    def _script_line(self, line: str, run: _ScriptRun, script: list[str]) -> InstrumentError | None:
+        """Handle one output line of the running script (not a package of the fast path).
+
+        Returns the error that ends the technique (the instrument's ``!XXXX``, a reading in
+        overload), or ``None``. How a line is told apart:
+
+        * well-formed lines by their form: a package (``P...``), loop start (``M000A``) and
+          end (``*``), ``T`` text, ``Z``, an error line (``!XXXX: Line L``);
+        * a line that starts with ``P`` is a package (no other line does): if it does not
+          parse, it came damaged on the wire and its point is lost;
+        * any other line holding a character no output line holds (:func:`~.codec.is_damaged`)
+          came damaged: it is attributed by its length and layout
+          (:func:`~.codec.classify_damaged`), which damage does not change. Only one that can
+          be nothing but a data package (at least 11 characters, not the layout of an error
+          line) counts as a lost point; a damaged error line still ends the technique; a
+          damaged loop marker is only logged;
+        * a line of valid characters that is none of these is not MethodSCRIPT: a protocol
+          error.
+        """
+        head = line[:1]
+        if head == "P":
+            return self._add_package_line(line, run)
+        if is_loop_start(line):
+            if head == "M":
+                run.step += 1
+            return None
+        if is_loop_end(line):
+            return None
+        if head == "T" or line == "Z":
+            log.info("%s: %s", self.name, line)
+            return None
+        if parse_error(line):
+            return self._reported(line, script, running=True)
+        if not is_damaged(line):
             raise InstrumentProtocolError(
-                f"garbled data package: {exc}",
+                f"unexpected line {line!r} while the script runs",
                 instrument=self.name,
                 last_command=self._last_command,
-            ) from None
+            )
+        return self._damaged_line(line, run, script)
+
+    def _damaged_line(
+        self, line: str, run: _ScriptRun, script: list[str]
+    ) -> InstrumentError | None:
+        """A line that came damaged on the wire, attributed by its layout."""
+        kind = classify_damaged(line)
+        if kind == "package":
+            self._lost_point(line, run)
+            return None
+        if kind == "error":
+            err = damaged_error(line)
+            assert err is not None
+            if err.code >= 0:
+                return self._reported_error(err, script, running=True, damaged=line)
+            return InstrumentProtocolError(
+                f"the instrument reported an error while the script ran, but its code came "
+                f"damaged on the wire ({line!r}); the script has ended (its on_finished "
+                "switched the cell off): check the cable, then run the technique again",
+                instrument=self.name,
+                last_command=self._last_command,
+            )
+        if kind == "loop_start" and line[0] != "C":
+            # The driver's scripts open measurement loops only (scans "C" come from
+            # meas_loop_cv, which it never sends).
+            run.step += 1
+        level = logging.DEBUG if kind in ("marker", "loop_start") else logging.WARNING
+        log.log(level, "%s: skipped a damaged %s line %r", self.name, kind, line)
+        return None
+
+    def _add_package_line(self, line: str, run: _ScriptRun) -> InstrumentError | None:
+        """One package by the general parser; a damaged one is a lost point."""
+        try:
+            row, v, flagged = self._package_row(line, run.is_eis, max(run.step, 0))
+        except PackageError:
+            # No other line starts with "P": this is a data package the wire damaged.
+            self._lost_point(line, run)
+            return None
+        run.packages += 1
+        run.trailing_lost = 0
+        if not run.is_eis:
+            run.last_time_s = float(row[0])
+        if flagged and run.current_controlled and run.in_window(v):
+            return self._compliance(run, row, flagged)
+        run.rows.add_row(row)
+        if run.window and not run.window[0] <= v <= run.window[1]:
+            run.limit_hit = True
+        return None
+
+    def _add_package_block(self, batch: list[bytes], i: int, run: _ScriptRun) -> int:
+        """Fast path: consecutive readable packages of one width from ``batch[i]``, parsed
+        at once. Returns how many lines it took (0: let the general path read ``batch[i]``);
+        a reading flagged overload that ends the technique is left in ``run.stop``.
+        """
+        j, width = i + 1, len(batch[i])
+        while j < len(batch) and len(batch[j]) == width and batch[j][:1] == b"P":
+            j += 1
+        # A damaged package has the width of the others: stop before the first one (its
+        # bytes are ones no package holds), which the general path then counts as lost.
+        j = i + _undamaged_run(batch[i:j])
+        if j == i:
+            return 0
+        parsed = self._package_columns(batch[i:j], run.is_eis, max(run.step, 0))
+        if parsed is None:
+            return 0
+        block, columns = parsed
+        stop_at = None
+        if run.current_controlled:
+            flagged = _overloaded_rows(columns)
+            if flagged is not None:
+                if not run.is_eis:
+                    # Beyond the window it is the voltage limit: the script stops there.
+                    flagged &= run.in_window(block[:, 1])
+                if flagged.any():
+                    stop_at = int(flagged.argmax())
+        keep = block if stop_at is None else block[:stop_at]
+        if run.window and not run.limit_hit and len(keep):
+            v = keep[:, 1]
+            run.limit_hit = not bool(((v >= run.window[0]) & (v <= run.window[1])).all())
+        run.rows.add_block(keep)
+        run.packages += len(keep)
+        if len(keep):
+            run.trailing_lost = 0
+            if not run.is_eis:
+                run.last_time_s = float(keep[-1, 0])
+        if stop_at is not None:
+            run.packages += 1
+            codes = [
+                c.type
+                for c in columns
+                if c.status is not None and c.status[stop_at] & STATUS_OVERLOAD
+            ]
+            run.stop = self._compliance(run, tuple(block[stop_at]), codes)
+            return stop_at + 1
+        return j - i
+
+    def _lost_point(self, line: str, run: _ScriptRun) -> None:
+        """Count a data package that came damaged: its point is lost (it cannot be asked for
+        again). The first of a technique is a warning, the others debug lines, and the
+        technique's end gives the total: a noisy cable can damage thousands of packages, and
+        a warning each would bury the log and slow the stream down."""
+        self.points_lost += 1
+        run.packages += 1
+        run.lost += 1
+        run.trailing_lost += 1
+        if run.lost == 1:
+            log.warning(
+                "%s: a data package came damaged on the wire and was skipped (%r): its point "
+                "is lost and leaves a gap in the data; MethodSCRIPT sends each point once",
+                self.name,
+                line[:80],
+            )
+        else:
+            log.debug("%s: skipped damaged data package %r", self.name, line[:80])
+
+    def _script_ended(self, run: _ScriptRun) -> None:
+        """Book-keeping once the script's output has ended: the lost points' total, and a
+        voltage limit whose point was lost."""
+        if run.lost > 1:
+            log.warning(
+                "%s: %d of the technique's %d data packages came damaged on the wire and were "
+                "skipped (%d points lost on this connection in all)",
+                self.name,
+                run.lost,
+                run.packages,
+                self.points_lost,
+            )
+        if (
+            run.window
+            and not run.limit_hit
+            and run.trailing_lost
+            and run.expected is not None
+            and run.packages < run.expected
+        ):
+            # The script's loop ends early only at the voltage window (its breakloop), a
+            # runtime error or an abort, and the last two say so in lines of their own. So a
+            # script that ended early on a lost package ended at the window, on that point.
+            run.limit_hit = True
+            log.warning(
+                "%s: the step ended after %d of %d points, its last package lost on the wire: "
+                "taken as the voltage limit that stops the script",
+                self.name,
+                run.packages,
+                run.expected,
+            )
+
+    def _stop_script(self, run: _ScriptRun, err: InstrumentError) -> Iterator[pd.DataFrame]:
+        """End the technique on ``err``: the instrument idle and the cell off, then the points
+        before it handed over, then ``err`` raised."""
+        if isinstance(err, ComplianceError):
+            # The script still runs: abort it and switch the cell off before anything else.
+            try:
+                self.cell_off()
+            except InstrumentError as exc:
+                log.warning("%s: could not switch the cell off: %s", self.name, exc)
+        else:
+            self._drain_to_end()  # the instrument ended the script itself (on_finished ran)
+        while run.rows.count:
+            yield self._frame(run.rows.take(self.chunk_size), run.is_eis)
+        raise err
+
+    def _compliance(self, run: _ScriptRun, row: tuple, codes: list[str]) -> ComplianceError:
+        """The error for a package flagged overload while sourcing a current."""
+        names = " and ".join(
+            f"{VAR_TYPES[c].name if c in VAR_TYPES else 'variable'} ({c})" for c in codes
+        )
+        current = run.currents[min(max(run.step, 0), len(run.currents) - 1)]
+        if run.is_eis:
+            time_s = None
+            where = f"at {row[0]:g} Hz"
+        else:
+            time_s = float(row[0])
+            where = (
+                f"at t = {time_s:g} s into the step (reading {row[1]:.6g} V, inside the "
+                "voltage window)"
+            )
+        return ComplianceError(
+            f"the instrument flagged its {names} reading as overloaded (status bit "
+            f"0x{STATUS_OVERLOAD:X}) {where} while sourcing {current:g} A: it cannot hold "
+            "that current through the cell. The technique was stopped and the cell switched "
+            "off, the points before it kept; check the cell's contacts and leads, or lower "
+            "the current",
+            time_s=time_s,
+            instrument=self.name,
+            last_command=self._last_command,
+        )
+
+    def _package_row(self, line: str, is_eis: bool, step: int) -> tuple[tuple, float, list[str]]:
+        """One table row from a package line (the general parser); also the potential and
+        the variables flagged overload.
+
+        Raises
+        ------
+        PackageError
+            The line is not a well-formed package (damaged).
+        InstrumentProtocolError
+            A well-formed package without the variables the technique's script sends.
+        """
+        variables = parse_package(line)
         values = {v.type: v.value for v in variables}
+        flagged = [v.type for v in variables if v.status and v.status & STATUS_OVERLOAD]
         try:
             if is_eis:
-                return (values["dc"], values["cc"], values["cd"]), math.nan
+                return (values["dc"], values["cc"], values["cd"]), math.nan, flagged
             v = values["ab"]
-            return (values["eb"], v, values.get("ba", 0.0), step), v
+            return (values["eb"], v, values.get("ba", 0.0), step), v, flagged
         except KeyError as exc:
             raise InstrumentProtocolError(
                 f"data package {line!r} lacks variable {exc}",
@@ -720,6 +1032,14 @@ class MethodScriptPotentiostat(Potentiostat):
     @staticmethod
     def _package_block(lines: list[bytes], is_eis: bool, step: int) -> np.ndarray | None:
         """Table rows of packages of one layout at once; ``None``: use the general parser."""
+        parsed = MethodScriptPotentiostat._package_columns(lines, is_eis, step)
+        return None if parsed is None else parsed[0]
+
+    @staticmethod
+    def _package_columns(
+        lines: list[bytes], is_eis: bool, step: int
+    ) -> tuple[np.ndarray, list[PackageColumns]] | None:
+        """:meth:`_package_block`'s rows and the parsed columns (their status flags)."""
         columns = parse_packages(lines)
         if columns is None:
             return None
@@ -734,12 +1054,12 @@ class MethodScriptPotentiostat(Potentiostat):
             out[:, 0], out[:, 1] = values["eb"], values["ab"]
             out[:, 2] = values["ba"] if "ba" in values else 0.0
             out[:, 3] = step
-        return out
+        return out, columns
 
     def _drain_to_end(self) -> None:
         # After a runtime error the instrument still ends the output with an empty line.
         try:
-            while self._readline(self.timeout_s) != "":
+            while self._readline_lenient(self.timeout_s) != "":
                 pass
         except InstrumentTimeoutError:
             pass
@@ -773,6 +1093,82 @@ def _open_failure(port: str, exc: BaseException) -> str:
         f"cannot open {port!r} ({exc}); check the cable, the port name and that no other "
         "program holds the port"
     )
+
+
+def _what_to_do(code: int, running: bool) -> str:
+    """What to do about MethodSCRIPT error ``code`` (``running``: it came while a script ran)."""
+    if code == 0x7FFF:
+        return "the instrument must be reset: switch it off and on again, then reconnect"
+    if code >= 0x4000:
+        return (
+            "the instrument refused the script and nothing ran; the driver's script does not "
+            "suit this firmware: report it with the firmware version ('t')"
+        )
+    if running:
+        return (
+            "the instrument stopped the script and its on_finished switched the cell off; "
+            "check the cell, its leads and the technique's settings, then run it again"
+        )
+    return "the instrument refused the command; check its state and ranges, then try again"
+
+
+# Bytes a well-formed data package can hold: "P", type letters, hex digits, SI prefixes
+# (letters and the space), ";" and ",". Anything else (noise, a "*", a byte that is not
+# ASCII) is damage.
+_PACKAGE_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ;,"
+_PACKAGE_BYTE = np.zeros(256, dtype=bool)
+_PACKAGE_BYTE[np.frombuffer(_PACKAGE_CHARS, dtype=np.uint8)] = True
+
+
+def _undamaged_run(lines: list[bytes]) -> int:
+    """How many of ``lines`` (all of one width) lead without a byte no package holds."""
+    if not lines:
+        return 0
+    mat = np.frombuffer(b"".join(lines), dtype=np.uint8).reshape(len(lines), -1)
+    damaged = ~_PACKAGE_BYTE[mat].all(axis=1)
+    return int(damaged.argmax()) if damaged.any() else len(lines)
+
+
+def _overloaded_rows(columns: list[PackageColumns]) -> np.ndarray | None:
+    """Rows where any variable's status has the overload bit; ``None`` when no status."""
+    flags = [(c.status & STATUS_OVERLOAD) != 0 for c in columns if c.status is not None]
+    if not flags:
+        return None
+    return np.logical_or.reduce(flags)
+
+
+@dataclass
+class _ScriptRun:
+    """One running script: what the driver expects of it, and what it delivered so far."""
+
+    is_eis: bool
+    rows: _Rows
+    #: the voltage window the script enforces (current-controlled time series)
+    window: tuple[float, float] | None = None
+    stop_on_limit: bool = False
+    #: a current is sourced: a reading flagged overload ends the technique
+    current_controlled: bool = False
+    currents: tuple[float, ...] = (0.0,)
+    #: points a one-step time series gives when it runs to its end
+    expected: int | None = None
+    step: int = -1
+    limit_hit: bool = False
+    #: data packages seen (readable or not), and of them lost on the wire
+    packages: int = 0
+    lost: int = 0
+    #: data packages lost since the last readable one
+    trailing_lost: int = 0
+    #: sampling interval of a time series, and the time of its last readable point
+    interval_s: float | None = None
+    last_time_s: float = 0.0
+    #: the error that ends the technique, found by the fast path
+    stop: InstrumentError | None = None
+
+    def in_window(self, v: float | np.ndarray) -> bool | np.ndarray:
+        """Whether potential(s) ``v`` lie inside the window (always, without one)."""
+        if self.window is None:
+            return True if np.ndim(v) == 0 else np.ones(np.shape(v), dtype=bool)
+        return (v >= self.window[0]) & (v <= self.window[1])
 
 
 class _Rows:

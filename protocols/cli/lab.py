@@ -55,7 +55,7 @@ def _add_sim_options(parser: argparse.ArgumentParser, default_emulator: str) -> 
         "'delay=1%%:0.2,garble=0.5%%,drop=0.1%%,split=1%%,disconnect=400' (per reply line; "
         "disconnect=N cuts the link after N reply lines; the seed is --seed's), and faults of "
         "the instrument itself: error=N (its own error after N points), overload=N (in "
-        "compliance from point N)",
+        "compliance after N points)",
     )
     add_emulator_option(
         sim,

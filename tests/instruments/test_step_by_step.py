@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from insitu.instruments.errors import LimitError
+from insitu.instruments.errors import ComplianceError, LimitError
 from insitu.instruments.keithley2450.driver import Keithley2450
 from insitu.instruments.potentiostat import (
     STEP_END,
@@ -171,3 +171,43 @@ def test_keithley_checks_each_step_not_the_whole_sequence():
     # One step beyond the buffer is still refused before anything is sent.
     with pytest.raises(LimitError, match="a step needs 5000000 readings"):
         k.check(CurrentSequence([CurrentStep(1e-3, 5000.0)] * 2, interval_s=1e-3))
+
+
+class LossyDriver(FakeDriver):
+    """Loses the last point of step 0 on the way (a garbled data package), as the
+    MethodSCRIPT driver reports it: ``end_time_s``, the time of the step's last point."""
+
+    def _stream(self, technique: Technique) -> Iterator[pd.DataFrame]:
+        chunks = list(super()._stream(technique))
+        if len(self.loaded) == 1:
+            last = chunks[-1]
+            end_time = float(last["time_s"].iloc[-1])
+            chunks[-1] = last.iloc[:-1].reset_index(drop=True)
+            chunks[-1].attrs = {**last.attrs, "end_time_s": end_time}
+        yield from chunks
+
+
+def test_a_lost_last_point_does_not_shift_the_later_steps():
+    data = LossyDriver().run(cycling(2))
+    # Step 0 lost its reading at 60 s; step 1's readings still come at 70 … 120 s.
+    assert data["time_s"].tolist() == [10, 20, 30, 40, 50, 70, 80, 90, 100, 110, 120]
+    assert "end_time_s" not in data.attrs
+
+
+class OverloadingDriver(FakeDriver):
+    """Step 1 is flagged in compliance 30 s into the step (after three points)."""
+
+    def _stream(self, technique: Technique) -> Iterator[pd.DataFrame]:
+        chunks = super()._stream(technique)
+        yield next(chunks)  # the first half of the step's points (loads the step)
+        if len(self.loaded) == 2:
+            raise ComplianceError("flagged", time_s=40.0)
+        yield from chunks
+
+
+def test_a_compliance_error_carries_the_sequence_time():
+    driver = OverloadingDriver()
+    with pytest.raises(ComplianceError) as caught:
+        driver.run(cycling(3))
+    assert caught.value.time_s == pytest.approx(60.0 + 40.0)  # step 1 starts after 60 s
+    assert len(driver.loaded) == 2 and driver.offs == 1  # the cell was switched off

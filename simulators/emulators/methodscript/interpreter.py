@@ -6,8 +6,11 @@ the line and column). :class:`ScriptRunner` executes that tree against a
 :class:`~insitu.simulators.cell.model.VirtualCell` on a :class:`~insitu.simulators.clock.SimClock`:
 measurement loops produce their samples at exact simulated times ``t_start + k·t_interval``,
 taken from the cell in batches (every sample due by ``clock.now()`` in one ``cell.hold`` call),
-and output lines go to an ``emit`` callback. It is the far end of the wire only: nothing
-here imports a driver.
+and output lines go to an ``emit`` callback. The instrument's own faults
+(:class:`~insitu.simulators.faults.InstrumentFaults`) are counted in those samples
+(:class:`MeasuredPoints`): a runtime error :data:`FAULT_ERROR_CODE` after ``error_after`` of
+them, the overload status bit on every one after ``overload_after``. It is the far end of the
+wire only: nothing here imports a driver.
 """
 
 from __future__ import annotations
@@ -33,10 +36,13 @@ from insitu.instruments.methodscript.codec import (
 
 from ...cell.model import VirtualCell
 from ...clock import SimClock
+from ...faults import InstrumentFaults
 
 __all__ = [
     "EMSTAT4_HR",
+    "FAULT_ERROR_CODE",
     "DeviceSpec",
+    "MeasuredPoints",
     "ScriptError",
     "ScriptRunner",
     "Statement",
@@ -92,6 +98,34 @@ class DeviceSpec:
 
 
 EMSTAT4_HR = DeviceSpec()
+
+#: The error the instrument reports for ``InstrumentFaults.error_after``: ``!000E`` "An
+#: overflow has occurred while averaging a measured value", a failure while a measurement loop
+#: takes its samples (a runtime error, so it comes as ``!000E: Line L`` with the loop's line,
+#: the script is aborted and ``on_finished:`` switches the cell off). The code and its text
+#: are the MethodSCRIPT manual's appendix A (error codes), as transcribed in PalmSens-based
+#: clients: the C++ ``MeasurementError.cpp`` (``ERROR_STATUS_OVERFLOW`` = 0x000E) and a Python
+#: driver citing "MethodSCRIPT manual v1.8, appendix A"
+#: (https://www.palmsens.com/app/uploads/2025/10/MethodSCRIPT-v1_8.pdf), both found in the
+#: public code index; the manual itself could not be opened from here.
+FAULT_ERROR_CODE = 0x000E
+
+
+@dataclass
+class MeasuredPoints:
+    """Points an emulated instrument measured since it started (what its faults count).
+
+    Attributes
+    ----------
+    count : int
+        Samples taken by measurement loops (one per ``meas_loop_cp``/``meas_loop_ocp`` sample,
+        one per EIS frequency), over all scripts.
+    error_reported : bool
+        Whether the ``error_after`` fault has fired (it fires once).
+    """
+
+    count: int = 0
+    error_reported: bool = False
 
 
 class ScriptError(Exception):
@@ -437,6 +471,13 @@ class ScriptRunner:
         Called as ``emit_block(text, n)`` with ``n`` package lines (each ending in ``\\n``)
         that a measurement loop produced in one go; ``garble`` is then the callee's job.
         Without it those lines go through ``garble`` and ``emit`` one by one.
+    faults : InstrumentFaults, optional
+        The instrument's own faults: ``error_after`` (after that many points the next sample
+        fails with :data:`FAULT_ERROR_CODE`), ``overload_after`` (samples after that many
+        points carry the overload bit, ``STATUS_OVERLOAD``, in the status of their measured
+        values).
+    points : MeasuredPoints, optional
+        The count of points the faults are counted in; the emulator passes one for its life.
 
     Notes
     -----
@@ -467,6 +508,8 @@ class ScriptRunner:
         state: dict,
         garble: Callable[[str], str] | None = None,
         emit_block: Callable[[str, int], None] | None = None,
+        faults: InstrumentFaults | None = None,
+        points: MeasuredPoints | None = None,
     ) -> None:
         self.cell = cell
         self.clock = clock
@@ -480,6 +523,9 @@ class ScriptRunner:
         self.state = state
         self.garble = garble or (lambda line: line)
         self._emit_block = emit_block
+        self.faults = faults or InstrumentFaults()
+        #: shared with the emulator, so faults count points over all scripts
+        self.points = points if points is not None else MeasuredPoints()
         self._plans: dict[int, list[tuple] | None] = {}
         self.vars: dict[str, _Var] = {}
         self.packet: list[Variable] | None = None
@@ -514,6 +560,34 @@ class ScriptRunner:
         """Send the queued output (it waits while the client does not read)."""
         self.pending_lines = 0
         self._flush_out()
+
+    # --- the instrument's own faults ----------------------------------------------------
+    def _samples_before_error(self, wanted: int) -> int:
+        """How many of the next ``wanted`` samples may be taken before the ``error_after``
+        fault fails one; raises that failure when the next sample is the one.
+
+        Raises
+        ------
+        ScriptError
+            :data:`FAULT_ERROR_CODE`, once ``error_after`` points were measured (once per
+            emulator: the fault fires a single time).
+        """
+        after = self.faults.error_after
+        if after is None or self.points.error_reported:
+            return wanted
+        left = after - self.points.count
+        if left <= 0:
+            self.points.error_reported = True
+            raise ScriptError(FAULT_ERROR_CODE)
+        return min(wanted, left)
+
+    def _overloaded(self, n: int) -> np.ndarray:
+        """Which of the next ``n`` samples the ``overload_after`` fault flags (the samples
+        after the first ``overload_after`` points)."""
+        after = self.faults.overload_after
+        if after is None:
+            return np.zeros(n, dtype=bool)
+        return self.points.count + np.arange(n) >= after
 
     # --- helpers -------------------------------------------------------------------------
     def _applied_current(self) -> float:
@@ -816,8 +890,9 @@ class ScriptRunner:
             # per batch, never for the whole run (which may be any number of samples).
             self._sleep_until(t0 + interval * (k + 1))
             # Every sample already due is taken in one hold call (at most MAX_BATCH); none
-            # that is not yet due.
+            # that is not yet due, and none past the one the error_after fault fails.
             j = min(n, k + self.MAX_BATCH, max(k + 1, _samples_due(t0, interval, self.clock.now())))
+            j = k + self._samples_before_error(j - k)
             times = t0 + interval * np.arange(k + 1, j + 1)
             with self.lock:
                 volts = self.cell.hold(current, times)
@@ -831,10 +906,14 @@ class ScriptRunner:
                         plan, outs, current, range_code, times[idx:], volts[idx:]
                     )
                     if done:
+                        self.points.count += done
                         idx += done
                         continue
                 v = float(volts[idx])
-                status = STATUS_OVERLOAD if abs(v) > self.spec.max_abs_potential_V else 0
+                overload = abs(v) > self.spec.max_abs_potential_V or self._overloaded(1)[0]
+                status = STATUS_OVERLOAD if overload else 0
+                # Counted before the body runs: the sample is measured whatever the body does.
+                self.points.count += 1
                 # Measured values are reported at the sample's own time, for timer_get.
                 self.t = float(times[idx])
                 self._set(outs[0], v, "ab", status=status)
@@ -923,7 +1002,8 @@ class ScriptRunner:
         """
         n = len(times)
         volts = np.asarray(volts[:n], dtype=float)
-        status = np.where(np.abs(volts) > self.spec.max_abs_potential_V, STATUS_OVERLOAD, 0)
+        overload = (np.abs(volts) > self.spec.max_abs_potential_V) | self._overloaded(n)
+        status = np.where(overload, STATUS_OVERLOAD, 0)
         timer = times - self.timer_start
         # name -> (type, value(s), status, range)
         env: dict[str, tuple] = {}
@@ -1008,6 +1088,9 @@ class ScriptRunner:
             t_point = self.t + max(3.0 / f, 0.02)
             self.flush()
             self._sleep_until(t_point)
+            self._samples_before_error(1)
+            status = STATUS_OVERLOAD if self._overloaded(1)[0] else 0
+            self.points.count += 1
             with self.lock:
                 if t_point > self.cell.time_s:
                     self.cell.advance_to(t_point, dc_current)
@@ -1018,8 +1101,8 @@ class ScriptRunner:
                 outs[1],
                 z.real,
                 "cc",
-                status=0,
+                status=status,
                 range=self.spec.current_range_code(amplitude / max(abs(z), 1e-12)),
             )
-            self._set(outs[2], z.imag, "cd", status=0)
+            self._set(outs[2], z.imag, "cd", status=status)
             self._block(s.body)

@@ -48,6 +48,7 @@ from ..line_server import Connection, LineServer, Transport
 from .interpreter import (
     EMSTAT4_HR,
     DeviceSpec,
+    MeasuredPoints,
     ScriptError,
     ScriptRunner,
     parse_script,
@@ -83,6 +84,12 @@ class MethodScriptEmulator(LineServer):
         What ``t`` reports; defaults to an EmStat4 HR, firmware 1.4.00.
     spec : DeviceSpec
         Ranges of the emulated instrument.
+    faults : InstrumentFaults, optional
+        The instrument's own faults, counted in points measured since the emulator was made:
+        ``error_after=N`` -- the sample after the N-th fails with ``!000E: Line L``
+        (:data:`~.interpreter.FAULT_ERROR_CODE`), the script is aborted and its
+        ``on_finished:`` switches the cell off (once); ``overload_after=N`` -- every sample
+        after the N-th carries the overload bit (status ``0x2``) in its measured values.
 
     Examples
     --------
@@ -116,6 +123,8 @@ class MethodScriptEmulator(LineServer):
         self.serial = serial
         #: Faults inside the instrument (its own error, readings in compliance/overload).
         self.faults = faults or InstrumentFaults()
+        # The points the faults count, over every script since the emulator was made.
+        self._points = MeasuredPoints()
         self.spec = spec
         self.firmware = firmware or FirmwareInfo(spec.device_code, "1.4.00", "Jan 15 2025 10:00:00")
         self.mscript_version = "01.08.00"
@@ -152,6 +161,12 @@ class MethodScriptEmulator(LineServer):
     def running(self) -> bool:
         """Whether a script is running."""
         return self._busy.is_set()
+
+    @property
+    def points_measured(self) -> int:
+        """Samples the measurement loops took since the emulator was made (what
+        :attr:`faults` count)."""
+        return self._points.count
 
     def garble_next_package(self, count: int = 1) -> None:
         """Test hook: corrupt the next ``count`` data packages on the wire."""
@@ -344,6 +359,8 @@ class MethodScriptEmulator(LineServer):
             self._state,
             garble=self._maybe_garble,
             emit_block=self._emit_block,
+            faults=self.faults,
+            points=self._points,
         )
         try:
             runner.run(main, finished)

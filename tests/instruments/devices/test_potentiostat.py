@@ -259,9 +259,9 @@ def test_sample_limits_are_enforced_in_the_device(keithley):
     bench, flyer = keithley
     flyer.sample_limits = SampleLimits(max_abs_current_A=1e-3, max_abs_voltage_V=2.0)
     # Within what the instrument can do, beyond what this sample may see: refused, unsent.
-    with pytest.raises(LimitError, match="this sample's limit of 0.001 A"):
+    with pytest.raises(LimitError, match=r"this sample's limit of 0\.001 A"):
         flyer.prepare(GalvanostaticHold(2e-3, duration_s=10.0, voltage_max_V=1.0))
-    with pytest.raises(LimitError, match="limits.max_voltage_V"):
+    with pytest.raises(LimitError, match=r"limits\.max_voltage_V"):
         flyer.prepare(GalvanostaticHold(1e-4, duration_s=10.0))  # window ±10 V
     assert bench.emulator.commands.count(":OUTP ON") == 0
     assert bench.emulator.commands.count("*IDN?") == 0

@@ -12,7 +12,6 @@ import pytest
 
 from insitu.instruments.errors import (
     InstrumentConnectionError,
-    InstrumentProtocolError,
     InstrumentReportedError,
     InstrumentTimeoutError,
     LimitError,
@@ -193,11 +192,14 @@ def test_instrument_reported_error(bench):
     assert not emu.cell_is_on
 
 
-def test_garbled_line_is_a_protocol_error_and_cell_goes_off(bench):
+def test_a_damaged_package_is_a_lost_point_and_the_run_goes_on(bench):
+    """MethodSCRIPT streams each point once: a package that cannot be read is skipped and
+    counted, the others keep their own times (a gap where the lost one was)."""
     pstat, emu, _ = bench
     emu.garble_next_package()
-    with pytest.raises(InstrumentProtocolError):
-        pstat.run(GalvanostaticHold(1e-3, 1000, interval_s=1, voltage_min_V=-5, voltage_max_V=5))
+    data = pstat.run(GalvanostaticHold(1e-3, 1000, interval_s=1, voltage_min_V=-5, voltage_max_V=5))
+    assert data.attrs["end_reason"] == "completed" and pstat.points_lost == 1
+    np.testing.assert_allclose(data["time_s"], np.arange(2, 1001), atol=1e-6)  # the 1st lost
     assert not emu.cell_is_on and not emu.running
     assert pstat.identify().serial == emu.serial
 
