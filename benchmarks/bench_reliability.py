@@ -87,7 +87,8 @@ def main() -> None:
             print(f"  faulty stderr: {err1.splitlines()[-1][:200] if err1 else ''}")
         print(
             f"  points: {len(points1)} measured of {expected} expected up to t = {reached:g} s "
-            f"-> lost {lost}"
+            f"-> lost {lost} (the driver counted {faulty.get('points_lost', '?')} lost on "
+            f"the wire); link: {faulty.get('wire_faults', {})}"
         )
         print(
             f"  limits: max |j| {j_max:.3g} mA/cm² (area 1 cm²), max |V| {v_max:.3g} V "

@@ -146,6 +146,8 @@ def test_ctrl_c_or_term_during_plating_stops_with_the_cell_off_and_resumes(tmp_p
     assert "Traceback" not in err
     journal = read_journal(folder)
     assert journal.interrupted["kind"] == "plate"
+    if signals == ["SIGINT"]:
+        return  # the stop is the same whichever signal came first: one resume is enough
 
     done = subprocess.run(
         [*command, "resume", "c1", "--output", "e", "--json", "--quiet"],
