@@ -14,6 +14,9 @@ valid file is ``material: A-LPS``::
     devices:
       potentiostat: sim            # or a resource: TCPIP::10.0.0.5::5025::SOCKET, /dev/ttyACM0
       tomography: sim              # sim | sim-epics | epics (then epics_prefix: "2bma:")
+    faults:                        # simulated devices only: test the software through them
+      potentiostat: "delay=1%:0.2,garble=0.5%,disconnect=400"   # wire and instrument items
+      beamline: "lose_frame=12,beam_loss=40:5"
 
 The schema is pydantic (every model forbids unknown keys, so a typo is an error, not a
 silently ignored setting); :func:`load_config` turns its errors into one
@@ -39,7 +42,9 @@ from pydantic import (
     model_validator,
 )
 
+from insitu.simulators.beamline.faults import BeamlineFaults
 from insitu.simulators.cell.parameters import INSITU_DENSITIES_MA_CM2, INSITU_HALF_CYCLE_S
+from insitu.simulators.faults import InstrumentFaults, WireFaults
 from insitu.simulators.materials import MATERIALS
 
 from .errors import UserError
@@ -54,6 +59,7 @@ __all__ = [
     "ExperimentConfig",
     "ExperimentConfigError",
     "ExperimentError",
+    "FaultsConfig",
     "GeometryConfig",
     "LimitsConfig",
     "ScanConfig",
@@ -286,6 +292,61 @@ class DevicesConfig(_Model):
         return self.potentiostat == "sim"
 
 
+class FaultsConfig(_Model):
+    """Faults injected on the simulated bench, to see the software through them.
+
+    Each is a string in the command line's form: ``potentiostat`` as ``insitu ccd --faults``
+    (the cable between the driver and the emulator, and the emulated instrument itself),
+    ``beamline`` as ``insitu tomo-scan --faults``. Only simulated devices take them: with
+    a real instrument or beamline the file is refused. A resumed experiment opens a new
+    bench, on which they count again from its start.
+    """
+
+    potentiostat: str | None = Field(
+        None,
+        description="wire items per reply line: delay=P[:S], garble=P, drop=P, split=P "
+        "(P a fraction or N%), disconnect=N (after N reply lines); instrument items: error=N, "
+        "overload=N (after N points); e.g. 'delay=1%:0.2,garble=0.5%,disconnect=400'",
+    )
+    beamline: str | None = Field(
+        None,
+        description="lose_frame=N (the N-th frame since the bench opened, retaken at most "
+        "twice), stall=N (the N-th stage move stalls: the experiment stops), "
+        "beam_loss=N[:S] (the beam goes at frame N, back after S simulated s); "
+        "e.g. 'lose_frame=12,beam_loss=40:5'",
+    )
+
+    @field_validator("potentiostat")
+    @classmethod
+    def _potentiostat_items(cls, value: str | None) -> str | None:
+        if value is not None:
+            WireFaults.parse(value)  # a SimulatorInputError naming the item and the kinds
+            InstrumentFaults.parse(value)
+        return value
+
+    @field_validator("beamline")
+    @classmethod
+    def _beamline_items(cls, value: str | None) -> str | None:
+        if value is not None:
+            BeamlineFaults.parse(value)
+        return value
+
+    def wire_faults(self, *, seed: int = 0) -> WireFaults | None:
+        """The cable's faults, drawn from ``seed`` (``None`` if none are asked for)."""
+        faults = WireFaults.parse(self.potentiostat or "", seed=seed)
+        return faults if faults.any else None
+
+    def instrument_faults(self) -> InstrumentFaults | None:
+        """The emulated instrument's own faults (``None`` if none are asked for)."""
+        faults = InstrumentFaults.parse(self.potentiostat or "")
+        return faults if faults.any else None
+
+    def beamline_faults(self) -> BeamlineFaults | None:
+        """The simulated beamline's faults (``None`` if none are asked for)."""
+        faults = BeamlineFaults.parse(self.beamline or "")
+        return faults if faults.any else None
+
+
 class ExperimentConfig(_Model):
     """One in-situ experiment (see the module docstring)."""
 
@@ -300,6 +361,7 @@ class ExperimentConfig(_Model):
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     devices: DevicesConfig = Field(default_factory=DevicesConfig)
+    faults: FaultsConfig = Field(default_factory=FaultsConfig)
     output: str = Field("experiments", description="folder of the experiments' files")
 
     @model_validator(mode="after")
@@ -327,6 +389,29 @@ class ExperimentConfig(_Model):
                 f"material {self.material!r} has no simulator preset; use one of "
                 f"{', '.join(MATERIALS)} with potentiostat: sim"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _faults_on_simulated_devices_only(self) -> ExperimentConfig:
+        faults, dev = self.faults, self.devices
+        if faults.potentiostat and not dev.simulated:
+            raise ValueError(
+                f"faults.potentiostat is injected on the simulated bench only, and "
+                f"devices.potentiostat is {dev.potentiostat!r}: remove faults.potentiostat "
+                "or use potentiostat: sim"
+            )
+        beamline = faults.beamline_faults()
+        if beamline is not None:
+            if not dev.tomography.startswith("sim"):
+                raise ValueError(
+                    f"faults.beamline is injected on a simulated beamline only, and "
+                    f"devices.tomography is {dev.tomography!r}: remove faults.beamline or "
+                    "use tomography: sim"
+                )
+            try:
+                beamline.check_flavour(dev.tomography)  # sim-epics: beam losses only
+            except ValueError as exc:
+                raise ValueError(f"faults.beamline: {exc}") from None
         return self
 
     @property
@@ -372,7 +457,10 @@ def validate_config(data: Any, source: str = "the experiment") -> ExperimentConf
             elif err["type"] == "missing":
                 message = "required"
             given = err.get("input")
-            suffix = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {given!r})"
+            # A check across sections (top level) names its keys itself: its input is the
+            # whole file, no help to repeat.
+            quiet = err["type"] in ("missing", "extra_forbidden") or not err["loc"]
+            suffix = "" if quiet else f" (got {given!r})"
             problems.append(f"{where}: {message}{suffix}")
         raise ExperimentConfigError(f"{source} is not valid: " + "; ".join(problems)) from None
 

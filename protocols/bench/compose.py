@@ -56,6 +56,27 @@ class Bench:
     imaging: Any = None
     #: Where each instrument was reached (``potentiostat``, ``oven``, ``tomography``).
     resources: dict[str, str] = field(default_factory=dict)
+    #: The spec's beamline faults at work (a ``BeamlineFaultInjector``: ``injected`` counts
+    #: what was done), when it gave any.
+    beamline_faults: Any = None
+
+    def faults_injected(self) -> dict[str, dict[str, int]]:
+        """What the simulated bench's faults did so far, by where they were injected.
+
+        Returns
+        -------
+        dict
+            ``wire`` (the faulty cable's counts by kind, and ``lines``, the reply lines
+            seen) and ``beamline`` (frames lost and retaken, stage stalls, beam losses and
+            the beam coming back), each present only where faults were asked for.
+        """
+        out: dict[str, dict[str, int]] = {}
+        link = None if self.sim is None else self.sim.link
+        if link is not None:
+            out["wire"] = dict(link.injected)
+        if self.beamline_faults is not None:
+            out["beamline"] = dict(self.beamline_faults.injected)
+        return out
 
     @property
     def simulated(self) -> bool:
@@ -139,6 +160,7 @@ def open_bench(spec: BenchSpec) -> Iterator[Bench]:
             bench.camera, bench.stage = tomo.camera, tomo.stage
             bench.shutter, bench.ring_current = tomo.shutter, tomo.ring_current
             bench.imaging = tomography.imaging
+            bench.beamline_faults = tomography.faults
             if tomography.prefix is not None:
                 bench.resources["tomography"] = tomography.prefix
             if bench.clock is None:

@@ -22,6 +22,8 @@ from ..errors import UserError
 from .emulated import SIM_PREFIX, EmulatorKind, is_sim_resource
 
 if TYPE_CHECKING:
+    from insitu.simulators.beamline.faults import BeamlineFaults
+
     from ..experiment_config import ExperimentConfig
 
 __all__ = [
@@ -138,6 +140,11 @@ class BenchSpec:
     instrument_faults : InstrumentFaults, optional
         Simulated potentiostat only: faults inside the emulated instrument itself (one of its
         own errors, or its readings flagged in compliance/overload, after N points).
+    beamline_faults : BeamlineFaults, optional
+        Simulated beamline only: frames the camera loses, a stage move that stalls, beam
+        losses (:mod:`insitu.simulators.beamline.faults`), counted from the bench's opening;
+        what was done is counted in ``bench.beamline_faults.injected``. The EPICS flavour
+        (``"sim-epics"``) can only lose the beam.
     """
 
     potentiostat: str | None = None
@@ -166,6 +173,7 @@ class BenchSpec:
     restore: bool = False
     faults: WireFaults | None = None
     instrument_faults: InstrumentFaults | None = None
+    beamline_faults: BeamlineFaults | None = None
     # The name the old keyword form used for ``emulator``.
     sim_protocol: InitVar[EmulatorKind | None] = None
 
@@ -254,7 +262,24 @@ class BenchSpec:
                 ": leave them out or use potentiostat='sim:MATERIAL'"
             )
 
+    def _check_beamline_faults(self) -> None:
+        faults = self.beamline_faults
+        if faults is None or not faults.any:
+            return
+        tomo = self.tomography
+        if tomo not in get_args(SimTomography):
+            where = "no beamline" if tomo is None else f"the real beamline {tomo.prefix!r}"
+            raise BenchSpecError(
+                f"beamline faults ({faults}) are injected on a simulated beamline only, and "
+                f"this bench has {where}: leave them out or use tomography='sim'"
+            )
+        try:
+            faults.check_flavour(str(tomo))
+        except ValueError as exc:
+            raise BenchSpecError(str(exc)) from None
+
     def _check_tomography(self) -> None:
+        self._check_beamline_faults()
         tomo = self.tomography
         if tomo is None or isinstance(tomo, EpicsBeamline):
             if self.frame_source is not None:
@@ -318,7 +343,9 @@ class BenchSpec:
             0.5 MPa, the experiment's area and thickness), paced between
             ``simulation.speedup`` (current flowing) and ``simulation.rest_speedup``;
             ``tomography: epics`` is an :class:`EpicsBeamline` at ``epics_prefix``;
-            ``none`` is no tomography.
+            ``none`` is no tomography. The file's ``faults`` section gives ``faults`` and
+            ``instrument_faults`` (its ``potentiostat`` string, the wire's seeded with
+            ``simulation.seed``) and ``beamline_faults`` (its ``beamline`` string).
         """
         dev = cfg.devices
         sim = dev.simulation
@@ -349,6 +376,15 @@ class BenchSpec:
                 geometry=insitu_geometry(cfg),
                 checkpoint=folder / CELL_CHECKPOINT,
                 restore=restore,
+            )
+        faults = cfg.faults
+        if faults.potentiostat or faults.beamline:
+            # The file was checked: faults only where the devices are simulated.
+            spec = replace(
+                spec,
+                faults=faults.wire_faults(seed=sim.seed),
+                instrument_faults=faults.instrument_faults(),
+                beamline_faults=faults.beamline_faults(),
             )
         return spec
 

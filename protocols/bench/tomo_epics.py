@@ -22,6 +22,7 @@ from typing import Any
 from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO
 
 from insitu.instruments.devices.tomo import EpicsShutter, EpicsTomoCamera, epics_tomo_devices
+from insitu.simulators.beamline.faults import BeamlineFaultInjector, BeamlineFaults
 from insitu.simulators.beamline.ioc_process import (
     IOCStartError,
     RunningIOC,
@@ -61,6 +62,25 @@ class EpicsTomoBench:
     def beam_restore(self) -> None:
         """Beam back at the nominal current."""
         self.beam_dump_control.put(0.0)
+
+    def apply_faults(self, faults: BeamlineFaults) -> BeamlineFaultInjector:
+        """Lose the beam at the frames ``faults`` names, through the IOC's ``BeamDump`` PV.
+
+        The IOC has no PV that loses a frame or stalls the stage, so only beam losses can be
+        applied here; the camera's frame counter (``ArrayCounter_RBV``) is watched for
+        their frames, so a loss comes within a frame or two of the one asked for (the
+        monitor reaches this process while the next frame starts).
+
+        Raises
+        ------
+        SimulatorInputError
+            If ``faults`` loses frames or stalls the stage.
+        """
+        return faults.apply_beam_losses(
+            frame_counter=self.camera.frame_counter,
+            ring_current=self.ring_current,
+            dump=self.beam_dump,
+        )
 
 
 @contextmanager

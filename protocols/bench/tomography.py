@@ -43,6 +43,8 @@ class Tomography:
     imaging: Any = None
     #: Where the PVs are (EPICS flavours).
     prefix: str | None = None
+    #: The spec's beamline faults at work (simulated beamlines given ``beamline_faults``).
+    faults: Any = None
 
 
 def enter_tomography(
@@ -62,8 +64,22 @@ def enter_tomography(
     if isinstance(spec.tomography, EpicsBeamline):
         return _real_beamline(spec, spec.tomography)
     if spec.tomography == "sim-epics":
-        return _sim_epics_beamline(stack, spec, sim)
-    return _sim_beamline(stack, spec, sim)
+        tomography = _sim_epics_beamline(stack, spec, sim)
+    else:
+        tomography = _sim_beamline(stack, spec, sim)
+    faults = spec.beamline_faults
+    if faults is not None and faults.any:
+        # Applied last, once the devices are connected: frames and moves count from here.
+        # In-process devices take every fault; the IOC's devices only a beam loss (the
+        # description refused the rest).
+        devices = tomography.devices
+        tomography.faults = (
+            devices.apply_faults(faults)
+            if spec.tomography == "sim-epics"
+            else faults.apply(devices)
+        )
+        stack.callback(tomography.faults.detach)
+    return tomography
 
 
 def _imaging_kwargs(spec: BenchSpec) -> dict[str, Any]:

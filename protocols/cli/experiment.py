@@ -53,6 +53,15 @@ CONFIG is a YAML file; every key but `material` has the seed paper's value as de
     tomography: sim              # sim | sim-epics | epics (with epics_prefix: "2bma:") | none
     simulation: {emulator: methodscript, speedup: 2e4, rest_speedup: 100, seed: 0,
                  size: small}
+  faults:                        # simulated devices only (a real one with faults is refused)
+    potentiostat: "delay=1%:0.2,garble=0.5%,disconnect=400"  # as `insitu ccd --faults`:
+                                 # per reply line delay=P[:S] garble=P drop=P split=P,
+                                 # disconnect=N (after N lines); error=N overload=N (points)
+    beamline: "lose_frame=12,beam_loss=40:5"  # as `insitu tomo-scan --faults`, counted from
+                                 # the bench's opening: lose_frame=N (frame N lost, retaken),
+                                 # stall=N (stage move N stalls), beam_loss=N[:S] (at frame N,
+                                 # back after S simulated s); the JSON's `faults` says what
+                                 # was done
   output: experiments            # the experiment's folder is OUTPUT/ID
 """
 
@@ -83,11 +92,37 @@ def _human(result: dict[str, Any]) -> list[str]:
             )
     for note in result.get("notes") or []:
         lines.append(f"note: {note}")
+    if result.get("faults"):
+        lines.append(_faults_line(result["faults"]))
     if result.get("report"):
         lines.append(f"report: {result['report']}")
     if result.get("wall_s") is not None:
         lines.append(f"took {result['wall_s']:.1f} s")
     return lines
+
+
+def _faults_line(faults: dict[str, Any]) -> str:
+    """What the file's faults did, in one line."""
+    injected = faults.get("injected") or {}
+    parts = []
+    wire = injected.get("wire")
+    if wire:
+        done = ", ".join(f"{k} {v}" for k, v in wire.items() if k != "lines" and v)
+        parts.append(f"wire {done or 'nothing'} in {wire.get('lines', 0)} reply lines")
+    beam = injected.get("beamline")
+    if beam:
+        # The EPICS flavour counts beam losses only: say what was counted.
+        words = {
+            "frames_lost": "frame(s) lost",
+            "frames_retaken": "retaken",
+            "stage_stalls": "stall(s)",
+            "beam_losses": "beam loss(es)",
+        }
+        done = ", ".join(f"{beam[k]} {w}" for k, w in words.items() if k in beam)
+        parts.append(f"beamline {done}")
+    parts.append(f"{faults.get('scan_suspensions', 0)} scan suspension(s)")
+    parts.append(f"{faults.get('points_lost', 0)} point(s) lost")
+    return "faults injected: " + "; ".join(parts)
 
 
 def _quiet_stdout(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:

@@ -7,13 +7,20 @@ the progress bar and the printed summary.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from insitu.simulators.errors import SimulatorInputError
+
 from ..errors import InvalidInputError
 from .common import add_output_options, add_storage_options, emit, open_store, require_positive
+
+if TYPE_CHECKING:
+    from insitu.simulators.beamline.faults import BeamlineFaults
 
 __all__ = ["cmd_tomo_scan", "register"]
 
@@ -60,6 +67,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tomo.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     tomo.add_argument("--workdir", metavar="DIR", help="scratch folder for the full size")
     tomo.add_argument(
+        "--faults",
+        metavar="SPEC",
+        help="faults of the simulated beamline, counted from the scan's first frame (darks "
+        "and flats included) and move: lose_frame=N (frame N is lost and retaken, at most "
+        "twice; repeat for more), stall=N (the N-th stage move stalls: the scan ends, exit "
+        "2, the frames so far kept), beam_loss=N[:S] (the beam goes at frame N and comes "
+        "back after S simulated s, never without :S; the scan suspends and resumes), e.g. "
+        "'lose_frame=12,beam_loss=40:5'; the JSON then has beamline_faults, what was done",
+    )
+    tomo.add_argument(
         "--store",
         action="store_true",
         help="also store the run in the catalog (frames referenced from --out; the embedded "
@@ -70,8 +87,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tomo.set_defaults(func=cmd_tomo_scan)
 
 
-def _check(args: argparse.Namespace) -> None:
-    """The option values, checked before the virtual cell is built."""
+def _check(args: argparse.Namespace) -> BeamlineFaults | None:
+    """The option values, checked before the virtual cell is built; the faults parsed."""
     if not args.charge_mC >= 0:
         raise InvalidInputError(f"--charge-mC must be zero or positive, got {args.charge_mC:g}")
     require_positive(exposure=args.exposure, speedup=args.speedup)
@@ -80,6 +97,16 @@ def _check(args: argparse.Namespace) -> None:
     for name in ("darks", "flats"):
         if getattr(args, name) < 1:
             raise InvalidInputError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.faults is None:
+        return None
+    # Here, not at the top: the beamline's room imports ophyd, which `insitu --help` skips.
+    from insitu.simulators.beamline.faults import BeamlineFaults
+
+    try:
+        faults = BeamlineFaults.parse(args.faults)
+    except SimulatorInputError as exc:
+        raise InvalidInputError(f"--faults: {exc}") from None
+    return faults if faults.any else None
 
 
 class _FrameBar:
@@ -113,11 +140,14 @@ def cmd_tomo_scan(args: argparse.Namespace) -> int:
     from ..workflows.tomo import run_tomo_scan
 
     material = get_material(args.sim).name  # unknown names fail before anything runs
-    _check(args)
+    faults = _check(args)
     quiet = args.quiet or args.json
     bar = _FrameBar(quiet)
+    # With --json, stdout carries the one JSON object only: the RunEngine's own messages (a
+    # suspension for a beam loss) go to stderr meanwhile.
+    quiet_stdout = contextlib.redirect_stdout(sys.stderr) if args.json else nullcontext()
     try:
-        with open_store(args) if args.store else nullcontext() as store:
+        with quiet_stdout, open_store(args) if args.store else nullcontext() as store:
             result = run_tomo_scan(
                 material,
                 args.out,
@@ -135,6 +165,7 @@ def cmd_tomo_scan(args: argparse.Namespace) -> int:
                 workdir=args.workdir,
                 precompute_progress=None if not quiet else False,
                 progress=bar,
+                faults=faults,
             )
     finally:
         bar.close()
@@ -148,4 +179,15 @@ def cmd_tomo_scan(args: argparse.Namespace) -> int:
         f"ground truth: {result['truth_json']}",
         f"run: {result['run_uid']}" + ("" if result["stored"] else " (not stored; --store)"),
     ]
+    if "beamline_faults" in result:
+        human.append(_faults_line(result["beamline_faults"]))
     return emit(args, result, human)
+
+
+def _faults_line(done: dict) -> str:
+    """What the beamline faults did, in one line."""
+    return (
+        f"beamline faults {done['asked']}: {done['frames_lost']} frame(s) lost, "
+        f"{done['frames_retaken']} retaken; {done['beam_losses']} beam loss(es), "
+        f"{done['suspensions']} suspension(s) of the scan"
+    )

@@ -59,6 +59,7 @@ from ..storage.catalog import RunStore, close_backup, iter_backup
 from ..storage.journal import ExperimentJournal, JournalState, read_journal
 from .experiment_analysis import ScanAnalyzer, ScanResult
 from .interrupts import abort_on_signals, failures_at_debug
+from .tomo import SuspensionCounter
 
 __all__ = [
     "ExperimentError",
@@ -561,6 +562,8 @@ def _drive(
             # Pauses, suspensions (beam loss) and resumes go into each run's 'interruptions'
             # stream: the catalog shows which scan waited for the beam.
             RE.record_interruptions = True
+            suspended = SuspensionCounter()
+            RE.subscribe(suspended)
             store.subscribe(RE)
             if bench.pace is not None:
                 RE.subscribe(bench.pace)
@@ -596,6 +599,7 @@ def _drive(
             finally:
                 view.close()
             run_s = time.perf_counter() - t0
+            faults = _faults_summary(cfg, bench, suspended)
             final = None
             if analyzer is not None:
                 if out is not None and analyzer.busy:
@@ -608,9 +612,36 @@ def _drive(
             if analyzer is not None:
                 analyzer.close()
     summary = experiment_report(folder, store=store, final=final, write=report)
+    if faults:
+        summary["faults"] = faults
     summary["run_s"] = run_s
     summary["wall_s"] = time.perf_counter() - t0
     return summary
+
+
+def _faults_summary(
+    cfg: ExperimentConfig, bench: Bench, suspended: SuspensionCounter
+) -> dict[str, Any]:
+    """What the file's ``faults`` asked for and what they did (``{}`` without faults).
+
+    ``injected``: the faulty cable's counts by kind (``wire``: ``lines`` seen, ``delay``,
+    ``garble``, ``drop``, ``split``, ``disconnect``) and the beamline's (``beamline``:
+    ``frames_lost``, ``frames_retaken``, ``stage_stalls``, ``beam_losses``, ``beam_back``);
+    ``scan_suspensions``: the scans' suspensions (beam losses) the RunEngine recorded;
+    ``points_lost``: measured points that never reached this host readable (the driver's
+    count).
+    """
+    asked = cfg.faults
+    if not (asked.potentiostat or asked.beamline):
+        return {}
+    driver = getattr(bench.potentiostat, "driver", None)
+    return {
+        "potentiostat": asked.potentiostat,
+        "beamline": asked.beamline,
+        "injected": bench.faults_injected(),
+        "scan_suspensions": suspended.suspensions,
+        "points_lost": int(getattr(driver, "points_lost", 0)),
+    }
 
 
 def _resubmit_scans(analyzer: ScanAnalyzer, journal: JournalState) -> None:

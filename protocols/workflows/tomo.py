@@ -24,15 +24,18 @@ import numpy as np
 from bluesky import RunEngine
 from bluesky.utils import RunEngineInterrupted
 
+from insitu.simulators.beamline.faults import BeamlineFaults
 from insitu.simulators.imaging.frame_source import DEFAULT_PROJECTIONS, SIZES, PelletFrameSource
 from insitu.simulators.pellet.phases import Phase
 
 from ..bench import BenchSpec, open_bench
 from ..errors import InvalidInputError, OutputExistsError
+from ..plans.device_failures import DeviceFailedError
 from ..plans.tomo import tomo_scan
 from ..storage.catalog import RunStore
+from .interrupts import abort_on_signals
 
-__all__ = ["TRUTH_LABELS_MAX_BYTES", "run_tomo_scan", "truth_paths"]
+__all__ = ["TRUTH_LABELS_MAX_BYTES", "SuspensionCounter", "run_tomo_scan", "truth_paths"]
 
 #: The label volume is written next to the scan only up to this size (the small pellet is
 #: 1 MB; the full one, 4.6 GB, is regenerated from the seed instead).
@@ -61,6 +64,26 @@ def _check_out(out: Path, overwrite: bool) -> None:
     if overwrite:
         for path in targets:
             path.unlink(missing_ok=True)
+
+
+class SuspensionCounter:
+    """A RunEngine subscriber counting the suspensions its runs recorded (a beam loss).
+
+    Needs ``RE.record_interruptions = True``: the RunEngine then writes each pause,
+    suspension and resume into the run's ``interruptions`` stream; a suspension's entry is
+    its justification (e.g. the ring current fell below the floor).
+    """
+
+    def __init__(self) -> None:
+        self.suspensions = 0
+        self._streams: set[str] = set()
+
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        if name == "descriptor" and doc.get("name") == "interruptions":
+            self._streams.add(doc["uid"])
+        elif name == "event" and doc.get("descriptor") in self._streams:
+            if doc["data"].get("interruption") not in ("pause", "resume"):
+                self.suspensions += 1
 
 
 def _frame_counter(total: int, progress: FrameProgress) -> Callable[[str, dict], None]:
@@ -116,6 +139,35 @@ def _write_truth(
     return written
 
 
+def frames_kept(path: Path) -> str:
+    """What a scan file holds, in words (after a scan that ended early)."""
+    if not path.is_file():
+        return f"no frames were written ({path} does not exist)"
+    counts = {}
+    with h5py.File(path, "r") as f:
+        for name, dataset in (
+            ("projection(s)", "/exchange/data"),
+            ("flat(s)", "/exchange/data_white"),
+            ("dark(s)", "/exchange/data_dark"),
+        ):
+            counts[name] = int(f[dataset].shape[0]) if dataset in f else 0
+    held = ", ".join(f"{n} {name}" for name, n in counts.items())
+    return f"the frames recorded are kept in {path} ({held})"
+
+
+def _injected(bench: Any, faults: BeamlineFaults | None, suspended: SuspensionCounter) -> dict:
+    """``beamline_faults`` of the summary: what was asked for and what it did."""
+    if faults is None or bench.beamline_faults is None:
+        return {}
+    return {
+        "beamline_faults": {
+            "asked": str(faults),
+            **bench.beamline_faults.injected,
+            "suspensions": suspended.suspensions,
+        }
+    }
+
+
 def run_tomo_scan(
     material: str,
     out: str | Path,
@@ -135,6 +187,7 @@ def run_tomo_scan(
     md: Mapping[str, Any] | None = None,
     precompute_progress: bool | None = None,
     progress: FrameProgress | None = None,
+    faults: BeamlineFaults | None = None,
 ) -> dict[str, Any]:
     """Scan a virtual pellet cycled to ``charge_mC`` on the simulated 2-BM bench.
 
@@ -172,6 +225,10 @@ def run_tomo_scan(
         Progress bar for the precompute (default: full size only).
     progress : callable, optional
         ``progress(done, total)`` per recorded frame.
+    faults : BeamlineFaults, optional
+        Faults of the simulated beamline (:mod:`insitu.simulators.beamline.faults`): frames
+        lost (retaken), a stage move that stalls, beam losses (the scan suspends and
+        resumes); frames and moves counted from the scan's first frame.
 
     Returns
     -------
@@ -179,7 +236,15 @@ def run_tomo_scan(
         ``file``, ``run_uid``, ``material``, ``charge_mC`` (as asked; the ground truth has
         the charge actually passed, less if the cell shorted), ``n_projections``, ``mode``,
         ``shape`` (projections: angles, rows, cols), ``ground_truth``, ``truth_json`` (and
-        ``truth_labels`` when written), ``elapsed_s``.
+        ``truth_labels`` when written), ``elapsed_s``; with ``faults``, also
+        ``beamline_faults``: ``asked``, ``frames_lost``, ``frames_retaken``,
+        ``stage_stalls``, ``beam_losses``, ``beam_back`` and ``suspensions`` (of the scan).
+
+    Raises
+    ------
+    DeviceFailedError
+        A device failed during the scan (a stalled stage, a frame lost three times): its
+        reason, and what the scan file kept.
     """
     if mode not in ("step", "fly"):
         raise ValueError(f"mode must be 'step' or 'fly', got {mode!r}")
@@ -209,11 +274,19 @@ def run_tomo_scan(
             scans=out.parent,
             metadata=source.metadata,
             speedup=speedup,
+            beamline_faults=faults,
         )
+        suspended = SuspensionCounter()
         with open_bench(spec) as bench:
             # The camera writes exactly the file asked for, not its numbered default.
             bench.camera.file_name.put(out.name)
-            RE = RunEngine({})
+            # No bluesky SIGINT handler: during a suspension (a beam that does not come back)
+            # its first Ctrl-C waits for a checkpoint that never comes; one Ctrl-C (SIGTERM,
+            # SIGHUP) aborts the scan instead, the shutter closed and the file kept.
+            RE = RunEngine({}, context_managers=[])
+            # A beam loss's suspension goes into the run ('interruptions') and is counted.
+            RE.record_interruptions = True
+            RE.subscribe(suspended)
             if store is not None:
                 store.subscribe(RE)
             if progress is not None:
@@ -243,13 +316,19 @@ def run_tomo_scan(
                 md=meta,
             )
             try:
-                (uid,) = RE(plan)
+                with abort_on_signals(RE) as signals:
+                    (uid,) = RE(plan)
             except RunEngineInterrupted:
-                RE.abort("interrupted by the user")
+                if RE.state == "paused":  # paused from Python (RE.request_pause)
+                    RE.abort(signals.reason or "interrupted by the user")
                 raise KeyboardInterrupt from None
             if store is not None:
                 store.raise_errors()
             written = _write_truth(source, out, truth, labels)
+            injected = _injected(bench, faults, suspended)
+    except DeviceFailedError as exc:
+        # The bench is closed, and with it the file: say what it kept.
+        raise DeviceFailedError(f"{exc}; the scan stopped there: {frames_kept(out)}") from exc
     finally:
         source.close()
     rows, cols = source.shape
@@ -265,4 +344,5 @@ def run_tomo_scan(
         **written,
         "elapsed_s": round(time.perf_counter() - t0, 3),
         "stored": store is not None,
+        **injected,
     }

@@ -475,6 +475,8 @@ class SimTomoCamera(Device):
         self.lose_frames: set[int] = set()
         self.frame_retakes = 2
         self.exposures = 0
+        #: Frames lost and exposed again, over the camera's life (each scan's file has its own).
+        self.frames_retaken = 0
         # Setting the trigger mode re-arms the position-compare counter.
         self.trigger_mode.subscribe(self._rearm, run=False)
 
@@ -619,6 +621,7 @@ class SimTomoCamera(Device):
     def _retaken(self) -> None:
         """Count, in the scan's file, a frame that was lost and taken again."""
         with self._lock:
+            self.frames_retaken += 1
             if self._writer is not None:
                 self._writer.note_retake()
 
