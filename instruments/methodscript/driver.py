@@ -441,17 +441,56 @@ class MethodScriptPotentiostat(Potentiostat):
         self._running = False
 
     def cell_off(self) -> None:
-        """Abort any running script, then run a script that only switches the cell off."""
+        """Abort any running script, then run a script that only switches the cell off.
+
+        If the link is lost, it is opened again and both are sent once more: ``Z`` and
+        ``cell_off`` are safe to repeat, and a script left running must not be left on.
+        """
         with self._lock:
-            if self._running:
-                self._abort_and_sync()
-            self._discard_input()
-            self._write("e\ncell_off\n\n", label="cell_off")
-            self._read_script_accepted(
-                "cell_off", stale=("Z", "Z!0006"), script=["cell_off"], running=False
-            )
-            while self._readline_lenient() != "":
-                pass
+            try:
+                self._switch_off()
+            except InstrumentConnectionError as exc:
+                self._reconnect(exc)  # sends Z: whatever ran is aborted
+                self._switch_off()
+
+    def _switch_off(self) -> None:
+        if self._running:
+            self._abort_and_sync()
+        self._discard_input()
+        self._write("e\ncell_off\n\n", label="cell_off")
+        self._read_script_accepted(
+            "cell_off", stale=("Z", "Z!0006"), script=["cell_off"], running=False
+        )
+        while self._readline_lenient() != "":
+            pass
+
+    def _link_is_closed(self) -> bool:
+        """Whether the other end has closed the link, seen without waiting (a socket or a
+        pseudo-terminal that reads as closed). Output waiting is read and dropped: call it
+        only where nothing waiting matters (before a script is sent)."""
+        if self._fileno is None:
+            return False
+        try:
+            ready, _, _ = select.select([self._fileno], [], [], 0)
+            if ready:
+                self._ser.read(65536)
+        except (serial.SerialException, OSError, ValueError):
+            return True
+        return False
+
+    def _reconnect(self, cause: InstrumentConnectionError) -> None:
+        """Open the link again after ``cause`` and abort whatever might run (``Z``)."""
+        log.info("%s: %s; opening the link again", self.name, cause)
+        try:
+            self._reopen()
+            self._abort_and_sync()
+        except InstrumentError as again:
+            raise InstrumentConnectionError(
+                f"{cause.message}; opening the link again failed: {again.message}",
+                instrument=self.name,
+                last_command=cause.last_command,
+            ) from again
+        self._discard_input()
 
     def _read_script_accepted(
         self,
@@ -764,10 +803,29 @@ class MethodScriptPotentiostat(Potentiostat):
         return run
 
     def _start_script(self, script: list[str]) -> None:
-        """Send ``script`` with ``e`` and read that the instrument accepted it."""
+        """Send ``script`` with ``e`` and read that the instrument accepted it.
+
+        A link the other end has closed (a cable pulled between two techniques, or between
+        two half-cycles of a sequence) is opened again first, seen without waiting; one that
+        fails while the script is sent is opened again and the script sent once more (the
+        write failed: the instrument did not get it whole). Each reconnection sends ``Z``
+        first, which aborts anything that might run (its ``on_finished:`` switches the cell
+        off). A link lost after the script went out is not retried: the script may run.
+        """
+        if self._link_is_closed():
+            self._reconnect(
+                InstrumentConnectionError(
+                    "the link was found closed", instrument=self.name, last_command=script[0]
+                )
+            )
         self._discard_input()
         self._script_started = True
-        self._write("e\n" + "\n".join(script) + "\n\n", label=script[0])
+        payload = "e\n" + "\n".join(script) + "\n\n"
+        try:
+            self._write(payload, label=script[0])
+        except InstrumentConnectionError as exc:
+            self._reconnect(exc)
+            self._write(payload, label=script[0])
         # From here the script may run even if its answer cannot be read: whatever fails
         # below, cell_off must abort it first.
         self._running = True
