@@ -6,9 +6,11 @@ manner of pymeasure's ``Instrument``: it opens a
 errors mapped) from a resource string and owns it, sends commands (:meth:`Instrument.write`)
 and queries (:meth:`Instrument.query`), remembers the last command (named by every error),
 parses numbers from replies (:meth:`Instrument.parse_number`, :meth:`Instrument.query_int`,
-...), closes the connection, and works as a context manager. :meth:`Instrument.check_errors`
-is the hook a driver overrides to read its instrument's error report (an SCPI error queue,
-an event status register). A driver keeps only its instrument's commands.
+...), asks a query that changes nothing again when its reply does not parse
+(:meth:`Instrument.query_parsed`), closes the connection, and works as a context manager.
+:meth:`Instrument.check_errors` is the hook a driver overrides to read its instrument's error
+report (an SCPI error queue, an event status register). A driver keeps only its instrument's
+commands.
 
 Example
 -------
@@ -27,6 +29,8 @@ Example
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any, Self, TypeVar, cast
 
 from .errors import InstrumentError, InstrumentProtocolError
@@ -34,8 +38,11 @@ from .visa_session import VisaSession
 
 __all__ = ["Instrument"]
 
+log = logging.getLogger(__name__)
+
 _Number = TypeVar("_Number", bool, int, float)
 _Error = TypeVar("_Error", bound=InstrumentError)
+_Parsed = TypeVar("_Parsed")
 
 
 class Instrument:
@@ -71,6 +78,9 @@ class Instrument:
     #: Extra tries, each on a fresh connection, of the queries that change nothing on the
     #: instrument (``*IDN?``, status reads) after a timeout or a dropped link.
     query_retries: int = 1
+    #: How many times :meth:`query_parsed` asks a query that changes nothing before it gives
+    #: up on replies that do not parse (garbled on the wire).
+    parse_tries: int = 3
 
     def __init__(
         self,
@@ -170,6 +180,67 @@ class Instrument:
         """
         return self._session.query(command, retries=self.query_retries if retry else 0)
 
+    def query_parsed(
+        self,
+        command: str,
+        parse: Callable[[str], _Parsed],
+        *,
+        tries: int | None = None,
+        retry: bool = False,
+    ) -> _Parsed:
+        """Ask a query that changes nothing, again while its reply does not parse.
+
+        A reply garbled on the wire still ends with its terminator, so the next line read is
+        the answer to the next query: asking again on the same connection is safe, also while
+        a technique runs. Only for queries whose answer does not change the instrument (a
+        status poll, a buffer read by index range, ``:OUTP?``); never for one that empties
+        a queue (``:SYST:ERR?``, ``*ESR?``) or makes a new reading (``:READ?``).
+
+        Parameters
+        ----------
+        command : str
+            The query.
+        parse : callable
+            Turns the reply into the value; raises
+            :class:`~insitu.instruments.errors.InstrumentProtocolError` for a reply it cannot
+            read (e.g. :meth:`parse_number`).
+        tries : int, optional
+            How many times to ask at most; :attr:`parse_tries` by default.
+        retry : bool
+            As in :meth:`query` (a timeout or a dropped link).
+
+        Returns
+        -------
+        object
+            What ``parse`` made of the first reply it could read.
+
+        Raises
+        ------
+        InstrumentProtocolError
+            The last reply did not parse either: ``parse``'s error, saying how many times the
+            query was asked.
+        InstrumentTimeoutError, InstrumentConnectionError
+            As :meth:`query`.
+        """
+        tries = max(1, self.parse_tries if tries is None else int(tries))
+        for attempt in range(1, tries + 1):
+            reply = self.query(command, retry=retry)
+            try:
+                return parse(reply)
+            except InstrumentProtocolError as exc:
+                if attempt == tries:
+                    if tries == 1:
+                        raise
+                    raise self._error(
+                        InstrumentProtocolError,
+                        f"{exc.message} (asked {tries} times)",
+                        last_command=exc.last_command,
+                    ) from exc
+                # One line per garbled reply at INFO: on a noisy line there are many, and
+                # each is recovered from.
+                log.info("%s: %s; asking again", self.name, exc.message)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def check_errors(self) -> None:
         """Raise if the instrument reports an error; the hook a driver overrides.
 
@@ -212,25 +283,47 @@ class Instrument:
             ) from exc
         return cast(_Number, bool(value) if kind is bool else value)
 
-    def query_float(self, command: str, what: str | None = None, *, retry: bool = False) -> float:
+    def query_float(
+        self, command: str, what: str | None = None, *, retry: bool = False, tries: int = 1
+    ) -> float:
         """Send a query and parse its reply as a float (see :meth:`parse_number`).
 
         ``what`` defaults to the query's header (``"KRDG?"`` for ``"KRDG? A"``); ``retry``
-        as in :meth:`query`.
+        as in :meth:`query`; ``tries`` > 1 asks again while the reply does not parse (only
+        for a query that changes nothing, see :meth:`query_parsed`).
         """
-        reply = self.query(command, retry=retry)
-        return self.parse_number(reply, float, what or _header(command))
+        return self._query_number(command, float, what, retry=retry, tries=tries)
 
-    def query_int(self, command: str, what: str | None = None, *, retry: bool = False) -> int:
+    def query_int(
+        self, command: str, what: str | None = None, *, retry: bool = False, tries: int = 1
+    ) -> int:
         """Send a query and parse its reply as an int (see :meth:`query_float`)."""
-        return self.parse_number(self.query(command, retry=retry), int, what or _header(command))
+        return self._query_number(command, int, what, retry=retry, tries=tries)
 
-    def query_bool(self, command: str, what: str | None = None, *, retry: bool = False) -> bool:
+    def query_bool(
+        self, command: str, what: str | None = None, *, retry: bool = False, tries: int = 1
+    ) -> bool:
         """Send a query and parse its ``0``/``1`` reply as a bool (see :meth:`query_float`)."""
-        return self.parse_number(self.query(command, retry=retry), bool, what or _header(command))
+        return self._query_number(command, bool, what, retry=retry, tries=tries)
 
-    def query_idn(self) -> tuple[str, str, str, str]:
+    def _query_number(
+        self, command: str, kind: type[_Number], what: str | None, *, retry: bool, tries: int
+    ) -> _Number:
+        what = what or _header(command)
+        return self.query_parsed(
+            command, lambda reply: self.parse_number(reply, kind, what), tries=tries, retry=retry
+        )
+
+    def query_idn(self, *, tries: int = 1) -> tuple[str, str, str, str]:
         """Ask ``*IDN?`` (asked again after a timeout or a dropped link, see :meth:`query`).
+
+        Parameters
+        ----------
+        tries : int
+            How many times at most to ask while the reply is a damaged identity: printable,
+            with 2 or 3 comma-separated fields (a separator garbled on the wire). A reply
+            that is plainly something else (one field: a web page, an error message) is
+            never asked again: the peer is not this instrument.
 
         Returns
         -------
@@ -244,13 +337,19 @@ class Instrument:
         InstrumentTimeoutError, InstrumentConnectionError
             If no reply came (after the retries).
         """
-        reply = self.query("*IDN?", retry=True)
-        try:
-            return self.parse_idn(reply)
-        except InstrumentProtocolError as exc:
-            # Whatever answers is not this instrument: closing need not talk to it again.
-            self._session.failure = exc
-            raise
+        for attempt in range(1, max(1, tries) + 1):
+            reply = self.query("*IDN?", retry=True)
+            try:
+                return self.parse_idn(reply)
+            except InstrumentProtocolError as exc:
+                damaged = reply.isprintable() and reply.count(",") in (1, 2)
+                if damaged and attempt < tries:
+                    log.info("%s: %s; asking again", self.name, exc.message)
+                    continue
+                # Whatever answers is not this instrument: closing need not talk to it again.
+                self._session.failure = exc
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def parse_idn(self, reply: str) -> tuple[str, str, str, str]:
         """(manufacturer, model, serial number, firmware) from a ``*IDN?`` reply, stripped.

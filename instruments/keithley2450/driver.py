@@ -26,6 +26,26 @@ Time stamps: ``time_s`` comes from the instrument's own reading time stamps (``S
 ``FRACtional`` buffer elements), counted from the start of the technique (one interval
 before the first reading).
 
+Faults:
+
+* A reply garbled on the wire is asked for again when the query changes nothing (the status
+  poll, a buffer read by index range, ``:OUTP?``, ``:SYST:ERR:COUN?``; see
+  :meth:`~insitu.instruments.base.Instrument.query_parsed`), at most :data:`PARSE_TRIES`
+  times in all; buffer
+  readings are asked for by index, so a repeated read neither skips nor repeats a reading.
+  ``:SYST:ERR?`` empties the error queue and is never asked again: its count is asked first.
+* Each reading comes with its source status (``SOURSTATus``, read with the data: a few bytes
+  per reading, and no extra exchange). A reading whose source was limited (compliance) is the
+  cut-off when the voltage window asked for the limit on its side (the voltage limit ``VLIM``
+  *is* the window there: the instrument enforces the cut-off itself, ``end_reason``
+  ``"voltage_limit"``); anywhere else -- open circuit, or the instrument's own range below the
+  window -- the instrument could not source what was asked: the technique ends with the
+  readings before it and :class:`~insitu.instruments.errors.ComplianceError`.
+* The status poll carries the status byte (``*STB?``): an error in the queue while a technique
+  runs (or a model that stopped by itself) ends the technique with the readings made so far
+  and :class:`~insitu.instruments.errors.InstrumentReportedError`, the instrument's code and
+  message. In both cases the trigger model is aborted and the output switched off first.
+
 Connection: the :class:`~insitu.instruments.base.Instrument` base (pyvisa with the pyvisa-py
 backend by default), raw socket on port 5025 (``TCPIP::<host>::5025::SOCKET``), ``"\\n"`` read
 and write termination. Every I/O failure is mapped to the exceptions of
@@ -52,6 +72,7 @@ import pandas as pd
 
 from ..base import Instrument
 from ..errors import (
+    ComplianceError,
     InstrumentConnectionError,
     InstrumentError,
     InstrumentProtocolError,
@@ -85,10 +106,28 @@ log = logging.getLogger(__name__)
 
 #: Largest buffer the 2450 can make (all buffers share the memory).
 MAX_BUFFER_POINTS = 4_000_000
-#: Readings fetched per ``:TRAC:DATA?`` (bounds the reply to about 500 kB).
+#: Readings fetched per ``:TRAC:DATA?`` (bounds the reply to about 600 kB).
 FETCH_CHUNK = 10_000
-_ELEMENTS = "READ,SOUR,SEC,FRAC"
+#: Tries of a query that changes nothing whose reply does not parse (garbled on the wire).
+#: Each try fails with the line's garble rate p, so a query fails with p**PARSE_TRIES: with
+#: p = 5 % and the ~130 such queries of a simulated CCD, 3 tries fail 1.6 % of runs, 5 tries
+#: 4e-5. A try costs one exchange, and only when a reply was garbled.
+PARSE_TRIES = 5
+_ELEMENTS = "READ,SOUR,SEC,FRAC,SOURSTAT"
+_N_ELEMENTS = 5
+#: The status poll: trigger state (3 fields), readings in the buffer, status byte.
+_POLL = ":TRIG:STAT?;:TRAC:ACT?;*STB?"
 _RUNNING_STATES = ("RUNNING", "WAITING")
+#: The states ``:TRIGger:STATe?`` answers (Reference Manual 2450-901-01); anything else is a
+#: reply garbled on the wire.
+TRIGGER_STATES = frozenset(
+    {"IDLE", "RUNNING", "WAITING", "EMPTY", "BUILDING", "FAILED", "ABORTING", "ABORTED"}
+)
+#: Source status bit of a reading (``SOURSTATus``): the source was limited, i.e. in compliance
+#: (2450-901-01 Rev. B, bufferVar.sourcestatuses, bit 5, value 32).
+STAT_LIMIT = 32
+#: Status byte bit 2: an error is in the error queue (EAV).
+_STB_EAV = 4
 
 
 class Keithley2450(Instrument, Potentiostat):
@@ -170,12 +209,23 @@ class Keithley2450(Instrument, Potentiostat):
             )
 
     def _read_errors(self) -> list[tuple[int, str]]:
-        """Empty the error queue; returns its (code, message) entries, oldest first."""
+        """Empty the error queue; returns its (code, message) entries, oldest first.
+
+        ``:SYST:ERR?`` takes the entry it answers out of the queue, so it is never asked
+        again: how many entries there are is asked first (``:SYST:ERR:COUN?``, asked again
+        while garbled), then each is read once. An entry whose code came garbled is kept
+        with code 0 and its reply as the message: there was an error, and it is reported.
+        """
+        count = self.query_int(":SYST:ERR:COUN?", tries=PARSE_TRIES)
         errors: list[tuple[int, str]] = []
-        for _ in range(32):  # bounded: a broken instrument must not loop us forever
+        for _ in range(min(max(count, 0), 32)):  # bounded: a broken instrument must not loop
             reply = self.query(":SYST:ERR?")
             code_text, _, message = reply.partition(",")
-            code = self.parse_number(code_text, int, ":SYST:ERR?")
+            try:
+                code = self.parse_number(code_text, int, ":SYST:ERR?")
+            except InstrumentProtocolError:
+                errors.append((0, f"(code unreadable, reply {reply[:80]!r})"))
+                continue
             if code == 0:
                 break
             errors.append((code, message.strip().strip('"')))
@@ -184,7 +234,7 @@ class Keithley2450(Instrument, Potentiostat):
     # --- Potentiostat API ----------------------------------------------------------------
     def identify(self) -> Identity:
         """Ask ``*IDN?``: ``KEITHLEY INSTRUMENTS,MODEL 2450,<serial>,<firmware>``."""
-        manufacturer, model, serial, firmware = self.query_idn()
+        manufacturer, model, serial, firmware = self.query_idn(tries=PARSE_TRIES)
         if "2450" not in model:
             log.warning("%s: *IDN? says %r, not a Model 2450", self.name, model)
         return Identity(manufacturer, model, serial, firmware, self.resource_name)
@@ -192,9 +242,10 @@ class Keithley2450(Instrument, Potentiostat):
     def cell_off(self) -> None:
         """Stop any acquisition and switch the output off (safe to repeat, works mid-run).
 
-        The output state is read back (``:OUTP?``), so when this returns the output is off.
-        If the connection is gone, one reconnection is tried so that the output really goes
-        off when the instrument is still there.
+        The output state is read back (``:OUTP?``), so when this returns the output is off;
+        a read-back garbled on the wire is asked again, with ``:OUTP OFF`` sent again before
+        each try. If the connection is gone, one reconnection is tried so that the output
+        really goes off when the instrument is still there.
         """
         with self._io_lock:
             if self._closed:
@@ -215,9 +266,28 @@ class Keithley2450(Instrument, Potentiostat):
                 ) from exc
 
     def _output_off(self) -> None:
+        """Abort any trigger model and switch the output off, read back (``:OUTP?``).
+
+        A read-back that comes garbled says nothing: ``:OUTP OFF`` (which changes nothing
+        when the output is off) is sent again and the state asked again, up to
+        :data:`PARSE_TRIES` times, before the error is raised.
+        """
         self.write(":ABOR")
-        self.write(":OUTP OFF")
-        if self.query_bool(":OUTP?"):
+        for attempt in range(1, PARSE_TRIES + 1):
+            self.write(":OUTP OFF")
+            try:
+                on = self.parse_number(self.query(":OUTP?"), bool, ":OUTP?")
+                break
+            except InstrumentProtocolError as exc:
+                if attempt == PARSE_TRIES:
+                    raise self._error(
+                        InstrumentProtocolError,
+                        f"{exc.message} (asked {PARSE_TRIES} times, :OUTP OFF sent before "
+                        "each): the output state is unknown; check it at the front panel",
+                        last_command=":OUTP?",
+                    ) from exc
+                log.info("%s: %s; switching off again", self.name, exc.message)
+        if on:
             raise self._error(
                 InstrumentReportedError,
                 "the output is still on after :OUTP OFF; switch it off at the front panel",
@@ -289,27 +359,23 @@ class Keithley2450(Instrument, Potentiostat):
         origin: tuple[int, float] | None = None
         fetched = 0
         while True:
-            state, available = self.parse_status(self.query(":TRIG:STAT?;:TRAC:ACT?"))
+            state, available, error_queued = self._poll()
             running = state in _RUNNING_STATES
-            if not running and state != "IDLE":
-                self.check_errors()
-                raise self._error(
-                    InstrumentReportedError,
-                    f"the trigger model stopped in state {state} before all readings were made",
-                    code=0,
-                )
-            rows = []
-            while fetched < available:
-                last = min(available, fetched + FETCH_CHUNK)
-                rows.append(self._fetch(fetched + 1, last))
-                fetched = last
-            raw = pd.concat(rows, ignore_index=True) if rows else _raw_empty()
+            raw = self._fetch_new(fetched, available)
+            fetched = max(fetched, available)
             if len(raw) and origin is None:
                 origin = (int(raw["_sec"].iloc[0]), float(raw["_frac"].iloc[0]))
-            raw["step"] = tracker.assign(raw["voltage_V"].to_numpy())
-            chunk = (
-                self._frame(raw, origin, plan.interval_s) if len(raw) and origin else _empty_frame()
-            )
+            limited = self._first_compliance(raw, plan)
+            kept = raw.iloc[:limited] if limited is not None else raw
+            kept = kept.assign(step=tracker.assign(kept["voltage_V"].to_numpy()))
+            chunk = self._frame(kept, origin, plan.interval_s) if origin else _empty_frame()
+            if limited is not None:
+                assert origin is not None  # a limited reading was read, so one was
+                yield from _nonempty(chunk)
+                raise self._compliance(raw.iloc[[limited]], origin, plan)
+            if error_queued or (not running and state != "IDLE"):
+                yield from _nonempty(chunk)
+                raise self._stopped_by_instrument(state, running)
             if not running:
                 if not tracker.hit_stop and not tracker.done:
                     raise self._error(
@@ -323,9 +389,100 @@ class Keithley2450(Instrument, Potentiostat):
                 chunk.attrs["end_reason"] = "voltage_limit" if tracker.hit_stop else "completed"
                 yield chunk
                 return
-            if len(chunk):
-                yield chunk
+            yield from _nonempty(chunk)
             time.sleep(self.poll_interval_s)
+
+    def _poll(self) -> tuple[str, int, bool]:
+        """(trigger state, readings in the buffer, whether an error is queued), asked again
+        while the reply comes garbled."""
+        return self.query_parsed(_POLL, self.parse_status, tries=PARSE_TRIES)
+
+    def _fetch_new(self, fetched: int, available: int) -> pd.DataFrame:
+        """Readings ``fetched + 1 .. available``, in chunks of :data:`FETCH_CHUNK`."""
+        rows = []
+        while fetched < available:
+            last = min(available, fetched + FETCH_CHUNK)
+            rows.append(self._fetch(fetched + 1, last))
+            fetched = last
+        return pd.concat(rows, ignore_index=True) if rows else _raw_empty()
+
+    @staticmethod
+    def _first_compliance(raw: pd.DataFrame, plan: TriggerPlan) -> int | None:
+        """Row of the first reading in compliance that is not the cut-off, or None.
+
+        ``VLIM`` is the voltage window's bound where the window asks for it (see
+        :func:`~insitu.instruments.keithley2450.trigger.plan_technique`): a reading limited
+        there is the cell reaching the cut-off, which the instrument enforces itself and
+        :class:`StepReplay` ends the step at. A limited reading anywhere else (open circuit,
+        which has no window; a window beyond the instrument's range) means the instrument
+        could not source what was asked.
+        """
+        limited = (raw["_status"].to_numpy() & STAT_LIMIT) != 0
+        for row in np.flatnonzero(limited):
+            if not plan.is_cutoff(float(raw["voltage_V"].iloc[row])):
+                return int(row)
+        return None
+
+    def _compliance(
+        self, raw: pd.DataFrame, origin: tuple[int, float], plan: TriggerPlan
+    ) -> ComplianceError:
+        """The error for the reading in compliance ``raw`` (one row), after aborting the
+        model and switching the output off."""
+        time_s = float(_times(raw, origin, plan.interval_s)[0])
+        self._halt()
+        if plan.requested is None:
+            what = (
+                "holding 0 A (open circuit), the cell's voltage went beyond it: check the cell "
+                "and its connections"
+            )
+        else:
+            low, high = plan.requested
+            what = (
+                f"the voltage window {low:g} .. {high:g} V reaches beyond what the instrument "
+                f"can source: keep it within ±{plan.vlim:g} V (the limit is then the cut-off) "
+                "or lower the current"
+            )
+        return self._error(
+            ComplianceError,
+            f"the source reached its voltage limit of {plan.vlim:g} V at t = {time_s:g} s of "
+            f"the step (reading {float(raw['voltage_V'].iloc[0]):g} V); the technique was "
+            f"stopped and the output switched off; {what}",
+            time_s=time_s,
+            last_command=_POLL,
+        )
+
+    def _stopped_by_instrument(self, state: str, running: bool) -> InstrumentError:
+        """The error when the instrument queued an error or stopped the model by itself.
+
+        The model is aborted and the output switched off first; the instrument's own error,
+        if it has one, is raised (:meth:`check_errors`), else the state it stopped in.
+        """
+        self._halt()
+        self.check_errors(after=_POLL)
+        if running:
+            message = (
+                "the instrument signalled an error while the technique ran, but its error "
+                "queue was empty when read; the technique was stopped and the output switched "
+                "off"
+            )
+        else:
+            message = (
+                f"the trigger model stopped in state {state} before all readings were made; "
+                "the output was switched off"
+            )
+        return self._error(InstrumentReportedError, message, code=0, last_command=_POLL)
+
+    def _halt(self) -> None:
+        """Abort the trigger model and switch the output off, before an error is raised.
+
+        A failure here must not hide the error that ended the technique: it is logged at
+        DEBUG, and :meth:`Potentiostat.stream` switches off once more (and warns) when the
+        error propagates.
+        """
+        try:
+            self._output_off()
+        except InstrumentError:
+            log.debug("%s: switching off before raising failed", self.name, exc_info=True)
 
     def _load_model(self, plan: TriggerPlan) -> None:
         """Source settings, the configuration list of step currents and the trigger model."""
@@ -334,7 +491,7 @@ class Keithley2450(Instrument, Potentiostat):
         self.write(f':SOUR:CONF:LIST:DEL "{CONFIG_LIST}"')
         self._read_errors()
         self._send_block(load_commands(plan))
-        size = self.query_int(f':SOUR:CONF:LIST:SIZE? "{CONFIG_LIST}"')
+        size = self.query_int(f':SOUR:CONF:LIST:SIZE? "{CONFIG_LIST}"', tries=PARSE_TRIES)
         if size != len(plan.steps):
             raise self._error(
                 InstrumentProtocolError,
@@ -346,42 +503,55 @@ class Keithley2450(Instrument, Potentiostat):
             self.write(command)
         self.check_errors(after="; ".join(commands[:3]) + ("; ..." if len(commands) > 3 else ""))
 
-    def parse_status(self, reply: str) -> tuple[str, int]:
-        """(trigger state, readings in the buffer) from a ``:TRIG:STAT?;:TRAC:ACT?`` reply.
+    def parse_status(self, reply: str) -> tuple[str, int, bool]:
+        """(trigger state, readings in the buffer, whether an error is queued) from a
+        ``:TRIG:STAT?;:TRAC:ACT?;*STB?`` reply.
+
+        Every field is checked (a known trigger state twice, the block number, the count, the
+        status byte), so that a reply garbled on the wire is refused rather than misread.
 
         Raises
         ------
         InstrumentProtocolError
-            If the reply is not 3 trigger-state fields and a reading count (≥ 0).
+            If the reply is not 2 trigger states, a block number, a reading count (≥ 0) and a
+            status byte.
         """
-        parts = reply.split(";")
-        if len(parts) != 4:
-            raise self._error(
-                InstrumentProtocolError, f"unexpected reply {reply[:80]!r} to the status poll"
-            )
-        available = self.parse_number(parts[3], int, ":TRAC:ACT?")
-        if not 0 <= available <= MAX_BUFFER_POINTS:
+        parts = [p.strip() for p in reply.split(";")]
+        states = [p.upper() for p in parts[:2]]
+        if len(parts) != 5 or not all(state in TRIGGER_STATES for state in states):
             raise self._error(
                 InstrumentProtocolError,
-                f"unexpected reading count {parts[3]!r} in the reply to the status poll",
+                f"unexpected reply {reply[:80]!r} to the status poll",
+                last_command=_POLL,
             )
-        return parts[0].strip().upper(), available
+        block = self.parse_number(parts[2], int, ":TRIG:STAT?")
+        available = self.parse_number(parts[3], int, ":TRAC:ACT?")
+        status_byte = self.parse_number(parts[4], int, "*STB?")
+        if not 0 <= available <= MAX_BUFFER_POINTS or block < 0 or not 0 <= status_byte <= 255:
+            raise self._error(
+                InstrumentProtocolError,
+                f"unexpected numbers in the reply {reply[:80]!r} to the status poll",
+                last_command=_POLL,
+            )
+        return states[0], available, bool(status_byte & _STB_EAV)
 
     def parse_readings(self, reply: str, first: int, last: int) -> pd.DataFrame:
-        """Readings ``first..last`` from a ``:TRAC:DATA?`` reply (``READ,SOUR,SEC,FRAC``).
+        """Readings ``first..last`` from a ``:TRAC:DATA?`` reply (``READ,SOUR,SEC,FRAC,
+        SOURSTAT``).
 
         Returns
         -------
         pandas.DataFrame
-            ``voltage_V``, ``current_A``, ``_sec`` (int64) and ``_frac``, one row a reading.
+            ``voltage_V``, ``current_A``, ``_sec`` (int64), ``_frac`` and ``_status`` (the
+            source status bits, int64), one row a reading.
 
         Raises
         ------
         InstrumentProtocolError
-            If the reply is not ``4 × (last - first + 1)`` numbers, or a time stamp is not a
-            finite number of seconds.
+            If the reply is not ``5 × (last - first + 1)`` numbers, or a time stamp is not a
+            finite number of seconds, or a status is not a whole number of 0 to 65535.
         """
-        command = f':TRAC:DATA? {first}, {last}, "defbuffer1", {_ELEMENTS}'
+        command = _fetch_command(first, last)
         try:
             values = np.array(reply.split(","), dtype=float)
         except ValueError as exc:
@@ -391,17 +561,25 @@ class Keithley2450(Instrument, Potentiostat):
                 last_command=command,
             ) from exc
         n = last - first + 1
-        if values.size != 4 * n:
+        if values.size != _N_ELEMENTS * n:
             raise self._error(
                 InstrumentProtocolError,
-                f"expected {4 * n} values for readings {first}..{last}, got {values.size}",
+                f"expected {_N_ELEMENTS * n} values for readings {first}..{last}, "
+                f"got {values.size}",
                 last_command=command,
             )
-        table = values.reshape(n, 4)
-        if not (np.abs(table[:, 2:]) < 2.0**53).all():  # also false for nan and inf
+        table = values.reshape(n, _N_ELEMENTS)
+        if not (np.abs(table[:, 2:4]) < 2.0**53).all():  # also false for nan and inf
             raise self._error(
                 InstrumentProtocolError,
                 f"readings {first}..{last} carry time stamps that are not finite numbers",
+                last_command=command,
+            )
+        status = table[:, 4]
+        if not ((status >= 0) & (status <= 0xFFFF) & (status == np.floor(status))).all():
+            raise self._error(
+                InstrumentProtocolError,
+                f"readings {first}..{last} carry source statuses that are not status bits",
                 last_command=command,
             )
         return pd.DataFrame(
@@ -410,27 +588,47 @@ class Keithley2450(Instrument, Potentiostat):
                 "current_A": table[:, 1],
                 "_sec": table[:, 2].astype(np.int64),
                 "_frac": table[:, 3],
+                "_status": status.astype(np.int64),
             }
         )
 
     def _fetch(self, first: int, last: int) -> pd.DataFrame:
-        reply = self.query(f':TRAC:DATA? {first}, {last}, "defbuffer1", {_ELEMENTS}')
-        return self.parse_readings(reply, first, last)
+        """Readings ``first..last``; the same range is asked again while the reply comes
+        garbled, so no reading is skipped or read twice."""
+        return self.query_parsed(
+            _fetch_command(first, last),
+            lambda reply: self.parse_readings(reply, first, last),
+            tries=PARSE_TRIES,
+        )
 
     @staticmethod
     def _frame(raw: pd.DataFrame, origin: tuple[int, float], interval_s: float) -> pd.DataFrame:
-        # Seconds and fractions are subtracted separately to keep nanosecond resolution; the
-        # first reading comes one interval after the technique starts.
-        time_s = (raw["_sec"].to_numpy() - origin[0]) + (raw["_frac"].to_numpy() - origin[1])
-        time_s = time_s + interval_s
         return pd.DataFrame(
             {
-                "time_s": time_s.astype(float),
+                "time_s": _times(raw, origin, interval_s),
                 "voltage_V": raw["voltage_V"].to_numpy(),
                 "current_A": raw["current_A"].to_numpy(),
                 "step": raw["step"].to_numpy().astype(int),
             }
         )
+
+
+def _times(raw: pd.DataFrame, origin: tuple[int, float], interval_s: float) -> np.ndarray:
+    """The technique's time of each reading: from its time stamps, the first one interval
+    after the start."""
+    # Seconds and fractions are subtracted separately to keep nanosecond resolution.
+    time_s = (raw["_sec"].to_numpy() - origin[0]) + (raw["_frac"].to_numpy() - origin[1])
+    return (time_s + interval_s).astype(float)
+
+
+def _fetch_command(first: int, last: int) -> str:
+    return f':TRAC:DATA? {first}, {last}, "defbuffer1", {_ELEMENTS}'
+
+
+def _nonempty(chunk: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    """``chunk`` if it holds points (to ``yield from``), else nothing."""
+    if len(chunk):
+        yield chunk
 
 
 def _raw_empty() -> pd.DataFrame:
@@ -440,6 +638,7 @@ def _raw_empty() -> pd.DataFrame:
             "current_A": pd.Series(dtype=float),
             "_sec": pd.Series(dtype=np.int64),
             "_frac": pd.Series(dtype=float),
+            "_status": pd.Series(dtype=np.int64),
         }
     )
 

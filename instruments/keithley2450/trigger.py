@@ -63,13 +63,33 @@ class Step:
 
 @dataclass(frozen=True)
 class TriggerPlan:
-    """What one trigger-model run does: steps, sampling, voltage limit and window."""
+    """What one trigger-model run does: steps, sampling, voltage limit and window.
+
+    ``requested`` is the voltage window the technique asked for (None for open circuit);
+    ``window`` is the limit block's, the requested one clipped a hair inside ``vlim``.
+    """
 
     steps: tuple[Step, ...]
     interval_s: float
     vlim: float
     window: tuple[float, float] | None  # limits of the limit block (None: no window)
     on_limit: str
+    requested: tuple[float, float] | None = None
+
+    def is_cutoff(self, voltage_V: float) -> bool:
+        """Whether a reading in compliance at ``voltage_V`` is the cut-off the window asks for.
+
+        The source limits the voltage at ``±vlim``; on a side where the requested window's
+        bound is within ``vlim`` the limit *is* the cut-off (the cell wanted more than the
+        window allows). Elsewhere -- no window, or a bound beyond the instrument's range --
+        a limited reading means the instrument could not source what was asked.
+        """
+        if self.requested is None:
+            return False
+        low, high = self.requested
+        if voltage_V >= 0:
+            return high <= self.vlim
+        return low >= -self.vlim
 
     @property
     def readings(self) -> int:
@@ -132,7 +152,7 @@ def plan_technique(technique: Technique, max_abs_voltage_V: float) -> TriggerPla
     lo = float(f"{max(v_min, -inner):.9g}")
     hi = float(f"{min(v_max, inner):.9g}")
     steps = tuple(Step(s.current_A, readings_in(s.duration_s, seq.interval_s)) for s in seq.steps)
-    return TriggerPlan(steps, seq.interval_s, vlim, (lo, hi), seq.on_limit)
+    return TriggerPlan(steps, seq.interval_s, vlim, (lo, hi), seq.on_limit, (v_min, v_max))
 
 
 def trigger_model_commands(plan: TriggerPlan) -> list[str]:

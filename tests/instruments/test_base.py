@@ -93,6 +93,46 @@ def test_query_idn(inst, line_server) -> None:
     assert info.value.last_command == "*IDN?"
 
 
+def test_a_reply_that_does_not_parse_is_asked_again_on_the_same_connection(
+    inst, line_server
+) -> None:
+    line_server.replies["N?"] = "4#2"  # as a noisy line garbles "412"
+    answers = iter(["4#2", "412"])
+
+    def parse(reply: str) -> int:
+        assert reply == "4#2"  # what the server sent, each time
+        return inst.parse_number(next(answers), int, "N?")
+
+    assert inst.query_parsed("N?", parse) == 412
+    assert line_server.received == ["N?", "N?"] and line_server.connections == 1
+
+
+def test_a_reply_that_never_parses_is_a_protocol_error_after_the_tries(inst, line_server):
+    line_server.replies["N? 1"] = "4#2"
+    with pytest.raises(InstrumentProtocolError) as info:
+        inst.query_int("N? 1", tries=3)
+    assert info.value.message == "unexpected reply '4#2' to N? (asked 3 times)"
+    assert info.value.last_command == "N? 1"
+    assert line_server.received == ["N? 1"] * 3
+    line_server.received.clear()
+    with pytest.raises(InstrumentProtocolError) as info:
+        inst.query_int("N? 1")  # one try unless asked for more (the Lake Shore's default)
+    assert info.value.message == "unexpected reply '4#2' to N?"
+    assert line_server.received == ["N? 1"]
+
+
+def test_query_idn_asks_again_for_a_damaged_identity_only(inst, line_server) -> None:
+    line_server.replies["*IDN?"] = "LSCI,MODEL336#123/456,2.9"  # a separator garbled
+    with pytest.raises(InstrumentProtocolError, match="not an instrument identity"):
+        inst.query_idn(tries=3)
+    assert line_server.received == ["*IDN?"] * 3
+    line_server.received.clear()
+    line_server.replies["*IDN?"] = "<!DOCTYPE HTML>"  # plainly not an identity: asked once
+    with pytest.raises(InstrumentProtocolError, match="not an instrument identity"):
+        inst.query_idn(tries=3)
+    assert line_server.received == ["*IDN?"]
+
+
 def test_check_errors_is_a_hook(line_server) -> None:
     class WithErrorQueue(Instrument):
         def check_errors(self) -> None:

@@ -14,7 +14,8 @@ The native "SCPI" command set of the Reference Manual (2450-901-01), as far as e
 * ``:READ?`` and ``:MEASure:VOLTage|CURRent?`` (optionally with a buffer name and elements);
 * reading buffers: ``:TRACe:MAKE``, ``:DELete``, ``:CLEar``, ``:POINts``, ``:ACTual?``,
   ``:ACTual:STARt?``, ``:ACTual:END?``, ``:DATA?`` with the elements ``READing``,
-  ``RELative``, ``SOURce``, ``SEConds``, ``FRACtional``, ``TSTamp``, ``UNIT``, ``SOURUNIT``;
+  ``RELative``, ``SOURce``, ``SEConds``, ``FRACtional``, ``TSTamp``, ``UNIT``, ``SOURUNIT``,
+  ``SOURSTATus`` (the source status bits: output on, source limited);
 * source configuration lists: ``:SOURce:CONFiguration:LIST:CREate``, ``:STORe`` (the source
   function, levels, ranges, limits and the output state, as the manual lists them),
   ``:SIZE?``, ``:DELete``, ``:RECall``;

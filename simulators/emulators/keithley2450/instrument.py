@@ -11,8 +11,9 @@ import numpy as np
 
 from ...cell.model import VirtualCell
 from ...clock import SimClock
+from ...faults import InstrumentFaults
 from ..scpi import SCPIError
-from .source import SourceMeasureUnit
+from .source import MeasuredPoints, SourceMeasureUnit
 from .state import InstrumentState
 from .trigger import TriggerModel
 
@@ -30,17 +31,29 @@ class Keithley2450Instrument:
         The simulation clock; ``cell.time_s`` must not be after ``clock.now()``.
     serial : str
         Serial number reported by ``*IDN?``.
+    faults : InstrumentFaults, optional
+        The instrument's own faults, counted in readings since it was switched on (see
+        :mod:`~insitu.simulators.emulators.keithley2450.source`).
     """
 
-    def __init__(self, cell: VirtualCell, clock: SimClock, serial: str) -> None:
+    def __init__(
+        self,
+        cell: VirtualCell,
+        clock: SimClock,
+        serial: str,
+        faults: InstrumentFaults | None = None,
+    ) -> None:
         self.cell = cell
         self.clock = clock
         self.serial = serial
+        self.faults = faults or InstrumentFaults()
+        #: Readings made since the instrument was switched on (``*RST`` keeps the count).
+        self.points = MeasuredPoints()
         self._power_on(InstrumentState())
 
     def _power_on(self, state: InstrumentState) -> None:
         self.state = state
-        self.smu = SourceMeasureUnit(self.cell, state)
+        self.smu = SourceMeasureUnit(self.cell, state, self.faults, self.points)
         self.trigger = TriggerModel(state, self.smu)
 
     def reset(self) -> None:
@@ -69,3 +82,4 @@ class Keithley2450Instrument:
         # catch_up() has just brought the cell to the command's time: measure there, so that
         # the operating point solved for that state is the one measured.
         self.smu.take_readings(np.array([self.cell.time_s]), buffer_name)
+        # A fault that fires here has switched the output off; no trigger model runs.

@@ -79,6 +79,14 @@ class Keithley2450Emulator(LineServer):
         TCP port; 0 picks a free one (see :attr:`port` after :meth:`start`).
     serial : str
         Serial number reported by ``*IDN?``.
+    faults : InstrumentFaults, optional
+        The instrument's own faults, counted in readings since the emulator started:
+        ``error_after=N`` reports event 2774 after N readings, switches the output off and
+        stops the trigger model (state FAILED); ``overload_after=N`` puts the current source
+        in compliance from reading N+1 on (the terminals at the voltage limit, no current into
+        the cell, ``:SOUR:CURR:VLIM:TRIP?`` 1, the readings' ``SOURSTATus`` with the
+        source-limit bit).
+        See :mod:`~insitu.simulators.emulators.keithley2450.source`.
 
     Examples
     --------
@@ -114,7 +122,7 @@ class Keithley2450Emulator(LineServer):
         self.commands: CommandLog = CommandLog()
         #: Set False to make the instrument swallow commands without answering (test hook).
         self.responding: bool = True
-        self._instrument = Keithley2450Instrument(cell, clock, serial)
+        self._instrument = Keithley2450Instrument(cell, clock, serial, self.faults)
         self._commands = build_command_set(self._instrument)
 
     # --- read-only views (test hooks) ------------------------------------------------------

@@ -65,6 +65,7 @@ ELEMENTS = (
     "TSTamp",
     "UNIT",
     "SOURUNIT",
+    "SOURSTATus",
 )
 
 
@@ -130,10 +131,20 @@ class ReadingBuffer:
     times: list[float] = field(default_factory=list)
     units: list[str] = field(default_factory=list)
     source_units: list[str] = field(default_factory=list)
+    #: The source status of each reading (``SOURSTATus``, bits of
+    #: :mod:`~insitu.simulators.emulators.keithley2450.source`: output on, source limited).
+    source_statuses: list[int] = field(default_factory=list)
     first_time: float | None = None
 
     def _columns(self) -> tuple[list, ...]:
-        return (self.readings, self.sources, self.times, self.units, self.source_units)
+        return (
+            self.readings,
+            self.sources,
+            self.times,
+            self.units,
+            self.source_units,
+            self.source_statuses,
+        )
 
     def clear(self) -> None:
         """Remove every reading."""
@@ -142,9 +153,16 @@ class ReadingBuffer:
         self.first_time = None
 
     def add(
-        self, readings: list[float], sources: list[float], times: list[float], unit: str, sunit: str
+        self,
+        readings: list[float],
+        sources: list[float],
+        times: list[float],
+        unit: str,
+        sunit: str,
+        statuses: list[int] | None = None,
     ) -> None:
-        """Append readings with their source values, times and units."""
+        """Append readings with their source values, times, units and source statuses (0
+        when not given)."""
         if self.first_time is None and times:
             self.first_time = times[0]
         self.readings.extend(readings)
@@ -152,6 +170,7 @@ class ReadingBuffer:
         self.times.extend(times)
         self.units.extend([unit] * len(readings))
         self.source_units.extend([sunit] * len(readings))
+        self.source_statuses.extend(statuses if statuses is not None else [0] * len(readings))
         excess = len(self.readings) - self.capacity
         if excess > 0:
             # Fill mode CONTinuous (the default buffers' default): the oldest readings go.
@@ -184,6 +203,8 @@ class ReadingBuffer:
                     out.append(self.units[i])
                 elif e == "SOURUNIT":
                     out.append(self.source_units[i])
+                elif e == "SOURSTAT":
+                    out.append(str(self.source_statuses[i]))
         return ",".join(out)
 
     def __len__(self) -> int:

@@ -22,7 +22,9 @@ lazily: before each command the emulator executes everything due by ``clock.now(
 the batch is cut at the first reading that meets the limit: the cell is snapshotted (a deep
 copy sharing the immutable material data, ~0.1 ms) before the hold and, on a cut, restored
 and held again up to that reading, so it is never advanced past it at the old source
-setting.
+setting. A batch also ends where one of the instrument's own faults starts (see
+:meth:`~insitu.simulators.emulators.keithley2450.source.SourceMeasureUnit.readings_to_fault`);
+when its error fires (the output is then off) the model stops in the FAILED state.
 """
 
 from __future__ import annotations
@@ -336,8 +338,10 @@ class TriggerModel:
             self.state.buffers[block.buffer].clear()
         elif kind == "MEASURE":
             self.smu.advance_to(run.t)
-            readings = self.smu.take_readings(np.full(block.count, run.t), block.buffer)
+            readings, failed = self.smu.take_readings(np.full(block.count, run.t), block.buffer)
             run.last_reading[number] = float(readings[-1])
+            if failed:
+                self._finish("FAILED")  # "stopped because of an error" (:TRIGger:STATe?)
         elif kind == "BRANCH_LIMIT_CONSTANT":
             source = block.measure_block or self._previous_measure(number)
             value = run.last_reading.get(source)
@@ -420,17 +424,17 @@ class TriggerModel:
             due = math.floor((now - first) / delay.delay_s) + 1
         else:
             due = remaining
-        n = min(remaining, due, _BATCH)
+        smu = self.smu
+        n = min(remaining, due, _BATCH, smu.readings_to_fault() or _BATCH)
         if n < 1:
             return False
         times = first + delay.delay_s * np.arange(n)
-        smu = self.smu
         smu.advance_to(float(times[0]))
         hit: int | None = None
         while True:
             snapshot = smu.snapshot() if limit is not None else None
-            voltages, currents = smu.measure(times)
-            readings = smu.sensed(voltages, currents)
+            measured = smu.measure(times)
+            readings = smu.sensed(measured)
             if limit is None:
                 break
             met = limit_met(limit.limit_type, limit.limit_a, limit.limit_b, readings)
@@ -444,9 +448,15 @@ class TriggerModel:
             smu.restore(snapshot)
             times = times[: hit + 1]
             hit = None
-        smu.store(voltages, currents, times, measure.buffer)
+        failed = smu.store(measured, times, measure.buffer)
         run.last_reading[d + 1] = float(readings[-1])
         run.t, run.delay_end = float(times[-1]), None
+        if failed:
+            # The instrument failed after this reading and switched its output off: the model
+            # stops there, FAILED ("stopped because of an error", 2450-901-01 Rev. B p. 6-166).
+            self.last_block = d + 1
+            self._finish("FAILED")
+            return True
         if hit is not None:
             assert limit is not None
             run.counters[counter_at] = count + hit

@@ -48,6 +48,21 @@ def test_plan_of_a_sequence() -> None:
     assert plan.segments() == [(10, 2)]
 
 
+def test_compliance_is_the_cut_off_only_where_the_window_asks_for_the_limit() -> None:
+    plan = plan_technique(two_steps("stop"), max_abs_voltage_V=210.0)
+    assert plan.requested == (-10.0, 10.0)
+    assert plan.is_cutoff(10.0) and plan.is_cutoff(-10.0)  # VLIM is the window's bound
+    wide = plan_technique(
+        GalvanostaticHold(1e-4, 10.0, voltage_min_V=-300.0, voltage_max_V=5.0),
+        max_abs_voltage_V=210.0,
+    )
+    assert wide.vlim == 210.0
+    assert wide.is_cutoff(210.0)  # above the 5 V bound: the cell left the window
+    assert not wide.is_cutoff(-210.0)  # the instrument's range, inside the -300 V bound
+    ocv = plan_technique(OpenCircuit(duration_s=5.0, interval_s=1.0), max_abs_voltage_V=210.0)
+    assert ocv.requested is None and not ocv.is_cutoff(OCV_VOLTAGE_LIMIT_V)
+
+
 def test_plan_of_a_hold_and_of_open_circuit() -> None:
     hold = plan_technique(GalvanostaticHold(2e-4, 30.0, 3.0), max_abs_voltage_V=210.0)
     assert hold.steps == (Step(2e-4, 10),)
