@@ -331,7 +331,9 @@ class VisaSession:
         retries : int
             How many more times to ask, each on a fresh connection, after no answer came in
             time or the link dropped. Only for queries that change nothing on the
-            instrument (``*IDN?``, a status read); never while a technique runs.
+            instrument (``*IDN?``, a status read, a buffer read by index range), and while a
+            technique runs only where it runs inside the instrument whatever happens to the
+            connection (a Keithley trigger model).
 
         Raises
         ------

@@ -34,6 +34,10 @@ Faults:
   times in all; buffer
   readings are asked for by index, so a repeated read neither skips nor repeats a reading.
   ``:SYST:ERR?`` empties the error queue and is never asked again: its count is asked first.
+* A link that drops while a technique runs is opened again for those same queries (the
+  trigger model runs inside the instrument, whatever happens to the connection, and its
+  readings wait in the buffer): the technique goes on and no reading is lost. Nothing that
+  changes the instrument is sent again.
 * Each reading comes with its source status (``SOURSTATus``, read with the data: a few bytes
   per reading, and no extra exchange). A reading whose source was limited (compliance) is the
   cut-off when the voltage window asked for the limit on its side (the voltage limit ``VLIM``
@@ -216,7 +220,7 @@ class Keithley2450(Instrument, Potentiostat):
         while garbled), then each is read once. An entry whose code came garbled is kept
         with code 0 and its reply as the message: there was an error, and it is reported.
         """
-        count = self.query_int(":SYST:ERR:COUN?", tries=PARSE_TRIES)
+        count = self.query_int(":SYST:ERR:COUN?", tries=PARSE_TRIES, retry=True)
         errors: list[tuple[int, str]] = []
         for _ in range(min(max(count, 0), 32)):  # bounded: a broken instrument must not loop
             reply = self.query(":SYST:ERR?")
@@ -395,7 +399,7 @@ class Keithley2450(Instrument, Potentiostat):
     def _poll(self) -> tuple[str, int, bool]:
         """(trigger state, readings in the buffer, whether an error is queued), asked again
         while the reply comes garbled."""
-        return self.query_parsed(_POLL, self.parse_status, tries=PARSE_TRIES)
+        return self.query_parsed(_POLL, self.parse_status, tries=PARSE_TRIES, retry=True)
 
     def _fetch_new(self, fetched: int, available: int) -> pd.DataFrame:
         """Readings ``fetched + 1 .. available``, in chunks of :data:`FETCH_CHUNK`."""
@@ -491,7 +495,9 @@ class Keithley2450(Instrument, Potentiostat):
         self.write(f':SOUR:CONF:LIST:DEL "{CONFIG_LIST}"')
         self._read_errors()
         self._send_block(load_commands(plan))
-        size = self.query_int(f':SOUR:CONF:LIST:SIZE? "{CONFIG_LIST}"', tries=PARSE_TRIES)
+        size = self.query_int(
+            f':SOUR:CONF:LIST:SIZE? "{CONFIG_LIST}"', tries=PARSE_TRIES, retry=True
+        )
         if size != len(plan.steps):
             raise self._error(
                 InstrumentProtocolError,
@@ -599,6 +605,7 @@ class Keithley2450(Instrument, Potentiostat):
             _fetch_command(first, last),
             lambda reply: self.parse_readings(reply, first, last),
             tries=PARSE_TRIES,
+            retry=True,
         )
 
     @staticmethod

@@ -18,7 +18,7 @@ from insitu.instruments.devices.potentiostat import (
     technique_from_dict,
     technique_to_dict,
 )
-from insitu.instruments.errors import InstrumentConnectionError, LimitError
+from insitu.instruments.errors import InstrumentReportedError, LimitError
 from insitu.instruments.potentiostat import (
     CurrentSequence,
     CurrentStep,
@@ -28,6 +28,7 @@ from insitu.instruments.potentiostat import (
 )
 from insitu.instruments.resources import open_potentiostat
 from insitu.protocols.bench.emulated import SimBench, start_emulator
+from insitu.simulators.faults import InstrumentFaults
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -216,18 +217,27 @@ def test_stop_mid_run_switches_the_cell_off(keithley):
     assert 0 < n < 1e5 and len(docs.events("electrochem")) == n
 
 
-def test_driver_error_fails_the_plan_and_the_cell_is_off(keithley):
-    bench, flyer = keithley
-    docs = Documents()
-    RE = RunEngine({})
-    hold = GalvanostaticHold(1e-4, duration_s=1e6, interval_s=1.0)
-    # A pulled cable mid-run: the driver raises, and its stream reconnects to switch off.
-    with pytest.raises(FailedStatus):
-        RE(fly(flyer, hold, during=bench.emulator.drop_clients), docs)
-    assert flyer.end_reason == "failed" and flyer.state.get() == "failed"
-    assert isinstance(flyer.error, InstrumentConnectionError)
-    assert not bench.emulator.output_on
-    assert docs.docs["stop"][0]["exit_status"] == "fail"
+def test_driver_error_fails_the_plan_and_the_cell_is_off():
+    # The instrument's own error mid-run (after 50 readings): the driver raises it, and
+    # the output is off.
+    faults = InstrumentFaults(error_after=50)
+    with start_emulator(
+        "A-LPS", emulator="keithley2450", speedup=1e5, instrument_faults=faults
+    ) as bench:
+        driver = open_potentiostat(bench.resource, timeout_s=2.0)
+        flyer = PotentiostatDevice(driver, name="pstat")
+        docs = Documents()
+        hold = GalvanostaticHold(1e-4, duration_s=1e6, interval_s=1.0)
+        try:
+            with pytest.raises(FailedStatus):
+                RunEngine({})(fly(flyer, hold), docs)
+        finally:
+            driver.close()
+        assert flyer.end_reason == "failed" and flyer.state.get() == "failed"
+        assert isinstance(flyer.error, InstrumentReportedError) and flyer.error.code == 2774
+        assert len(flyer.points()) == 50
+        assert not bench.emulator.output_on
+        assert docs.docs["stop"][0]["exit_status"] == "fail"
 
 
 def test_an_error_in_the_device_still_switches_the_cell_off(keithley, monkeypatch):

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 
 import numpy as np
+import pandas as pd
 import pytest
 import pyvisa
 
@@ -219,21 +220,35 @@ def test_eis_is_unsupported_and_nothing_is_sent(
     assert emulator.commands == []
 
 
-def test_connection_lost_mid_technique(k2450: Keithley2450, emulator: Keithley2450Emulator) -> None:
-    stream = k2450.stream(GalvanostaticHold(1e-4, duration_s=1e6, interval_s=1.0))
-    first = next(stream)
-    assert len(first) > 0
+def test_connection_lost_mid_technique_is_opened_again_and_no_reading_is_lost(
+    k2450: Keithley2450, emulator: Keithley2450Emulator
+) -> None:
+    # The trigger model runs inside the instrument whatever happens to the connection, and
+    # its readings wait in the buffer: the driver reconnects and reads on.
+    stream = k2450.stream(GalvanostaticHold(1e-4, duration_s=2000.0, interval_s=1.0))
+    chunks = [next(stream)]
+    assert len(chunks[0]) > 0
     emulator.drop_clients()
+    chunks += list(stream)
+    data = pd.concat([c for c in chunks if len(c)], ignore_index=True)
+    np.testing.assert_allclose(data["time_s"], np.arange(1, 2001))  # each reading once
+    assert chunks[-1].attrs["end_reason"] == "completed"
+    assert not emulator.output_on
+
+
+def test_an_instrument_gone_mid_technique_is_a_connection_error(
+    k2450: Keithley2450, emulator: Keithley2450Emulator
+) -> None:
+    stream = k2450.stream(GalvanostaticHold(1e-4, duration_s=1e6, interval_s=1.0))
+    assert len(next(stream)) > 0
+    emulator.stop()  # nothing answers on its port any more
     with pytest.raises(InstrumentConnectionError) as info:
         for _ in stream:
             pass
     message = str(info.value)
     assert "Keithley 2450" in message and emulator.resource in message
-    assert info.value.last_command is not None
-    assert "last command" in message
-    # The driver reconnected to switch the output off.
-    assert not emulator.output_on
-    assert emulator.commands[-3:] == [":ABOR", ":OUTP OFF", ":OUTP?"]
+    assert "connecting again failed" in message
+    assert info.value.last_command is not None and "last command" in message
 
 
 def test_timeout_when_the_instrument_stops_answering(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from insitu.protocols.cli import main
@@ -31,3 +32,59 @@ def test_a_bad_fault_spec_is_refused(tmp_path, capsys) -> None:
         main([*argv, "--data", str(tmp_path / "data")])
     assert exit_.value.code == 2
     assert "kind=value" in capsys.readouterr().err
+
+
+def _last_run(data):
+    from insitu.protocols.storage.catalog import RunStore
+
+    with RunStore(data) as store:
+        run = store.load(-1)
+        return run.stream("electrochem"), dict(run.stop or {}), run
+
+
+@pytest.mark.parametrize(
+    ("emulator", "code"), [("keithley2450", "2774"), ("methodscript", "0x000E")]
+)
+def test_the_instruments_own_error_ends_the_run_with_its_points(tmp_path, capsys, emulator, code):
+    data = tmp_path / "data"
+    argv = ["ccd", "--instrument", "sim:A-LPS", "--emulator", emulator, "--json"]
+    assert main([*argv, "--data", str(data), "--faults", "error=150"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and code in err[0], err
+    points, stop, _ = _last_run(data)
+    assert stop["exit_status"] == "fail" and code in stop["reason"]
+    # Every point measured before the error is stored, and none after it.
+    assert len(points) == 150
+    np.testing.assert_allclose(points["time_s"], 10.0 * np.arange(1, 151))
+
+
+def test_a_reading_in_overload_ends_the_run_with_the_points_before_it(tmp_path, capsys):
+    data = tmp_path / "data"
+    argv = ["ccd", "--instrument", "sim:A-LPS", "--emulator", "methodscript", "--json"]
+    assert main([*argv, "--data", str(data), "--faults", "overload=150"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "overloaded" in err and "cell switched off" in err
+    points, stop, _ = _last_run(data)
+    assert stop["exit_status"] == "fail" and "overloaded" in stop["reason"]
+    assert len(points) == 150
+
+
+def test_garbled_packages_are_lost_points_counted_in_the_run(tmp_path, capsys):
+    data = tmp_path / "data"
+    argv = ["ccd", "--instrument", "sim:A-LPS", "--emulator", "methodscript", "--json"]
+    assert main([*argv, "--data", str(data), "--faults", "garble=2%"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ccd_mA_cm2"] == 0.75  # the clean run's answer
+    assert out["points_lost"] > 20  # ~2 % of ~4700 packages
+    points, _, run = _last_run(data)
+    assert len(points) + out["points_lost"] == 4680  # the clean run's points, all accounted
+    assert int(run.stream("data_quality")["points_lost"].sum()) == out["points_lost"]
+
+
+def test_a_disconnect_between_buffer_reads_is_recovered_on_the_keithley(tmp_path, capsys):
+    data = tmp_path / "data"
+    argv = ["ccd", "--instrument", "sim:A-LPS", "--emulator", "keithley2450", "--json"]
+    assert main([*argv, "--data", str(data), "--faults", "disconnect=40"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["wire_faults"]["disconnect"] == 1
+    assert out["ccd_mA_cm2"] == 0.75 and out["points"] == 4680 and out["points_lost"] == 0
