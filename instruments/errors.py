@@ -15,6 +15,7 @@ __all__ = [
     "InstrumentTimeoutError",
     "LimitError",
     "UnsupportedTechniqueError",
+    "reconnect_failed",
 ]
 
 
@@ -93,3 +94,26 @@ class ComplianceError(InstrumentError):
     def __init__(self, message: str, *, time_s: float | None = None, **kwargs: str | None) -> None:
         self.time_s = time_s
         super().__init__(message, **kwargs)
+
+
+def reconnect_failed(
+    cause: InstrumentError, failure: InstrumentError, *, instrument: str, what: str
+) -> InstrumentConnectionError:
+    """The error when reconnecting after ``cause`` failed too: both reasons, in order.
+
+    Parameters
+    ----------
+    cause : InstrumentError
+        What made the driver reconnect (a timeout, a dropped link).
+    failure : InstrumentError
+        Why reconnecting failed.
+    instrument : str
+        Which instrument.
+    what : str
+        What was tried, e.g. ``"connecting again"``.
+    """
+    return InstrumentConnectionError(
+        f"{cause.message}; {what} failed: {failure.message}",
+        instrument=instrument,
+        last_command=cause.last_command,
+    )

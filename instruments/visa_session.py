@@ -40,6 +40,7 @@ from .errors import (
     InstrumentError,
     InstrumentProtocolError,
     InstrumentTimeoutError,
+    reconnect_failed,
 )
 
 __all__ = [
@@ -367,10 +368,8 @@ class VisaSession:
         try:
             self.reopen()
         except InstrumentConnectionError as reopen_error:
-            raise InstrumentConnectionError(
-                f"{exc.message}; connecting again failed: {reopen_error.message}",
-                instrument=self.name,
-                last_command=exc.last_command,
+            raise reconnect_failed(
+                exc, reopen_error, instrument=self.name, what="connecting again"
             ) from reopen_error
 
     def _query_once(self, command: str) -> str:

@@ -50,6 +50,7 @@ from ..errors import (
     InstrumentProtocolError,
     InstrumentReportedError,
     InstrumentTimeoutError,
+    reconnect_failed,
 )
 from ..potentiostat import (
     EIS_COLUMNS,
@@ -363,10 +364,8 @@ class MethodScriptPotentiostat(Potentiostat):
                 try:
                     self._reopen()
                 except InstrumentConnectionError as reopen_error:
-                    raise InstrumentConnectionError(
-                        f"{exc.message}; opening the port again failed: {reopen_error.message}",
-                        instrument=self.name,
-                        last_command=exc.last_command,
+                    raise reconnect_failed(
+                        exc, reopen_error, instrument=self.name, what="opening the port again"
                     ) from reopen_error
                 try:
                     info, line = self._ask_identity()
@@ -485,10 +484,8 @@ class MethodScriptPotentiostat(Potentiostat):
             self._reopen()
             self._abort_and_sync()
         except InstrumentError as again:
-            raise InstrumentConnectionError(
-                f"{cause.message}; opening the link again failed: {again.message}",
-                instrument=self.name,
-                last_command=cause.last_command,
+            raise reconnect_failed(
+                cause, again, instrument=self.name, what="opening the link again"
             ) from again
         self._discard_input()
 
