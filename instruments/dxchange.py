@@ -181,6 +181,12 @@ class ScanFileCorruptError(DataExchangeError):
     """Part of the file fails its checksum or cannot be read: the scan is refused."""
 
 
+def _short(value: Any) -> str:
+    """``value`` for a message, at most 60 characters."""
+    text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class DataExchangeWarning(UserWarning):
     """The file was read, but on an assumption the user should check (angles guessed …)."""
 
@@ -437,8 +443,20 @@ class ScanInfo:
 
     def _number(self, key: str) -> float | None:
         value = self.metadata.get(key)
+        if value is None:
+            return None
         # A longer array than tomoScan's one-element ones: its first value, as before.
-        return None if value is None else float(np.ravel(value)[0])
+        try:
+            number = float(np.ravel(value)[0])
+        except (ValueError, TypeError, IndexError, OverflowError):
+            number = math.nan
+        if not math.isfinite(number):
+            # A size or an energy that is not a number must not scale a measurement.
+            raise ScanFileCorruptError(
+                f"the scan's {key} ({METADATA_PATHS[key][0]}) is {_short(value)}, not a "
+                "number; write the number there, or give the value on the command line"
+            )
+        return number
 
     @property
     def energy_keV(self) -> float | None:
@@ -494,7 +512,13 @@ def theta_in_radians(values: Any, units: Any = None) -> np.ndarray:
         When there are no units and the angles span no more than 2π: read as degrees, as
         dxchange does, but they are probably radians.
     """
-    theta = np.asarray(values, dtype=np.float64)
+    try:
+        theta = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise ScanFileCorruptError(
+            f"the projection angles ({THETA_PATH}) are {_short(values)}, not "
+            "numbers; write the angles there"
+        ) from None
     unit = "" if units is None else _text(units).lower()
     if unit in RADIAN_UNITS:
         return theta
@@ -538,7 +562,7 @@ def _open_for_writing(path: Path) -> bool:
                 fh.seek(offset)
                 head = fh.read(12)
                 if head[:8] == _SIGNATURE:
-                    return head[8] >= 2 and bool(head[11] & _WRITE_FLAGS)
+                    return len(head) == 12 and head[8] >= 2 and bool(head[11] & _WRITE_FLAGS)
     except OSError:
         return False
     return False
@@ -553,17 +577,18 @@ def _open(path: str | Path) -> Iterator[h5py.File]:
         raise ScanFileNotFoundError(f"no scan file at {path}; check the path of the .h5 file")
     try:
         f = h5py.File(path, "r", libver="latest", swmr=_open_for_writing(path))
-    except OSError as exc:
+    except (OSError, RuntimeError, IndexError) as exc:  # RuntimeError: HDF5 on a damaged file
         raise DataExchangeError(
             f"{path} cannot be opened as HDF5 ({exc}); give the scan's Data Exchange .h5 file"
         ) from exc
     with f:
         try:
             yield f
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             if isinstance(exc, DataExchangeError):
                 raise
-            # A read that the frame readers below did not place (metadata, the chunk index).
+            # A read that the frame readers below did not place (metadata, the chunk index;
+            # HDF5 raises RuntimeError for some damaged object headers and links).
             raise ScanFileCorruptError(
                 f"{path} cannot be read ({exc}): the file is damaged; re-acquire the scan or "
                 "restore the file from a copy"
@@ -705,7 +730,11 @@ def _scan_notes(path: str | Path, info: ScanInfo) -> tuple[str, ...]:
             )
         )
     planned = info.metadata.get("n_projections")
-    if isinstance(planned, int | float | np.integer) and int(planned) > info.n_angles:
+    if (
+        isinstance(planned, int | float | np.integer)
+        and math.isfinite(planned)
+        and int(planned) > info.n_angles
+    ):
         notes.append(
             (
                 f"{path}: {info.n_angles} projections of the {int(planned)} the scan recorded "
@@ -717,7 +746,7 @@ def _scan_notes(path: str | Path, info: ScanInfo) -> tuple[str, ...]:
     for text, category in notes:
         warnings.warn(text, category, stacklevel=3)
     retaken = info.metadata.get("frames_retaken")
-    if isinstance(retaken, int | float | np.integer) and int(retaken) > 0:
+    if isinstance(retaken, int | float | np.integer) and math.isfinite(retaken) and retaken > 0:
         # Complete, not missing: a note, not a warning.
         notes.append((f"{path}: {int(retaken)} frame(s) lost by the camera were retaken", Warning))
     return tuple(text for text, _ in notes)

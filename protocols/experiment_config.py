@@ -482,6 +482,10 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise ExperimentConfigError(f"cannot read {path}: {exc}") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ExperimentConfigError(
+            f"{path} nests its YAML too deeply to read; an experiment file is a few levels deep"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -71,8 +71,16 @@ def read_zmq_private_key(key_file: str | Path | None = None) -> str | None:
 def _read_secret(key_file: str | Path | None, env_var: str, what: str) -> str | None:
     if key_file is None:
         return os.environ.get(env_var) or None
+    if not isinstance(key_file, str | os.PathLike):
+        raise InvalidInputError(f"the {what} file must be a path, got {key_file!r}")
     path = Path(key_file).expanduser()
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte in it
+        raise InvalidInputError(
+            f"the {what} file {str(path)[:80]!r} is not a usable path: {exc}"
+        ) from None
+    if not found:
         raise InputNotFoundError(f"no {what} file at {path}")
     if os.name == "posix" and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise InvalidInputError(

@@ -182,3 +182,49 @@ def test_a_scan_being_written_is_read_live_and_a_closed_one_plainly(tmp_path) ->
     # Closed: read without SWMR, whose retries would stall on a damaged metadata block.
     assert not _open_for_writing(path)
     assert read_scan_info(path).n_angles == 2
+
+
+# --- metadata that lies (found by benchmarks/bench_fuzz_readers.py) ---------------------------
+def _set(path, key_path: str, value) -> None:
+    with h5py.File(path, "r+") as f:
+        if key_path in f:
+            del f[key_path]
+        f[key_path] = value
+
+
+def test_a_size_or_energy_that_is_not_a_number_is_refused_naming_it(tmp_path) -> None:
+    path = tmp_path / "scan.h5"
+    write_scan(path)
+    _set(path, "/measurement/instrument/monochromator/energy", np.bytes_("25 keV"))
+    info = read_scan_info(path)
+    with pytest.raises(ScanFileCorruptError, match=r"energy_keV.*'25 keV'.*not a number"):
+        _ = info.energy_keV
+    _set(path, "/measurement/instrument/detector/pixel_size_x", np.array([], dtype=float))
+    with pytest.raises(ScanFileCorruptError, match="pixel_size_um"):
+        _ = read_scan_info(path).pixel_size_um
+
+
+@pytest.mark.parametrize("planned", [math.nan, math.inf, 1e300])
+def test_a_planned_projection_count_that_is_not_finite_is_no_crash(tmp_path, planned) -> None:
+    path = tmp_path / "scan.h5"
+    write_scan(path)
+    _set(path, "/process/acquisition/rotation/num_angles", planned)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert read_scan_info(path).n_angles == N
+
+
+def test_angles_that_are_not_numbers_are_refused(tmp_path) -> None:
+    path = tmp_path / "scan.h5"
+    write_scan(path)
+    _set(path, THETA_PATH, np.array([b"a"] * N))
+    with pytest.raises(ScanFileCorruptError, match=r"angles.*not numbers"):
+        read_data_exchange(path)
+
+
+def test_a_file_cut_inside_its_superblock_is_not_open_for_writing(tmp_path) -> None:
+    path = tmp_path / "cut.h5"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n\x02")  # the signature, then nothing
+    assert _open_for_writing(path) is False
+    with pytest.raises(DataExchangeError):
+        read_scan_info(path)

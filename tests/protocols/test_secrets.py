@@ -102,3 +102,11 @@ def test_read_zmq_private_key(tmp_path, monkeypatch) -> None:
         read_zmq_private_key(key_file(tmp_path, "not-a-key\n"))
     with pytest.raises(InvalidInputError, match="chmod 600"):
         read_zmq_private_key(key_file(tmp_path, private, mode=0o640))
+
+
+def test_a_key_file_that_is_not_a_path_is_one_user_error(tmp_path) -> None:
+    # Found by benchmarks/bench_fuzz_readers.py: an experiment file with api_key_file: 12.
+    with pytest.raises(InvalidInputError, match="must be a path"):
+        read_api_key(12)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="not a usable path"):
+        read_api_key("x" * 5000)

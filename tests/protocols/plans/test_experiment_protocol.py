@@ -246,6 +246,11 @@ def test_config_errors_name_every_bad_key(tmp_path):
     bad.write_text("material: A-LPS\nschedule: [\n")
     with pytest.raises(ExperimentConfigError, match="not valid YAML at line"):
         load_config(bad)
+    # Found by benchmarks/bench_fuzz_readers.py: YAML nested past Python's recursion limit.
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("material: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ExperimentConfigError, match="nests its YAML too deeply"):
+        load_config(deep)
     with pytest.raises(ExperimentConfigError, match="no experiment file"):
         load_config(tmp_path / "missing.yaml")
 
