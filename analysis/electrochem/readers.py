@@ -521,8 +521,10 @@ def read_mpr(
 
     Raises
     ------
-    ImportError
-        If galvani is not installed (``pip install insitu[eclab]``).
+    MissingDependencyError
+        If galvani is not installed (``pip install insitu[eclab]``); an ImportError.
+    AnalysisInputError
+        If the file cannot be read or galvani cannot parse it (a damaged or unknown file).
     """
     try:
         from galvani import BioLogic
@@ -533,7 +535,19 @@ def read_mpr(
             "needs nothing extra"
         ) from exc
     path = Path(path)
-    mpr = BioLogic.MPRfile(str(path))
+    try:
+        with path.open("rb") as fh:
+            mpr = BioLogic.MPRfile(fh)
+    except OSError as exc:
+        raise AnalysisInputError(f"cannot read {path}: {exc}") from exc
+    except Exception as exc:
+        # galvani reverse-engineers the format and, on a damaged or unknown file, raises
+        # whatever its parsing runs into (ValueError, AssertionError, IndexError,
+        # NotImplementedError for an unknown column ...; see benchmarks/bench_fuzz_readers.py).
+        raise AnalysisInputError(
+            f"{path} is not an EC-Lab .mpr file galvani can read ({type(exc).__name__}: "
+            f"{str(exc).strip()[:200]}); export the data from EC-Lab as .mpt text instead"
+        ) from exc
     raw = pd.DataFrame(mpr.data)
     frame = standardise_columns(raw, columns)
     frame.attrs["start_date"] = str(getattr(mpr, "startdate", ""))
@@ -610,6 +624,19 @@ def _parse(where: str, source: io.StringIO, **options: object) -> pd.DataFrame:
         ) from exc
 
 
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """``pandas.read_parquet``, a damaged file refused with AnalysisInputError."""
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:
+        # pyarrow raises ArrowInvalid, OSError, and from a damaged pandas schema in the footer
+        # KeyError, UnicodeDecodeError or JSONDecodeError (benchmarks/bench_fuzz_readers.py).
+        raise AnalysisInputError(
+            f"cannot read {path} as Parquet ({type(exc).__name__}: {str(exc).strip()[:200]}); "
+            "the file is damaged or not Parquet: write it again"
+        ) from exc
+
+
 _READERS = {
     ".mpt": ("mpt", read_mpt),
     ".mpr": ("mpr", read_mpr),
@@ -645,16 +672,18 @@ def read_measurement(
 
     Raises
     ------
-    FileNotFoundError, ValueError, ImportError
-        A missing file, an unsupported suffix or unrecognisable columns, or galvani missing
-        for ``.mpr``.
+    AnalysisInputError
+        For anything wrong with the file, always a subclass of this: a missing file
+        (:class:`InputFileNotFoundError`, a FileNotFoundError), galvani missing for ``.mpr``
+        (:class:`MissingDependencyError`, an ImportError), an unsupported suffix,
+        unrecognisable columns, a damaged or malformed file.
     """
     path = Path(path)
     if not path.exists():
         raise InputFileNotFoundError(f"no such file: {path}")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        frame = standardise_columns(pd.read_parquet(path), columns)
+        frame = standardise_columns(_read_parquet(path), columns)
         return _finish(frame, path, "parquet", kind)
     if suffix not in _READERS:
         raise AnalysisInputError(

@@ -19,10 +19,16 @@ def open_npy(path: Path) -> Opened:
     """A ``.npy`` array, memory mapped (no voxel size: the format records none)."""
     try:
         data = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise AnalysisInputError(f"{path} is not a readable .npy array ({exc})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # ValueError and OSError for what numpy checks; for a damaged header also what parsing
+        # it runs into (tokenize.TokenError, SyntaxError, OverflowError, EOFError ...).
+        raise AnalysisInputError(
+            f"{path} is not a readable .npy array ({type(exc).__name__}: {exc})"
+        ) from None
     _check_3d(data.shape, data.dtype, str(path))
-    return Opened(reader=_DatasetReader(data), format="npy")
+    return Opened(reader=_DatasetReader(data, str(path)), format="npy")
 
 
 def is_zarr_store(path: Path) -> bool:
@@ -74,14 +80,19 @@ def open_zarr(path: Path, dataset: str | None = None) -> Opened:
 
     try:
         node = zarr.open(str(path), mode="r")
-    except Exception as exc:  # zarr raises several types for a store it cannot read
-        raise AnalysisInputError(f"{path} is not a readable Zarr store ({exc})") from None
-    data = _zarr_array(node, path, dataset)
-    _check_3d(tuple(data.shape), data.dtype, str(path))
-    attrs = dict(data.attrs)
+        # A group's members and an array's attributes are read as they are asked for.
+        data = _zarr_array(node, path, dataset)
+        _check_3d(tuple(data.shape), data.dtype, str(path))
+        attrs = dict(data.attrs)
+    except (AnalysisInputError, MemoryError):
+        raise
+    except Exception as exc:  # zarr raises many types for metadata it cannot read
+        raise AnalysisInputError(
+            f"{path} is not a readable Zarr store ({type(exc).__name__}: {exc})"
+        ) from None
     edge = voxel_um_from_attributes(attrs, where=str(path))
     return Opened(
-        reader=_DatasetReader(data),
+        reader=_DatasetReader(data, str(path)),
         format="zarr",
         attrs=attrs,
         edges_um=None if edge is None else (edge, edge, edge),

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import AnalysisInputError
 from .opened import Opened
-from .units import to_um, voxel_um_from_attributes
+from .units import _number, to_um, voxel_um_from_attributes
 
 __all__ = ["CONVENTIONAL", "HDF5_SUFFIXES", "open_hdf5"]
 
@@ -87,18 +87,18 @@ def _choose(f: Any, path: Path, dataset: str | None) -> Any:
 
 def _edge_um(f: Any, data: Any, path: Path) -> tuple[float | None, str]:
     """The voxel edge (µm) from the dataset's, then the file's attributes, then Data Exchange."""
+    import h5py
+
     for obj, where in ((data, f"{path}{data.name}"), (f, str(path))):
         value = voxel_um_from_attributes(dict(obj.attrs), where=where)
         if value is not None:
             return value, f"the attributes of {where}"
     node = f.get(DX_RESOLUTION)
-    if node is not None:
-        raw = node[()] if hasattr(node, "shape") else None
-        if raw is not None:
-            number = float(np.ravel(raw)[0])
-            unit = node.attrs.get("units", node.attrs.get("unit", "um"))
-            if number > 0:
-                return to_um(number, unit, where=f"{path}{DX_RESOLUTION}"), DX_RESOLUTION
+    # Its first value, if a positive number (not text, not an empty array).
+    number = _number(node[()]) if isinstance(node, h5py.Dataset) else None
+    if number is not None:
+        unit = node.attrs.get("units", node.attrs.get("unit", "um"))
+        return to_um(number, unit, where=f"{path}{DX_RESOLUTION}"), DX_RESOLUTION
     return None, ""
 
 
@@ -108,8 +108,8 @@ def open_hdf5(path: Path, dataset: str | None = None) -> Opened:
 
     try:
         f = h5py.File(path, "r")
-    except OSError as exc:
-        raise AnalysisInputError(f"{path} is not a readable HDF5 file ({exc})") from None
+    except Exception as exc:  # OSError, and RuntimeError for some damaged superblocks
+        raise _damaged(path, exc) from None
     try:
         data = _choose(f, path, dataset)
         if np.dtype(data.dtype).kind not in "uif":
@@ -121,11 +121,19 @@ def open_hdf5(path: Path, dataset: str | None = None) -> Opened:
             if isinstance(v, (str, bytes, int, float, np.generic))
         }
         attrs["dataset"] = data.name
+    except AnalysisInputError:
+        f.close()
+        raise
+    except Exception as exc:
+        # The file's structure is read as it is walked: damaged object headers, links or
+        # attributes fail here (OSError, RuntimeError, KeyError, ...).
+        f.close()
+        raise _damaged(path, exc) from None
     except BaseException:
         f.close()
         raise
     return Opened(
-        reader=_DatasetReader(data),
+        reader=_DatasetReader(data, f"{path}{data.name}"),
         format="hdf5",
         attrs=attrs,
         edges_um=None if edge is None else (edge, edge, edge),
@@ -134,13 +142,36 @@ def open_hdf5(path: Path, dataset: str | None = None) -> Opened:
     )
 
 
-class _DatasetReader:
-    """Rows of an h5py dataset (or any array sliced natively: Zarr, a memory map)."""
+def _damaged(path: Path, exc: Exception) -> AnalysisInputError:
+    """The error for an HDF5 file that h5py cannot open or walk."""
+    return AnalysisInputError(
+        f"{path} is not a readable HDF5 file ({type(exc).__name__}: {str(exc).strip()[:200]}):"
+        " it is damaged or not HDF5; write it again"
+    )
 
-    def __init__(self, data: Any) -> None:
+
+class _DatasetReader:
+    """Rows of an h5py dataset (or any array sliced natively: Zarr, a memory map).
+
+    ``where`` names the data in the error for rows that cannot be read (a damaged chunk).
+    """
+
+    def __init__(self, data: Any, where: str = "the volume") -> None:
         self._data = data
+        self._where = where
         self.shape = tuple(data.shape)
         self.dtype = np.dtype(data.dtype)
 
     def read(self, z0: int, z1: int, yx: tuple[slice, slice]) -> np.ndarray:
-        return np.asarray(self._data[z0:z1, yx[0], yx[1]])
+        try:
+            return np.asarray(self._data[z0:z1, yx[0], yx[1]])
+        except MemoryError:
+            raise
+        except Exception as exc:
+            # A chunk that fails its checksum or does not decompress: h5py raises OSError,
+            # Zarr's codecs RuntimeError, ValueError or TypeError.
+            raise AnalysisInputError(
+                f"rows {z0}–{z1 - 1} of {self._where} cannot be read "
+                f"({type(exc).__name__}: {str(exc).strip()[:200]}): the file is damaged; "
+                "write it again"
+            ) from exc

@@ -3,8 +3,11 @@ from the file's metadata or the caller, and a clear error for anything else."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import AnalysisInputError, InputFileNotFoundError
 from .arrays import is_zarr_store, open_npy, open_zarr
@@ -47,6 +50,20 @@ def _open(path: Path, dataset: str | None) -> Opened:
     raise AnalysisInputError(
         f"cannot read {path}: {suffix or 'no suffix'} is not a volume format; give a {FORMATS}"
     )
+
+
+#: More voxels than numpy can index: a file that claims more is damaged (and Zarr would look
+#: for the chunks of such rows for ever).
+_MAX_VOXELS = int(np.iinfo(np.intp).max)
+
+
+def _check_size(opened: Opened, path: Path) -> None:
+    shape = tuple(int(n) for n in opened.reader.shape)
+    if math.prod(shape) > _MAX_VOXELS:
+        raise AnalysisInputError(
+            f"{path} claims a volume of shape {shape}, more voxels than any array can hold: "
+            "its metadata is damaged; write it again"
+        )
 
 
 def _voxel(opened: Opened, path: Path, voxel_um: float | None) -> tuple[float | None, str | None]:
@@ -95,6 +112,8 @@ def open_volume(
         Read-only; ``vol[z0:z1]`` reads only those rows. ``voxel_um`` is None when neither
         the file nor the caller gives it. An 8-bit file that records its grey range
         (``insitu export-volume --bits 8``) reads as grey values, float32 (:mod:`.levels`).
+        Rows that cannot be read (a damaged chunk or page) raise AnalysisInputError when they
+        are read.
 
     Raises
     ------
@@ -102,13 +121,15 @@ def open_volume(
         No such file or folder.
     AnalysisInputError
         An unknown format, a 2-D image, several candidate datasets, slices that differ,
-        anisotropic voxels in the metadata; the message says the fix.
+        anisotropic voxels in the metadata, a damaged file (one its library cannot parse, a
+        shape beyond any array's); the message says the fix.
     """
     path = Path(path)
     if not path.exists():
         raise InputFileNotFoundError(f"no volume at {path}")
     opened = decode_levels(_open(path, dataset))
     try:
+        _check_size(opened, path)
         voxel, voxel_from = _voxel(opened, path, voxel_um)
     except BaseException:
         if opened.closer is not None:

@@ -9,6 +9,9 @@ than reading them one ``TiffPage`` at a time (256 rows of 512², float32). Anyth
 from __future__ import annotations
 
 import re
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +41,88 @@ def natural_key(name: str) -> list[Any]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
+def _damaged(
+    path: Path, exc: Exception, what: str = "is not a readable TIFF file"
+) -> AnalysisInputError:
+    """The error for a TIFF that tifffile cannot make sense of."""
+    return AnalysisInputError(
+        f"{path} {what} ({type(exc).__name__}: {str(exc).strip()[:200]}): it is damaged or "
+        "not a TIFF; write it again"
+    )
+
+
+@contextmanager
+def _reading(path: Path, close: Any = None) -> Iterator[None]:
+    """Calls ``close`` on any error, and raises tifffile's (a damaged file) as ours."""
+    try:
+        yield
+    except (AnalysisInputError, MemoryError):
+        if close is not None:
+            close()
+        raise
+    except Exception as exc:
+        if close is not None:
+            close()
+        raise _damaged(path, exc) from exc
+    except BaseException:
+        if close is not None:
+            close()
+        raise
+
+
+def _check_page_chain(path: Path) -> None:
+    """Refuse a TIFF whose chain of pages (IFDs) loops back on itself.
+
+    tifffile follows the offsets from page to page and checks for a loop only once, at the
+    100th page, and not at all when the pages are read one by one (as its series detection
+    does): a file whose page points to itself is read for ever (found by
+    ``benchmarks/bench_fuzz_readers.py``). Anything else odd is left to tifffile to report.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(16)
+        order = {b"II": "<", b"MM": ">"}.get(head[:2])
+        if order is None or len(head) < 8:
+            return
+        version = struct.unpack(order + "H", head[2:4])[0]
+        if version == 42:  # classic TIFF: 2-byte entry counts, 12-byte entries, 4-byte offsets
+            count, entry, pointer = "H", 12, "I"
+            offset = struct.unpack(order + "I", head[4:8])[0]
+        elif version == 43 and len(head) == 16:  # BigTIFF: 8, 20, 8
+            count, entry, pointer = "Q", 20, "Q"
+            offset = struct.unpack(order + "Q", head[8:16])[0]
+        else:
+            return
+        seen: set[int] = set()
+        while offset:
+            if offset in seen:
+                raise AnalysisInputError(
+                    f"{path} is damaged: its page {len(seen)} points back to an earlier page "
+                    "(a loop in the TIFF's chain of pages); write the file again"
+                )
+            seen.add(offset)
+            fh.seek(offset)
+            raw = fh.read(struct.calcsize(count))
+            if len(raw) < struct.calcsize(count):
+                return
+            fh.seek(offset + len(raw) + struct.unpack(order + count, raw)[0] * entry)
+            raw = fh.read(struct.calcsize(pointer))
+            if len(raw) < struct.calcsize(pointer):
+                return
+            offset = struct.unpack(order + pointer, raw)[0]
+
+
 def _open(path: Path) -> Any:
     tifffile = _tifffile()
     try:
+        _check_page_chain(path)
         return tifffile.TiffFile(path)
-    except (tifffile.TiffFileError, ValueError, OSError) as exc:
-        raise AnalysisInputError(f"{path} is not a readable TIFF file ({exc})") from None
+    except (AnalysisInputError, MemoryError):
+        raise
+    except Exception as exc:
+        # tifffile raises TiffFileError for what it checks, and for a damaged header whatever
+        # its decoding runs into (ValueError, RuntimeError, TypeError, IndexError, KeyError,
+        # ZeroDivisionError, struct.error ...; benchmarks/bench_fuzz_readers.py).
+        raise _damaged(path, exc) from None
 
 
 def _imagej_edges(tif: Any, page: Any, *, depth: bool, where: str) -> tuple[float, ...] | None:
@@ -56,16 +135,21 @@ def _imagej_edges(tif: Any, page: Any, *, depth: bool, where: str) -> tuple[floa
     tags = page.tags
     if unit is None or "XResolution" not in tags or "YResolution" not in tags:
         return None
-    edges = []
-    for name in ("YResolution", "XResolution"):
-        num, den = tags[name].value
-        if not num or not den:
-            return None
-        edges.append(to_um(den / num, unit, where=where))  # pixels per unit → unit per pixel
+    # A calibration that is not numbers (a resolution that is not a fraction, a spacing that
+    # is text) is no calibration: the voxel size must then come from the caller.
+    try:
+        fractions = [tuple(tags[name].value) for name in ("YResolution", "XResolution")]
+        spacing = float(meta.get("spacing", 1.0))
+        per_pixel = [den / num for num, den in fractions if num and den]
+    except (TypeError, ValueError):
+        return None
+    if len(per_pixel) != 2:
+        return None
+    edges = [to_um(e, unit, where=where) for e in per_pixel]  # pixels per unit → unit per pixel
     if edges[0] is None:
         return None
     # ImageJ writes "spacing" only when the voxel depth is not 1 (its default).
-    z = to_um(float(meta.get("spacing", 1.0)), unit, where=where) if depth else edges[1]
+    z = to_um(spacing, unit, where=where) if depth else edges[1]
     return (z, edges[0], edges[1])  # type: ignore[return-value]
 
 
@@ -86,8 +170,14 @@ class _PageReader:
         self.dtype = dtype
 
     def read(self, z0: int, z1: int, yx: tuple[slice, slice]) -> np.ndarray:
-        pages = self._tif.asarray(key=range(z0, z1), series=0, maxworkers=1)
-        return pages.reshape(z1 - z0, *self.shape[1:])[:, yx[0], yx[1]]
+        try:
+            pages = self._tif.asarray(key=range(z0, z1), series=0, maxworkers=1)
+            return pages.reshape(z1 - z0, *self.shape[1:])[:, yx[0], yx[1]]
+        except MemoryError:
+            raise
+        except Exception as exc:  # a page that does not decode (zlib.error, ValueError ...)
+            what = f"has pages {z0}–{z1 - 1} that cannot be decoded"
+            raise _damaged(Path(self._tif.filehandle.path), exc, what) from exc
 
 
 def _volume_axes(series: Any, path: Path) -> tuple[int, int, int]:
@@ -116,7 +206,8 @@ def open_tiff_file(path: Path) -> Opened:
     """A multi-page TIFF (ImageJ hyperstack or plain) as a lazily read volume."""
     tifffile = _tifffile()
     tif = _open(path)
-    try:
+    # tifffile reads the pages' tags as they are asked for: a damaged one fails in here.
+    with _reading(path, tif.close):
         if not tif.series:
             raise AnalysisInputError(f"{path} holds no image")
         series = tif.series[0]
@@ -135,9 +226,6 @@ def open_tiff_file(path: Path) -> Opened:
             if isinstance(v, (str, int, float, bool))
         }
         edges = _imagej_edges(tif, series.keyframe, depth=True, where=str(path))
-    except BaseException:
-        tif.close()
-        raise
     if isinstance(reader, _MemmapReader):
         tif.close()
         closer = None
@@ -163,7 +251,12 @@ class _SliceReader:
         tifffile = _tifffile()
         out = None
         for i, z in enumerate(range(z0, z1)):
-            image = tifffile.imread(self.files[z], key=0, maxworkers=1)[yx[0], yx[1]]
+            try:
+                image = tifffile.imread(self.files[z], key=0, maxworkers=1)[yx[0], yx[1]]
+            except MemoryError:
+                raise
+            except Exception as exc:  # a slice that does not decode (zlib.error, ValueError ...)
+                raise _damaged(self.files[z], exc, "cannot be decoded") from exc
             if out is None:
                 out = np.empty((z1 - z0, *image.shape), dtype=self.dtype)
             out[i] = image
@@ -188,7 +281,7 @@ def open_tiff_folder(path: Path) -> Opened:
     first: tuple[tuple[int, ...], np.dtype] | None = None
     edges = None
     for f in files:
-        with _open(f) as tif:
+        with _open(f) as tif, _reading(f):
             page = tif.pages[0]
             found = (tuple(page.shape), np.dtype(page.dtype))
             if first is None:
