@@ -1553,6 +1553,33 @@ def _watch(
             return _Watched(flushed, seen, f"hang: one case ran over {limit:.0f} s")
 
 
+def _record(
+    watched: _Watched,
+    name: str,
+    workdir: Path,
+    faildir: Path,
+    result: Result,
+    skip: set[int],
+    retried: set[int],
+    log: Callable,
+) -> None:
+    """Count a case that crashed or hung its worker (once confirmed) and skip it from now on."""
+    if watched.problem is None:
+        return
+    if watched.case < 0:
+        raise RuntimeError(f"the {name} worker did not start: {watched.problem}")
+    if watched.problem.startswith("hang") and watched.case not in retried:
+        # On a loaded machine a slow case can pass for a hang: it runs once more, in a fresh
+        # worker, before it counts as one.
+        retried.add(watched.case)
+        return
+    _save_case(workdir, faildir, name, watched.case)
+    key = watched.problem
+    result.merge(Counter(failure=1), Counter({key: 1}), [(watched.case, key, key)])
+    log(f"{name}: case {watched.case}: {key}; input in {faildir / name / str(watched.case)}")
+    skip.add(watched.case)
+
+
 def fuzz_reader(name: str, args: argparse.Namespace, faildir: Path, log: Callable) -> Result:
     """Fuzz one reader in worker processes, restarting past a case that kills or hangs one."""
     ctx = mp.get_context("spawn")
@@ -1570,25 +1597,14 @@ def fuzz_reader(name: str, args: argparse.Namespace, faildir: Path, log: Callabl
             daemon=True,
         )
         proc.start()
-        watched = _watch(proc, progress, messages, result, start, args, begin)
-        proc.join(5)
-        if watched.problem is not None and watched.case < 0:
-            raise RuntimeError(f"the {name} worker did not start: {watched.problem}")
-        if watched.problem is not None and watched.problem.startswith("hang"):
-            # On a loaded machine a slow case can pass for a hang: it runs once more, in a
-            # fresh worker, before it counts as one.
-            if watched.case not in retried:
-                retried.add(watched.case)
-                watched.problem = None
-        if watched.problem is not None:
-            _save_case(workdir, faildir, name, watched.case)
-            key = watched.problem
-            result.merge(Counter(failure=1), Counter({key: 1}), [(watched.case, key, key)])
-            log(
-                f"{name}: case {watched.case}: {key}; input in {faildir / name / str(watched.case)}"
-            )
-            skip.add(watched.case)
-        shutil.rmtree(workdir, ignore_errors=True)
+        try:
+            watched = _watch(proc, progress, messages, result, start, args, begin)
+            proc.join(5)
+            _record(watched, name, workdir, faildir, result, skip, retried, log)
+        finally:
+            if proc.is_alive():
+                proc.kill()
+            shutil.rmtree(workdir, ignore_errors=True)
         start = watched.flushed
         if watched.stopped:
             result.stopped_early = True

@@ -562,7 +562,14 @@ def _open_for_writing(path: Path) -> bool:
                 fh.seek(offset)
                 head = fh.read(12)
                 if head[:8] == _SIGNATURE:
-                    return len(head) == 12 and head[8] >= 2 and bool(head[11] & _WRITE_FLAGS)
+                    # Flags beyond those two are damage, not a writer: reading such a file
+                    # in SWMR mode makes HDF5 retry its metadata reads for minutes.
+                    return (
+                        len(head) == 12
+                        and head[8] >= 2
+                        and bool(head[11] & _WRITE_FLAGS)
+                        and not head[11] & ~_WRITE_FLAGS
+                    )
     except OSError:
         return False
     return False

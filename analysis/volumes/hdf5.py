@@ -150,6 +150,12 @@ def _damaged(path: Path, exc: Exception) -> AnalysisInputError:
     )
 
 
+#: A read whose chunks decode to fewer bytes than this cannot run out of memory honestly: a
+#: MemoryError there comes from a damaged chunk that claims more (a zstd frame header can
+#: claim 10**19 bytes, and the codec allocates them before it decodes).
+_SMALL_DECODE = 64 * 2**20
+
+
 class _DatasetReader:
     """Rows of an h5py dataset (or any array sliced natively: Zarr, a memory map).
 
@@ -165,13 +171,30 @@ class _DatasetReader:
     def read(self, z0: int, z1: int, yx: tuple[slice, slice]) -> np.ndarray:
         try:
             return np.asarray(self._data[z0:z1, yx[0], yx[1]])
-        except MemoryError:
-            raise
+        except MemoryError as exc:
+            if self._decoded_bytes(z0, z1, yx) > _SMALL_DECODE:
+                raise  # a real shortage of memory, not the file's fault
+            raise self._unreadable(z0, z1, exc) from exc
         except Exception as exc:
             # A chunk that fails its checksum or does not decompress: h5py raises OSError,
             # Zarr's codecs RuntimeError, ValueError or TypeError.
-            raise AnalysisInputError(
-                f"rows {z0}–{z1 - 1} of {self._where} cannot be read "
-                f"({type(exc).__name__}: {str(exc).strip()[:200]}): the file is damaged; "
-                "write it again"
-            ) from exc
+            raise self._unreadable(z0, z1, exc) from exc
+
+    def _decoded_bytes(self, z0: int, z1: int, yx: tuple[slice, slice]) -> int:
+        """Bytes of the whole chunks that rows ``z0:z1`` (cropped to ``yx``) touch."""
+        chunks = getattr(self._data, "chunks", None)
+        if not (isinstance(chunks, tuple) and len(chunks) == 3):
+            chunks = (1, 1, 1)  # not chunked: the read is the rows asked for
+        spans = [(z0, z1), *(s.indices(n)[:2] for s, n in zip(yx, self.shape[1:], strict=True))]
+        total = self.dtype.itemsize
+        for (a, b), c in zip(spans, chunks, strict=True):
+            c = max(int(c), 1)
+            total *= max(-(-b // c) - a // c, 0) * c
+        return total
+
+    def _unreadable(self, z0: int, z1: int, exc: BaseException) -> AnalysisInputError:
+        return AnalysisInputError(
+            f"rows {z0}–{z1 - 1} of {self._where} cannot be read "
+            f"({type(exc).__name__}: {str(exc).strip()[:200]}): the file is damaged; "
+            "write it again"
+        )

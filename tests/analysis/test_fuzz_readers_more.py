@@ -22,6 +22,7 @@ import zarr
 from insitu.analysis.electrochem.readers import read_measurement
 from insitu.analysis.errors import AnalysisInputError
 from insitu.analysis.volumes import open_volume
+from insitu.analysis.volumes.hdf5 import _DatasetReader
 
 
 # --- EC-Lab .mpr (galvani) ----------------------------------------------------------------------
@@ -279,6 +280,46 @@ def test_zarr_chunk_that_does_not_decompress_is_refused_when_read(tmp_path):
     assert volume[0].shape == (3, 5)
     with pytest.raises(AnalysisInputError, match=r"rows 2–2 of .*v\.zarr"):  # RuntimeError before
         volume[2]
+
+
+def test_zarr_chunk_that_claims_a_huge_size_is_refused_not_a_memory_error(tmp_path):
+    # The fuzzer's chunk: a zstd frame whose header claims ~1.7e19 decompressed bytes for a
+    # 4-byte chunk; the codec allocates them first (MemoryError before).
+    path = tmp_path / "v.zarr"
+    array = zarr.create_array(
+        store=str(path),
+        shape=(1, 1, 3),
+        chunks=(1, 1, 1),
+        dtype="f4",
+        compressors=zarr.codecs.ZstdCodec(level=0),
+    )
+    array[...] = 1.0
+    (path / "c" / "0" / "0" / "1").write_bytes(
+        bytes.fromhex("28b52ffdd021a4703cc1f2e62004210000b7edad41")
+    )
+    volume = open_volume(path)
+    with pytest.raises(AnalysisInputError, match=r"rows 0–0 of .*v\.zarr cannot be read"):
+        volume[:]
+
+
+class _FailingStore:
+    """An array whose every read raises MemoryError, chunked as given."""
+
+    def __init__(self, shape, chunks):
+        self.shape, self.chunks, self.dtype = shape, chunks, np.dtype("f4")
+
+    def __getitem__(self, key):
+        raise MemoryError
+
+
+def test_memory_error_decoding_big_chunks_is_not_blamed_on_the_file():
+    whole = (slice(None), slice(None))
+    small = _DatasetReader(_FailingStore((8, 64, 64), (2, 64, 64)), "small")
+    with pytest.raises(AnalysisInputError, match="rows 0–0 of small cannot be read"):
+        small.read(0, 1, whole)
+    big = _DatasetReader(_FailingStore((8, 4096, 4096), (4, 4096, 4096)), "big")  # 256 MiB
+    with pytest.raises(MemoryError):
+        big.read(0, 1, whole)
 
 
 def test_zarr_group_with_a_damaged_member_is_refused(tmp_path):

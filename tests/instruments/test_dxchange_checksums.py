@@ -228,3 +228,13 @@ def test_a_file_cut_inside_its_superblock_is_not_open_for_writing(tmp_path) -> N
     assert _open_for_writing(path) is False
     with pytest.raises(DataExchangeError):
         read_scan_info(path)
+
+
+def test_damaged_consistency_flags_do_not_read_as_a_writer(tmp_path) -> None:
+    # Found by benchmarks/bench_fuzz_readers.py: flags 0xff made the reader open the file in
+    # SWMR mode, where HDF5 retries its metadata reads for minutes.
+    path = tmp_path / "flags.h5"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n\x02\x08\x08\xff" + bytes(64))
+    assert _open_for_writing(path) is False
+    path.write_bytes(b"\x89HDF\r\n\x1a\n\x02\x08\x08\x05" + bytes(64))
+    assert _open_for_writing(path) is True
