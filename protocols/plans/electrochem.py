@@ -179,6 +179,8 @@ def run_technique(
         # cell is switched off whatever ends the plan.
         if not status.done:
             device.stop()
+        if hasattr(device, "step_gate"):
+            device.step_gate = None  # this technique's check must not watch the next one
         yield from bps.null()
 
     # A failed technique reaches the plan as FailedStatus at any message (bluesky throws it
