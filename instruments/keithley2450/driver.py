@@ -82,6 +82,7 @@ from ..errors import (
     InstrumentProtocolError,
     InstrumentReportedError,
     LimitError,
+    reconnect_failed,
 )
 from ..potentiostat import (
     TIME_SERIES_COLUMNS,
@@ -256,12 +257,6 @@ class Keithley2450(Instrument, Potentiostat):
                 return  # close() already switched the output off
             try:
                 self._output_off()
-                return
-            except InstrumentConnectionError as exc:
-                log.warning("%s: %s; reconnecting to switch the output off", self.name, exc)
-            try:
-                self.reopen()
-                self._output_off()
             except InstrumentConnectionError as exc:
                 raise self._error(
                     InstrumentConnectionError,
@@ -271,6 +266,19 @@ class Keithley2450(Instrument, Potentiostat):
 
     def _output_off(self) -> None:
         """Abort any trigger model and switch the output off, read back (``:OUTP?``).
+
+        Switching off changes nothing when done twice, so a link that drops on the way is
+        opened again once and the whole exchange repeated: the output must go off when the
+        instrument is still there.
+        """
+        try:
+            self._output_off_once()
+        except InstrumentConnectionError as exc:
+            self._reconnect(exc, "to switch the output off")
+            self._output_off_once()
+
+    def _output_off_once(self) -> None:
+        """:meth:`_output_off` on the link as it is.
 
         A read-back that comes garbled says nothing: ``:OUTP OFF`` (which changes nothing
         when the output is off) is sent again and the state asked again, up to
@@ -489,7 +497,30 @@ class Keithley2450(Instrument, Potentiostat):
             log.debug("%s: switching off before raising failed", self.name, exc_info=True)
 
     def _load_model(self, plan: TriggerPlan) -> None:
-        """Source settings, the configuration list of step currents and the trigger model."""
+        """Source settings, the configuration list of step currents and the trigger model.
+
+        Nothing runs while a model is loaded, and loading starts from ``:ABOR`` and
+        ``*CLS``, so a link that drops on the way is opened again once and the whole load
+        repeated. (Only ``:SYST:ERR?`` could not simply be asked again: it takes its entry
+        out of the queue.)
+        """
+        try:
+            self._load_model_once(plan)
+        except InstrumentConnectionError as exc:
+            self._reconnect(exc, "to load the technique again")
+            self._load_model_once(plan)
+
+    def _reconnect(self, cause: InstrumentConnectionError, why: str) -> None:
+        """Open the dropped link again (logged), or raise with both reasons."""
+        log.warning("%s: %s; reconnecting %s", self.name, cause, why)
+        try:
+            self.reopen()
+        except InstrumentConnectionError as failure:
+            raise reconnect_failed(
+                cause, failure, instrument=self.name, what=f"reconnecting {why}"
+            ) from failure
+
+    def _load_model_once(self, plan: TriggerPlan) -> None:
         self._send_block([":ABOR", "*CLS", ':TRIG:LOAD "Empty"'])
         # Start from an empty list; the instrument reports an error if there was none.
         self.write(f':SOUR:CONF:LIST:DEL "{CONFIG_LIST}"')
