@@ -46,7 +46,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1094,7 +1094,9 @@ class RunStore:
     def _where(self) -> str:
         return self.uri if self.uri else str(self.catalog_path)
 
-    def load(self, uid_or_index: str | int = -1) -> StoredRun:
+    def load(
+        self, uid_or_index: str | int = -1, *, streams: Collection[str] | None = None
+    ) -> StoredRun:
         """Read a run back from the catalog.
 
         Parameters
@@ -1104,6 +1106,10 @@ class RunStore:
             time (``-1``, the default, is the latest; ``0`` the first). A string of digits
             (as typed on a command line) is an index when such an index exists, otherwise
             a uid prefix: ``"-1"`` is the latest run, ``"34852053"`` a uid prefix.
+        streams : collection of str, optional
+            Read only these streams (those the run has); by default every stream. Each
+            stream read costs several requests to the catalog: a report that needs one
+            stream of each of many runs reads it in less than half the time.
 
         Returns
         -------
@@ -1123,18 +1129,21 @@ class RunStore:
             backup = self.backup_dir / f"{node.metadata['start']['uid']}.jsonl"
             if backup.is_file():
                 return load_backup(backup)
-        return self._load_node(node)
+        return self._load_node(node, streams)
 
-    def _load_node(self, node: Any) -> StoredRun:
-        """A run as the catalog holds it."""
+    def _load_node(self, node: Any, streams: Collection[str] | None = None) -> StoredRun:
+        """A run as the catalog holds it (only ``streams``, if given)."""
+        wanted = None if streams is None else set(streams)
         md = node.metadata
         start = _plain(md.get("start"))
         stop = _plain(md.get("stop")) if md.get("stop") else None
         base = getattr(node, "base", node)
-        streams: dict[str, pd.DataFrame] = {}
+        frames: dict[str, pd.DataFrame] = {}
         descriptors: dict[str, list[dict[str, Any]]] = {}
         external: dict[str, list[str]] = {}
         for stream_name in list(base):
+            if wanted is not None and stream_name not in wanted:
+                continue
             stream_node = base[stream_name]
             smd = _plain(stream_node.metadata)
             data_keys = smd.get("data_keys", {})
@@ -1143,11 +1152,11 @@ class RunStore:
             ext = [k for k, v in data_keys.items() if "external" in v]
             if ext:
                 external[stream_name] = ext
-            streams[stream_name] = self._read_stream(stream_node, data_keys, ext)
+            frames[stream_name] = self._read_stream(stream_node, data_keys, ext)
         return StoredRun(
             uid=start["uid"],
             metadata={"start": start, "stop": stop},
-            streams=streams,
+            streams=frames,
             descriptors=descriptors,
             external_keys=external,
         )

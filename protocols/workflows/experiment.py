@@ -727,7 +727,7 @@ def settle_interrupted(
     root = store.client
     if not (uid in root and root[uid].metadata.get("stop")):
         store.restore_backup(uid, replace=True)
-    run = store.load(uid)
+    run = store.load(uid, streams=("electrochem",))
     outcome = Outcome("interrupted", run_uid=uid)
     if segment.half_cycle:
         try:
@@ -804,7 +804,7 @@ def _eis_of(store: RunStore, uid: str | None) -> pd.DataFrame | None:
     if not uid:
         return None
     try:
-        return store.load(uid).stream("eis")
+        return store.load(uid, streams=("eis",)).stream("eis")
     except Exception:  # an EIS run that never got its points
         return None
 
@@ -863,7 +863,7 @@ def experiment_report(
         charge_before = (rows[-1]["charge_mC"] if rows else 0.0) / 1e3
         if segment.kind in ("plate", "strip", "tomogram") and outcome.run_uid:
             try:
-                points = store.load(outcome.run_uid).stream("electrochem")
+                points = store.load(outcome.run_uid, streams=("electrochem",)).stream("electrochem")
             except Exception:  # a tomogram without OCV points
                 points = pd.DataFrame()
             if len(points):

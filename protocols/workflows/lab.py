@@ -143,7 +143,7 @@ def _interrupted(store: RunStore, uid: str | None, reason: str | None) -> RunInt
     """The interruption of run ``uid``, with the reason and points its stop document holds."""
     if uid is None:
         return RunInterrupted(reason or "interrupted", None, 0)
-    stop = store.load(uid).stop or {}
+    stop = store.load(uid, streams=()).stop or {}
     counts = stop.get("num_events") or {}
     points = sum(int(counts.get(name, 0)) for name in _POINT_STREAMS)
     return RunInterrupted(str(stop.get("reason") or reason or "interrupted"), uid, points)

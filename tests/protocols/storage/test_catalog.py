@@ -197,6 +197,17 @@ def test_flyer_streams_read_back_equal_to_what_was_produced(
         run.stream("primary")
 
 
+def test_only_the_streams_asked_for_are_read(store: RunStore, fly_run) -> None:
+    uid, flyer = fly_run
+    run = store.load(uid, streams=("eis", "not-there"))
+    assert set(run.streams) == set(run.descriptors) == {"eis"}
+    pd.testing.assert_frame_equal(data_only(run.stream("eis")), flyer.eis)
+    with pytest.raises(KeyError, match="its streams are \\['eis'\\]"):
+        run.stream("electrochem")
+    bare = store.load(uid, streams=())
+    assert bare.streams == {} and bare.stop["exit_status"] == "success"
+
+
 def test_new_process_reads_identical_points(store: RunStore, fly_run, tmp_path: Path) -> None:
     uid, _ = fly_run
     out = tmp_path / "ec.parquet"
