@@ -2,25 +2,11 @@
 density, overpotential tables, and measured files in and out (CSV, EC-Lab, JSONL runs).
 """
 
-# The room's public API is the union of its modules' ``__all__`` (as TomoPy's packages do):
-# a name added to a module's ``__all__`` is exported here too.
-from . import conductivity, eis, overpotential, readers, runs, shorts
-from .conductivity import *
-from .eis import *
-from .overpotential import *
-from .readers import *
-from .runs import *
-from .shorts import *
+# The room's public API is the union of its modules' ``__all__`` (as TomoPy's packages do),
+# each module imported when first asked for (see insitu.analysis.lazy_exports): reading a
+# CSV does not wait for impedance.py.
+from ..lazy_exports import lazy_union
 
-__all__ = list(
-    dict.fromkeys(
-        [
-            *conductivity.__all__,
-            *eis.__all__,
-            *overpotential.__all__,
-            *readers.__all__,
-            *runs.__all__,
-            *shorts.__all__,
-        ]
-    )
+__getattr__, __dir__ = lazy_union(
+    __name__, ("conductivity", "eis", "overpotential", "readers", "runs", "shorts")
 )
