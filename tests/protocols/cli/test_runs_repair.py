@@ -4,6 +4,8 @@ rebuilds runs from their JSONL backups; an unwritable catalog stops the run in o
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -15,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from insitu.protocols.cli import main
 from insitu.protocols.storage.catalog import RECOVERED_REASON, RunStore, load_backup
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -69,15 +72,26 @@ def kill_mid_run(data: Path, cwd: Path, min_points: int = 30) -> Path:
     return backup
 
 
-def runs_json(data: Path, cwd: Path, *extra: str) -> object:
-    done = insitu("runs", "--data", str(data), "--json", *extra, cwd=cwd)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+def in_process(*args: str) -> tuple[int, str, str]:
+    """``insitu ARGS`` in this process (the commands that read the catalog back need no
+    process of their own; each would cost a few seconds of start-up): (status, out, err)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(list(args))
+    return status, out.getvalue(), err.getvalue()
 
 
-def export_rows(data: Path, cwd: Path, uid: str, out: Path) -> pd.DataFrame:
-    done = insitu("export", uid, "--format", "csv", "--out", str(out), "--data", str(data), cwd=cwd)
-    assert done.returncode == 0, done.stderr
+def runs_json(data: Path, *extra: str) -> object:
+    status, out, err = in_process("runs", "--data", str(data), "--json", *extra)
+    assert status == 0, err
+    return json.loads(out)
+
+
+def export_rows(data: Path, uid: str, out: Path) -> pd.DataFrame:
+    status, _, err = in_process(
+        "export", uid, "--format", "csv", "--out", str(out), "--data", str(data)
+    )
+    assert status == 0, err
     return pd.read_csv(out)
 
 
@@ -90,7 +104,7 @@ def test_a_killed_run_is_listed_exported_and_repaired(tmp_path: Path) -> None:
     assert points >= 30
 
     # Listed, open (no stop document reached anything) ...
-    (row,) = runs_json(data, tmp_path)
+    (row,) = runs_json(data)
     assert (row["uid"], row["plan_name"], row["exit_status"]) == (uid, "ccd_test", None)
     # ... and the catalog itself already holds the points of every page it was handed: all
     # of the backup's but, at most, the page in flight when the kill came.
@@ -101,14 +115,14 @@ def test_a_killed_run_is_listed_exported_and_repaired(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(held, backed.iloc[: len(held)])
 
     # The export gives exactly the backup's points, before and after the repair.
-    exported = export_rows(data, tmp_path, uid[:8], tmp_path / "before.csv")
+    exported = export_rows(data, uid[:8], tmp_path / "before.csv")
     assert len(exported) == points
-    repair = runs_json(data, tmp_path, "--repair")
+    repair = runs_json(data, "--repair")
     (fixed,) = repair["repair"]["runs"]
     assert (fixed["action"], fixed["points"]) == ("completed", points)
     assert fixed["exit_status"] == "abort"
     assert repair["runs"][0]["exit_status"] == "abort"
-    after = export_rows(data, tmp_path, uid[:8], tmp_path / "after.csv")
+    after = export_rows(data, uid[:8], tmp_path / "after.csv")
     pd.testing.assert_frame_equal(after, exported)
     with RunStore(data) as store:
         stop = store.client[uid].metadata["stop"]
@@ -119,10 +133,10 @@ def test_a_killed_run_is_listed_exported_and_repaired(tmp_path: Path) -> None:
     with RunStore(data) as store:
         store.client[uid].delete(recursive=True, external_only=False)
         assert store.runs().empty
-    repair = runs_json(data, tmp_path, "--repair")
+    repair = runs_json(data, "--repair")
     assert [r["action"] for r in repair["repair"]["runs"]] == ["restored"]
-    pd.testing.assert_frame_equal(export_rows(data, tmp_path, uid, tmp_path / "x.csv"), exported)
-    again = runs_json(data, tmp_path, "--repair")
+    pd.testing.assert_frame_equal(export_rows(data, uid, tmp_path / "x.csv"), exported)
+    again = runs_json(data, "--repair")
     assert [r["action"] for r in again["repair"]["runs"]] == ["ok"]
 
 
