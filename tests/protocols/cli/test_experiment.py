@@ -61,7 +61,7 @@ def test_status_and_resume_of_an_unknown_experiment(tmp_path, capsys):
 def test_a_finished_experiment_is_not_resumed(tmp_path, capsys):
     cfg = {
         "material": "A-LPS",
-        "schedule": {"current_densities_mA_cm2": [0.04]},
+        "schedule": {"current_densities_mA_cm2": [0.04], "eis": {"f_stop_Hz": 1.0}},
         "devices": {"tomography": "none"},
         "analysis": {"enabled": False},
         "catalog": {"data": str(tmp_path / "data")},

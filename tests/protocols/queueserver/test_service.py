@@ -277,7 +277,7 @@ def test_tomo_scan_on_the_simulated_beamline_through_the_queue(tmp_path):
         config = {
             "sample": "queued",
             "material": "A-LPS",
-            "schedule": {"current_densities_mA_cm2": [0.04]},
+            "schedule": {"current_densities_mA_cm2": [0.04], "eis": {"f_stop_Hz": 1.0}},
             "scan": {"n_projections": 8, "n_darks": 2, "n_flats": 2, "exposure_s": 0.01},
             "analysis": {"enabled": False},
             "output": str(tmp_path / "experiments"),

@@ -20,7 +20,11 @@ def config(tmp_path: Path, faults: dict, **devices) -> dict:
     return {
         "sample": "f",
         "material": "A-LPS",
-        "schedule": {"current_densities_mA_cm2": [0.04], "half_cycle_s": 600},
+        "schedule": {
+            "current_densities_mA_cm2": [0.04],
+            "half_cycle_s": 600,
+            "eis": {"f_stop_Hz": 1.0},
+        },
         "scan": {"n_projections": 20, "n_darks": 2, "n_flats": 2},
         "analysis": {"enabled": False},
         "catalog": {"data": str(tmp_path / "data")},
