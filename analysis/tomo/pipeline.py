@@ -370,6 +370,12 @@ def _sample_radius_px(info: ScanInfo, opts: ReconOptions) -> float | None:
     return opts.sample_diameter_um / 2.0 / pixel
 
 
+def _rows_to_reconstruct(info: ScanInfo, opts: ReconOptions) -> int:
+    """Rows of the whole job (an upper bound for one of several workers)."""
+    r0, r1 = opts.rows if opts.rows is not None else (0, info.n_rows)
+    return r1 - r0
+
+
 def _backend_for(info: ScanInfo, opts: ReconOptions, center: float) -> Backend:
     """One backend per geometry and process (Dask workers keep theirs across slabs)."""
     key = (
@@ -392,6 +398,7 @@ def _backend_for(info: ScanInfo, opts: ReconOptions, center: float) -> Backend:
             filter_name=opts.filter_name,
             support=None if opts.mask_ratio is None else opts.mask_ratio * info.n_cols / 2,
             sample_radius=_sample_radius_px(info, opts),
+            rows=_rows_to_reconstruct(info, opts),
         )
         _BACKENDS[key] = backend
     return backend

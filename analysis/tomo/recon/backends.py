@@ -49,6 +49,7 @@ class InsituGridrec:
         filter_name: str = "shepp",
         support: float | None = None,
         sample_radius: float | None = None,
+        rows: int | None = None,
     ) -> None:
         self._plan = GridrecPlan(
             theta,
@@ -57,6 +58,7 @@ class InsituGridrec:
             filter_name=filter_name,
             support=support,
             sample_radius=sample_radius,
+            rows=rows,
         )
 
     def reconstruct(self, sinograms: np.ndarray) -> np.ndarray:
@@ -77,6 +79,7 @@ class TomopyGridrec:
         filter_name: str = "shepp",
         support: float | None = None,
         sample_radius: float | None = None,
+        rows: int | None = None,  # TomoPy plans nothing ahead: unused
     ) -> None:
         if sample_radius is not None:
             raise AnalysisInputError(
@@ -108,7 +111,7 @@ class TomopyGridrec:
 
 
 #: Backend name → class taking ``(theta, n_det, *, center, filter_name, support,
-#: sample_radius)``.
+#: sample_radius, rows)``.
 BACKENDS: dict[str, Callable[..., Backend]] = {
     "insitu": InsituGridrec,
     "tomopy": TomopyGridrec,
@@ -124,8 +127,10 @@ def make_backend(
     filter_name: str = "shepp",
     support: float | None = None,
     sample_radius: float | None = None,
+    rows: int | None = None,
 ) -> Backend:
-    """Build the named backend for one scan geometry.
+    """Build the named backend for one scan geometry (``rows``: how many slices it will
+    reconstruct, if known, so that it plans for that many).
 
     Raises
     ------
@@ -147,4 +152,5 @@ def make_backend(
         filter_name=filter_name,
         support=support,
         sample_radius=sample_radius,
+        rows=rows,
     )

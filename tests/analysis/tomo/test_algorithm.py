@@ -9,6 +9,7 @@ import pytest
 
 from insitu.analysis.tomo.recon.algorithm import (
     FILTERS,
+    MEASURE_MIN_ROWS,
     GridrecPlan,
     angle_weights,
     gridrec,
@@ -221,3 +222,31 @@ def test_rows_cut_to_the_masked_circle_give_the_same_slice(offset) -> None:
     # Within 0.35 % of the range (1.5): the ringing of the cut ends, next to eps = 1e-3.
     assert np.abs(a[mask] - b[mask]).max() < 5e-3
     assert nrmse(b, disc_image(n, discs), mask) < 0.03  # 256 px: disc edges dominate
+
+
+def test_fftw_measures_only_for_large_slices_and_many_rows() -> None:
+    theta = np.linspace(0, np.pi, 32, endpoint=False)
+    assert GridrecPlan(theta, 1024).measure_fft  # rows unknown: planned for a whole scan
+    assert GridrecPlan(theta, 1024, rows=MEASURE_MIN_ROWS).measure_fft
+    assert not GridrecPlan(theta, 1024, rows=2).measure_fft  # a preview
+    assert not GridrecPlan(theta, 512, rows=10_000).measure_fft  # small slices never
+
+
+def test_estimated_and_measured_plans_give_the_same_slices() -> None:
+    """The plan's FFTW flags change its speed, never its answer."""
+    n = 1024
+    theta = np.linspace(0, np.pi, 90, endpoint=False)
+    discs = [(0, 0, 400, 1.0), (120, -90, 60, -0.4)]
+    sino = disc_sinogram(theta, n, (n - 1) / 2, discs).astype(np.float32)[:, None, :]
+    estimated = GridrecPlan(theta, n, rows=1).reconstruct(sino)
+    measured = GridrecPlan(theta, n, rows=MEASURE_MIN_ROWS).reconstruct(sino)
+    np.testing.assert_allclose(estimated, measured, rtol=0, atol=1e-5 * np.abs(measured).max())
+
+
+def test_the_pipelines_backend_plans_for_the_rows_asked() -> None:
+    from insitu.analysis.tomo.recon.backends import make_backend
+
+    theta = np.linspace(0, np.pi, 32, endpoint=False)
+    preview = make_backend("insitu", theta, 2048, center=1023.5, rows=2)
+    assert not preview._plan.measure_fft
+    assert make_backend("insitu", theta, 2048, center=1023.5, rows=1143)._plan.measure_fft
