@@ -245,18 +245,27 @@ def plan_slabs(info: ScanInfo, opts: ReconOptions, workers: int = 1) -> list[tup
     return [(a, min(a + rows, r1)) for a in range(r0, r1, rows)]
 
 
-def preprocess_rows(info: ScanInfo, opts: ReconOptions, r0: int, r1: int) -> np.ndarray:
+def preprocess_rows(
+    info: ScanInfo,
+    opts: ReconOptions,
+    r0: int,
+    r1: int,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
     """Line integrals (−log of the corrected transmission) of rows ``[r0, r1)``.
 
-    Reads a margin of rows beyond the slab for the row-mixing steps and drops it.
+    Reads a margin of rows beyond the slab for the row-mixing steps and drops it. Seconds
+    spent reading are added to ``timings["read"]``, the rest to ``timings["preprocess"]``.
 
     Returns
     -------
     ndarray of float32, shape (n_angles, r1 − r0, n_cols)
     """
+    t0 = time.perf_counter()
     margin = _margin_rows(info, opts)
     a, b = max(0, r0 - margin), min(info.n_rows, r1 + margin)
     proj, flat, dark = read_rows(info.path, a, b, dtype=np.float32)
+    t_read = time.perf_counter()
     check_projections(proj, first_row=a, source=info.path)
     data = normalize(proj, flat, dark, averaging=opts.flat_averaging, out=proj)
     del flat, dark
@@ -275,7 +284,15 @@ def preprocess_rows(info: ScanInfo, opts: ReconOptions, r0: int, r1: int) -> np.
         )
     elif opts.rings == "sort":
         data = remove_stripe_based_sorting(data, size=opts.sort_size)
-    return np.asarray(data, dtype=np.float32)
+    data = np.asarray(data, dtype=np.float32)
+    if timings is not None:
+        _add_time(timings, "read", t_read - t0)
+        _add_time(timings, "preprocess", time.perf_counter() - t_read)
+    return data
+
+
+def _add_time(timings: dict[str, float], step: str, seconds: float) -> None:
+    timings[step] = timings.get(step, 0.0) + seconds
 
 
 #: Half-width (pixels) of Vo's search around the phase-correlation centre, and how far its
@@ -406,18 +423,24 @@ def _backend_for(info: ScanInfo, opts: ReconOptions, center: float) -> Backend:
 
 def _run_slab(
     info: ScanInfo, opts: ReconOptions, center: float, out_path: str, r0: int, r1: int, first: int
-) -> tuple[int, int]:
-    """Pre-process and reconstruct rows ``[r0, r1)`` into the Zarr volume (rows − first)."""
+) -> dict[str, float]:
+    """Pre-process and reconstruct rows ``[r0, r1)`` into the Zarr volume (rows − first);
+    the seconds each step took (``read``, ``preprocess``, ``gridding``, ``write``)."""
     import zarr
 
-    sino = preprocess_rows(info, opts, r0, r1)
+    timings: dict[str, float] = {}
+    sino = preprocess_rows(info, opts, r0, r1, timings)
+    t0 = time.perf_counter()
     rec = _backend_for(info, opts, center).reconstruct(sino)
     del sino
     if opts.mask_ratio is not None:
         apply_circular_mask(rec, opts.mask_ratio)
+    t1 = time.perf_counter()
     volume = zarr.open_array(out_path, mode="r+")
     volume[r0 - first : r1 - first] = rec
-    return r0, r1
+    _add_time(timings, "gridding", t1 - t0)
+    _add_time(timings, "write", time.perf_counter() - t1)
+    return timings
 
 
 def _peak_rss_bytes() -> int:
@@ -544,11 +567,16 @@ def _run_slabs(
     out: Path,
     plan: _SlabPlan,
     step: Callable[[], None],
+    timings: dict[str, float],
 ) -> None:
-    """Every slab, one after the other here, or as Dask tasks writing their own rows."""
+    """Every slab, one after the other here, or as Dask tasks writing their own rows; each
+    slab's step times are added to ``timings``."""
     if client is None:
         for r0, r1 in plan.slabs:
-            _run_slab(info, opts, center, str(out), r0, r1, plan.first)
+            for name, seconds in _run_slab(
+                info, opts, center, str(out), r0, r1, plan.first
+            ).items():
+                _add_time(timings, name, seconds)
             step()
         return
     from dask.distributed import as_completed
@@ -558,7 +586,8 @@ def _run_slabs(
         for r0, r1 in plan.slabs
     ]
     for future in as_completed(futures):
-        future.result()  # re-raises a failed slab's error here
+        for name, seconds in future.result().items():  # re-raises a failed slab's error here
+            _add_time(timings, name, seconds)
         step()
 
 
@@ -570,6 +599,7 @@ def _summary(
     plan: _SlabPlan,
     t_start: float,
     checks: dict[str, Any],
+    timings: dict[str, float],
 ) -> dict[str, Any]:
     """What :func:`reconstruct_scan` returns (JSON-friendly)."""
     return {
@@ -579,6 +609,7 @@ def _summary(
         "slabs": len(plan.slabs),
         "rows_per_slab": plan.slabs[0][1] - plan.slabs[0][0],
         "wall_s": time.perf_counter() - t_start,
+        "timings_s": {name: round(seconds, 3) for name, seconds in timings.items()},
         "peak_rss_bytes": _peak_rss_bytes(),
         "options": json.loads(json.dumps(asdict(opts))),
         "scan_checks": checks,
@@ -617,7 +648,11 @@ def reconstruct_scan(
     -------
     dict
         Summary: ``volume``, ``shape``, ``center``, ``slabs``, ``rows_per_slab``,
-        ``wall_s``, ``peak_rss_bytes`` (this process), the options and ``scan_checks``
+        ``wall_s``, ``timings_s`` (where the time went: ``checks``, ``center``, ``plan``
+        (the backend's set-up; the FFT plan itself is made with the first slab, in
+        ``gridding``), ``read``, ``preprocess``, ``gridding``, ``write``; the slab
+        steps summed over slabs, so over several Dask workers they add up to more than the
+        wall time), ``peak_rss_bytes`` (this process), the options and ``scan_checks``
         (:func:`check_scan`).
 
     Raises
@@ -635,11 +670,18 @@ def reconstruct_scan(
         raise OutputExistsError(f"{out} exists; choose another --out or pass --overwrite")
     t_start = time.perf_counter()
     checks = check_scan(info, opts)
+    t_checked = time.perf_counter()
     center = opts.center if opts.center is not None else find_center(info, opts)
+    t_centred = time.perf_counter()
     _backend_for(info, opts, center)  # an unknown or missing backend fails before any work
+    timings = {
+        "checks": t_checked - t_start,
+        "center": t_centred - t_checked,
+        "plan": time.perf_counter() - t_centred,
+    }
     with _dask_client(scheduler, opts) as (client, workers):
         plan = _SlabPlan(plan_slabs(info, opts, workers))
         _create_volume(out, scan, info, opts, center, plan, checks)
         with _progress(progress, len(plan.slabs)) as step:
-            _run_slabs(client, info, opts, center, out, plan, step)
-    return _summary(out, info, opts, center, plan, t_start, checks)
+            _run_slabs(client, info, opts, center, out, plan, step, timings)
+    return _summary(out, info, opts, center, plan, t_start, checks, timings)

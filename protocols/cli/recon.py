@@ -147,4 +147,6 @@ def cmd_recon(args: argparse.Namespace) -> int:
         f"{summary['slabs']} slab(s) of {summary['rows_per_slab']} rows, "
         f"{summary['wall_s']:.1f} s, peak memory {summary['peak_rss_bytes'] / 2**30:.2f} GiB"
     )
+    steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary["timings_s"].items())
+    print(f"time: {steps}")
     return 0

@@ -34,6 +34,11 @@ def test_recon_recovers_porosity_and_cracks(tmp_path, capsys) -> None:
     )["ground_truth"]
     summary = run_json(capsys, ["recon", str(scan), "--out", str(tmp_path / "v.zarr"), "--json"])
     assert summary["center"] == pytest.approx(truth["rotation_axis_column"], abs=0.5)
+    # Where the time went: every step timed, none longer than the whole.
+    steps = summary["timings_s"]
+    assert set(steps) == {"checks", "center", "plan", "read", "preprocess", "gridding", "write"}
+    assert all(s >= 0 for s in steps.values())
+    assert sum(steps.values()) <= summary["wall_s"] + 0.01
     volume = zarr.open_array(str(tmp_path / "v.zarr"), mode="r")[:]
     with h5py.File(tmp_path / "alps.truth.h5", "r") as f:
         labels = f["/labels"][:]
