@@ -12,12 +12,14 @@ import sys
 from functools import partial
 from typing import TYPE_CHECKING
 
-from insitu.analysis.electrochem.shorts import CHARGE_CONVENTIONS
-
 from .common import add_output_options, add_storage_options, emit, open_store, print_json
 
 if TYPE_CHECKING:
     from ..workflows.electrochem_analysis import SpectrumAnalysis
+
+#: shorts.CHARGE_CONVENTIONS, spelt out: importing shorts (and pandas) for the parser cost
+#: every insitu command 0.6 s. tests/protocols/cli/test_materials.py keeps them equal.
+CHARGE_CONVENTIONS = ("per_electrode_plated", "total_abs")
 
 __all__ = [
     "cmd_analyze_ccd",

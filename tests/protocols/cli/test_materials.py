@@ -270,3 +270,10 @@ def test_experiment_info_reads_the_manifest_keys(tmp_path) -> None:
         experiment_info(path, {"failed": "yes"}, steps)
     with pytest.raises(ValueError, match="must be a number"):
         experiment_info(path, {"charge_to_failure_mC": "lots"}, steps)
+
+
+def test_the_parsers_charge_conventions_are_the_analysis_ones() -> None:
+    from insitu.analysis.electrochem.shorts import CHARGE_CONVENTIONS
+    from insitu.protocols.cli import analyze
+
+    assert analyze.CHARGE_CONVENTIONS == CHARGE_CONVENTIONS
