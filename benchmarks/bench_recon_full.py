@@ -129,6 +129,7 @@ def main() -> None:
         out["budget_gib"] = args.budget_gib
         out["slabs"] = summary["slabs"]
         out["rows_per_slab"] = summary["rows_per_slab"]
+        out["timings_s"] = summary.get("timings_s")  # where the time went, per step
         out["center_found"] = summary["center"]
         out["center_true"] = center
         import zarr
