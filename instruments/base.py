@@ -136,6 +136,16 @@ class Instrument:
         """
         self._session.reopen()
 
+    def reconnect(self, cause: InstrumentError, what: str = "connecting again") -> None:
+        """Open the connection again after ``cause`` dropped it.
+
+        Raises
+        ------
+        InstrumentConnectionError
+            If it cannot be opened again; the message gives both reasons, ``cause`` first.
+        """
+        self._session.reconnect(cause, what)
+
     def close(self) -> None:
         """Release the connection (safe to repeat); later exchanges raise."""
         self._session.close()

@@ -353,7 +353,7 @@ class VisaSession:
                     if attempt == tries or self._rm is None:  # _rm None: closed by close()
                         raise _after_tries(exc, attempt) from exc.__cause__
                     log.info("%s: %s; asking again on a fresh connection", self.name, exc)
-                    self._reopen_for_retry(exc)
+                    self.reconnect(exc)
                 except InstrumentError as exc:
                     self.failure = exc
                     raise
@@ -362,15 +362,21 @@ class VisaSession:
                     return reply
             raise AssertionError("unreachable")  # pragma: no cover
 
-    def _reopen_for_retry(self, exc: InstrumentError) -> None:
-        """A fresh connection before asking again; if there is none, say why, after ``exc``."""
-        self._stale = False
-        try:
-            self.reopen()
-        except InstrumentConnectionError as reopen_error:
-            raise reconnect_failed(
-                exc, reopen_error, instrument=self.name, what="connecting again"
-            ) from reopen_error
+    def reconnect(self, cause: InstrumentError, what: str = "connecting again") -> None:
+        """A fresh connection after ``cause`` (a dropped link, a timeout).
+
+        Raises
+        ------
+        InstrumentConnectionError
+            If there is none: both reasons, ``cause`` first, and ``what`` was tried
+            (:func:`~insitu.instruments.errors.reconnect_failed`).
+        """
+        with self.lock:
+            self._stale = False  # a fresh connection holds no late reply
+            try:
+                self.reopen()
+            except InstrumentConnectionError as failure:
+                raise reconnect_failed(cause, failure, instrument=self.name, what=what) from failure
 
     def _query_once(self, command: str) -> str:
         self._write(command)

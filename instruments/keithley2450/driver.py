@@ -82,7 +82,6 @@ from ..errors import (
     InstrumentProtocolError,
     InstrumentReportedError,
     LimitError,
-    reconnect_failed,
 )
 from ..potentiostat import (
     TIME_SERIES_COLUMNS,
@@ -513,12 +512,7 @@ class Keithley2450(Instrument, Potentiostat):
     def _reconnect(self, cause: InstrumentConnectionError, why: str) -> None:
         """Open the dropped link again (logged), or raise with both reasons."""
         log.warning("%s: %s; reconnecting %s", self.name, cause, why)
-        try:
-            self.reopen()
-        except InstrumentConnectionError as failure:
-            raise reconnect_failed(
-                cause, failure, instrument=self.name, what=f"reconnecting {why}"
-            ) from failure
+        self.reconnect(cause, what=f"reconnecting {why}")
 
     def _load_model_once(self, plan: TriggerPlan) -> None:
         self._send_block([":ABOR", "*CLS", ':TRIG:LOAD "Empty"'])
