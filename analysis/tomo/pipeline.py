@@ -215,9 +215,7 @@ def plan_slabs(info: ScanInfo, opts: ReconOptions, workers: int = 1) -> list[tup
     Per slab row: the frames as float32 through ~3 working copies and the reconstructed
     slice; per worker, fixed: gridrec's padded spectra and finufft's fine grid.
     """
-    r0, r1 = opts.rows if opts.rows is not None else (0, info.n_rows)
-    if not 0 <= r0 < r1 <= info.n_rows:
-        raise AnalysisInputError(f"rows must lie within 0 … {info.n_rows}, got {opts.rows}")
+    r0, r1 = _checked_row_range(info, opts)
     n_pad = 2 * info.n_cols
     size = info.n_cols
     fixed = (
@@ -295,6 +293,11 @@ def _add_time(timings: dict[str, float], step: str, seconds: float) -> None:
     timings[step] = timings.get(step, 0.0) + seconds
 
 
+def _add_times(timings: dict[str, float], more: dict[str, float]) -> None:
+    for step, seconds in more.items():
+        _add_time(timings, step, seconds)
+
+
 #: Half-width (pixels) of Vo's search around the phase-correlation centre, and how far its
 #: answer may lie from that centre to be taken as a refinement of it.
 _VO_AROUND_PC_PX = 8.0
@@ -313,7 +316,7 @@ def find_center(info: ScanInfo, opts: ReconOptions) -> float:
     Vo's answer lies more than 2 px from the correlation's, its metric has no clear
     minimum there and the correlation's centre is kept.
     """
-    r0, r1 = opts.rows if opts.rows is not None else (0, info.n_rows)
+    r0, r1 = _row_range(info, opts)
     mid = (r0 + r1) // 2
     plain = replace(opts, rings="none")
     middle = (info.n_cols - 1) / 2.0
@@ -353,9 +356,7 @@ def check_scan(info: ScanInfo, opts: ReconOptions) -> dict[str, Any]:
     insitu.instruments.dxchange.ScanFileCorruptError
         When a flat or dark chunk fails its checksum.
     """
-    r0, r1 = opts.rows if opts.rows is not None else (0, info.n_rows)
-    if not 0 <= r0 < r1 <= info.n_rows:
-        raise AnalysisInputError(f"rows must lie within 0 … {info.n_rows}, got {opts.rows}")
+    r0, r1 = _checked_row_range(info, opts)
     per_row = max(1, (info.n_flats + info.n_darks) * info.n_cols * 4)
     band = max(1, REFERENCE_BAND_BYTES // per_row)
     stats = None
@@ -387,15 +388,26 @@ def _sample_radius_px(info: ScanInfo, opts: ReconOptions) -> float | None:
     return opts.sample_diameter_um / 2.0 / pixel
 
 
-def _rows_to_reconstruct(info: ScanInfo, opts: ReconOptions) -> int:
-    """Rows of the whole job (an upper bound for one of several workers)."""
-    r0, r1 = opts.rows if opts.rows is not None else (0, info.n_rows)
-    return r1 - r0
+def _row_range(info: ScanInfo, opts: ReconOptions) -> tuple[int, int]:
+    """The rows ``[r0, r1)`` the job reconstructs (``opts.rows``, else all)."""
+    return opts.rows if opts.rows is not None else (0, info.n_rows)
+
+
+def _checked_row_range(info: ScanInfo, opts: ReconOptions) -> tuple[int, int]:
+    """:func:`_row_range`, refused unless it lies within the scan."""
+    r0, r1 = _row_range(info, opts)
+    if not 0 <= r0 < r1 <= info.n_rows:
+        raise AnalysisInputError(f"rows must lie within 0 … {info.n_rows}, got {opts.rows}")
+    return r0, r1
 
 
 def _backend_for(info: ScanInfo, opts: ReconOptions, center: float) -> Backend:
-    """One backend per geometry and process (Dask workers keep theirs across slabs)."""
+    """One backend per geometry and job size, per process (Dask workers keep theirs across
+    slabs); the job's rows decide how the backend plans (a preview's plan is not reused for
+    a whole scan)."""
+    r0, r1 = _row_range(info, opts)
     key = (
+        r1 - r0,
         opts.backend,
         info.n_cols,
         center,
@@ -415,7 +427,7 @@ def _backend_for(info: ScanInfo, opts: ReconOptions, center: float) -> Backend:
             filter_name=opts.filter_name,
             support=None if opts.mask_ratio is None else opts.mask_ratio * info.n_cols / 2,
             sample_radius=_sample_radius_px(info, opts),
-            rows=_rows_to_reconstruct(info, opts),
+            rows=r1 - r0,  # the whole job's: an upper bound for one of several workers
         )
         _BACKENDS[key] = backend
     return backend
@@ -573,10 +585,7 @@ def _run_slabs(
     slab's step times are added to ``timings``."""
     if client is None:
         for r0, r1 in plan.slabs:
-            for name, seconds in _run_slab(
-                info, opts, center, str(out), r0, r1, plan.first
-            ).items():
-                _add_time(timings, name, seconds)
+            _add_times(timings, _run_slab(info, opts, center, str(out), r0, r1, plan.first))
             step()
         return
     from dask.distributed import as_completed
@@ -586,8 +595,7 @@ def _run_slabs(
         for r0, r1 in plan.slabs
     ]
     for future in as_completed(futures):
-        for name, seconds in future.result().items():  # re-raises a failed slab's error here
-            _add_time(timings, name, seconds)
+        _add_times(timings, future.result())  # re-raises a failed slab's error here
         step()
 
 

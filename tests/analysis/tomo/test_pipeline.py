@@ -233,3 +233,15 @@ def test_backends_share_one_interface(scan, tmp_path) -> None:
     inside = x**2 + y**2 < 40**2
     assert np.corrcoef(a[inside], b[inside])[0, 1] > 0.98
     assert np.median(b[inside & (x**2 + y**2 < 15**2)]) == pytest.approx(MU, rel=0.1)
+
+
+def test_a_backend_is_reused_only_for_a_job_of_the_same_rows(scan) -> None:
+    """The job's rows decide the plan (a preview's is made cheaply): a whole scan after a
+    preview in the same process gets a plan of its own, a second preview the first's."""
+    from insitu.analysis.tomo import pipeline
+
+    info = read_scan_info(scan)
+    preview = ReconOptions(rows=(0, 2))
+    first = pipeline._backend_for(info, preview, 31.5)
+    assert pipeline._backend_for(info, preview, 31.5) is first
+    assert pipeline._backend_for(info, ReconOptions(), 31.5) is not first
