@@ -29,13 +29,28 @@ clean reconstruction halves with these defaults and grows 7–10× with TomoPy's
 ``level=None`` is :func:`fw_auto_level` (⌊log₂ min(n_angles, cols)⌋ − 6, at least 1: 2 for
 256 columns, 4 for 2048 × 1500), ``sigma=1``, and the padding is a reflection along the
 angles, so stripes stay exact constants and no edge is made.
+
+How the Fourier-wavelet filter is computed
+------------------------------------------
+The filter is linear, and each level's correction is separable: along the angles it is
+low-pass analysis → Gaussian low-pass ``G`` (what the notch takes away) → low-pass synthesis,
+along the columns the vertical band's detail analysis and synthesis. ``G`` keeps only the few
+lowest angular frequencies (11 real ones for σ = 1; the rest have gains under 1e-7), so
+along the angles each level is a matrix of rank 11. The whole correction of a chunk of
+sinograms is then two matrix products over the angle axis and a few 1-D column transforms,
+instead of a 2-D wavelet decomposition and reconstruction of every sinogram. The factors are
+built once per geometry with PyWavelets itself (its filters and edge handling on the
+identity), and a test keeps the result equal to the direct per-sinogram filter (within
+float32 rounding). Measured on 32 sinograms of 1500 angles × 2000 columns (2 cores): 0.113 s
+a sinogram directly (``pywt.wavedec2``/``waverec2`` on a thread per core), 0.0104 s in this
+form; building the factors takes 0.13 s once.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pywt
@@ -47,6 +62,13 @@ __all__ = [
     "remove_stripe_fw",
     "ring_amplitude",
 ]
+
+#: Angular frequencies whose notch gain ``exp(−k²/2σ²)`` is below this are left out of the
+#: Fourier-wavelet correction: they would change it by less than float32 rounding.
+_NOTCH_DROP = 1e-7
+#: Values of a float32 chunk of sinograms corrected at once (≈ 64 MB): the matrix products
+#: stay efficient and the working copies bounded.
+_FW_CHUNK_VALUES = 2**24
 
 
 def fw_auto_level(n_angles: int, cols: int) -> int:
@@ -75,6 +97,103 @@ def _chunk_rows(n_angles: int, cols: int, budget_bytes: int = 256 * 2**20) -> in
     """Detector rows per chunk so that the float32 working copies stay within a budget."""
     per_row = n_angles * cols * 4 * 6  # the copies a wavelet/sorting pass keeps alive
     return max(1, budget_bytes // max(per_row, 1))
+
+
+def _check_fw_arguments(level: int | None, wname: str, sigma: float) -> pywt.Wavelet:
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive (angular-frequency samples), got {sigma}")
+    if level is not None and level < 1:
+        raise ValueError(f"level must be ≥ 1 (or None for automatic), got {level}")
+    try:
+        return pywt.Wavelet(wname)
+    except ValueError as exc:
+        raise ValueError(
+            f"wname {wname!r} is not a discrete wavelet PyWavelets knows "
+            "(e.g. 'db5', 'sym8', 'haar'; see pywt.wavelist(kind='discrete'))"
+        ) from exc
+
+
+def _notch_basis(m: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Real Fourier basis ``B`` (m, r) and weights ``w`` (r,) with ``B diag(w) Bᵀ = G``.
+
+    ``G`` is the circular Gaussian low-pass ``irfft(exp(−k²/2σ²) · rfft(x))`` of length ``m``:
+    the part of a detail band that the notch ``1 − exp(−k²/2σ²)`` takes away. Frequencies whose
+    gain is under ``_NOTCH_DROP`` are left out: they change the result by less than float32's
+    rounding, and they are what keeps ``r`` small (11 for σ = 1).
+    """
+    t = np.arange(m)
+    columns, weights = [np.ones(m)], [1.0 / m]
+    for k in range(1, m // 2 + 1):
+        gain = math.exp(-(k**2) / (2.0 * sigma**2))
+        if gain < _NOTCH_DROP:
+            break
+        if 2 * k == m:  # the Nyquist frequency of an even length: a cosine alone, weight 1/m
+            columns.append(np.cos(np.pi * t))
+            weights.append(gain / m)
+        else:
+            phase = 2.0 * np.pi * k * t / m
+            columns += [np.cos(phase), np.sin(phase)]
+            weights += [2.0 * gain / m] * 2
+    return np.stack(columns, axis=1), np.asarray(weights)
+
+
+@functools.lru_cache(maxsize=8)
+def _angle_factors(
+    n_angles: int, wname: str, level: int, sigma: float, pad_n: int
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Low-rank factors of the angle-axis part of every level's stripe correction.
+
+    Along the angles, level ``i``'s correction is: pad by reflection, take ``i`` low-pass
+    analysis steps, apply ``G`` (:func:`_notch_basis`), take ``i`` low-pass synthesis steps
+    (trimmed as ``pywt.waverec2`` trims), crop the padding. That is an ``n_angles``-square
+    matrix ``U_i W_iᵀ`` of rank ``r``. The analysis chain is applied to the identity once, with
+    PyWavelets itself, so the factors hold exactly its filters and edge handling.
+
+    Returns
+    -------
+    left : ndarray, float32, shape (n_angles, Σ r_i)
+    right_t : ndarray, float32, shape (Σ r_i, n_angles)
+    ranks : tuple of int
+        ``r_i`` of each level, in level order: the blocks of ``left`` and ``right_t``.
+    """
+    wavelet = pywt.Wavelet(wname)
+    approx = np.pad(np.eye(n_angles), ((pad_n, pad_n), (0, 0)), mode="symmetric")
+    lengths = [approx.shape[0]]
+    lefts, rights, ranks = [], [], []
+    for i in range(1, level + 1):
+        approx, _detail = pywt.dwt(approx, wavelet, mode="symmetric", axis=0)
+        lengths.append(approx.shape[0])
+        basis, weights = _notch_basis(approx.shape[0], sigma)
+        rights.append(basis.T @ approx)  # (r, n_angles): Bᵀ · analysis · padding
+        left = basis * weights
+        for j in range(i, 0, -1):
+            left = pywt.idwt(left, None, wavelet, mode="symmetric", axis=0)[: lengths[j - 1]]
+        lefts.append(left[pad_n : pad_n + n_angles])
+        ranks.append(basis.shape[1])
+    return (
+        np.concatenate(lefts, axis=1).astype(np.float32),
+        np.concatenate(rights, axis=0).astype(np.float32),
+        tuple(ranks),
+    )
+
+
+def _column_detail(rows: np.ndarray, wavelet: pywt.Wavelet, level: int) -> np.ndarray:
+    """The column-axis part of level ``level``'s correction, on each row of ``rows``.
+
+    ``level − 1`` low-pass analysis steps and one high-pass step (the vertical band's column
+    filters), then the synthesis back, trimmed as ``pywt.waverec2`` trims.
+    """
+    cols = rows.shape[-1]
+    lengths = [cols]
+    approx = rows
+    for _ in range(level - 1):
+        approx, _detail = pywt.dwt(approx, wavelet, mode="symmetric", axis=-1)
+        lengths.append(approx.shape[-1])
+    _approx, detail = pywt.dwt(approx, wavelet, mode="symmetric", axis=-1)
+    back = pywt.idwt(None, detail, wavelet, mode="symmetric", axis=-1)
+    for j in range(level - 1, 0, -1):
+        back = pywt.idwt(back[..., : lengths[j]], None, wavelet, mode="symmetric", axis=-1)
+    return back[..., :cols]
 
 
 def remove_stripe_fw(
@@ -111,56 +230,28 @@ def remove_stripe_fw(
     -------
     ndarray, float32, same shape as ``tomo``
     """
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive (angular-frequency samples), got {sigma}")
-    try:
-        wavelet = pywt.Wavelet(wname)
-    except ValueError as exc:
-        raise ValueError(
-            f"wname {wname!r} is not a discrete wavelet PyWavelets knows "
-            "(e.g. 'db5', 'sym8', 'haar'; see pywt.wavelist(kind='discrete'))"
-        ) from exc
+    wavelet = _check_fw_arguments(level, wname, sigma)
     stack, single = _as_stack(tomo)
     n_angles, rows, cols = stack.shape
-    pad_n = n_angles // 8 if pad else 0
     if level is None:
         level = fw_auto_level(n_angles, cols)
-    if level < 1:
-        raise ValueError(f"level must be ≥ 1 (or None for automatic), got {level}")
-    notches: dict[int, np.ndarray] = {}
-
-    def notch(n: int) -> np.ndarray:
-        # Stripes are constant along the angle axis, so in the vertical detail band they sit
-        # at angular frequency 0: a Gaussian notch there removes them.
-        if n not in notches:
-            k = np.arange(n // 2 + 1, dtype=np.float64)
-            notches[n] = (-np.expm1(-(k**2) / (2.0 * sigma**2))).astype(np.float32)
-        return notches[n]
-
-    def one_sinogram(row: int) -> None:
-        sino = np.ascontiguousarray(stack[:, row, :], dtype=np.float32)
-        if pad_n:
-            sino = np.pad(sino, ((pad_n, pad_n), (0, 0)), mode="symmetric")
-        coeffs = pywt.wavedec2(sino, wavelet, level=level)
-        for i in range(1, len(coeffs)):
-            horizontal, vertical, diagonal = coeffs[i]
-            spectrum = np.fft.rfft(vertical, axis=0) * notch(vertical.shape[0])[:, None]
-            vertical = np.fft.irfft(spectrum, n=vertical.shape[0], axis=0).astype(np.float32)
-            coeffs[i] = (horizontal, vertical, diagonal)
-        restored = pywt.waverec2(coeffs, wavelet)
-        out[:, row, :] = restored[pad_n : pad_n + n_angles, :cols]
-
+    left, right_t, ranks = _angle_factors(
+        n_angles, wavelet.name, level, float(sigma), n_angles // 8 if pad else 0
+    )
+    edges = np.cumsum((0, *ranks))
     out = np.empty(stack.shape, dtype=np.float32)
-    # One sinogram per task on a thread pool: PyWavelets releases the GIL, and a contiguous
-    # 2-D sinogram transforms faster than a strided plane of a 3-D chunk (measured 0.085 vs
-    # 0.31 s per 1500 × 2000 sinogram on 2 cores).
-    workers = min(rows, os.cpu_count() or 1)
-    if workers > 1:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(one_sinogram, range(rows)))
-    else:
-        for row in range(rows):
-            one_sinogram(row)
+    step = max(1, _FW_CHUNK_VALUES // (n_angles * cols))
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        chunk = np.asarray(stack[:, r0:r1, :], dtype=np.float32).reshape(n_angles, -1)
+        # Angle axis: every level's few angular frequencies at once, one matrix product.
+        bands = (right_t @ chunk).reshape(-1, r1 - r0, cols)
+        # Column axis: each level's detail filters, on those few rows only.
+        for i, (a, b) in enumerate(itertools.pairwise(edges), start=1):
+            bands[a:b] = _column_detail(bands[a:b], wavelet, i)
+        correction = left @ bands.reshape(len(bands), -1)
+        np.subtract(chunk, correction, out=correction)
+        out[:, r0:r1, :] = correction.reshape(n_angles, r1 - r0, cols)
     return out[:, 0, :] if single else out
 
 
