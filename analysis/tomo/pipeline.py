@@ -45,6 +45,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -212,8 +213,10 @@ def _margin_rows(info: ScanInfo, opts: ReconOptions) -> int:
 def plan_slabs(info: ScanInfo, opts: ReconOptions, workers: int = 1) -> list[tuple[int, int]]:
     """Row ranges of the slabs, sized so that ``workers`` slabs fit in the memory budget.
 
-    Per slab row: the frames as float32 through ~3 working copies and the reconstructed
-    slice; per worker, fixed: gridrec's padded spectra and finufft's fine grid.
+    Per slab row: the frames as float32 through ~3 working copies while a slab is
+    pre-processed, the sinograms of the slab being gridded, and the reconstructed slices of
+    that slab and of the one being written (one slab is read ahead and one written behind
+    the gridding); per worker, fixed: gridrec's padded spectra and finufft's fine grid.
     """
     r0, r1 = _checked_row_range(info, opts)
     n_pad = 2 * info.n_cols
@@ -225,7 +228,7 @@ def plan_slabs(info: ScanInfo, opts: ReconOptions, workers: int = 1) -> list[tup
         + (info.n_flats + info.n_darks) * info.n_cols * 4 * 4
         + 256 * 2**20  # interpreter, libraries
     )
-    per_row = 3 * info.n_angles * info.n_cols * 4 + 2 * size * size * 4
+    per_row = (3 + 1) * info.n_angles * info.n_cols * 4 + (2 + 1) * size * size * 4
     budget = opts.memory_budget_gib * GIB / max(1, workers)
     margin = _margin_rows(info, opts)
     rows = int((budget - fixed) // per_row) - 2 * margin
@@ -433,25 +436,38 @@ def _backend_for(info: ScanInfo, opts: ReconOptions, center: float) -> Backend:
     return backend
 
 
+def _grid_slab(
+    info: ScanInfo, opts: ReconOptions, center: float, sino: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """Reconstructed slices of one pre-processed slab, masked as asked; and the seconds."""
+    t0 = time.perf_counter()
+    rec = _backend_for(info, opts, center).reconstruct(sino)
+    if opts.mask_ratio is not None:
+        apply_circular_mask(rec, opts.mask_ratio)
+    return rec, time.perf_counter() - t0
+
+
+def _write_slab(out_path: str, rec: np.ndarray, row: int) -> float:
+    """Write slices into the Zarr volume from its row ``row``; the seconds it took."""
+    import zarr
+
+    t0 = time.perf_counter()
+    volume = zarr.open_array(out_path, mode="r+")
+    volume[row : row + len(rec)] = rec
+    return time.perf_counter() - t0
+
+
 def _run_slab(
     info: ScanInfo, opts: ReconOptions, center: float, out_path: str, r0: int, r1: int, first: int
 ) -> dict[str, float]:
     """Pre-process and reconstruct rows ``[r0, r1)`` into the Zarr volume (rows − first);
     the seconds each step took (``read``, ``preprocess``, ``gridding``, ``write``)."""
-    import zarr
-
     timings: dict[str, float] = {}
     sino = preprocess_rows(info, opts, r0, r1, timings)
-    t0 = time.perf_counter()
-    rec = _backend_for(info, opts, center).reconstruct(sino)
+    rec, seconds = _grid_slab(info, opts, center, sino)
     del sino
-    if opts.mask_ratio is not None:
-        apply_circular_mask(rec, opts.mask_ratio)
-    t1 = time.perf_counter()
-    volume = zarr.open_array(out_path, mode="r+")
-    volume[r0 - first : r1 - first] = rec
-    _add_time(timings, "gridding", t1 - t0)
-    _add_time(timings, "write", time.perf_counter() - t1)
+    _add_time(timings, "gridding", seconds)
+    _add_time(timings, "write", _write_slab(out_path, rec, r0 - first))
     return timings
 
 
@@ -571,6 +587,55 @@ def _progress(
         bar.close()
 
 
+def _run_slabs_overlapped(
+    info: ScanInfo,
+    opts: ReconOptions,
+    center: float,
+    out_path: str,
+    plan: _SlabPlan,
+    step: Callable[[], None],
+    timings: dict[str, float],
+) -> None:
+    """Every slab in this process, with the next slab read and pre-processed, and the
+    previous one written, while this one is gridded.
+
+    One slab ahead and one behind at most (``plan_slabs`` counts both in the memory
+    budget). Reading waits on the disk and writing on the disk and Zarr's codec; the
+    gridding keeps both cores busy meanwhile. A failure anywhere is raised here, after the
+    step in flight on the other threads has ended (nothing is left writing to the volume).
+    """
+    slabs = plan.slabs
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="insitu-read") as reader,
+        ThreadPoolExecutor(1, thread_name_prefix="insitu-write") as writer,
+    ):
+
+        def prepare(k: int) -> Future[np.ndarray]:
+            return reader.submit(preprocess_rows, info, opts, *slabs[k], timings)
+
+        writing: Future[float] | None = None
+        ahead = prepare(0)
+        try:
+            for k in range(len(slabs)):
+                sino = ahead.result()
+                if k + 1 < len(slabs):
+                    ahead = prepare(k + 1)
+                rec, seconds = _grid_slab(info, opts, center, sino)
+                del sino
+                _add_time(timings, "gridding", seconds)
+                if writing is not None:
+                    _add_time(timings, "write", writing.result())
+                    step()
+                writing = writer.submit(_write_slab, out_path, rec, slabs[k][0] - plan.first)
+                del rec
+            if writing is not None:
+                _add_time(timings, "write", writing.result())
+                step()
+        except BaseException:
+            ahead.cancel()
+            raise
+
+
 def _run_slabs(
     client: Any,
     info: ScanInfo,
@@ -584,9 +649,7 @@ def _run_slabs(
     """Every slab, one after the other here, or as Dask tasks writing their own rows; each
     slab's step times are added to ``timings``."""
     if client is None:
-        for r0, r1 in plan.slabs:
-            _add_times(timings, _run_slab(info, opts, center, str(out), r0, r1, plan.first))
-            step()
+        _run_slabs_overlapped(info, opts, center, str(out), plan, step, timings)
         return
     from dask.distributed import as_completed
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import zarr
 
+from insitu.analysis.errors import AnalysisInputError
 from insitu.analysis.tomo.pipeline import (
     ReconOptions,
     plan_slabs,
@@ -245,3 +246,97 @@ def test_a_backend_is_reused_only_for_a_job_of_the_same_rows(scan) -> None:
     first = pipeline._backend_for(info, preview, 31.5)
     assert pipeline._backend_for(info, preview, 31.5) is first
     assert pipeline._backend_for(info, ReconOptions(), 31.5) is not first
+
+
+def test_the_next_slab_is_read_while_this_one_is_gridded(scan, tmp_path, monkeypatch) -> None:
+    """Slab k + 1 is pre-processed while slab k is gridded, and slab k written while slab
+    k + 1 is gridded: each gridding waits (with a timeout) for the other threads to reach
+    those steps. Run one after the other, the waits would time out and the test fail."""
+    import threading
+
+    from insitu.analysis.tomo import pipeline
+
+    started_reading: dict[int, threading.Event] = {r0: threading.Event() for r0 in range(0, 40, 8)}
+    started_writing: dict[int, threading.Event] = {r: threading.Event() for r in range(0, 40, 8)}
+    overlaps: list[str] = []
+    real_preprocess, real_write, real_grid = (
+        pipeline.preprocess_rows,
+        pipeline._write_slab,
+        pipeline._grid_slab,
+    )
+
+    def preprocess(info, opts, r0, r1, timings=None):
+        started_reading[r0].set()
+        return real_preprocess(info, opts, r0, r1, timings)
+
+    def write(out_path, rec, row):
+        started_writing[row].set()
+        return real_write(out_path, rec, row)
+
+    def grid(info, opts, center, sino):
+        r0 = grid.next_row
+        grid.next_row += 8
+        if r0 + 8 < 40 and started_reading[r0 + 8].wait(10):
+            overlaps.append(f"read {r0 + 8} during gridding {r0}")
+        if r0 >= 8 and started_writing[r0 - 8].wait(10):
+            overlaps.append(f"write {r0 - 8} during gridding {r0}")
+        return real_grid(info, opts, center, sino)
+
+    grid.next_row = 0
+    monkeypatch.setattr(pipeline, "preprocess_rows", preprocess)
+    monkeypatch.setattr(pipeline, "_write_slab", write)
+    monkeypatch.setattr(pipeline, "_grid_slab", grid)
+    opts = ReconOptions(center=CENTER, rings="fw", slab_rows=8)
+    summary = reconstruct_scan(scan, tmp_path / "v.zarr", opts, progress=False)
+    assert overlaps == [
+        "read 8 during gridding 0",
+        "read 16 during gridding 8",
+        "write 0 during gridding 8",
+        "read 24 during gridding 16",
+        "write 8 during gridding 16",
+        "read 32 during gridding 24",
+        "write 16 during gridding 24",
+        "write 24 during gridding 32",
+    ]
+    assert set(summary["timings_s"]) >= {"read", "preprocess", "gridding", "write"}
+    monkeypatch.undo()
+    reconstruct_scan(scan, tmp_path / "plain.zarr", opts, progress=False)
+    np.testing.assert_array_equal(
+        zarr.open_array(str(tmp_path / "v.zarr"), mode="r")[:],
+        zarr.open_array(str(tmp_path / "plain.zarr"), mode="r")[:],
+    )
+
+
+@pytest.mark.parametrize("failing", ["read", "write"])
+def test_a_failing_slab_stops_the_run_with_its_error(scan, tmp_path, monkeypatch, failing):
+    """A read (corrupt frame) or a write (full disk) failing in its background thread is
+    raised to the caller, no slab is started after it is seen, the slabs before it are
+    written and nothing after."""
+    from insitu.analysis.tomo import pipeline
+
+    real_preprocess, real_write = pipeline.preprocess_rows, pipeline._write_slab
+    read_rows: list[int] = []
+
+    def preprocess(info, opts, r0, r1, timings=None):
+        read_rows.append(r0)
+        if failing == "read" and r0 == 16:
+            raise AnalysisInputError("projection 7 of rows 16-24 is corrupt")
+        return real_preprocess(info, opts, r0, r1, timings)
+
+    def write(out_path, rec, row):
+        if failing == "write" and row == 16:
+            raise OSError(28, "No space left on device")
+        return real_write(out_path, rec, row)
+
+    monkeypatch.setattr(pipeline, "preprocess_rows", preprocess)
+    monkeypatch.setattr(pipeline, "_write_slab", write)
+    opts = ReconOptions(center=CENTER, rings="none", slab_rows=8)
+    error = AnalysisInputError if failing == "read" else OSError
+    with pytest.raises(error, match="corrupt" if failing == "read" else "No space"):
+        reconstruct_scan(scan, tmp_path / "v.zarr", opts, progress=False)
+    # A failed read is seen when its slab is due; a failed write when the next slab is
+    # gridded, by which time the one after that is being read: then nothing more starts.
+    assert max(read_rows) == (16 if failing == "read" else 32)
+    vol = zarr.open_array(str(tmp_path / "v.zarr"), mode="r")
+    assert all(np.abs(vol[r]).max() > 0.5 * MU for r in range(16))  # slabs before: written
+    assert not np.any(vol[16:])  # nothing from the failing slab on
