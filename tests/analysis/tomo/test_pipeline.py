@@ -269,9 +269,9 @@ def test_the_next_slab_is_read_while_this_one_is_gridded(scan, tmp_path, monkeyp
         started_reading[r0].set()
         return real_preprocess(info, opts, r0, r1, timings)
 
-    def write(out_path, rec, row):
+    def write(out_path, rec, row, storage):
         started_writing[row].set()
-        return real_write(out_path, rec, row)
+        return real_write(out_path, rec, row, storage)
 
     def grid(info, opts, center, sino):
         r0 = grid.next_row
@@ -323,10 +323,10 @@ def test_a_failing_slab_stops_the_run_with_its_error(scan, tmp_path, monkeypatch
             raise AnalysisInputError("projection 7 of rows 16-24 is corrupt")
         return real_preprocess(info, opts, r0, r1, timings)
 
-    def write(out_path, rec, row):
+    def write(out_path, rec, row, storage):
         if failing == "write" and row == 16:
             raise OSError(28, "No space left on device")
-        return real_write(out_path, rec, row)
+        return real_write(out_path, rec, row, storage)
 
     monkeypatch.setattr(pipeline, "preprocess_rows", preprocess)
     monkeypatch.setattr(pipeline, "_write_slab", write)
@@ -340,3 +340,62 @@ def test_a_failing_slab_stops_the_run_with_its_error(scan, tmp_path, monkeypatch
     vol = zarr.open_array(str(tmp_path / "v.zarr"), mode="r")
     assert all(np.abs(vol[r]).max() > 0.5 * MU for r in range(16))  # slabs before: written
     assert not np.any(vol[16:])  # nothing from the failing slab on
+
+
+@pytest.fixture(scope="module")
+def float_volume(scan, tmp_path_factory):
+    out = tmp_path_factory.mktemp("f32") / "v.zarr"
+    reconstruct_scan(scan, out, ReconOptions(center=CENTER, rings="none"), progress=False)
+    return zarr.open_array(str(out), mode="r")[:]
+
+
+def test_float16_volume_holds_the_float32_values_to_its_precision(scan, tmp_path, float_volume):
+    opts = ReconOptions(center=CENTER, rings="none", dtype="float16")
+    summary = reconstruct_scan(scan, tmp_path / "h.zarr", opts, progress=False)
+    half = zarr.open_array(str(tmp_path / "h.zarr"), mode="r")
+    assert half.dtype == np.float16 and summary["dtype"] == "float16"
+    assert summary["clipped_voxels"] == 0 and summary["value_range"] is None
+    # 11 significant bits: within 2⁻¹¹ of each value (and float16's smallest normal step)
+    np.testing.assert_allclose(half[:], float_volume, rtol=2**-11, atol=2**-24)
+
+
+@pytest.mark.parametrize(("dtype", "bits"), [("uint16", 16), ("uint8", 8)])
+def test_integer_volumes_read_back_within_half_a_level(scan, tmp_path, float_volume, dtype, bits):
+    from insitu.analysis.volumes import open_volume
+
+    lo, hi = -0.01, 0.05
+    opts = ReconOptions(center=CENTER, rings="none", dtype=dtype, value_range=(lo, hi))
+    summary = reconstruct_scan(scan, tmp_path / "l.zarr", opts, progress=False)
+    stored = zarr.open_array(str(tmp_path / "l.zarr"), mode="r")
+    assert stored.dtype == np.dtype(dtype) and stored.attrs["grey_min"] == lo
+    step = (hi - lo) / 2**bits
+    # the levels as the 8-bit export defines them: floor((μ − lo) / step), clipped
+    expected = np.clip(np.floor((float_volume.astype(np.float64) - lo) / step), 0, 2**bits - 1)
+    assert np.abs(stored[:].astype(np.float64) - expected).max() <= 1  # float32 rounding
+    outside = (float_volume < lo) | (float_volume >= hi)
+    assert summary["clipped_voxels"] == stored.attrs["clipped_voxels"]
+    assert abs(summary["clipped_voxels"] - int(outside.sum())) <= 0.001 * outside.size
+    with open_volume(tmp_path / "l.zarr", voxel_um=0.69) as volume:
+        read = volume[:]
+    inside = ~outside
+    assert np.abs(read[inside] - float_volume[inside]).max() <= 0.5 * step * 1.01 + 1e-6
+
+
+def test_integer_levels_without_a_range_take_the_middle_slab_widened(scan, tmp_path, float_volume):
+    opts = ReconOptions(center=CENTER, rings="none", dtype="uint16")
+    summary = reconstruct_scan(scan, tmp_path / "a.zarr", opts, progress=False)
+    middle = float_volume[16:24]
+    span = float(middle.max() - middle.min())
+    lo, hi = summary["value_range"]
+    assert lo == pytest.approx(float(middle.min()) - span / 2, abs=1e-6)
+    assert hi == pytest.approx(float(middle.max()) + span / 2, abs=1e-6)
+    assert summary["clipped_voxels"] == 0 and "range" in summary["timings_s"]
+
+
+def test_output_dtype_errors_are_clear() -> None:
+    with pytest.raises(AnalysisInputError, match=r"dtype .*float32, float16, uint16, uint8"):
+        ReconOptions(dtype="int8")  # type: ignore[arg-type]
+    with pytest.raises(AnalysisInputError, match="--dtype uint8 or uint16"):
+        ReconOptions(value_range=(0.0, 1.0))
+    with pytest.raises(AnalysisInputError, match="LO < HI"):
+        ReconOptions(dtype="uint8", value_range=(1.0, 1.0))

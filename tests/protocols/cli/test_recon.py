@@ -96,3 +96,40 @@ def test_recon_sample_diameter(tmp_path, capsys) -> None:
         assert main([*base, "--out", str(tmp_path / "bad.zarr"), *extra]) == 2
         err = capsys.readouterr().err
         assert err.startswith("insitu: error:") and "sample" in err and err.count("\n") == 1
+
+
+def test_recon_dtypes_are_analysed_like_float32(tmp_path, capsys) -> None:
+    """``--dtype``: float16 and uint16/uint8 levels (range from the middle slab) are read back
+    as attenuation by ``insitu analyze``, which finds the float32 volume's porosity; the
+    levels' range and the clipped count are printed; ``--value-range`` without levels is
+    one line, exit 2."""
+    from insitu.analysis.tomo import pipeline
+    from insitu.protocols.cli import recon
+
+    assert recon.OUTPUT_DTYPES == pipeline.OUTPUT_DTYPES
+    scan = tmp_path / "alps.h5"
+    assert main(["tomo-scan", "--sim", "A-LPS", "--out", str(scan), "--quiet"]) == 0
+    base = ["recon", str(scan), "--quiet", "--center", "63.5"]
+    porosity = {}
+    for dtype in ("float32", "float16", "uint16", "uint8"):
+        volume = tmp_path / f"{dtype}.zarr"
+        capsys.readouterr()
+        assert main([*base, "--out", str(volume), "--dtype", dtype]) == 0
+        printed = capsys.readouterr().out
+        if dtype.startswith("uint"):
+            assert f"stored as {dtype} levels over" in printed and "clipped" in printed
+        analysed = run_json(
+            capsys,
+            ["analyze", "tomo", str(volume), "--no-psd", "--no-figures", "--json"],
+        )
+        porosity[dtype] = analysed["steps"][0]["porosity"]
+    # Measured: 0.47884 (float32), 0.47886 (float16), 0.47885 (uint16), 0.48689 (uint8: its
+    # 256 levels span twice the middle slab's range, so the study's 256-bin histogram sees
+    # about 128 of them and its threshold moves by a bin).
+    assert porosity["float16"] == pytest.approx(porosity["float32"], abs=1e-4)
+    assert porosity["uint16"] == pytest.approx(porosity["float32"], abs=1e-4)
+    assert porosity["uint8"] == pytest.approx(porosity["float32"], abs=0.01)
+    assert main([*base, "--out", str(tmp_path / "bad.zarr"), "--value-range", "0,1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("insitu: error:") and "--dtype uint8 or uint16" in err
+    assert err.count("\n") == 1 and not (tmp_path / "bad.zarr").exists()
