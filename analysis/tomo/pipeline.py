@@ -783,11 +783,13 @@ def _summary(
     timings: dict[str, float],
     storage: _Storage,
     clipped: int,
+    backend_name: str,
 ) -> dict[str, Any]:
     """What :func:`reconstruct_scan` returns (JSON-friendly)."""
     return {
         "volume": str(out),
         "shape": [plan.n_out, info.n_cols, info.n_cols],
+        "backend": backend_name,
         "dtype": storage.dtype,
         "value_range": None if storage.grey_range is None else list(storage.grey_range),
         "clipped_voxels": clipped,
@@ -839,7 +841,8 @@ def reconstruct_scan(
         ``gridding``), ``read``, ``preprocess``, ``gridding``, ``write``; the slab
         steps summed over slabs, so over several Dask workers they add up to more than the
         wall time; ``range`` when the levels' range was found from the middle slab),
-        ``peak_rss_bytes`` (this process), ``dtype``, ``value_range`` (the levels' grey
+        ``peak_rss_bytes`` (this process), ``backend`` (the one that ran: what ``"auto"``
+        chose), ``dtype``, ``value_range`` (the levels' grey
         range, else ``None``), ``clipped_voxels`` (values stored as the end levels), the
         options and ``scan_checks`` (:func:`check_scan`).
 
@@ -861,7 +864,8 @@ def reconstruct_scan(
     t_checked = time.perf_counter()
     center = opts.center if opts.center is not None else find_center(info, opts)
     t_centred = time.perf_counter()
-    _backend_for(info, opts, center)  # an unknown or missing backend fails before any work
+    # An unknown or missing backend fails before any work; "auto" says here what it chose.
+    backend_name = getattr(_backend_for(info, opts, center), "name", opts.backend)
     t_planned = time.perf_counter()
     storage = _storage_for(info, opts, center)
     timings = {
@@ -880,4 +884,6 @@ def reconstruct_scan(
             import zarr
 
             zarr.open_array(str(out), mode="r+").attrs["clipped_voxels"] = clipped
-    return _summary(out, info, opts, center, plan, t_start, checks, timings, storage, clipped)
+    return _summary(
+        out, info, opts, center, plan, t_start, checks, timings, storage, clipped, backend_name
+    )

@@ -86,7 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--backend",
         choices=tuple(BACKENDS),
         default="insitu",
-        help="reconstruction backend: insitu (default) or tomopy (needs TomoPy from conda)",
+        help="reconstruction backend: insitu (default), tomopy (needs TomoPy from conda), "
+        "cupy (NVIDIA GPU, pip install insitu[gpu]; not yet measured on a GPU) or auto "
+        "(cupy where CuPy sees a GPU, else insitu)",
     )
     recon.add_argument(
         "--sample-diameter-um",

@@ -5,13 +5,17 @@ A backend turns pre-processed sinograms ``(n_angles, rows, cols)`` into slices
 names). ``"insitu"`` (default) is :class:`insitu.analysis.tomo.recon.algorithm.GridrecPlan`;
 ``"tomopy"``
 is TomoPy's Gridrec when TomoPy is importable (it is not on PyPI: ``conda install -c
-conda-forge tomopy``). A GPU backend registers itself in :data:`BACKENDS` the same way.
+conda-forge tomopy``). ``"cupy"`` is filtered back-projection on a GPU
+(:class:`insitu.analysis.tomo.recon.gpu.CupyFBP`; ``pip install insitu[gpu]``), not yet
+measured on a GPU in this project; ``"auto"`` picks ``"cupy"`` when CuPy imports and sees a
+GPU, else ``"insitu"``. CuPy is imported only when one of these two is asked for, so listing
+the backends (the command line's start-up) costs nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -110,11 +114,32 @@ class TomopyGridrec:
         return np.asarray(rec, dtype=np.float32)
 
 
-#: Backend name → class taking ``(theta, n_det, *, center, filter_name, support,
+def _cupy_fbp(theta: np.ndarray, n_det: int, **options: Any) -> Backend:
+    """The GPU backend; :class:`BackendUnavailable` without CuPy or a GPU (imported here, not
+    at start-up: importing CuPy initialises CUDA)."""
+    from .gpu import CupyFBP
+
+    return CupyFBP(theta, n_det, **options)
+
+
+def _auto(theta: np.ndarray, n_det: int, **options: Any) -> Backend:
+    """``"cupy"`` when CuPy imports and counts at least one GPU, else ``"insitu"``; the
+    backend's ``name`` says which was chosen."""
+    from . import gpu
+
+    xp, _reason = gpu.probe_cupy()
+    if xp is None:
+        return InsituGridrec(theta, n_det, **options)
+    return gpu.CupyFBP(theta, n_det, xp=xp, **options)
+
+
+#: Backend name → callable taking ``(theta, n_det, *, center, filter_name, support,
 #: sample_radius, rows)``.
 BACKENDS: dict[str, Callable[..., Backend]] = {
     "insitu": InsituGridrec,
     "tomopy": TomopyGridrec,
+    "cupy": _cupy_fbp,
+    "auto": _auto,
 }
 
 
@@ -130,7 +155,8 @@ def make_backend(
     rows: int | None = None,
 ) -> Backend:
     """Build the named backend for one scan geometry (``rows``: how many slices it will
-    reconstruct, if known, so that it plans for that many).
+    reconstruct, if known, so that it plans for that many); ``"auto"`` builds ``"cupy"`` where
+    CuPy sees a GPU, else ``"insitu"``.
 
     Raises
     ------
