@@ -575,24 +575,50 @@ class _SlabPlan:
         return self.slabs[-1][1] - self.first
 
 
+def _local_workers(scheduler: str) -> int | None:
+    """Worker processes of a ``"local"``/``"local:N"`` scheduler; ``None`` for an address."""
+    if scheduler == "local":
+        return max(1, min(2, os.cpu_count() or 1))
+    if not scheduler.startswith("local:"):
+        return None
+    text = scheduler.removeprefix("local:")
+    if not text.isdigit() or int(text) < 1:
+        raise AnalysisInputError(
+            f"--scheduler {scheduler}: give local:N with N ≥ 1 worker processes (e.g. local:2), "
+            "'local', or a Dask scheduler address"
+        )
+    return int(text)
+
+
 @contextmanager
 def _dask_client(scheduler: str | None, opts: ReconOptions) -> Iterator[tuple[Any, int]]:
     """The Dask client for ``scheduler`` (``None``: none) and how many workers share the budget.
 
-    ``"local"`` starts a ``LocalCluster`` of at most two worker processes, each with its share
-    of the memory budget; both the client and the cluster are closed on leaving.
+    ``"local"`` starts a ``LocalCluster`` of one worker process per core, at most two;
+    ``"local:N"`` of N. Each worker reconstructs one slab at a time on its share of the cores
+    and of the memory budget; both the client and the cluster are closed on leaving.
     """
     if scheduler is None:
         yield None, 1
         return
+    local_workers = _local_workers(scheduler)
     from dask.distributed import Client, LocalCluster
 
     cluster = None
-    if scheduler == "local":
-        workers = max(1, min(2, os.cpu_count() or 1))
+    if local_workers is not None:
+        workers = local_workers
+        threads = max(1, (os.cpu_count() or 1) // workers)
         cluster = LocalCluster(
             n_workers=workers,
-            threads_per_worker=max(1, (os.cpu_count() or 1) // workers),
+            # One slab at a time per worker (the memory budget is shared per worker), its
+            # FFTs, finufft and BLAS on the worker's share of the cores, not on all of them:
+            # N workers with every core each would oversubscribe the machine N times.
+            threads_per_worker=1,
+            env={
+                "INSITU_THREADS": str(threads),
+                "OMP_NUM_THREADS": str(threads),
+                "OPENBLAS_NUM_THREADS": str(threads),
+            },
             memory_limit=int(opts.memory_budget_gib * GIB / workers),
             processes=True,
             dashboard_address=None,
@@ -826,7 +852,8 @@ def reconstruct_scan(
         Pipeline parameters; defaults as documented there.
     scheduler : str, optional
         ``None``: slabs one after the other in this process; ``"local"``: a Dask
-        ``LocalCluster`` sharing the memory budget; else a Dask scheduler address.
+        ``LocalCluster`` of one worker per core (at most two), ``"local:N"`` of N workers,
+        sharing the cores and the memory budget; else a Dask scheduler address.
     overwrite : bool
         Replace an existing volume at ``out``.
     progress : bool or callable

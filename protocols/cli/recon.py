@@ -122,7 +122,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     recon.add_argument(
         "--scheduler",
         metavar="ADDRESS",
-        help="run slabs on Dask: 'local' for a local cluster, or a scheduler address",
+        help="run slabs on Dask: 'local' for a local cluster (a worker per core, at most 2), "
+        "'local:N' for N workers, or a scheduler address",
     )
     recon.add_argument("--json", action="store_true", help="print one JSON object with results")
     recon.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -62,6 +62,13 @@ MEASURE_MIN_ROWS = 400
 FILTERS = ("ramp", "shepp", "cosine", "hann", "hamming", "parzen", "butterworth", "none")
 
 
+def default_threads() -> int:
+    """Threads a plan uses by default: ``$INSITU_THREADS`` where set (a Dask worker's share
+    of the cores: ``pipeline`` sets it for the workers it starts), else every core."""
+    text = os.environ.get("INSITU_THREADS", "")
+    return int(text) if text.isdigit() and int(text) > 0 else os.cpu_count() or 1
+
+
 def ramp_filter(n_pad: int, filter_name: str = "shepp", *, cutoff: float = 1.0) -> np.ndarray:
     """Ramp filter with correct DC for rows padded to ``n_pad`` samples.
 
@@ -182,7 +189,7 @@ class GridrecPlan:
         rows are then cut to that radius plus a margin before gridding, which halves the
         points finufft spreads (the filtering itself still runs on the padded rows).
     nthreads : int, optional
-        Threads for finufft and the FFTs; default all cores.
+        Threads for finufft and the FFTs; default :func:`default_threads` (all cores).
     rows : int, optional
         How many rows (slices) this plan will reconstruct in all, if known. Slices of 1024²
         or more get an FFTW_MEASURE plan only for :data:`MEASURE_MIN_ROWS` rows or more
@@ -227,7 +234,7 @@ class GridrecPlan:
             )
         self.size = self.n_det if size is None else int(size)
         self.pad_mode = pad_mode
-        self.nthreads = nthreads or os.cpu_count() or 1
+        self.nthreads = nthreads or default_threads()
         self.measure_fft = self.size >= 1024 and (rows is None or rows >= MEASURE_MIN_ROWS)
 
         n_pad = sfft.next_fast_len(max(math.ceil(oversampling * self.n_det), self.n_det + 2))
