@@ -647,13 +647,19 @@ def _create_volume(
 ) -> None:
     """The empty Zarr volume, chunked in slab-aligned rows, with its provenance attributes."""
     import zarr
+    from zarr.codecs import BloscCodec
 
-    volume = zarr.open_array(
+    volume = zarr.create_array(
         str(out),
-        mode="w",
+        overwrite=True,
         shape=(plan.n_out, info.n_cols, info.n_cols),
         chunks=(CHUNK_ROWS, min(512, info.n_cols), min(512, info.n_cols)),
         dtype=storage.dtype,
+        # Blosc's LZ4 on shuffled bytes, not Zarr's default Zstandard: on 16 reconstructed
+        # 2048² float32 slices it wrote 160 MB in 0.42–0.89 CPU s where Zstandard wrote
+        # 177 MB in 1.02–1.07 s (and no compression 268 MB in 0.62–1.01 s): the background
+        # writer takes less from the gridding, and the volume is smaller.
+        compressors=BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
     )
     levels = {}
     if storage.grey_range is not None:
