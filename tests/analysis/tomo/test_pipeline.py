@@ -339,8 +339,9 @@ def test_a_failing_slab_stops_the_run_with_its_error(scan, tmp_path, monkeypatch
     with pytest.raises(error, match="corrupt" if failing == "read" else "No space"):
         reconstruct_scan(scan, tmp_path / "v.zarr", opts, progress=False)
     # A failed read is seen when its slab is due; a failed write when the next slab is
-    # gridded, by which time the one after that is being read: then nothing more starts.
-    assert max(read_rows) == (16 if failing == "read" else 32)
+    # gridded, by which time the one after that is queued (and usually being read: a
+    # loaded machine may not have started it, and then it is cancelled). Nothing after.
+    assert max(read_rows) in ({16} if failing == "read" else {24, 32})
     vol = zarr.open_array(str(tmp_path / "v.zarr"), mode="r")
     assert all(np.abs(vol[r]).max() > 0.5 * MU for r in range(16))  # slabs before: written
     assert not np.any(vol[16:])  # nothing from the failing slab on
