@@ -74,7 +74,7 @@ from .electrodes import charge_balance, electrode_thickness, transparent_volume
 from .interface import interface_intensity_table, interfacial_intensity_maps
 from .maps import PorosityFactor, porosity_factor, section_stats
 from .partial_volume import PhaseLevels, pv_porosity
-from .pores import pore_analysis
+from .pores import pore_analysis, psd_sample_blocks
 from .segment import (
     Interfaces,
     StudyThreshold,
@@ -149,6 +149,12 @@ class TomoSettings:
     paper_crack_planarity_min : float
         The per-scan convention also requires ``planarity ≥`` this (0 to 1; 0 = volume only,
         the paper's definition; ≈ 0.6 keeps sheets and drops round pores).
+    psd_fraction : float or None
+        Measure the pore sizes on this random fraction of the electrolyte's 64-row blocks
+        only (for speed; :func:`.pores.pore_analysis`); None: every row. Recorded with the
+        settings in ``result.to_dict()``.
+    psd_seed : int
+        Seed of that draw: the same seed measures the same rows.
     """
 
     voxel_um: float
@@ -164,8 +170,13 @@ class TomoSettings:
     void_level: float | None = None
     paper_crack_min_um3: float = 2.0e4
     paper_crack_planarity_min: float = 0.0
+    psd_fraction: float | None = None
+    psd_seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.psd_fraction is not None:
+            # The same checks (and messages) as pore_analysis, before any step is read.
+            psd_sample_blocks(1, self.psd_fraction, self.psd_seed)
         if not self.voxel_um > 0:
             raise AnalysisInputError(f"voxel_um must be positive (µm), got {self.voxel_um}")
         if not (np.isfinite(self.paper_crack_min_um3) and self.paper_crack_min_um3 >= 0):
@@ -623,6 +634,8 @@ class _Measurements:
                 mask=self.study.disc,
                 rows=rows,
                 memory_budget_gib=_PSD_BUDGET_GIB,
+                psd_fraction=self.settings.psd_fraction,
+                psd_seed=self.settings.psd_seed,
             )
         return analysis.psd.mean_um
 

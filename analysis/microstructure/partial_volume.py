@@ -51,7 +51,7 @@ from scipy import ndimage
 
 from ..errors import AnalysisInputError
 from .pores import _region
-from .segment import NBINS, grey_histogram, threshold_isodata_ij
+from .segment import NBINS, grey_histogram, threshold_isodata_ij, uint8_value_counts
 
 __all__ = ["PhaseLevels", "pv_porosity", "solid_level_from_composition"]
 
@@ -315,7 +315,14 @@ def pv_porosity(
     m2, z0, z1 = _region(volume, mask, rows)
     total, count = 0.0, 0
     for a in range(z0, z1, max(1, slab_rows)):
-        g = np.asarray(volume[a : min(z1, a + slab_rows)])[:, m2]
+        slab = np.asarray(volume[a : min(z1, a + slab_rows)])
+        if slab.dtype == np.uint8:
+            # The same sum from the value counts: integers, exact in float64 either way.
+            per_value = uint8_value_counts(slab, m2)
+            total += float(np.dot(np.arange(256, dtype=np.float64), per_value))
+            count += int(per_value.sum())
+            continue
+        g = slab[:, m2]
         if g.dtype.kind == "f":
             g = g[np.isfinite(g)]
         # Sum of the grey in float64 (float32 sums over a gigavoxel lose digits).

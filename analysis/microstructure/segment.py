@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+import numba
 import numpy as np
 from scipy import ndimage
 
@@ -45,6 +46,7 @@ __all__ = [
     "row_profile",
     "threshold_isodata_ij",
     "threshold_otsu_ij",
+    "uint8_value_counts",
 ]
 
 #: ImageJ thresholds 8-bit data and the 256-bin histogram of 16/32-bit data.
@@ -228,6 +230,12 @@ def grey_histogram(
     scale = nbins / (hi - lo)
     for a in range(z0, z1, max(1, slab_rows)):
         slab = np.asarray(volume[a : min(z1, a + slab_rows)])
+        if slab.dtype == np.uint8:
+            per_value = uint8_value_counts(slab, m2)
+            values = np.arange(256, dtype=np.float64)
+            lut = np.clip(np.floor((values - lo) * scale), 0, nbins - 1).astype(np.intp)
+            counts += np.bincount(lut, weights=per_value, minlength=nbins).astype(np.int64)
+            continue
         g = slab[:, m2].ravel() if m2 is not None else slab.reshape(-1)
         if g.dtype.kind in "ui" and g.dtype.itemsize <= 2:
             # Integer grey (uint8/uint16 volumes): count each value once, then map the values
@@ -252,6 +260,37 @@ def grey_histogram(
 
 #: Values binned at a time on the float path of :func:`grey_histogram` (≈ 0.5 GB of temporaries).
 _HISTOGRAM_PIECE = 1 << 24
+
+
+def uint8_value_counts(slab: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """How many voxels of a uint8 slab hold each value 0..255, inside the (y, x) mask.
+
+    One parallel pass without temporaries: the masked copy and the int32/intp copies of the
+    bincount path cost 13 bytes a voxel and most of the time of the study threshold.
+
+    Parameters
+    ----------
+    slab : ndarray of uint8, shape (nz, ny, nx)
+    mask : ndarray of bool, shape (ny, nx), or None for every voxel
+
+    Returns
+    -------
+    ndarray of int64, shape (256,)
+    """
+    a = np.ascontiguousarray(slab)
+    m2 = np.ones(a.shape[1:], dtype=bool) if mask is None else np.ascontiguousarray(mask)
+    return _uint8_counts(a, m2)
+
+
+@numba.njit(parallel=True, cache=True)
+def _uint8_counts(slab: np.ndarray, m2: np.ndarray) -> np.ndarray:
+    nz, ny, nx = slab.shape
+    per = np.zeros((ny, 256), dtype=np.int64)
+    for y in numba.prange(ny):
+        for z in range(nz):
+            for x in range(nx):
+                per[y, slab[z, y, x]] += m2[y, x]
+    return per.sum(axis=0)
 
 
 # --- the study threshold ----------------------------------------------------------------------

@@ -248,6 +248,8 @@ def analyze_path(
     energy_keV: float | None = None,
     paper_crack_min_um3: float | None = None,
     paper_crack_planarity: float | None = None,
+    psd_fraction: float | None = None,
+    psd_seed: int = 0,
 ) -> tuple[list[Step], dict[str, Any], ExperimentResult]:
     """Load a volume or an experiment manifest and analyse it with one study threshold.
 
@@ -268,6 +270,9 @@ def analyze_path(
         The paper's per-scan crack convention: smallest crack (µm³) and planarity floor
         (``TomoSettings.paper_crack_min_um3``/``paper_crack_planarity_min``; None: their
         defaults).
+    psd_fraction, psd_seed
+        Pore sizes on a seeded random fraction of the electrolyte's 64-row blocks, for speed
+        (``TomoSettings.psd_fraction``/``psd_seed``); None: every row.
 
     Returns
     -------
@@ -295,6 +300,8 @@ def analyze_path(
         min_crack_volume_um3=min_crack_um3,
         area_cm2=area_cm2 or manifest.get("area_cm2"),
         psd=psd,
+        psd_fraction=psd_fraction,
+        psd_seed=psd_seed,
         **_paper_crack_settings(paper_crack_min_um3, paper_crack_planarity),
     )
     return steps, experiment, analyze_experiment(steps, settings)
@@ -387,6 +394,8 @@ def analyze_tomo(
     energy_keV: float | None = None,
     paper_crack_min_um3: float | None = None,
     paper_crack_planarity: float | None = None,
+    psd_fraction: float | None = None,
+    psd_seed: int = 0,
 ) -> tuple[dict[str, Any], ExperimentResult]:
     """Analyse a volume or an experiment manifest and write its results folder.
 
@@ -398,7 +407,7 @@ def analyze_tomo(
         The results folder (default ``PATH`` without its suffix + ``-analysis``).
     dataset, voxel_um, method, min_crack_um3, area_cm2, psd, solid_level, electrolyte, energy_keV
         As :func:`analyze_path`.
-    paper_crack_min_um3, paper_crack_planarity
+    paper_crack_min_um3, paper_crack_planarity, psd_fraction, psd_seed
         As :func:`analyze_path`.
     figures : bool
         Also draw the figures (PNG).
@@ -423,6 +432,8 @@ def analyze_tomo(
         energy_keV=energy_keV,
         paper_crack_min_um3=paper_crack_min_um3,
         paper_crack_planarity=paper_crack_planarity,
+        psd_fraction=psd_fraction,
+        psd_seed=psd_seed,
     )
     folder = Path(out) if out else path.with_name(path.stem + "-analysis")
     return write_analysis(folder, steps, experiment, result, figures=figures), result

@@ -197,3 +197,20 @@ def test_single_volume_under_both_crack_conventions(capsys, tmp_path) -> None:
     bad = [*options, "--paper-crack-planarity", "2", "--no-figures"]
     assert main(["analyze", "tomo", str(tmp_path / "cracked.npy"), *bad]) == 2
     assert "--paper-crack-planarity" in capsys.readouterr().err
+
+
+def test_psd_on_a_fraction_of_the_rows_is_recorded_and_checked(capsys, tmp_path) -> None:
+    """``--psd-fraction``: the pore sizes on a seeded fraction of the 64-row blocks (the
+    settings say which), the same seed gives the same answer; a fraction outside (0, 1] is
+    one line, exit 2, before any step is read."""
+    np.save(tmp_path / "cell.npy", _synthetic_cell(False))
+    argv = ["analyze", "tomo", str(tmp_path / "cell.npy"), "--voxel-um", "1", "--no-figures"]
+    first = run_json(capsys, [*argv, "--psd-fraction", "0.5", "--psd-seed", "3", "--json"])
+    again = run_json(capsys, [*argv, "--psd-fraction", "0.5", "--psd-seed", "3", "--json"])
+    assert first["settings"]["psd_fraction"] == 0.5 and first["settings"]["psd_seed"] == 3
+    assert first["steps"][0]["mean_pore_diameter_um"] > 0
+    assert first["steps"][0]["mean_pore_diameter_um"] == again["steps"][0]["mean_pore_diameter_um"]
+    for bad in ("0", "1.5", "nan"):
+        assert main([*argv, "--psd-fraction", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("insitu: error:") and err.count("\n") == 1
