@@ -91,7 +91,7 @@ class CellImagingSource:
     -----
     A source is built at construction (so :attr:`shape` is known before the first scan) and
     rebuilt by :meth:`prepare_scan` only when the state differs from the one imaged: a
-    rebuild of the full size takes tens of minutes. Frames are keyed by (seed, kind, running
+    rebuild of the full size takes minutes. Frames are keyed by (seed, kind, running
     index), and :meth:`prepare_scan` restarts the indices, so the same state and seed give the
     same frames scan after scan.
     """

@@ -29,6 +29,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 __all__ = [
@@ -292,12 +293,34 @@ class Detector:
         )
         return np.clip(np.rint(adu), 0, 65535).astype(np.uint16)
 
+    def _fast_readout(
+        self,
+        counts: np.ndarray,
+        rng: np.random.Generator,
+        drift: np.ndarray | None = None,
+        offset: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """:meth:`_readout` of ``counts · drift + offset`` (per column) in one compiled pass.
+
+        The same draws and the same float64 arithmetic as the numpy expressions, so the same
+        frames, without the nine temporary frames they allocate (≈ 45 ms a full-size frame).
+        """
+        n_det = self.shape[1]
+        drift = np.ones(n_det) if drift is None else drift
+        offset = np.zeros(n_det) if offset is None else offset
+        noise = rng.standard_normal(counts.shape)
+        out = np.empty(counts.shape, dtype=np.uint16)
+        _readout_kernel(
+            counts, drift, offset, self.gain, self.dark_level, self.read_noise, noise, out
+        )
+        return out
+
     def darks(self, n: int, first_index: int = 0) -> np.ndarray:
         """``n`` dark frames (shutter closed), uint16 (n, nz, n_det)."""
         out = np.empty((n, *self.shape), dtype=np.uint16)
         for i in range(n):
             rng = np.random.default_rng([self.seed, _DARK, first_index + i])
-            out[i] = self._readout(np.zeros(self.shape), rng)
+            out[i] = self._fast_readout(np.zeros(self.shape, dtype=np.int64), rng)
         return out
 
     def flats(self, n: int, first_index: int = 0) -> np.ndarray:
@@ -305,7 +328,7 @@ class Detector:
         out = np.empty((n, *self.shape), dtype=np.uint16)
         for i in range(n):
             rng = np.random.default_rng([self.seed, _FLAT, first_index + i])
-            out[i] = self._readout(rng.poisson(self.flat_expected).astype(np.float64), rng)
+            out[i] = self._fast_readout(rng.poisson(self.flat_expected), rng)
         return out
 
     def intensity(
@@ -371,17 +394,56 @@ class Detector:
         n = line_integrals.shape[0]
         out = np.empty(line_integrals.shape, dtype=np.uint16)
         drift = self.column_gain[None, :]
+        offset = self.column_offset / max(self.gain, 1e-12)
         for i in range(n):
             rng = np.random.default_rng([self.seed, _PROJ, first_index + i])
             delta = None if delta_integrals is None else delta_integrals[i]
-            intensity = self.intensity(line_integrals[i], delta)
-            photons = rng.poisson(self.flat_expected * np.clip(intensity, 0.0, None))
-            signal = photons * drift + self.column_offset[None, :] / max(self.gain, 1e-12)
+            if delta is None and self.phase_contrast is None:
+                # Beer–Lambert in place: the same values as intensity(), fewer temporaries.
+                expected = np.negative(line_integrals[i], dtype=np.float64)
+                np.exp(expected, out=expected)
+            else:
+                expected = self.intensity(line_integrals[i], delta)
+            np.clip(expected, 0.0, None, out=expected)
+            np.multiply(self.flat_expected, expected, out=expected)
+            photons = rng.poisson(expected)
             if self.zinger_rate > 0:
+                signal = photons * drift + offset[None, :]
                 hits = rng.random(self.shape) < self.zinger_rate
                 signal[hits] += self.zinger_adu / self.gain * rng.uniform(0.5, 2.0, hits.sum())
-            out[i] = self._readout(signal, rng)
+                out[i] = self._readout(signal, rng)
+            else:
+                out[i] = self._fast_readout(photons, rng, self.column_gain, offset)
         return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _readout_kernel(
+    counts: np.ndarray,
+    drift: np.ndarray,
+    offset: np.ndarray,
+    gain: float,
+    dark: np.ndarray,
+    read_noise: float,
+    noise: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """``out = uint16(clip(rint(gain·(counts·drift + offset) + dark + read_noise·noise)))``.
+
+    Evaluated in numpy's order, in float64, without contraction into fused multiply-adds, so
+    each pixel equals the numpy expression's; no GIL, so frames are made in parallel threads.
+    """
+    nz, nx = counts.shape
+    for z in range(nz):
+        for x in range(nx):
+            signal = np.float64(counts[z, x]) * drift[x] + offset[x]
+            adu = (gain * signal + dark[z, x]) + read_noise * noise[z, x]
+            adu = np.rint(adu)
+            if adu < 0.0:
+                adu = 0.0
+            elif adu > 65535.0:
+                adu = 65535.0
+            out[z, x] = np.uint16(adu)
 
 
 def simulate_frames(

@@ -26,7 +26,14 @@ neighbouring computed angles; angles outside [0, π] use p(θ + π, u) = p(θ, �
 Memory: the line-integral store is (N + 1) × rows × cols float32, 6 MB at the small size and
 ≈14 GB at full size (1501 × 1143 × 2000), where it is a memory-mapped file in a temporary
 folder (``workdir``), deleted by :meth:`PelletFrameSource.close` or when the source is
-garbage-collected; the RAM in use is one slab of labels and one batch of the projector.
+garbage-collected (its pages are file-backed, not anonymous memory); the RAM in use is one
+slab of labels and its pore field, one batch of the projector and a few frames made ahead
+(≈ 3 GB of anonymous memory at full size).
+
+Speed (full size, 2 cores): the labels are made once, the ground truth counted from the
+slabs projected; rows equal to one already projected (every Li row) are copied, not
+projected; the frames are made by two worker threads ahead of the camera (see
+``frames_ahead``).
 
 Noise: every frame is keyed by (seed, kind, running index of that kind), so the same seed and
 the same sequence of requests give the same frames, whatever the thread timing.
@@ -34,12 +41,15 @@ the same sequence of requests give the same frames, whatever the thread timing.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import sys
 import tempfile
 import threading
 import weakref
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,8 +127,8 @@ class PelletFrameSource:
     size : {"small", "medium", "full", "region"}
         ``"small"``: 64 × 128 × 128 voxels of 3 µm (scaled pellet, seconds);
         ``"medium"``: the same pellet at 128 × 256 × 256 voxels of 1.5 µm (tens of seconds);
-        ``"full"``: the 2-BM field of view, 1143 × 2000 × 2000 voxels of 0.7 µm (tens of
-        minutes of CPU, ≈14 GB of scratch disk in ``workdir``);
+        ``"full"``: the 2-BM field of view, 1143 × 2000 × 2000 voxels of 0.7 µm (≈ 11 min
+        of CPU for the whole scan, ≈14 GB of scratch disk in ``workdir``);
         ``"region"``: the full size's rows through a 96 × 96-column window around the axis
         (tens of seconds; local tomography of a pellet 64× wider than the window).
     n_projections : int, optional
@@ -143,6 +153,12 @@ class PelletFrameSource:
         Above this the store goes to disk.
     progress : bool, optional
         Progress bar on stderr for the precompute; default: only for the full size.
+    frames_ahead : int
+        Frames made ahead by worker threads while the camera writes the present one (0:
+        none): after a frame of a kind, the next ``frames_ahead`` of that kind, and after a
+        projection at a nominal angle, those of the next nominal angles. A frame is keyed by
+        its kind, index and angle, so one made ahead is the very frame asked for; a request
+        that differs (a fly scan's off-nominal angle) is made on the spot.
 
     Attributes
     ----------
@@ -169,6 +185,7 @@ class PelletFrameSource:
         workdir: str | Path | None = None,
         ram_limit_bytes: int = 1 << 30,
         progress: bool | None = None,
+        frames_ahead: int = 2,
     ) -> None:
         self.preset = get_material(material)
         self.material = self.preset.name
@@ -241,6 +258,9 @@ class PelletFrameSource:
         )
         self._lock = threading.Lock()
         self._served = {_DARK: 0, _FLAT: 0, _PROJECTION: 0}
+        self.frames_ahead = max(0, int(frames_ahead))
+        self._ahead: ThreadPoolExecutor | None = None
+        self._pending: dict[tuple[str, int], tuple[float, Future[np.ndarray]]] = {}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         show = size == "full" if progress is None else bool(progress)
         self._stores = self._precompute(workdir, ram_limit_bytes, show)
@@ -313,23 +333,48 @@ class PelletFrameSource:
         bar = tqdm(
             total=nz, unit="row", desc="projecting", disable=not show, file=sys.stderr, leave=False
         )
+        # The labels are made once: the ground truth is counted from the slabs projected.
+        counter = self.pellet.truth_counter(self.state)
+        repeats = _RepeatedRows()
+        # A store on disk is filled with pwrite, not through its mapping: the mapping's first
+        # touch of each page faults (0.09 s a row at full size, ≈ 100 s in all), a write
+        # copies into the page cache, which the mapping then reads.
+        files = [
+            os.open(store.filename, os.O_RDWR) if isinstance(store, np.memmap) else None
+            for store in stores
+        ]
         try:
             for z0 in range(0, nz, rows):
                 z1 = min(nz, z0 + rows)
-                labels = self.pellet.labels(z0, z1, self.state)
+                labels = counter.labels(z0, z1)
                 fractions = self.pellet.row_phase_fractions(z0, z1, self.state) if outer else None
-                for store, table, values in zip(stores, tables, per_phase, strict=True):
-                    projector.project_labels(labels, table, out=store[:, z0:z1], outer_value=0.0)
+                for i, (store, table, values) in enumerate(
+                    zip(stores, tables, per_phase, strict=True)
+                ):
+                    ring = None
                     if fractions is not None and chord is not None:
                         row_value = fractions @ values  # mean μ (or δ) of each row
                         ring = (row_value[:, None] * chord[None, :]).astype(np.float32)
-                        store[:, z0:z1] += ring[None]
+                    slab = repeats.project(
+                        i,
+                        labels,
+                        ring,
+                        lambda lab, t=table: projector.project_labels(lab, t, outer_value=0.0),
+                    )
+                    _write_rows(store, z0, slab, files[i])
                 bar.update(z1 - z0)
         finally:
             bar.close()
+            self.pellet.clear_cache()
+            for fd in files:
+                if fd is not None:
+                    os.close(fd)
         for store in stores:
             if isinstance(store, np.memmap):
                 store.flush()
+        self._truth_counts = counter.result()
+        #: Rows the projector computed; the others repeat one of them (Li rows) and were copied.
+        self.rows_projected = repeats.projected // len(stores)
         return _Stores(stores[0], stores[1] if want_delta else None)
 
     # --- serving frames ------------------------------------------------------------------
@@ -349,9 +394,21 @@ class PelletFrameSource:
         """
         if kind not in self._served:
             raise ValueError(f"kind must be one of {', '.join(self._served)}, got {kind!r}")
+        angle = float(angle_rad)
         with self._lock:
             index = self._served[kind]
             self._served[kind] += 1
+            made = self._pending.pop((kind, index), None)
+            self._plan_ahead(kind, index, angle)
+        if made is not None:
+            made_angle, future = made
+            if kind != _PROJECTION or abs(made_angle - angle) < _ANGLE_MATCH_RAD:
+                return future.result()
+            future.cancel()
+        return self._frame(kind, index, angle)
+
+    def _frame(self, kind: str, index: int, angle_rad: float) -> np.ndarray:
+        """Frame ``index`` of ``kind`` (see :meth:`__call__`); any thread."""
         det = self.detector
         if kind == _DARK:
             return det.darks(1, first_index=index)[0].astype(np.float64)
@@ -362,7 +419,36 @@ class PelletFrameSource:
             frame = det.projections(
                 mu[None], first_index=index, delta_integrals=None if delta is None else delta[None]
             )[0]
-        return frame.astype(np.float64) / self.exposure_s
+        # One pass (uint16 → float64 is exact): the same values as astype, then divide.
+        return np.divide(frame, self.exposure_s, dtype=np.float64)
+
+    def _plan_ahead(self, kind: str, index: int, angle: float) -> None:
+        """Start the next frames of ``kind`` in the workers (under ``self._lock``)."""
+        if self.frames_ahead == 0:
+            return
+        if kind == _PROJECTION:
+            step = np.pi / self.n_projections
+            k = round(angle / step)
+            if abs(k * step - angle) >= _ANGLE_MATCH_RAD:
+                return  # not a nominal angle (a fly scan): the next one cannot be guessed
+            wanted = [
+                (index + j, (k + j) * step)
+                for j in range(1, self.frames_ahead + 1)
+                if k + j < self.n_projections
+            ]
+        else:
+            wanted = [(index + j, 0.0) for j in range(1, self.frames_ahead + 1)]
+        if self._ahead is None:
+            self._ahead = ThreadPoolExecutor(self.frames_ahead, thread_name_prefix="frames-ahead")
+        for i, a in wanted:
+            if (kind, i) not in self._pending:
+                self._pending[(kind, i)] = (a, self._ahead.submit(self._frame, kind, i, a))
+
+    def _drop_ahead(self) -> None:
+        """Forget the frames made ahead (under ``self._lock``)."""
+        for _, future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
 
     def line_integrals(self, angle_rad: float) -> tuple[np.ndarray, np.ndarray | None]:
         """Noise-free ∫μ dl (and ∫δ dl) at any angle, from the precomputed ones.
@@ -400,6 +486,7 @@ class PelletFrameSource:
         """
         with self._lock:
             self._served = dict.fromkeys(self._served, 0)
+            self._drop_ahead()
 
     def _mirror(self, p: np.ndarray) -> np.ndarray:
         """p(θ + π, u) = p(θ, −u): mirror the columns about the rotation axis's image."""
@@ -413,7 +500,7 @@ class PelletFrameSource:
         return self.pellet.labels(z0, z1, self.state)
 
     def _ground_truth(self) -> dict[str, Any]:
-        gt = self.pellet.ground_truth(self.state)
+        gt = self._truth_counts
         h, g = self.history, self.geometry
         top, bottom = g.interfaces_rows
         working, counter = gt["electrode_thickness_m"]
@@ -450,8 +537,90 @@ class PelletFrameSource:
 
     def close(self) -> None:
         """Delete the on-disk line-integral store (if any); the source serves no more frames."""
+        with self._lock:
+            self._drop_ahead()
+            ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.shutdown(wait=True)  # no worker reads the store once it is deleted
         self._stores = _Stores(np.empty((0, 0, 0), np.float32), None)
         self._finalizer()
+
+
+def _write_rows(store: np.ndarray, z0: int, slab: np.ndarray, fd: int | None) -> None:
+    """``store[:, z0:z0 + rows] = slab``; through ``fd`` (the store's file) when given."""
+    if fd is None:
+        store[:, z0 : z0 + slab.shape[1]] = slab
+        return
+    n_angles, nz, nx = store.shape
+    slab = np.ascontiguousarray(slab, dtype=np.float32)
+    row_bytes = nx * store.itemsize
+    offset = getattr(store, "offset", 0)
+    for a in range(n_angles):
+        # Rows z0… of angle a are contiguous in the file.
+        os.pwrite(fd, slab[a], offset + (a * nz + z0) * row_bytes)
+
+
+class _RepeatedRows:
+    """Project each distinct row of labels once: a repeated row copies its projection.
+
+    Every Li row of the full size is the same disc of Li (a quarter of the rows), and the
+    projector costs ≈ 0.3 s a row; a row is the same when its labels and its outer ring (the
+    pellet beyond the grid) are.
+    """
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep
+        self._seen: dict[tuple[int, bytes], np.ndarray] = {}
+        self.projected = 0
+        self.copied = 0
+
+    def project(
+        self,
+        store: int,
+        labels: np.ndarray,
+        ring: np.ndarray | None,
+        project: Callable[[np.ndarray], np.ndarray],
+    ) -> np.ndarray:
+        """Line integrals (angles, rows, cols) of ``labels`` plus ``ring`` (per row)."""
+        keys = []
+        for z in range(labels.shape[0]):
+            digest = hashlib.blake2b(labels[z].tobytes(), digest_size=16)
+            if ring is not None:
+                digest.update(ring[z].tobytes())
+            keys.append((store, digest.digest()))
+        fresh = [z for z, key in enumerate(keys) if key not in self._seen]
+        # Rows repeated inside this slab are projected once too.
+        first: dict[tuple[int, bytes], int] = {}
+        for z in fresh:
+            first.setdefault(keys[z], z)
+        todo = sorted(first.values())
+        if todo:
+            projected = project(labels[todo])
+            if ring is not None:
+                projected += ring[todo][None]
+            shape = (projected.shape[0], labels.shape[0], projected.shape[2])
+        else:
+            shape = (self._seen[keys[0]].shape[0], labels.shape[0], self._seen[keys[0]].shape[1])
+        out = np.empty(shape, np.float32)
+        for j, z in enumerate(todo):
+            out[:, z] = projected[:, j]
+        for z, key in enumerate(keys):
+            if z in first.values():
+                continue
+            out[:, z] = out[:, first[key]] if key in first else self._seen[key]
+        # Runs of equal rows are contiguous (the Li electrodes): the slab's last rows are
+        # what the next slab may repeat.
+        for z in todo[-self.keep :]:
+            self._remember(keys[z], out[:, z])
+        self.projected += len(todo)
+        self.copied += labels.shape[0] - len(todo)
+        return out
+
+    def _remember(self, key: tuple[int, bytes], row: np.ndarray) -> None:
+        self._seen.pop(key, None)
+        self._seen[key] = row.copy()
+        while len(self._seen) > self.keep:
+            self._seen.pop(next(iter(self._seen)))
 
 
 def _cleanup(tmp: tempfile.TemporaryDirectory[str] | None) -> None:

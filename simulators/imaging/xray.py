@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import finufft
+import numba
 import numpy as np
 import xraylib
 from scipy import fft as sfft
@@ -214,7 +215,8 @@ class Projector:
         finufft's fine-grid oversampling; 1.25 with eps 1e-4 measured 2.7× faster than
         2.0 with 1e-5 on 2000² slices (0.16 vs 0.43 s per row of 1500 angles, 2 cores).
     rows_per_batch : int
-        Rows transformed together (memory ≈ rows · n_angles · M · 8 bytes).
+        Rows transformed together, two per complex transform (memory ≈ rows · n_angles · M ·
+        8 bytes).
     nthreads : int, optional
         finufft threads; default all cores.
     """
@@ -263,7 +265,13 @@ class Projector:
         self.u_px = u0 + np.arange(self.n_det)
         # No wrap-around: the support |u| ≤ R of the projection, shifted by ±M, must miss the
         # detector's [u0, u0 + n_det). Margin of a few pixels for the pixel sinc's tails.
-        r_support = math.hypot(nx / 2.0, ny / 2.0)
+        # With an outer cylinder the grid's corners beyond the inscribed one are zeroed (and
+        # added analytically), so the support is that cylinder: a 17 % shorter window at full
+        # size (2000 → fewer radial samples and a shorter inverse FFT).
+        if outer_radius_m is not None:
+            r_support = self.r_in_px + 1.0
+        else:
+            r_support = math.hypot(nx / 2.0, ny / 2.0)
         reach = max(abs(u0), abs(u0 + self.n_det))
         # The inverse FFT's window must also hold the whole detector row.
         m = max(math.ceil(r_support + reach), self.n_det) + 8
@@ -291,7 +299,15 @@ class Projector:
         self._upsampfac = float(upsampfac)
         self._nthreads = nthreads
         # Points are the same for every row: one plan per batch size, set once.
-        self._points = (ky.ravel(), kx.ravel())  # finufft axis 0 = slice rows = y
+        # Two real rows a, b go through one complex transform c = a + i·b, sampled at k and
+        # at −k: A(k) = (C(k) + C̄(−k))/2, B(k) = (C(k) − C̄(−k))/(2i) (real inputs have
+        # Hermitian spectra). Half the fine-grid FFTs, the same interpolation work: ≈ 30 %
+        # less per row at full size.
+        self._n_points = kx.size
+        self._points = (  # finufft axis 0 = slice rows = y
+            np.concatenate([ky.ravel(), -ky.ravel()]),
+            np.concatenate([kx.ravel(), -kx.ravel()]),
+        )
         self._plans: dict[int, Any] = {}
 
         if outer_radius_m is not None:
@@ -324,6 +340,22 @@ class Projector:
             plan.setpts(self._points[0].astype(np.float32), self._points[1].astype(np.float32))
             self._plans[n_trans] = plan
         return plan
+
+    def _spectra(self, rows: np.ndarray) -> np.ndarray:
+        """Fourier transforms of real slices at the radial points, (rows, points) complex64.
+
+        Rows are paired into complex transforms (see ``__init__``); an odd last row is paired
+        with zeros.
+        """
+        k = rows.shape[0]
+        pairs = (k + 1) // 2
+        batch = np.empty((pairs, *self.shape_yx), dtype=np.complex64)
+        inside = np.ones(self.shape_yx, bool) if self._inside is None else self._inside
+        _pair(np.ascontiguousarray(rows, dtype=np.float32), inside, batch)
+        c = self._plan(pairs).execute(batch).reshape(pairs, 2, self._n_points)
+        out = np.empty((k, self._n_points), dtype=np.complex64)
+        _unpair(c, out)
+        return out
 
     def project(
         self, mu: np.ndarray, out: np.ndarray | None = None, outer_value: float | None = None
@@ -358,11 +390,7 @@ class Projector:
             raise ValueError(f"out has shape {out.shape}, expected {(n_ang, nz, self.n_det)}")
         for z0 in range(0, nz, self.rows_per_batch):
             z1 = min(nz, z0 + self.rows_per_batch)
-            batch = np.array(mu[z0:z1], dtype=np.complex64)
-            if self._inside is not None:
-                batch[:, ~self._inside] = 0.0
-            plan = self._plan(z1 - z0)
-            spectra = plan.execute(batch).reshape(z1 - z0, n_ang, -1)
+            spectra = self._spectra(mu[z0:z1]).reshape(z1 - z0, n_ang, -1)
             spectra *= self._factor[None]
             proj = sfft.irfft(spectra, n=self.m, axis=-1, workers=os.cpu_count())
             out[:, z0:z1, :] = proj[..., : self.n_det].transpose(1, 0, 2)
@@ -401,6 +429,41 @@ class Projector:
             bad = sorted(set(np.unique(labels[np.isnan(values)]).tolist()))
             raise ValueError(f"labels {bad} are not phases; valid: {[int(p) for p in Phase]}")
         return self.project(values, out=out, outer_value=outer_value)
+
+
+@numba.njit(parallel=True, cache=True)
+def _pair(rows: np.ndarray, inside: np.ndarray, batch: np.ndarray) -> None:
+    """``batch[p] = rows[2p] + i·rows[2p + 1]`` inside the mask, 0 outside (and no partner)."""
+    k, ny, nx = rows.shape
+    for p in numba.prange(batch.shape[0]):
+        two = 2 * p + 1 < k
+        for y in range(ny):
+            for x in range(nx):
+                if inside[y, x]:
+                    im = rows[2 * p + 1, y, x] if two else np.float32(0.0)
+                    batch[p, y, x] = complex(rows[2 * p, y, x], im)
+                else:
+                    batch[p, y, x] = 0.0
+
+
+@numba.njit(parallel=True, cache=True)
+def _unpair(c: np.ndarray, out: np.ndarray) -> None:
+    """Spectra of the paired rows: A = (C(k) + C̄(−k))/2, B = (C(k) − C̄(−k))/(2i).
+
+    ``c``: (pairs, 2, points) complex64, the transforms at +k and −k; ``out``: (rows, points),
+    rows 2p and 2p + 1 from pair p (an odd last row has no partner). One pass, no temporaries.
+    """
+    pairs, _, n = c.shape
+    rows = out.shape[0]
+    half = np.float32(0.5)
+    for p in numba.prange(pairs):
+        for j in range(n):
+            plus = c[p, 0, j]
+            minus = np.conj(c[p, 1, j])
+            out[2 * p, j] = (plus + minus) * half
+            if 2 * p + 1 < rows:
+                d = plus - minus  # B = d / (2i) = (d.imag − i·d.real) / 2
+                out[2 * p + 1, j] = np.complex64(complex(d.imag * half, -d.real * half))
 
 
 # --------------------------------------------------------------------------- scan

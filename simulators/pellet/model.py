@@ -62,7 +62,7 @@ from .cracks import CrackRaster, crack_path, rasterise_path, render_crack_rows
 from .fields import FourierField, interpolation_matrix, pore_field
 from .phases import Phase
 
-__all__ = ["MICROSTRUCTURES", "Microstructure", "PelletGeometry", "VirtualPellet"]
+__all__ = ["MICROSTRUCTURES", "Microstructure", "PelletGeometry", "TruthCounter", "VirtualPellet"]
 
 
 @dataclass(frozen=True)
@@ -290,6 +290,8 @@ class VirtualPellet:
         self.inside = np.hypot(yy, xx) <= g.pellet_radius_m  #: pellet cross-section (ny, nx)
         self._build_threshold_nodes()
         self._plane_cache: dict[int, np.ndarray] = {}
+        # Noise blocks of the last slab: the next slab's z-filter halo reuses them.
+        self._noise_cache: dict[tuple, np.ndarray] = {}
         self._raster_cache: dict[tuple[Any, ...], CrackRaster | None] = {}
 
     # --- microstructure ------------------------------------------------------------------
@@ -351,7 +353,7 @@ class VirtualPellet:
     def _pores(self, z0: int, z1: int) -> np.ndarray:
         """Boolean pore mask of rows ``z0:z1`` (electrolyte rows only are meaningful)."""
         nz, ny, nx = self.geometry.shape
-        g = pore_field(self._entropy, z0, z1, ny, nx, self._sigma_vox)
+        g = pore_field(self._entropy, z0, z1, ny, nx, self._sigma_vox, cache=self._noise_cache)
         out = np.empty(g.shape, dtype=bool)
         for i, z in enumerate(range(z0, z1)):
             zc = self._z_m[z] if 0 <= z < nz else (z + 0.5) * self.geometry.voxel_m
@@ -360,6 +362,10 @@ class VirtualPellet:
             t = (1 - w) * self._threshold_plane(j) + w * self._threshold_plane(j + 1)
             out[i] = g[i] < t
         return out
+
+    def clear_cache(self) -> None:
+        """Drop the noise blocks kept for the next slab (≈0.6 GB at full size)."""
+        self._noise_cache.clear()
 
     # --- state mapping -------------------------------------------------------------------
     def electrode_thicknesses_m(self, state: CellState | None = None) -> tuple[float, float]:
@@ -550,42 +556,20 @@ class VirtualPellet:
             ``state_crack_transparent_volume_m3`` and ``state_crack_li_volume_m3`` (cell
             geometry, unscaled).
         """
-        g = self.geometry
-        nz = g.shape[0]
-        top, bot = g.interfaces_rows
-        total = np.zeros(len(Phase), dtype=np.int64)
-        se_counts = np.zeros(len(Phase), dtype=np.int64)
-        tally = {"working": np.zeros(2, dtype=np.int64), "counter": np.zeros(2, dtype=np.int64)}
+        nz = self.geometry.shape[0]
+        counter = self.truth_counter(state)
         for z0 in range(0, nz, slab_rows):
-            z1 = min(nz, z0 + slab_rows)
-            lab = self._labels(z0, z1, state, tally)
-            zc = np.arange(z0, z1) + 0.5
-            se = (zc >= top) & (zc < bot)
-            total += np.bincount(lab.ravel(), minlength=len(Phase))[: len(Phase)]
-            if se.any():
-                se_counts += np.bincount(lab[se].ravel(), minlength=len(Phase))[: len(Phase)]
-        v3 = g.voxel_m**3
-        pores, solid = se_counts[Phase.PORE], se_counts[Phase.ELECTROLYTE]
-        crack = se_counts[Phase.CRACK] + se_counts[Phase.CRACK_LITHIUM]
-        iz = self.interfaces_z(state)
-        return {
-            "porosity": float(pores / max(1, pores + solid)),
-            "crack_volume_m3": float(crack * v3),
-            "crack_li_volume_m3": float(se_counts[Phase.CRACK_LITHIUM] * v3),
-            "transparent_volume_m3": float((pores + crack) * v3),
-            "crack_volume_by_origin_m3": {k: float(v[0] * v3) for k, v in tally.items()},
-            "crack_li_volume_by_origin_m3": {k: float(v[1] * v3) for k, v in tally.items()},
-            "electrode_thickness_m": self.electrode_thicknesses_m(state),
-            "voxel_counts": {p.name: int(total[p]) for p in Phase},
-            "electrolyte_counts": {p.name: int(se_counts[p]) for p in Phase},
-            "interfaces_z_rows": iz,
-            "interfaces_z_m": {k: v * g.voxel_m for k, v in iz.items()},
-            "voxel_m": g.voxel_m,
-            "state_crack_transparent_volume_m3": (
-                state.crack_transparent_volume_m3 if state is not None else 0.0
-            ),
-            "state_crack_li_volume_m3": state.crack_li_volume_m3 if state is not None else 0.0,
-        }
+            counter.labels(z0, min(nz, z0 + slab_rows))
+        return counter.result()
+
+    def truth_counter(self, state: CellState | None = None) -> TruthCounter:
+        """Labels slab by slab that count the ground truth as they are made.
+
+        A caller that needs every slab anyway (the projector) gets :meth:`ground_truth`
+        without generating the volume a second time (the pore field of the full size is
+        minutes of CPU).
+        """
+        return TruthCounter(self, state)
 
     # --- what lies outside the grid (for the projector) ------------------------------------
     def outside_grid_chord_m(self, u_m: np.ndarray | float, theta_rad: float) -> np.ndarray:
@@ -613,3 +597,90 @@ class VirtualPellet:
         out[se, Phase.PORE] = self.porosity_target
         out[steel, Phase.COLLECTOR] = 1.0
         return out
+
+
+class TruthCounter:
+    """:meth:`VirtualPellet.labels` of slabs, counted into :meth:`VirtualPellet.ground_truth`.
+
+    Parameters
+    ----------
+    pellet : VirtualPellet
+        The pellet whose labels are made.
+    state : CellState, optional
+        The cell state imaged (None: pristine).
+
+    Notes
+    -----
+    Every row must be counted exactly once, in any order and slab size, before
+    :meth:`result`; a row counted twice is refused.
+    """
+
+    def __init__(self, pellet: VirtualPellet, state: CellState | None = None) -> None:
+        self.pellet = pellet
+        self.state = state
+        n = len(Phase)
+        self._total = np.zeros(n, dtype=np.int64)
+        self._se_counts = np.zeros(n, dtype=np.int64)
+        self._tally = {origin: np.zeros(2, dtype=np.int64) for origin in ("working", "counter")}
+        self._counted = np.zeros(pellet.geometry.shape[0], dtype=bool)
+
+    def labels(self, z0: int, z1: int) -> np.ndarray:
+        """Labels of rows ``z0:z1`` (as :meth:`VirtualPellet.labels`), counted.
+
+        Raises
+        ------
+        ValueError
+            If a row of ``z0:z1`` was counted before.
+        """
+        if self._counted[z0:z1].any():
+            raise ValueError(f"rows {z0}:{z1} overlap rows already counted")
+        lab = self.pellet._labels(z0, z1, self.state, self._tally)
+        top, bot = self.pellet.geometry.interfaces_rows
+        zc = np.arange(z0, z1) + 0.5
+        se = (zc >= top) & (zc < bot)
+        n = len(Phase)
+        self._total += np.bincount(lab.ravel(), minlength=n)[:n]
+        if se.any():
+            self._se_counts += np.bincount(lab[se].ravel(), minlength=n)[:n]
+        self._counted[z0:z1] = True
+        return lab
+
+    def result(self) -> dict:
+        """The ground truth (see :meth:`VirtualPellet.ground_truth`).
+
+        Raises
+        ------
+        ValueError
+            If some rows were not counted.
+        """
+        if not self._counted.all():
+            missing = np.flatnonzero(~self._counted)
+            raise ValueError(
+                f"{missing.size} row(s) not counted (first {int(missing[0])}): count every "
+                "slab through labels() before result()"
+            )
+        pellet, state = self.pellet, self.state
+        g = pellet.geometry
+        se_counts, total, tally = self._se_counts, self._total, self._tally
+        v3 = g.voxel_m**3
+        pores, solid = se_counts[Phase.PORE], se_counts[Phase.ELECTROLYTE]
+        crack = se_counts[Phase.CRACK] + se_counts[Phase.CRACK_LITHIUM]
+        iz = pellet.interfaces_z(state)
+        return {
+            "porosity": float(pores / max(1, pores + solid)),
+            "crack_volume_m3": float(crack * v3),
+            "crack_li_volume_m3": float(se_counts[Phase.CRACK_LITHIUM] * v3),
+            "transparent_volume_m3": float((pores + crack) * v3),
+            "crack_volume_by_origin_m3": {k: float(v[0] * v3) for k, v in tally.items()},
+            "crack_li_volume_by_origin_m3": {k: float(v[1] * v3) for k, v in tally.items()},
+            "electrode_thickness_m": pellet.electrode_thicknesses_m(state),
+            "voxel_counts": {p.name: int(total[p]) for p in Phase},
+            "electrolyte_counts": {p.name: int(se_counts[p]) for p in Phase},
+            "interfaces_z_rows": iz,
+            "interfaces_z_m": {k: v * g.voxel_m for k, v in iz.items()},
+            "voxel_m": g.voxel_m,
+            "state_crack_transparent_volume_m3": (
+                state.crack_transparent_volume_m3 if state is not None else 0.0
+            ),
+            "state_crack_li_volume_m3": state.crack_li_volume_m3 if state is not None else 0.0,
+        }
