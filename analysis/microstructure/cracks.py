@@ -66,6 +66,16 @@ for < 255 cracks) and a few times the slab (``slab_rows × ny × nx × ~12 bytes
 1000 pixels and 64 rows ≈ 1.5 GB. The input may be any array that slices like numpy (Zarr,
 HDF5), so it need not be in memory; ``out=`` takes the output likewise. The slab-wise result
 equals the whole-volume one (tested).
+
+Speed
+-----
+The per-slab moments are summed in one compiled (numba) pass over the slab, in the float64
+order of the per-row numpy code it replaced, so the tables are bit-identical to it (tested
+against that code). Labels are written through compiled lookups; slabs with no kept
+component are not labelled a second time, and ``labels=False`` (the table only) skips the
+second pass altogether. On a quarter-size step (286 × 1000 × 2000, 2 busy cores) the two
+crack conventions went from 34 s and 23 s (two steps) to 10 s and 12 s; 5 s with
+``labels=False``; about half of what is left is ``cc3d``'s labelling.
 """
 
 from __future__ import annotations
@@ -74,6 +84,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import cc3d
+import numba
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
@@ -190,12 +201,15 @@ class _Slabs:
 
     def __call__(self, z0: int, z1: int) -> np.ndarray:
         """Pore phase of rows z0:z1 inside the mask; with a reference, only new voxels."""
-        a = np.asarray(self.binary[z0:z1]).astype(bool, copy=True)
+        a = np.asarray(self.binary[z0:z1], dtype=bool)
         m = self.mask_rows(z0, z1)
         if m is not None:
-            a &= m
+            a = np.logical_and(a, m)
+        elif self.reference is not None:
+            a = a.copy()  # written below; the input is the caller's
         if self.reference is not None:
-            a &= ~np.asarray(self.reference[z0:z1]).astype(bool)
+            # a & ~reference without a temporary for ~reference: for booleans that is a > ref.
+            np.greater(a, np.asarray(self.reference[z0:z1], dtype=bool), out=a)
         return a
 
 
@@ -216,80 +230,153 @@ def _label_slab(a: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
     return lab, int(n)
 
 
+@numba.njit(cache=True)
+def _accumulate_kernel(
+    lab: np.ndarray,
+    lut: np.ndarray,
+    z0: int,
+    bands: np.ndarray,
+    m: np.ndarray,
+    bb: np.ndarray,
+) -> int:
+    """Adds the moments and boxes of ``lut[lab]`` (labels 1..n) of a slab into ``m`` and ``bb``.
+
+    One pass over the slab, no temporaries of the slab's size. The float64 sums are formed in
+    the order of the per-row numpy code this replaced (each row's sums of y, x, y², x², y·x per
+    label in raster order, then added to the totals, times z where the moment has a z), so the
+    moments are bit-identical to it. Returns 1 at the first label that is negative or beyond
+    ``lut`` (nothing more is added then), else 0.
+    """
+    nz, ny, nx = lab.shape
+    size = m.shape[0]
+    cnt = np.zeros(size, np.int64)
+    sy = np.zeros(size)
+    sx = np.zeros(size)
+    syy = np.zeros(size)
+    sxx = np.zeros(size)
+    syx = np.zeros(size)
+    touched = np.empty(size, np.int64)
+    for i in range(nz):
+        z_row = z0 + i
+        nt = 0
+        for r in range(ny):
+            y = float(r)
+            for c in range(nx):
+                raw = lab[i, r, c]
+                if raw == 0:
+                    continue
+                if raw < 0 or raw >= lut.size:
+                    return 1
+                k = lut[raw]
+                if k == 0:
+                    continue
+                if cnt[k] == 0:
+                    touched[nt] = k
+                    nt += 1
+                    bb[k, 0] = min(bb[k, 0], z_row)
+                    bb[k, 1] = max(bb[k, 1], z_row + 1)
+                cnt[k] += 1
+                x = float(c)
+                sy[k] += y
+                sx[k] += x
+                syy[k] += y * y
+                sxx[k] += x * x
+                syx[k] += y * x
+                bb[k, 2] = min(bb[k, 2], r)
+                bb[k, 3] = max(bb[k, 3], r + 1)
+                bb[k, 4] = min(bb[k, 4], c)
+                bb[k, 5] = max(bb[k, 5], c + 1)
+        z = float(z_row)
+        top = bands[0] <= z_row < bands[1]
+        bot = bands[2] <= z_row < bands[3]
+        for t in range(nt):
+            k = touched[t]
+            n = float(cnt[k])
+            m[k, 0] += n
+            m[k, 1] += z * n
+            m[k, 2] += sy[k]
+            m[k, 3] += sx[k]
+            m[k, 4] += z * z * n
+            m[k, 5] += syy[k]
+            m[k, 6] += sxx[k]
+            m[k, 7] += z * sy[k]
+            m[k, 8] += z * sx[k]
+            m[k, 9] += syx[k]
+            if top:
+                m[k, 10] += n
+            if bot:
+                m[k, 11] += n
+            cnt[k] = 0
+            sy[k] = sx[k] = syy[k] = sxx[k] = syx[k] = 0.0
+    return 0
+
+
 def _accumulate(
-    lab: np.ndarray, n: int, z0: int, bands: tuple[tuple[int, int], tuple[int, int]]
+    lab: np.ndarray,
+    n: int,
+    z0: int,
+    bands: tuple[tuple[int, int], tuple[int, int]],
+    lut: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Moment sums (n, _N_MOMENTS) and bounding boxes (n, 6) of labels 1..n of a slab.
 
-    Row by row, on the foreground pixels only, so the temporaries stay at one row's size.
-    Coordinates are voxel centres relative to the row's own index, in float64.
+    Coordinates are voxel indices, the rows' relative to ``z0``, in float64. With ``lut``,
+    the labels are ``lut[lab]`` (an integer array indexed by the raw labels), without the
+    slab-sized temporary that indexing would make.
     """
     m = np.zeros((n + 1, _N_MOMENTS))
     bb = np.empty((n + 1, 6), dtype=np.int64)
     bb[:, 0::2] = np.iinfo(np.int64).max
     bb[:, 1::2] = -1
-    nx = lab.shape[2]
-    for i in range(lab.shape[0]):
-        plane = lab[i].ravel()
-        idx = np.flatnonzero(plane)
-        if idx.size == 0:
-            continue
-        k = plane[idx].astype(np.intp)
-        z = float(z0 + i)
-        y = (idx // nx).astype(np.float64)
-        x = (idx % nx).astype(np.float64)
-        cnt = np.bincount(k, minlength=n + 1).astype(np.float64)
-
-        def s(w: np.ndarray, k: np.ndarray = k) -> np.ndarray:
-            return np.bincount(k, weights=w, minlength=n + 1)
-
-        sy, sx = s(y), s(x)
-        m[:, 0] += cnt
-        m[:, 1] += z * cnt
-        m[:, 2] += sy
-        m[:, 3] += sx
-        m[:, 4] += z * z * cnt
-        m[:, 5] += s(y * y)
-        m[:, 6] += s(x * x)
-        m[:, 7] += z * sy
-        m[:, 8] += z * sx
-        m[:, 9] += s(y * x)
-        if bands[0][0] <= z0 + i < bands[0][1]:
-            m[:, 10] += cnt
-        if bands[1][0] <= z0 + i < bands[1][1]:
-            m[:, 11] += cnt
-        present = cnt > 0
-        bb[present, 0] = np.minimum(bb[present, 0], z0 + i)
-        bb[present, 1] = np.maximum(bb[present, 1], z0 + i + 1)
-        yi, xi = idx // nx, idx % nx
-        for col, vals, red in ((2, yi, np.minimum), (4, xi, np.minimum)):
-            b = np.full(n + 1, np.iinfo(np.int64).max)
-            red.at(b, k, vals)
-            bb[:, col] = red(bb[:, col], b)
-        for col, vals in ((3, yi), (5, xi)):
-            b = np.full(n + 1, -1, dtype=np.int64)
-            np.maximum.at(b, k, vals + 1)
-            bb[:, col] = np.maximum(bb[:, col], b)
+    lab = np.asarray(lab)
+    if lab.size == 0:
+        return m[1:], bb[1:]
+    lut = np.arange(n + 1, dtype=np.int64) if lut is None else np.asarray(lut, np.int64)
+    band_array = np.array([*bands[0], *bands[1]], dtype=np.int64)
+    if _accumulate_kernel(lab, lut, int(z0), band_array, m, bb):
+        raise ValueError(
+            f"labels must be integers in 0..{lut.size - 1}, got {lab.min()}..{lab.max()}"
+        )
     return m[1:], bb[1:]
+
+
+@numba.njit(cache=True)
+def _pair_keys(a: np.ndarray, b: np.ndarray, width: int, keys: np.ndarray, n: int) -> int:
+    """Appends ``a * width + b`` where both labels are set to ``keys[n:]``; returns the new n.
+
+    A key equal to the one just written is skipped: neighbouring pixels mostly repeat the
+    same pair, so the buffer (and the sort that makes the keys unique) stays small.
+    """
+    prev = -1
+    for y in range(a.shape[0]):
+        for x in range(a.shape[1]):
+            p, q = a[y, x], b[y, x]
+            if p > 0 and q > 0:
+                key = p * width + q
+                if key != prev:
+                    keys[n] = key
+                    n += 1
+                    prev = key
+    return n
 
 
 def _boundary_edges(
     last: np.ndarray, first: np.ndarray, connectivity: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of global labels that touch across a slab boundary (last row → next row)."""
+    """Pairs of global labels that touch across a slab boundary (last row → next row).
+
+    Each pair once (their order does not matter: they only feed a connected-components).
+    """
     ny, nx = last.shape
-    src, dst = [], []
+    width = int(max(last.max(), first.max())) + 1
+    keys = np.empty(ny * nx * len(_OFFSETS[connectivity]), dtype=np.int64)
+    n = 0
     for dy, dx in _OFFSETS[connectivity]:
         a = last[max(0, -dy) : ny - max(0, dy), max(0, -dx) : nx - max(0, dx)]
         b = first[max(0, dy) : ny - max(0, -dy), max(0, dx) : nx - max(0, -dx)]
-        both = (a > 0) & (b > 0)
-        if both.any():
-            pairs = np.unique(np.stack([a[both], b[both]], axis=1), axis=0)
-            src.append(pairs[:, 0])
-            dst.append(pairs[:, 1])
-    if not src:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    return np.concatenate(src).astype(np.int64), np.concatenate(dst).astype(np.int64)
+        n = _pair_keys(a, b, width, keys, n)
+    keys = np.unique(keys[:n])
+    return keys // width, keys % width
 
 
 def _components(
@@ -432,7 +519,7 @@ def _bbox_porosity(
     for i, r in enumerate(table.itertuples(index=False)):
         pores = total = 0
         for z0, z1 in _slab_bounds((int(r.z0), int(r.z1)), slab_rows):
-            ref = np.asarray(reference[z0:z1, r.y0 : r.y1, r.x0 : r.x1]).astype(bool)
+            ref = np.asarray(reference[z0:z1, r.y0 : r.y1, r.x0 : r.x1], dtype=bool)
             m = slabs.mask_rows(z0, z1)
             if m is None:
                 pores += int(np.count_nonzero(ref))
@@ -485,6 +572,25 @@ def _output(out: Any | None, shape: tuple[int, ...], dtype: type) -> Any:
     return out
 
 
+@numba.njit(parallel=True, cache=True)
+def _apply_lut(lab: np.ndarray, lut: np.ndarray, out: np.ndarray) -> None:
+    """``out[...] = lut[lab]`` without the index temporaries of numpy's fancy indexing."""
+    for i in numba.prange(lab.shape[0]):
+        for r in range(lab.shape[1]):
+            for c in range(lab.shape[2]):
+                out[i, r, c] = lut[lab[i, r, c]]
+
+
+def _write_lut(out: Any, z0: int, z1: int, lab: np.ndarray, lut: np.ndarray) -> None:
+    """Writes ``lut[lab]`` to rows z0:z1 of ``out`` (in place when it is a numpy array)."""
+    if isinstance(out, np.ndarray) and out.dtype == lut.dtype:
+        _apply_lut(lab, lut, out[z0:z1])
+    else:
+        buf = np.empty(lab.shape, dtype=lut.dtype)
+        _apply_lut(lab, lut, buf)
+        out[z0:z1] = buf
+
+
 def _label_volume(
     binary: Any,
     *,
@@ -497,8 +603,10 @@ def _label_volume(
     origin_band_rows: int,
     keep: Any,
     out: Any | None,
+    write: bool = True,
 ) -> tuple[Any, pd.DataFrame]:
-    """Shared core of :func:`label_pores` and :func:`find_cracks`."""
+    """Shared core of :func:`label_pores` and :func:`find_cracks`; ``write=False``: the table
+    only (labels None), without the second, relabelling pass."""
     voxel_um = _check_positive(voxel_um, "voxel_um")
     connectivity = _check_connectivity(connectivity)
     shape = _check_volume(binary)
@@ -509,6 +617,8 @@ def _label_volume(
     root, sums, bbox, offsets = _components(slabs, bounds, connectivity, bands)
     table = _table(sums, bbox, voxel_um, bands, interfaces is not None)
     table, new_id = _keep(table, keep, reference, slabs, slab_rows)
+    if not write:
+        return None, table
     dtype = _smallest_uint(len(table))
     out = _output(out, shape, dtype)
     # Rows outside the analysed range stay 0 (written explicitly: `out` may be a reused array).
@@ -517,11 +627,16 @@ def _label_volume(
         out[z : z + 1] = zero
     # Pass 2: relabel each slab (cc3d is deterministic) and write the kept components.
     lut_all = new_id[root + 1] if root.size else np.zeros(0, np.int64)
-    for (z0, z1), off in zip(bounds, offsets, strict=True):
+    ends = [*offsets[1:], root.size] if offsets else []
+    for (z0, z1), off, end in zip(bounds, offsets, ends, strict=True):
+        if not lut_all[off:end].any():
+            # No kept component in this slab: nothing to relabel.
+            out[z0:z1] = np.zeros((z1 - z0, *shape[1:]), dtype=dtype)
+            continue
         lab, n = _label_slab(slabs(z0, z1), connectivity)
         lut = np.zeros(n + 1, dtype=dtype)
         lut[1:] = lut_all[off : off + n]
-        out[z0:z1] = lut[lab]
+        _write_lut(out, z0, z1, lab, lut)
     return out, table
 
 
@@ -624,6 +739,7 @@ def find_cracks(
     origin_band_rows: int = 2,
     min_fragment_voxels: int = 20,
     out: Any | None = None,
+    labels: bool = True,
 ) -> tuple[Any, pd.DataFrame]:
     """Cracks: components of the pore phase above a volume (and optional planarity) threshold.
 
@@ -664,12 +780,15 @@ def find_cracks(
         joining off.
     out : array_like, optional
         Where to write the crack labels.
+    labels : bool
+        False: the table only, labels are not made (None is returned for them), which
+        saves the second labelling pass over the volume. ``out`` must then be None.
 
     Returns
     -------
-    labels : ndarray of unsigned int
+    labels : ndarray of unsigned int or None
         Crack labels 1..n (0 elsewhere), smallest unsigned dtype; ``labels > 0`` is the
-        crack mask.
+        crack mask. None when ``labels`` is False.
     table : pandas.DataFrame
         One row per crack, the columns of :func:`label_pores`.
 
@@ -683,6 +802,8 @@ def find_cracks(
         raise ValueError(f"min_volume_um3 must be >= 0 µm³, got {min_volume_um3!r}")
     if not 0.0 <= planarity_min <= 1.0:
         raise ValueError(f"planarity_min must be in [0, 1], got {planarity_min!r}")
+    if not labels and out is not None:
+        raise ValueError("out is not written with labels=False: pass one or the other")
 
     def keep(t: pd.DataFrame) -> np.ndarray:
         return (t["volume_um3"] >= min_volume_um3).to_numpy() & (
@@ -701,6 +822,7 @@ def find_cracks(
             origin_band_rows=origin_band_rows,
             keep=keep,
             out=out,
+            write=labels,
         )
     # Pieces smaller than both the joining floor and the smallest crack can matter to
     # nothing: dropped at once, so the fragment labels stay few (and narrow) at full size.
@@ -732,11 +854,22 @@ def find_cracks(
         origin_band_rows=origin_band_rows,
         keep=keep,
         out=out,
+        write=labels,
     )
 
 
 #: Rows a join between two fragments can span: fragment, shell, shell, fragment.
 _JOIN_HALO = 3
+
+
+def _window_box(big: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """(y0, y1), (x0, x1): the box of the set voxels grown by one voxel; None when empty."""
+    ys = np.flatnonzero(big.any(axis=(0, 2)))
+    if ys.size == 0:
+        return None
+    xs = np.flatnonzero(big.any(axis=(0, 1)))
+    ny, nx = big.shape[1:]
+    return (max(0, ys[0] - 1), min(ny, ys[-1] + 2)), (max(0, xs[0] - 1), min(nx, xs[-1] + 2))
 
 
 def _fragment_joins(
@@ -760,15 +893,22 @@ def _fragment_joins(
         return np.zeros(0, dtype=np.int64)
     src, dst = [], []
     nz = fragments.shape[0]
-    ball = np.ones((3, 3, 3), dtype=bool)
     for z0, z1 in bounds:
         a, b = max(0, z0 - _JOIN_HALO), min(nz, z1 + _JOIN_HALO)
         frag = np.asarray(fragments[a:b])
         big = joinable[frag]
-        if not big.any():
+        box = _window_box(big)
+        if box is None:
             continue
-        old_pores = pores(a, b) & np.asarray(reference[a:b]).astype(bool)
-        shell = ndi.binary_dilation(big, structure=ball) & old_pores & (frag == 0)
+        (y0, y1), (x0, x1) = box
+        # Nothing outside the joinable fragments' box (and one voxel around it) can join
+        # them: the rest of the window is left out of the dilation and the labelling.
+        frag, big = frag[:, y0:y1, x0:x1], big[:, y0:y1, x0:x1]
+        ref = np.asarray(reference[a:b, y0:y1, x0:x1], dtype=bool)
+        old_pores = pores(a, b)[:, y0:y1, x0:x1] & ref
+        # The 3×3×3 dilation as three 1-D maxima (the same set, border 0 as binary_dilation).
+        grown = ndi.maximum_filter(big.view(np.uint8), size=3, mode="constant", cval=0)
+        shell = grown.view(bool) & old_pores & (frag == 0)
         joined = cc3d.connected_components(big | shell, connectivity=connectivity)
         pairs = np.unique(np.stack([joined[big], frag[big]], axis=1), axis=0)
         # Fragments sharing a joined component: an edge from each to the component's first.
@@ -804,8 +944,11 @@ def _joined_cracks(
     origin_band_rows: int,
     keep: Any,
     out: Any | None,
+    write: bool = True,
 ) -> tuple[Any, pd.DataFrame]:
-    """Cracks from fragment labels: join, measure the new voxels of each group, keep, relabel."""
+    """Cracks from fragment labels: join, measure the new voxels of each group, keep, relabel.
+
+    ``write=False``: the table only (labels None)."""
     shape = fragments.shape
     rows = _row_range(shape[0], interfaces)
     bounds = _slab_bounds(rows, slab_rows)
@@ -822,19 +965,26 @@ def _joined_cracks(
     bbox[:, 0::2] = np.iinfo(np.int64).max
     bbox[:, 1::2] = -1
     for z0, z1 in bounds:
-        lab = lut[np.asarray(fragments[z0:z1])]
-        m, bb = _accumulate(lab, g, z0, bands)
+        m, bb = _accumulate(np.asarray(fragments[z0:z1]), g, z0, bands, lut=lut)
         sums += m
         bbox[:, 0::2] = np.minimum(bbox[:, 0::2], bb[:, 0::2])
         bbox[:, 1::2] = np.maximum(bbox[:, 1::2], bb[:, 1::2])
     table = _table(sums, bbox, voxel_um, bands, interfaces is not None)
     table, new_id = _keep(table, keep, reference, pores, slab_rows)
+    if not write:
+        return None, table
     dtype = _smallest_uint(len(table))
-    out = _output(out, shape, dtype)
     final = new_id[lut].astype(dtype)
+    if out is None and isinstance(fragments, np.ndarray) and fragments.dtype == dtype:
+        # The fragment labels are this call's own array: relabelled in place, which spares
+        # a second volume (its rows outside the analysed range are 0 already).
+        for z0, z1 in bounds:
+            _apply_lut(fragments[z0:z1], final, fragments[z0:z1])
+        return fragments, table
+    out = _output(out, shape, dtype)
     for z0, z1 in [(0, rows[0]), *bounds, (rows[1], shape[0])]:
         if z1 > z0:
-            out[z0:z1] = final[np.asarray(fragments[z0:z1])]
+            _write_lut(out, z0, z1, np.asarray(fragments[z0:z1]), final)
     return out, table
 
 

@@ -408,20 +408,6 @@ class _Below:
         return out if dtype is None else out.astype(dtype)
 
 
-class _Discard:
-    """A write-only sink of a volume's shape: labels written to it are dropped.
-
-    :func:`.cracks.find_cracks` writes its labels slab by slab into ``out``; the per-scan
-    convention keeps only the table, so nothing of the volume's size is allocated for them.
-    """
-
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        self.shape = tuple(shape)
-
-    def __setitem__(self, index: Any, value: Any) -> None:
-        pass
-
-
 def _crack_columns(cracks: pd.DataFrame, columns: Sequence[str]) -> dict[str, Any]:
     """Count, volume and volume per origin of one step's cracks, under ``columns``' names."""
     count, volume, top, bottom = columns
@@ -700,8 +686,8 @@ class _Measurements:
                 mask=self.study.disc,
                 reference=None,
                 slab_rows=_SLAB_ROWS,
-                # Labelled slab by slab and dropped: only the table is kept.
-                out=_Discard(pores.shape),
+                # Only the table is kept: no second labelling pass, no label volume.
+                labels=False,
             )
         self.crack_tables_per_scan[name] = cracks
         return cracks
