@@ -16,6 +16,7 @@ import types
 
 import numpy as np
 import pytest
+from disc_phantom import disc_image, disc_sinogram
 
 from insitu.analysis.errors import AnalysisInputError
 from insitu.analysis.tomo.recon import gpu
@@ -33,29 +34,6 @@ THETA = np.arange(N_ANGLES) * math.pi / N_ANGLES
 # A pellet with a pore and an inclusion, off the axis so that mirrored slices differ.
 DISCS = [(0.0, 0.0, 50.0, 1.0), (15.0, -10.0, 12.0, -0.4), (-20.0, 18.0, 8.0, 0.5)]
 BLOBS = [(0.0, 0.0, 14.0, 1.0), (20.0, -15.0, 4.0, 0.5), (-25.0, 18.0, 3.0, 0.8)]
-
-
-def disc_sinogram(theta, n_det, center, discs):
-    """Exact chords through discs (x0, y0, radius, value) at the detector pixel centres."""
-    t = np.arange(n_det) - center
-    sino = np.zeros((theta.size, n_det))
-    for x0, y0, r, value in discs:
-        t0 = x0 * np.cos(theta)[:, None] + y0 * np.sin(theta)[:, None]
-        sino += 2 * value * np.sqrt(np.clip(r**2 - (t - t0) ** 2, 0, None))
-    return sino
-
-
-def disc_image(n, discs, supersample=4):
-    """Discs averaged over each pixel (rows y, columns x, from the slice centre)."""
-    c = (n - 1) / 2
-    sub = (np.arange(supersample) + 0.5) / supersample - 0.5
-    img = np.zeros((n, n))
-    y, x = np.mgrid[:n, :n] - c
-    for dy in sub:
-        for dx in sub:
-            for x0, y0, r, value in discs:
-                img += value * (((x + dx - x0) ** 2 + (y + dy - y0) ** 2) <= r**2)
-    return img / supersample**2
 
 
 def gaussian_sinogram(theta, n_det, center, blobs):
