@@ -113,7 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="LO,HI",
         help="attenuation (1/pixel) of the first and last uint8/uint16 level; values outside "
         "are clipped and counted (default: the middle slab's extremes, widened by half their "
-        "span each side)",
+        "span each side); write --value-range=LO,HI when LO is negative",
     )
     recon.add_argument("--rows", type=number_pair, metavar="START,STOP", help="only these rows")
     recon.add_argument(

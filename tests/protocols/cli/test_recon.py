@@ -99,10 +99,9 @@ def test_recon_sample_diameter(tmp_path, capsys) -> None:
 
 
 def test_recon_dtypes_are_analysed_like_float32(tmp_path, capsys) -> None:
-    """``--dtype``: float16 and uint16/uint8 levels (range from the middle slab) are read back
-    as attenuation by ``insitu analyze``, which finds the float32 volume's porosity; the
-    levels' range and the clipped count are printed; ``--value-range`` without levels is
-    one line, exit 2."""
+    """``--dtype``: float16 and uint16/uint8 levels are read back as attenuation by
+    ``insitu analyze``, which finds the float32 volume's porosity; the levels' range and the
+    clipped count are printed; ``--value-range`` without levels is one line, exit 2."""
     from insitu.analysis.tomo import pipeline
     from insitu.protocols.cli import recon
 
@@ -111,24 +110,32 @@ def test_recon_dtypes_are_analysed_like_float32(tmp_path, capsys) -> None:
     assert main(["tomo-scan", "--sim", "A-LPS", "--out", str(scan), "--quiet"]) == 0
     base = ["recon", str(scan), "--quiet", "--center", "63.5"]
     porosity = {}
-    for dtype in ("float32", "float16", "uint16", "uint8"):
-        volume = tmp_path / f"{dtype}.zarr"
+
+    def analysed(name: str, options: list[str]) -> None:
+        volume = tmp_path / f"{name}.zarr"
         capsys.readouterr()
-        assert main([*base, "--out", str(volume), "--dtype", dtype]) == 0
+        assert main([*base, "--out", str(volume), *options]) == 0
         printed = capsys.readouterr().out
-        if dtype.startswith("uint"):
-            assert f"stored as {dtype} levels over" in printed and "clipped" in printed
-        analysed = run_json(
-            capsys,
-            ["analyze", "tomo", str(volume), "--no-psd", "--no-figures", "--json"],
+        if "uint" in name:
+            assert "levels over" in printed and "clipped" in printed
+        result = run_json(
+            capsys, ["analyze", "tomo", str(volume), "--no-psd", "--no-figures", "--json"]
         )
-        porosity[dtype] = analysed["steps"][0]["porosity"]
-    # Measured: 0.47884 (float32), 0.47886 (float16), 0.47885 (uint16), 0.48689 (uint8: its
-    # 256 levels span twice the middle slab's range, so the study's 256-bin histogram sees
-    # about 128 of them and its threshold moves by a bin).
-    assert porosity["float16"] == pytest.approx(porosity["float32"], abs=1e-4)
-    assert porosity["uint16"] == pytest.approx(porosity["float32"], abs=1e-4)
-    assert porosity["uint8"] == pytest.approx(porosity["float32"], abs=0.01)
+        porosity[name] = result["steps"][0]["porosity"]
+        porosity[name + " pv"] = result["steps"][0]["porosity_pv"]
+
+    for dtype in ("float32", "float16", "uint16", "uint8"):
+        analysed(dtype, ["--dtype", dtype])
+    # Measured: porosity_pv 0.47883 (float32), 0.47883 (float16, uint16), 0.47881 (uint8);
+    # the paper's method 0.47801 (float32), 0.47805 (float16, uint16), 0.49401 (uint8). The
+    # paper's threshold comes from a 256-bin histogram, which 8-bit levels quantise: it
+    # moved by 0.016 here (0.019 with the levels over the volume's own extremes), as it did
+    # for the 8-bit TIFF export; the partial-volume estimator does not depend on a bin.
+    for dtype in ("float16", "uint16", "uint8"):
+        assert porosity[f"{dtype} pv"] == pytest.approx(porosity["float32 pv"], abs=2e-4)
+    assert porosity["float16"] == pytest.approx(porosity["float32"], abs=2e-4)
+    assert porosity["uint16"] == pytest.approx(porosity["float32"], abs=2e-4)
+    assert porosity["uint8"] == pytest.approx(porosity["float32"], abs=0.03)
     assert main([*base, "--out", str(tmp_path / "bad.zarr"), "--value-range", "0,1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("insitu: error:") and "--dtype uint8 or uint16" in err
