@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from disc_phantom import disc_image, disc_sinogram
+from phantoms import disc_image, disc_sinogram, gaussian_image, gaussian_sinogram, inner
 
 from insitu.analysis.tomo.recon.algorithm import (
     FILTERS,
@@ -18,33 +18,8 @@ from insitu.analysis.tomo.recon.algorithm import (
 )
 
 
-def gaussian_sinogram(theta, n_det, center, blobs):
-    """Exact Radon transform of Gaussian blobs (x0, y0, sigma, amplitude), pixel units."""
-    t = np.arange(n_det) - center
-    sino = np.zeros((theta.size, n_det))
-    for x0, y0, sigma, amp in blobs:
-        t0 = x0 * np.cos(theta)[:, None] + y0 * np.sin(theta)[:, None]
-        sino += amp * math.sqrt(2 * math.pi) * sigma * np.exp(-((t - t0) ** 2) / (2 * sigma**2))
-    return sino
-
-
-def gaussian_image(n, blobs):
-    c = (n - 1) / 2
-    y, x = np.mgrid[:n, :n] - c
-    img = np.zeros((n, n))
-    for x0, y0, sigma, amp in blobs:
-        img += amp * np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma**2))
-    return img
-
-
 def nrmse(rec, truth, mask):
     return float(np.sqrt(np.mean((rec[mask] - truth[mask]) ** 2)) / np.ptp(truth))
-
-
-def inner(n, frac=0.45):
-    c = (n - 1) / 2
-    y, x = np.mgrid[:n, :n] - c
-    return x**2 + y**2 < (frac * n) ** 2
 
 
 BLOBS = [(0, 0, 25, 1.0), (40, -30, 6, 0.5), (-50, 35, 4, 0.8), (60, 50, 3, 0.6)]

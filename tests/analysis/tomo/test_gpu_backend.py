@@ -16,7 +16,7 @@ import types
 
 import numpy as np
 import pytest
-from disc_phantom import disc_image, disc_sinogram
+from phantoms import disc_image, disc_sinogram, gaussian_image, gaussian_sinogram, inner
 
 from insitu.analysis.errors import AnalysisInputError
 from insitu.analysis.tomo.recon import gpu
@@ -34,31 +34,6 @@ THETA = np.arange(N_ANGLES) * math.pi / N_ANGLES
 # A pellet with a pore and an inclusion, off the axis so that mirrored slices differ.
 DISCS = [(0.0, 0.0, 50.0, 1.0), (15.0, -10.0, 12.0, -0.4), (-20.0, 18.0, 8.0, 0.5)]
 BLOBS = [(0.0, 0.0, 14.0, 1.0), (20.0, -15.0, 4.0, 0.5), (-25.0, 18.0, 3.0, 0.8)]
-
-
-def gaussian_sinogram(theta, n_det, center, blobs):
-    """Exact Radon transform of Gaussian blobs (x0, y0, sigma, amplitude)."""
-    t = np.arange(n_det) - center
-    sino = np.zeros((theta.size, n_det))
-    for x0, y0, sigma, amp in blobs:
-        t0 = x0 * np.cos(theta)[:, None] + y0 * np.sin(theta)[:, None]
-        sino += amp * math.sqrt(2 * math.pi) * sigma * np.exp(-((t - t0) ** 2) / (2 * sigma**2))
-    return sino
-
-
-def gaussian_image(n, blobs):
-    c = (n - 1) / 2
-    y, x = np.mgrid[:n, :n] - c
-    img = np.zeros((n, n))
-    for x0, y0, sigma, amp in blobs:
-        img += amp * np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma**2))
-    return img
-
-
-def inner(n, frac=0.45):
-    c = (n - 1) / 2
-    y, x = np.mgrid[:n, :n] - c
-    return x**2 + y**2 < (frac * n) ** 2
 
 
 def nrmse(rec, ref, mask):
