@@ -103,6 +103,61 @@ def test_pairs_batches_and_single_sinogram_agree() -> None:
     assert together.dtype == np.float32 and together.shape == (5, n, n)
 
 
+def test_kept_buffers_change_no_slice_across_calls_and_threads() -> None:
+    """A plan keeps its work arrays between calls: calls of other sizes (more rows, fewer,
+    an odd count, one sinogram) and two threads sharing the plan each get exactly what a
+    fresh plan gives (within float32 rounding: finufft's threads and the arrays'
+    alignment change the order of sums, so two fresh plans differ by ~1e-7 too)."""
+    import threading
+
+    def same(a: np.ndarray, b: np.ndarray) -> None:
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.abs(b).max())
+
+    n, n_angles = 128, 120
+    theta = np.arange(n_angles) * math.pi / n_angles
+    rng = np.random.default_rng(7)
+    stacks = [rng.normal(size=(n_angles, rows, n)).astype(np.float32) for rows in (6, 9, 1, 4)]
+    fresh = [GridrecPlan(theta, n, support=50.0).reconstruct(s, batch=2) for s in stacks]
+    shared = GridrecPlan(theta, n, support=50.0)
+    for stack, want in zip(stacks, fresh, strict=True):
+        same(shared.reconstruct(stack, batch=2), want)
+    same(shared.reconstruct(stacks[2][:, 0, :]), fresh[2][0])
+
+    got: dict[int, np.ndarray] = {}
+    start = threading.Barrier(2)
+
+    def run(i: int) -> None:
+        start.wait()
+        for _ in range(3):
+            got[i] = shared.reconstruct(stacks[i], batch=2)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    same(got[0], fresh[0])
+    same(got[1], fresh[1])
+    shared.release_buffers()
+    same(shared.reconstruct(stacks[3], batch=2), fresh[3])
+
+
+def test_a_window_that_wraps_around_the_padded_row_is_cut_the_same() -> None:
+    """The cut window is a slice of the padded row when it fits and a wrapped gather when
+    the axis lies near the row's end; both give the slice that a plain gather gives."""
+    n, n_angles = 128, 90
+    theta = np.arange(n_angles) * math.pi / n_angles
+    sino = np.random.default_rng(3).normal(size=(n_angles, 3, n)).astype(np.float32)
+    for center in (63.5, -100.0):  # the second puts the window across the row's start
+        plan = GridrecPlan(theta, n, center=center, support=40.0)
+        assert plan._windowed
+        wraps = plan._win_slice is None
+        assert wraps == (center < 0)
+        sliced = plan.reconstruct(sino)
+        plan._win_slice = None  # force the gather
+        np.testing.assert_array_equal(plan.reconstruct(sino), sliced)
+
+
 def test_uneven_angles_are_weighted() -> None:
     n = 256
     rng = np.random.default_rng(3)
