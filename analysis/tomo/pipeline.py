@@ -243,6 +243,19 @@ def _margin_rows(info: ScanInfo, opts: ReconOptions) -> int:
     return margin
 
 
+#: Slabs a job that fits in one is cut into anyway, where it has the rows: one slab is read,
+#: gridded and written one step after the other, while from two on the next slab is read and
+#: the last written during the gridding (:func:`_run_slabs_overlapped`).
+MIN_SLABS = 4
+
+
+def _overlapping_rows(n_rows: int, margin: int) -> int:
+    """Slab rows that cut ``n_rows`` into about :data:`MIN_SLABS` slabs of whole chunks, but
+    no thinner than four margins (each slab reads its margin rows on both sides again)."""
+    fewest = max(CHUNK_ROWS, -(-4 * margin // CHUNK_ROWS) * CHUNK_ROWS)
+    return max(fewest, n_rows // MIN_SLABS // CHUNK_ROWS * CHUNK_ROWS)
+
+
 def plan_slabs(info: ScanInfo, opts: ReconOptions, workers: int = 1) -> list[tuple[int, int]]:
     """Row ranges of the slabs, sized so that ``workers`` slabs fit in the memory budget.
 
@@ -275,6 +288,8 @@ def plan_slabs(info: ScanInfo, opts: ReconOptions, workers: int = 1) -> list[tup
     rows = rows // CHUNK_ROWS * CHUNK_ROWS
     if opts.slab_rows is not None:
         rows = min(rows, opts.slab_rows)
+    else:
+        rows = min(rows, _overlapping_rows(r1 - r0, margin))
     # Slabs start on chunk boundaries of the output (relative to the first row).
     return [(a, min(a + rows, r1)) for a in range(r0, r1, rows)]
 

@@ -11,6 +11,7 @@ import pytest
 import zarr
 
 from insitu.analysis.errors import AnalysisInputError
+from insitu.analysis.tomo import pipeline
 from insitu.analysis.tomo.pipeline import (
     ReconOptions,
     plan_slabs,
@@ -184,6 +185,32 @@ def test_memory_budget_sets_the_slabs() -> None:
     assert plan_slabs(full, ReconOptions(memory_budget_gib=4.0))[0][1] < rows
     with pytest.raises(ValueError, match="GiB"):
         plan_slabs(full, ReconOptions(memory_budget_gib=0.5))
+
+
+def test_a_small_job_is_cut_into_slabs_that_overlap() -> None:
+    """A job the budget could hold in one slab is cut into about four slabs of whole chunks,
+    so that reading and writing overlap the gridding; never thinner than four margins, and
+    never past the budget or the user's slab_rows."""
+    meta = {"energy_keV": 25.0, "pixel_size_um": 0.69, "sample_detector_distance_mm": 50.0}
+    full = ScanInfo("x.h5", 1500, 1143, 2048, 20, 20, np.zeros(1500), meta)
+
+    def rows_of(budget: float = 8.0, **kw) -> list[int]:
+        return [b - a for a, b in plan_slabs(full, ReconOptions(memory_budget_gib=budget, **kw))]
+
+    assert rows_of(rows=(0, 32)) == [8, 8, 8, 8]
+    assert rows_of(rows=(0, 2)) == [2]
+    assert rows_of(rows=(100, 164)) == [16, 16, 16, 16]
+    assert rows_of(rows=(0, 36)) == [8, 8, 8, 8, 4]
+    assert rows_of(rows=(0, 32), slab_rows=32) == [32]
+    # A zinger median reads one row beyond each side: slabs of at least 8 (4 margins).
+    assert rows_of(rows=(0, 32), zinger_dif=0.1) == [8, 8, 8, 8]
+    # Paganin's margin of several rows makes the slabs thicker.
+    paganin = rows_of(64.0, rows=(0, 256), paganin=True, delta_beta=10.0)
+    margin = pipeline._margin_rows(full, ReconOptions(paganin=True, delta_beta=10.0))
+    assert margin > 2 and min(paganin[:-1]) >= 4 * margin
+    # The whole scan stays as the budget sets it.
+    whole = rows_of()
+    assert whole[0] < 1143 // 4 and whole[0] == rows_of(slab_rows=whole[0])[0]
 
 
 def test_clear_errors(scan, tmp_path) -> None:

@@ -34,11 +34,15 @@ def test_recon_recovers_porosity_and_cracks(tmp_path, capsys) -> None:
     )["ground_truth"]
     summary = run_json(capsys, ["recon", str(scan), "--out", str(tmp_path / "v.zarr"), "--json"])
     assert summary["center"] == pytest.approx(truth["rotation_axis_column"], abs=0.5)
-    # Where the time went: every step timed, none longer than the whole.
+    # Where the time went: every step timed, none longer than the whole. Reading,
+    # pre-processing and writing overlap the gridding (several slabs here), so only the
+    # steps of the main thread add up to at most the whole.
     steps = summary["timings_s"]
     assert set(steps) == {"checks", "center", "plan", "read", "preprocess", "gridding", "write"}
-    assert all(s >= 0 for s in steps.values())
-    assert sum(steps.values()) <= summary["wall_s"] + 0.01
+    assert all(0 <= s <= summary["wall_s"] + 0.01 for s in steps.values())
+    main_thread = ("checks", "center", "plan", "gridding")
+    assert sum(steps[k] for k in main_thread) <= summary["wall_s"] + 0.01
+    assert summary["slabs"] > 1
     volume = zarr.open_array(str(tmp_path / "v.zarr"), mode="r")[:]
     with h5py.File(tmp_path / "alps.truth.h5", "r") as f:
         labels = f["/labels"][:]
