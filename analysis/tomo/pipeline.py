@@ -59,6 +59,7 @@ from ..errors import AnalysisInputError, OutputExistsError
 from ..provenance import software_version
 from ..volumes.levels import encode_levels
 from .prep.flat_field import (
+    attenuation,
     check_projections,
     check_references,
     minus_log,
@@ -313,11 +314,17 @@ def preprocess_rows(
     t0 = time.perf_counter()
     margin = _margin_rows(info, opts)
     a, b = max(0, r0 - margin), min(info.n_rows, r1 + margin)
-    proj, flat, dark = read_rows(info.path, a, b, dtype=np.float32)
+    # As the file stores them (uint16 from a camera): converted to float32 frame by frame
+    # by the correction below, not by a copy of the whole slab.
+    proj, flat, dark = read_rows(info.path, a, b)
     t_read = time.perf_counter()
     check_projections(proj, first_row=a, source=info.path)
-    data = normalize(proj, flat, dark, averaging=opts.flat_averaging, out=proj)
-    del flat, dark
+    into = proj if proj.dtype == np.float32 else None
+    if opts.zinger_dif is None and not opts.paganin:
+        data = attenuation(proj, flat, dark, averaging=opts.flat_averaging, out=into)
+    else:
+        data = normalize(proj, flat, dark, averaging=opts.flat_averaging, out=into)
+    del proj, flat, dark
     if opts.zinger_dif is not None:
         data = remove_outlier(data, opts.zinger_dif, size=3, axis=0, out=data)
     if opts.paganin:
@@ -325,7 +332,8 @@ def preprocess_rows(
         data = retrieve_phase(
             data, pixel_size=pixel, dist=dist, energy=energy, delta_beta=opts.delta_beta, out=data
         )
-    data = minus_log(data, out=data)
+    if opts.zinger_dif is not None or opts.paganin:
+        data = minus_log(data, out=data)
     data = np.ascontiguousarray(data[:, r0 - a : r1 - a, :])
     if opts.rings == "fw":
         data = remove_stripe_fw(

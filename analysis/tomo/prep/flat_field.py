@@ -38,6 +38,7 @@ from ...errors import AnalysisInputError
 __all__ = [
     "ReferenceStats",
     "ReferenceWarning",
+    "attenuation",
     "check_projections",
     "check_references",
     "minus_log",
@@ -74,6 +75,24 @@ def _average(frames: np.ndarray, averaging: str, name: str) -> np.ndarray:
         # The median of the flats rejects a zinger or a beam drop in one of them.
         return np.median(frames.astype(np.float32, copy=False), axis=0)
     raise ValueError(f"averaging must be 'mean' or 'median', got {averaging!r}")
+
+
+def _correction(
+    flat: np.ndarray, dark: np.ndarray, averaging: str, frame_shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The averaged dark and ``1/(flat − dark)`` (float32) for frames of ``frame_shape``."""
+    flat_avg = _average(flat, averaging, "flat")
+    dark_avg = _average(dark, "mean", "dark")
+    if flat_avg.shape != frame_shape or dark_avg.shape != frame_shape:
+        raise ValueError(
+            f"flat {flat_avg.shape} and dark {dark_avg.shape} frames must have the "
+            f"projections' (rows, cols) = {frame_shape}"
+        )
+    denominator = flat_avg - dark_avg
+    # A dead or saturated-dark pixel has flat ≈ dark: divide by a tiny positive number rather
+    # than by zero, so the result stays finite (and ``cutoff`` can then bound it).
+    np.maximum(denominator, _MIN_DENOMINATOR, out=denominator)
+    return dark_avg, (1.0 / denominator).astype(np.float32)
 
 
 def normalize(
@@ -120,20 +139,9 @@ def normalize(
     arr = np.asarray(arr)
     single = arr.ndim == 2
     stack = _as_stack(arr, "arr")
-    flat_avg = _average(flat, averaging, "flat")
-    dark_avg = _average(dark, "mean", "dark")
-    if flat_avg.shape != stack.shape[1:] or dark_avg.shape != stack.shape[1:]:
-        raise ValueError(
-            f"flat {flat_avg.shape} and dark {dark_avg.shape} frames must have the "
-            f"projections' (rows, cols) = {stack.shape[1:]}"
-        )
+    dark_avg, inverse = _correction(flat, dark, averaging, stack.shape[1:])
     if cutoff is not None and not cutoff > 0:
         raise ValueError(f"cutoff must be a positive transmission or None, got {cutoff}")
-    denominator = flat_avg - dark_avg
-    # A dead or saturated-dark pixel has flat ≈ dark: divide by a tiny positive number rather
-    # than by zero, so the result stays finite (and ``cutoff`` can then bound it).
-    np.maximum(denominator, _MIN_DENOMINATOR, out=denominator)
-    inverse = (1.0 / denominator).astype(np.float32)
     if out is None:
         out = np.empty(arr.shape, dtype=np.float32)
     elif out.dtype != np.float32 or out.shape != arr.shape:
@@ -183,6 +191,62 @@ def minus_log(arr: np.ndarray, *, floor: float = 1e-6, out: np.ndarray | None = 
     np.fmax(arr, np.float32(floor), out=out, dtype=np.float32, casting="unsafe")
     np.log(out, out=out)
     np.negative(out, out=out)
+    return out
+
+
+def attenuation(
+    arr: np.ndarray,
+    flat: np.ndarray,
+    dark: np.ndarray,
+    *,
+    averaging: Literal["mean", "median"] = "mean",
+    floor: float = 1e-6,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Projected attenuation of raw frames: ``minus_log(normalize(arr, flat, dark))``.
+
+    The same values as those two calls, bit for bit, computed one projection at a time: the
+    frame stays in cache through the five element-wise steps (dark subtracted, scaled,
+    floored, log, negated) instead of the whole stack making four trips through memory,
+    and uint16 frames are converted as they are read instead of by a copy of the stack. On
+    1500 frames of 80 × 2048 (2 cores, busy machine, interleaved), reading and correcting
+    took 0.8–1.4 s this way against 1.2–3.4 s as a float32 read then the two calls.
+
+    Parameters
+    ----------
+    arr, flat, dark, averaging
+        As :func:`normalize` (``arr`` as the camera wrote it, uint16 typically).
+    floor
+        As :func:`minus_log`.
+    out : ndarray, optional
+        float32 array of ``arr``'s shape to write into (may be ``arr`` itself when it is
+        float32).
+
+    Returns
+    -------
+    ndarray, float32
+    """
+    if not floor > 0:
+        raise ValueError(f"floor must be a positive transmission, got {floor}")
+    arr = np.asarray(arr)
+    stack = _as_stack(arr, "arr")
+    dark_avg, inverse = _correction(flat, dark, averaging, stack.shape[1:])
+    if out is None:
+        out = np.empty(arr.shape, dtype=np.float32)
+    elif out.dtype != np.float32 or out.shape != arr.shape:
+        raise ValueError(
+            f"out must be a float32 array of shape {arr.shape}, got {out.dtype} {out.shape}"
+        )
+    frames = out[np.newaxis] if arr.ndim == 2 else out
+    low = np.float32(floor)
+    # normalize's and minus_log's operations, in their order, on one frame at a time.
+    for i in range(stack.shape[0]):
+        frame = frames[i]
+        np.subtract(stack[i], dark_avg, out=frame, dtype=np.float32, casting="unsafe")
+        frame *= inverse
+        np.fmax(frame, low, out=frame)
+        np.log(frame, out=frame)
+        np.negative(frame, out=frame)
     return out
 
 

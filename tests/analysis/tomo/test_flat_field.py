@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 
-from insitu.analysis.tomo.prep.flat_field import minus_log, normalize, remove_outlier, remove_zinger
+from insitu.analysis.tomo.prep.flat_field import (
+    attenuation,
+    minus_log,
+    normalize,
+    remove_outlier,
+    remove_zinger,
+)
 
 
 @pytest.fixture
@@ -74,6 +80,48 @@ def test_normalize_rejects_mismatched_flats(frames):
     projections, flats, darks, _ = frames
     with pytest.raises(ValueError, match="flat"):
         normalize(projections, flats[:, :-1], darks)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.float64])
+@pytest.mark.parametrize("averaging", ["mean", "median"])
+def test_attenuation_is_normalize_then_minus_log_bit_for_bit(frames, dtype, averaging):
+    """The one-pass correction the pipeline uses gives exactly the two calls' values, from
+    the camera's uint16 frames or from float frames, with the exact attenuation; a dead
+    pixel (flat = dark) and a zero frame stay finite through the floor."""
+    projections, flats, darks, exact = frames
+    raw = projections.astype(dtype)
+    raw[2] = 0  # a dropped frame: below the dark, floored
+    if raw.dtype.kind == "f":
+        raw[1, 0, 0] = np.nan  # a float file's hole: floored as minus_log does
+    flats = flats.copy()
+    flats[:, 3, 4] = darks[0, 3, 4]  # a dead pixel
+    two_calls = minus_log(normalize(raw, flats, darks, averaging=averaging), floor=1e-4)
+    one_pass = attenuation(raw, flats, darks, averaging=averaging, floor=1e-4)
+    assert one_pass.dtype == np.float32 and np.isfinite(one_pass).all()
+    np.testing.assert_array_equal(one_pass, two_calls)
+    keep = np.ones(len(raw), bool)
+    keep[2] = False
+    live = np.ones(exact.shape[1:], bool)
+    live[3, 4] = live[0, 0] = False
+    np.testing.assert_allclose(one_pass[keep][:, live], -np.log(exact[keep][:, live]), atol=2e-5)
+    # One frame, and in place into float32 frames.
+    single = attenuation(raw[0], flats, darks, averaging=averaging, floor=1e-4)
+    np.testing.assert_array_equal(single, one_pass[0])
+    inplace = raw.astype(np.float32)
+    assert (
+        attenuation(inplace, flats, darks, averaging=averaging, floor=1e-4, out=inplace) is inplace
+    )
+    np.testing.assert_array_equal(inplace, one_pass)
+
+
+def test_attenuation_rejects_bad_arguments(frames):
+    projections, flats, darks, _ = frames
+    with pytest.raises(ValueError, match="floor"):
+        attenuation(projections, flats, darks, floor=0.0)
+    with pytest.raises(ValueError, match="out must be a float32"):
+        attenuation(projections, flats, darks, out=np.empty(projections.shape))
+    with pytest.raises(ValueError, match="frames must have"):
+        attenuation(projections, flats[:, :-1], darks)
 
 
 def test_minus_log_floor_keeps_values_finite():
