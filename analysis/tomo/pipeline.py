@@ -937,7 +937,12 @@ def reconstruct_scan(
     center = opts.center if opts.center is not None else find_center(info, opts)
     t_centred = time.perf_counter()
     # An unknown or missing backend fails before any work; "auto" says here what it chose.
-    backend_name = getattr(_backend_for(info, opts, center), "name", opts.backend)
+    backend = _backend_for(info, opts, center)
+    backend_name = getattr(backend, "name", opts.backend)
+    if scheduler is None and hasattr(backend, "prepare"):
+        # Here, before the reading thread starts: FFTW measures its plans on a quiet
+        # process. (Dask workers plan their own.)
+        backend.prepare()
     t_planned = time.perf_counter()
     storage = _storage_for(info, opts, center)
     timings = {

@@ -507,6 +507,15 @@ class GridrecPlan:
                 self._work_lock.release()
         return out[0] if single else out
 
+    def prepare(self, batch: int = 4) -> None:
+        """Build finufft's plan for calls of ``batch`` transforms now, not at the first call.
+
+        For a large job the plan is an FFTW_MEASURE plan: FFTW times candidate FFTs to pick
+        one, which it does best on a quiet process, before the pipeline's reading and
+        writing threads start beside the gridding.
+        """
+        self._plan(max(1, int(batch)))
+
     def release_buffers(self) -> None:
         """Free the work arrays kept between calls (a few hundred MB for 2048² slices)."""
         with self._work_lock:

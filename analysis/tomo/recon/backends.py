@@ -68,6 +68,10 @@ class InsituGridrec:
     def reconstruct(self, sinograms: np.ndarray) -> np.ndarray:
         return self._plan.reconstruct(sinograms)
 
+    def prepare(self) -> None:
+        """Plan the FFTs now (see :meth:`GridrecPlan.prepare`)."""
+        self._plan.prepare()
+
 
 class TomopyGridrec:
     """TomoPy's ``recon(..., algorithm="gridrec")`` with the same parameters."""

@@ -279,6 +279,32 @@ def test_a_backend_is_reused_only_for_a_job_of_the_same_rows(scan) -> None:
     assert pipeline._backend_for(info, ReconOptions(), 31.5) is not first
 
 
+def test_the_fft_plan_is_made_before_any_slab_is_read(scan, tmp_path, monkeypatch) -> None:
+    """finufft's plan (FFTW measures its FFTs for a large job) is made in the plan step,
+    before the reading thread starts beside it, and reused by every slab."""
+    from insitu.analysis.tomo.recon.algorithm import GridrecPlan
+
+    events: list[str] = []
+    real_plan, real_preprocess = GridrecPlan._plan, pipeline.preprocess_rows
+
+    def plan(self, n_trans):
+        if n_trans not in self._plans:
+            events.append(f"plan {n_trans}")
+        return real_plan(self, n_trans)
+
+    def preprocess(info, opts, r0, r1, timings=None):
+        events.append(f"read {r0}")
+        return real_preprocess(info, opts, r0, r1, timings)
+
+    monkeypatch.setattr(GridrecPlan, "_plan", plan)
+    monkeypatch.setattr(pipeline, "preprocess_rows", preprocess)
+    pipeline._BACKENDS.clear()
+    opts = ReconOptions(center=CENTER, rings="none", slab_rows=8, rows=(0, 24))
+    summary = reconstruct_scan(scan, tmp_path / "v.zarr", opts, progress=False)
+    assert events == ["plan 4", "read 0", "read 8", "read 16"]
+    assert summary["timings_s"]["plan"] > 0
+
+
 def test_the_next_slab_is_read_while_this_one_is_gridded(scan, tmp_path, monkeypatch) -> None:
     """Slab k + 1 is pre-processed while slab k is gridded, and slab k written while slab
     k + 1 is gridded: each gridding waits (with a timeout) for the other threads to reach
