@@ -8,19 +8,28 @@ same run, and is extrapolated to the whole scan by its count (rows or frames):
   once (the ground truth counted from the projected slabs), the reference twice (projection,
   then ground truth), with the old numpy/ndimage pore filter;
 - **line integrals**: the Fourier-slice projector with 1501 angles on those rows; now two
-  rows per complex transform, a window sized to the inscribed cylinder and the distinct rows
-  only (the 286 Li rows are one row); the reference (the projector as it was, copied here)
-  one transform per row with the window of the grid's diagonal, every row;
+  rows per complex transform, a window sized to the inscribed cylinder (2048 samples, an
+  even fast length), FFTW_MEASURE plans (their planning added once), kept buffers and the
+  distinct rows only (the 286 Li rows are one row); the reference (the projector as it was,
+  copied here) one transform per row with the window of the grid's diagonal, every row;
+- **precompute**: what the scan runs before its first frame, pellet and line integrals
+  together: the slabs of a :class:`PelletFrameSource` of these electrolyte rows (and 16 Li
+  rows) at full width, its store written to disk (truth counts, repeated rows, writes
+  included), against the sum of the two parts above (the reference);
 - **frames**: the detector model (Beer–Lambert, Poisson, read noise); now the compiled
-  readout in two worker threads ahead of the camera, the reference the numpy float64 path it
-  replaced (copied here), one frame after another; the frames are checked equal;
+  readout (the read noise drawn inside it) in two worker threads ahead of the camera, uint16
+  as the camera records them, the reference the numpy float64 path (copied here), one frame
+  after another; the frames are checked equal;
 - **writing**: frames through the Data Exchange writer the camera uses (checksummed chunks),
-  the reference h5py alone (same chunks, no checksum).
+  uint16 as the pellet source hands them to the camera, the reference h5py alone (same
+  chunks, no checksum).
 
+Wall seconds and CPU seconds (user + system, all threads) of each part are printed: the
+machine is shared, and CPU seconds show what a part costs whatever the other jobs take.
 Peak anonymous RSS (``RssAnon`` of /proc/self/status, sampled every 50 ms) is printed.
 Nothing is asserted (machines are shared and noisy).
 
-Usage: ``.venv/bin/python benchmarks/bench_sim_scan.py [--fraction 0.02] [--workdir /tmp]``
+Usage: ``.venv/bin/python benchmarks/bench_sim_scan.py [--fraction 0.04] [--workdir /tmp]``
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import tempfile
 import threading
 import time
@@ -42,7 +52,9 @@ from scipy import fft as sfft
 from scipy import ndimage
 
 from insitu.instruments.dxchange import DataExchangeWriter
+from insitu.simulators.imaging import frame_source
 from insitu.simulators.imaging.detector import Detector
+from insitu.simulators.imaging.frame_source import PelletFrameSource
 from insitu.simulators.imaging.xray import Projector, attenuation_coefficients, label_table
 from insitu.simulators.materials import get_material
 from insitu.simulators.pellet import fields
@@ -77,11 +89,21 @@ class RssSampler:
         self._thread.join()
 
 
-def timed(fn: Callable[[], object]) -> float:
-    """Wall seconds of one call."""
+#: CPU seconds (user + system, every thread) of the calls :func:`timed` made, by label.
+CPU_S: dict[str, float] = {}
+
+
+def timed(fn: Callable[[], object], label: str | None = None) -> float:
+    """Wall seconds of one call; its CPU seconds are added to ``CPU_S[label]``."""
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     fn()
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    if label is not None:
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
+        CPU_S[label] = CPU_S.get(label, 0.0) + cpu
+    return wall
 
 
 def old_pore_field(pellet: VirtualPellet, z0: int, z1: int) -> np.ndarray:
@@ -112,13 +134,15 @@ def pellet_part(pellet: VirtualPellet, rows: int) -> tuple[dict[str, float], np.
     t_new = timed(
         lambda: labels.extend(
             pellet.labels(z, min(z0 + rows, z + slab)) for z in range(z0, z0 + rows, slab)
-        )
+        ),
+        "pellet now",
     )
     pellet.clear_cache()
     t_old = timed(
         lambda: [
             old_pore_field(pellet, z, min(z0 + rows, z + slab)) for z in range(z0, z0 + rows, slab)
-        ]
+        ],
+        "pellet before",
     )
     return {"new_s_per_row": t_new / rows, "old_s_per_row": t_old / rows}, np.concatenate(labels)
 
@@ -156,17 +180,59 @@ def projector_part(labels: np.ndarray, geometry: PelletGeometry) -> dict[str, fl
     angles = np.append(np.arange(N_PROJECTIONS) * np.pi / N_PROJECTIONS, np.pi)
     table = label_table(attenuation_coefficients("A-LPS"))
     projector = Projector(
-        (ny, nx), angles, voxel_size_m=geometry.voxel_m, outer_radius_m=geometry.pellet_radius_m
+        (ny, nx),
+        angles,
+        voxel_size_m=geometry.voxel_m,
+        outer_radius_m=geometry.pellet_radius_m,
+        measure_fft=True,  # as the full scan plans it
     )
-    projector.project_labels(labels[:8], table)  # the plans, once per scan
-    t_new = timed(lambda: projector.project_labels(labels, table))
+    # The plans, once per scan (FFTW_MEASURE: seconds, paid once in the scan).
+    t_plan = timed(lambda: projector.project_labels(labels[:8], table), "plan now")
+    t_new = timed(lambda: projector.project_labels(labels, table), "line integrals now")
     old_projection(labels[:8], table, projector)  # its plan too
-    t_old = timed(lambda: old_projection(labels, table, projector))
+    t_old = timed(lambda: old_projection(labels, table, projector), "line integrals before")
     return {
         "new_s_per_row": t_new / labels.shape[0],
         "old_s_per_row": t_old / labels.shape[0],
+        "plan_s": t_plan,
         "new_window": projector.m,
     }
+
+
+def precompute_part(rows: int, workdir: Path) -> dict[str, float]:
+    """Seconds per electrolyte row of a full-width source's precompute (its store on disk)."""
+    full = PelletGeometry.full()
+    li_rows = 8  # each side: the Li rows, projected once and copied
+    geometry = PelletGeometry(
+        shape=(rows + 2 * li_rows, *full.shape[1:]),
+        voxel_m=full.voxel_m,
+        pellet_radius_m=full.pellet_radius_m,
+        electrolyte_thickness_m=rows * full.voxel_m,
+        li_thickness_m=full.li_thickness_m,
+    )
+    frame_source.SIZES["bench"] = lambda: geometry
+    min_rows = frame_source._MEASURE_MIN_ROWS
+    frame_source._MEASURE_MIN_ROWS = 0  # planned as the full size (1143 rows) plans
+    precompute = PelletFrameSource._precompute
+    seconds: list[float] = []
+
+    def timed_precompute(self: PelletFrameSource, *args: object) -> object:
+        # Only the slabs: the cell, pellet and detector set-up are not per row.
+        out: list[object] = []
+        seconds.append(timed(lambda: out.append(precompute(self, *args)), "precompute now"))
+        return out[0]
+
+    PelletFrameSource._precompute = timed_precompute  # type: ignore[method-assign]
+    try:
+        PelletFrameSource(
+            "A-LPS", size="bench", n_projections=N_PROJECTIONS, workdir=workdir, progress=False
+        ).close()
+    finally:
+        PelletFrameSource._precompute = precompute  # type: ignore[method-assign]
+        frame_source._MEASURE_MIN_ROWS = min_rows
+        del frame_source.SIZES["bench"]
+    t = seconds[0]
+    return {"s": t}
 
 
 def old_detector_frame(det: Detector, line: np.ndarray, index: int) -> np.ndarray:
@@ -186,26 +252,27 @@ def frames_part(shape: tuple[int, int], n: int) -> tuple[dict[str, float], list[
     det = Detector(shape, flat_photons=1e4, gain=1.0, seed=0)
 
     def frame(i: int) -> np.ndarray:
-        return np.divide(det.projections(line[None], first_index=i)[0], 0.1, dtype=np.float64)
+        # uint16 ADU, as the pellet source hands frames to the camera (frame_adu).
+        return det.projections(line[None], first_index=i)[0]
 
     frames: list[np.ndarray] = []
-    t_old = timed(lambda: [old_detector_frame(det, line, i) for i in range(n)])
+    t_old = timed(lambda: [old_detector_frame(det, line, i) for i in range(n)], "frames before")
     frame(0)  # the compiled readout loaded
     with ThreadPoolExecutor(2) as pool:
-        t_new = timed(lambda: frames.extend(pool.map(frame, range(n))))
+        t_new = timed(lambda: frames.extend(pool.map(frame, range(n))), "frames now")
     # The same frames: the random streams and the arithmetic are unchanged.
-    same = np.array_equal(frames[1], old_detector_frame(det, line, 1))
+    same = np.array_equal(frames[1], np.rint(old_detector_frame(det, line, 1) * 0.1))
     return {"new_s_per_frame": t_new / n, "old_s_per_frame": t_old / n, "same": same}, frames
 
 
 def writing_part(frames: list[np.ndarray], folder: Path) -> dict[str, float]:
-    """Seconds per frame: the camera's writer (float frames, checksums) vs h5py alone."""
+    """Seconds per frame: the camera's writer (uint16 frames, checksums) vs h5py alone."""
     shape = frames[0].shape
 
     def writer() -> None:
         with DataExchangeWriter(folder / "writer.h5", shape=shape) as w:
             for i, f in enumerate(frames):
-                w.append("projection", f * 0.1, theta_rad=0.001 * i)
+                w.append("projection", f, theta_rad=0.001 * i)
 
     def plain() -> None:
         with h5py.File(folder / "plain.h5", "w") as h:
@@ -213,11 +280,11 @@ def writing_part(frames: list[np.ndarray], folder: Path) -> dict[str, float]:
                 "data", shape=(len(frames), *shape), dtype=np.uint16, chunks=(1, 16, shape[1])
             )
             for i, f in enumerate(frames):
-                ds[i] = np.rint(f * 0.1).astype(np.uint16)
+                ds[i] = f
 
     return {
-        "writer_s_per_frame": timed(writer) / len(frames),
-        "h5py_s_per_frame": timed(plain) / len(frames),
+        "writer_s_per_frame": timed(writer, "writing now") / len(frames),
+        "h5py_s_per_frame": timed(plain, "writing before") / len(frames),
     }
 
 
@@ -237,30 +304,76 @@ def main() -> None:
     with RssSampler() as rss, tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         pel, labels = pellet_part(pellet, rows)
         proj = projector_part(labels, geometry)
+        del labels
+        pre = precompute_part(rows, Path(tmp))
         frm, frames = frames_part((nz, nx), n_frames)
         wrt = writing_part(frames, Path(tmp))
     # Now: each electrolyte row once, the Li rows as one; before: every row twice (the
-    # ground truth made the labels again) and projected.
-    parts = {
-        "pellet": (pel["old_s_per_row"] * se_rows * 2, pel["new_s_per_row"] * se_rows),
-        "line integrals": (proj["old_s_per_row"] * nz, proj["new_s_per_row"] * (se_rows + 1)),
-        "frames": (frm["old_s_per_frame"] * total_frames, frm["new_s_per_frame"] * total_frames),
+    # ground truth made the labels again) and projected. FFTW_MEASURE planning is paid
+    # once a scan (the precompute's source reuses this process's plans: added to it too).
+    per_se_row, per_frame = se_rows / rows, total_frames / n_frames
+    plan, plan_cpu = proj["plan_s"], CPU_S["plan now"]
+    pellet_now = pel["new_s_per_row"] * se_rows
+    lines_now = proj["new_s_per_row"] * (se_rows + 1) + plan
+    parts = {  # (reference s, now s, reference CPU-s, now CPU-s), extrapolated
+        "pellet": (
+            pel["old_s_per_row"] * se_rows * 2,
+            pellet_now,
+            CPU_S["pellet before"] * 2 * per_se_row,
+            CPU_S["pellet now"] * per_se_row,
+        ),
+        "line integrals": (
+            proj["old_s_per_row"] * nz,
+            lines_now,
+            CPU_S["line integrals before"] * nz / rows,
+            CPU_S["line integrals now"] * (se_rows + 1) / rows + plan_cpu,
+        ),
+        "precompute": (
+            pellet_now + lines_now,
+            pre["s"] * per_se_row + plan,
+            (CPU_S["pellet now"] + CPU_S["line integrals now"]) * per_se_row + plan_cpu,
+            CPU_S["precompute now"] * per_se_row + plan_cpu,
+        ),
+        "frames": (
+            frm["old_s_per_frame"] * total_frames,
+            frm["new_s_per_frame"] * total_frames,
+            CPU_S["frames before"] * per_frame,
+            CPU_S["frames now"] * per_frame,
+        ),
         "writing": (
             wrt["h5py_s_per_frame"] * total_frames,
             wrt["writer_s_per_frame"] * total_frames,
+            CPU_S["writing before"] * per_frame,
+            CPU_S["writing now"] * per_frame,
         ),
+    }
+    references = {
+        "pellet": "before",
+        "line integrals": "before",
+        "precompute": "pellet + line integrals now, one after the other",
+        "frames": "before",
+        "writing": "h5py alone",
     }
     print(
         f"full scan {nz} × {nx} × {nx}, {N_PROJECTIONS} projections; measured on {rows} "
         f"electrolyte rows of {se_rows} and {n_frames} frames of {total_frames}"
     )
-    print(f"projector window now: {proj['new_window']} samples (2430 before)")
-    print(f"{'part':16s} {'reference s':>12s} {'now s':>10s}  (extrapolated to the full scan)")
-    for name, (ref, now) in parts.items():
-        label = "h5py alone" if name == "writing" else "before"
-        print(f"{name:16s} {ref:12.1f} {now:10.1f}  reference: {label}")
-    serial = sum(now for _, now in parts.values())
-    print(f"sum of the parts now: {serial:.0f} s (frames and writing overlap in the scan)")
+    print(
+        f"projector window now: {proj['new_window']} samples (2430 before); FFTW_MEASURE "
+        f"planning {proj['plan_s']:.1f} s (in the line integrals, once)"
+    )
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} (2 cores)")
+    print(
+        f"{'part':15s} {'reference s':>11s} {'now s':>7s} {'ref CPU-s':>9s} {'now CPU-s':>9s}"
+        "  (extrapolated to the full scan)"
+    )
+    for name, (ref, now, ref_cpu, now_cpu) in parts.items():
+        print(
+            f"{name:15s} {ref:11.1f} {now:7.1f} {ref_cpu:9.1f} {now_cpu:9.1f}"
+            f"  reference: {references[name]}"
+        )
+    serial = parts["precompute"][1] + parts["frames"][1] + parts["writing"][1]
+    print(f"precompute + frames + writing now: {serial:.0f} s (frames and writing overlap)")
     print(f"frames now equal the frames before (same seed): {frm['same']}")
     print(f"peak RssAnon: {rss.peak_kb / 2**20:.2f} GiB")
 

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="small",
         help="small: 64×128×128 voxels of 3 µm, seconds; medium: the same pellet at "
         "128×256×256 of 1.5 µm, tens of seconds; full: 1143×2000×2000 of 0.7 µm, "
-        "~10–13 min on 2 shared cores (≈ 11 min of CPU) and ~14 GB of scratch disk; "
+        "~7 min on 2 shared cores (≈ 7 min of CPU) and ~14 GB of scratch disk; "
         "region: the full size's rows "
         "through a 96×96-column window, tens of seconds (reconstruct it with "
         "--sample-diameter-um 3000 --center 47.5) (default small)",

@@ -201,6 +201,15 @@ class CellImagingSource:
         """A frame of the present state (see :meth:`PelletFrameSource.__call__`)."""
         return self.source(angle_rad, kind)
 
+    @property
+    def exposure_s(self) -> float:
+        """Exposure (s) the present source reads its frames out for."""
+        return self.source.exposure_s
+
+    def frame_adu(self, angle_rad: float, kind: str) -> np.ndarray:
+        """A frame of the present state in ADU (see :meth:`PelletFrameSource.frame_adu`)."""
+        return self.source.frame_adu(angle_rad, kind)
+
     def labels(self, z0: int | None = None, z1: int | None = None) -> np.ndarray:
         """Ground-truth label volume (rows ``z0:z1``) of the imaged state."""
         return self.source.labels(z0, z1)

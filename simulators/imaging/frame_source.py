@@ -32,8 +32,10 @@ slab of labels and its pore field, one batch of the projector and a few frames m
 
 Speed (full size, 2 cores): the labels are made once, the ground truth counted from the
 slabs projected; rows equal to one already projected (every Li row) are copied, not
-projected; the frames are made by two worker threads ahead of the camera (see
-``frames_ahead``).
+projected; the next slab is labelled in a thread while this one is projected and the last
+one written to the store (the compiled kernels release the GIL); the frames are made by two
+worker threads ahead of the camera (see ``frames_ahead``), and a camera exposing for
+``exposure_s`` takes them as uint16 ADU (:meth:`PelletFrameSource.frame_adu`).
 
 Noise: every frame is keyed by (seed, kind, running index of that kind), so the same seed and
 the same sequence of requests give the same frames, whatever the thread timing.
@@ -99,6 +101,8 @@ _REFERENCE_PIXEL_M = 0.7e-6
 _FLAT_PEAK_ADU = 40000.0  # keep flats well inside 16 bits whatever the photon count
 _SAMPLE_DETECTOR_M = 0.05  # 50 mm, as DEFAULT_METADATA of the simulated beamline
 _ANGLE_MATCH_RAD = 1e-9
+#: Rows projected before FFTW_MEASURE planning (≈ 3–7 s) repays itself (≈ 0.03 s a row).
+_MEASURE_MIN_ROWS = 400
 _DARK, _FLAT, _PROJECTION = "dark", "flat", "projection"
 
 
@@ -127,7 +131,7 @@ class PelletFrameSource:
     size : {"small", "medium", "full", "region"}
         ``"small"``: 64 × 128 × 128 voxels of 3 µm (scaled pellet, seconds);
         ``"medium"``: the same pellet at 128 × 256 × 256 voxels of 1.5 µm (tens of seconds);
-        ``"full"``: the 2-BM field of view, 1143 × 2000 × 2000 voxels of 0.7 µm (≈ 11 min
+        ``"full"``: the 2-BM field of view, 1143 × 2000 × 2000 voxels of 0.7 µm (≈ 7 min
         of CPU for the whole scan, ≈14 GB of scratch disk in ``workdir``);
         ``"region"``: the full size's rows through a 96 × 96-column window around the axis
         (tens of seconds; local tomography of a pellet 64× wider than the window).
@@ -310,6 +314,8 @@ class PelletFrameSource:
             center_offset_px=self.rotation_axis_column - (nx - 1) / 2.0,
             outer_radius_m=g.pellet_radius_m if outer else None,
             outer_mu=0.0,
+            # FFTW_MEASURE (seconds of planning) pays where hundreds of big rows follow.
+            measure_fft=nx >= 1024 and nz >= _MEASURE_MIN_ROWS,
         )
         chord = None
         if outer:
@@ -330,12 +336,24 @@ class PelletFrameSource:
             stores.append(np.lib.format.open_memmap(path, "w+", np.float32, shape))
 
         rows = 16 if nx > 512 else 64
+        slabs = [(z0, min(nz, z0 + rows)) for z0 in range(0, nz, rows)]
         bar = tqdm(
             total=nz, unit="row", desc="projecting", disable=not show, file=sys.stderr, leave=False
         )
         # The labels are made once: the ground truth is counted from the slabs projected.
         counter = self.pellet.truth_counter(self.state)
         repeats = _RepeatedRows()
+
+        def rings(z0: int, z1: int) -> list[np.ndarray | None]:
+            """Each store's outer ring of rows z0:z1: the row's mean μ (or δ) × the chord."""
+            if not outer or chord is None:
+                return [None] * len(stores)
+            fractions = self.pellet.row_phase_fractions(z0, z1, self.state)
+            return [
+                ((fractions @ values)[:, None] * chord[None, :]).astype(np.float32)
+                for values in per_phase
+            ]
+
         # A store on disk is filled with pwrite, not through its mapping: the mapping's first
         # touch of each page faults (0.09 s a row at full size, ≈ 100 s in all), a write
         # copies into the page cache, which the mapping then reads.
@@ -343,25 +361,30 @@ class PelletFrameSource:
             os.open(store.filename, os.O_RDWR) if isinstance(store, np.memmap) else None
             for store in stores
         ]
+        # One output slab per store, kept from slab to slab (a fresh 0.2 GB array a slab
+        # costs its page faults). Labelling the next slab in a thread while this one is
+        # projected was measured too: no faster on 2 shared cores (the pore field and the
+        # projector already use both), so the slabs go one after the other.
+        slab_buffers: dict[int, np.ndarray] = {}
         try:
-            for z0 in range(0, nz, rows):
-                z1 = min(nz, z0 + rows)
+            for z0, z1 in slabs:
                 labels = counter.labels(z0, z1)
-                fractions = self.pellet.row_phase_fractions(z0, z1, self.state) if outer else None
-                for i, (store, table, values) in enumerate(
-                    zip(stores, tables, per_phase, strict=True)
-                ):
-                    ring = None
-                    if fractions is not None and chord is not None:
-                        row_value = fractions @ values  # mean μ (or δ) of each row
-                        ring = (row_value[:, None] * chord[None, :]).astype(np.float32)
-                    slab = repeats.project(
+                for i, (table, ring) in enumerate(zip(tables, rings(z0, z1), strict=True)):
+                    buf = slab_buffers.get(i)
+                    if buf is None or buf.shape[1] != z1 - z0:
+                        buf = slab_buffers[i] = np.empty(
+                            (angles.size, z1 - z0, nx), dtype=np.float32
+                        )
+                    repeats.project(
                         i,
                         labels,
                         ring,
-                        lambda lab, t=table: projector.project_labels(lab, t, outer_value=0.0),
+                        lambda lab, out, t=table: projector.project_labels(
+                            lab, t, out=out, outer_value=0.0
+                        ),
+                        buf,
                     )
-                    _write_rows(store, z0, slab, files[i])
+                    _write_rows(stores[i], z0, buf, files[i])
                 bar.update(z1 - z0)
         finally:
             bar.close()
@@ -369,9 +392,8 @@ class PelletFrameSource:
             for fd in files:
                 if fd is not None:
                     os.close(fd)
-        for store in stores:
-            if isinstance(store, np.memmap):
-                store.flush()
+        # No flush of the on-disk stores: they were written through the page cache, which
+        # the mapping reads, and they are scratch (msync would wait for the disk, seconds).
         self._truth_counts = counter.result()
         #: Rows the projector computed; the others repeat one of them (Li rows) and were copied.
         self.rows_projected = repeats.projected // len(stores)
@@ -392,6 +414,23 @@ class PelletFrameSource:
         -------
         ndarray, shape (rows, cols), float64
         """
+        raw = self.frame_adu(angle_rad, kind)
+        if kind == _DARK:
+            return raw.astype(np.float64)
+        # One pass (uint16 → float64 is exact): the same values as astype, then divide.
+        return np.divide(raw, self.exposure_s, dtype=np.float64)
+
+    def frame_adu(self, angle_rad: float, kind: str) -> np.ndarray:
+        """One frame as the camera reads it out at :attr:`exposure_s`: ADU, uint16.
+
+        The next frame of ``kind``, as :meth:`__call__` (which returns it per second of
+        beam); a camera exposing for ``exposure_s`` records exactly these values (its
+        per-second counts times the exposure, rounded), without the float64 frames.
+
+        Returns
+        -------
+        ndarray, shape (rows, cols), uint16
+        """
         if kind not in self._served:
             raise ValueError(f"kind must be one of {', '.join(self._served)}, got {kind!r}")
         angle = float(angle_rad)
@@ -408,19 +447,16 @@ class PelletFrameSource:
         return self._frame(kind, index, angle)
 
     def _frame(self, kind: str, index: int, angle_rad: float) -> np.ndarray:
-        """Frame ``index`` of ``kind`` (see :meth:`__call__`); any thread."""
+        """Frame ``index`` of ``kind`` in ADU (see :meth:`frame_adu`); any thread."""
         det = self.detector
         if kind == _DARK:
-            return det.darks(1, first_index=index)[0].astype(np.float64)
+            return det.darks(1, first_index=index)[0]
         if kind == _FLAT:
-            frame = det.flats(1, first_index=index)[0]
-        else:
-            mu, delta = self.line_integrals(angle_rad)
-            frame = det.projections(
-                mu[None], first_index=index, delta_integrals=None if delta is None else delta[None]
-            )[0]
-        # One pass (uint16 → float64 is exact): the same values as astype, then divide.
-        return np.divide(frame, self.exposure_s, dtype=np.float64)
+            return det.flats(1, first_index=index)[0]
+        mu, delta = self.line_integrals(angle_rad)
+        return det.projections(
+            mu[None], first_index=index, delta_integrals=None if delta is None else delta[None]
+        )[0]
 
     def _plan_ahead(self, kind: str, index: int, angle: float) -> None:
         """Start the next frames of ``kind`` in the workers (under ``self._lock``)."""
@@ -571,6 +607,7 @@ class _RepeatedRows:
     def __init__(self, keep: int = 4) -> None:
         self.keep = keep
         self._seen: dict[tuple[int, bytes], np.ndarray] = {}
+        self._buffer: np.ndarray | None = None
         self.projected = 0
         self.copied = 0
 
@@ -579,9 +616,13 @@ class _RepeatedRows:
         store: int,
         labels: np.ndarray,
         ring: np.ndarray | None,
-        project: Callable[[np.ndarray], np.ndarray],
+        project: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        out: np.ndarray,
     ) -> np.ndarray:
-        """Line integrals (angles, rows, cols) of ``labels`` plus ``ring`` (per row)."""
+        """Line integrals (angles, rows, cols) of ``labels`` plus ``ring`` (per row), in ``out``.
+
+        ``project(labels, out)`` projects rows of labels into ``out`` (angles, rows, cols).
+        """
         keys = []
         for z in range(labels.shape[0]):
             digest = hashlib.blake2b(labels[z].tobytes(), digest_size=16)
@@ -594,18 +635,20 @@ class _RepeatedRows:
         for z in fresh:
             first.setdefault(keys[z], z)
         todo = sorted(first.values())
-        if todo:
-            projected = project(labels[todo])
+        if len(todo) == labels.shape[0]:
+            # Every row new (the electrolyte): projected in place, nothing to copy.
+            project(labels, out)
+            if ring is not None:
+                out += ring[None]
+        elif todo:
+            projected = project(labels[todo], self._scratch(out, len(todo)))
             if ring is not None:
                 projected += ring[todo][None]
-            shape = (projected.shape[0], labels.shape[0], projected.shape[2])
-        else:
-            shape = (self._seen[keys[0]].shape[0], labels.shape[0], self._seen[keys[0]].shape[1])
-        out = np.empty(shape, np.float32)
-        for j, z in enumerate(todo):
-            out[:, z] = projected[:, j]
+            for j, z in enumerate(todo):
+                out[:, z] = projected[:, j]
+        firsts = set(first.values())
         for z, key in enumerate(keys):
-            if z in first.values():
+            if z in firsts:
                 continue
             out[:, z] = out[:, first[key]] if key in first else self._seen[key]
         # Runs of equal rows are contiguous (the Li electrodes): the slab's last rows are
@@ -615,6 +658,13 @@ class _RepeatedRows:
         self.projected += len(todo)
         self.copied += labels.shape[0] - len(todo)
         return out
+
+    def _scratch(self, out: np.ndarray, rows: int) -> np.ndarray:
+        """A kept (angles, rows, cols) float32 buffer for the few rows of a mixed slab."""
+        shape = (out.shape[0], rows, out.shape[2])
+        if self._buffer is None or self._buffer.shape != shape:
+            self._buffer = np.empty(shape, dtype=np.float32)
+        return self._buffer
 
     def _remember(self, key: tuple[int, bytes], row: np.ndarray) -> None:
         self._seen.pop(key, None)

@@ -28,7 +28,9 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +64,10 @@ __all__ = [
     "simulate_frames",
 ]
 
+
+#: finufft's ``fftw`` option values (FFTW's planner flags).
+_FFTW_MEASURE = 0
+_FFTW_ESTIMATE = 64
 
 # --------------------------------------------------------------------------- materials
 
@@ -178,6 +184,19 @@ def annulus_chord_m(u_m: np.ndarray, r_in_m: float, r_out_m: float) -> np.ndarra
 # --------------------------------------------------------------------------- projector
 
 
+def _even_fast_length(n: int) -> int:
+    """The smallest even length ≥ ``n`` whose factors are 2, 3, 5, 7 and 11 only (``n`` if so).
+
+    An even length that is fast for the inverse real FFT: rounding a 5-smooth length up to
+    even can give 2 × a large prime (2025 → 2026 = 2 · 1013 at full size), which pocketfft
+    transforms by Bluestein's algorithm at 4× the cost (23 against 5 ms a 1501-angle row).
+    """
+    m = sfft.next_fast_len(n)
+    while m % 2:
+        m = sfft.next_fast_len(m + 1)
+    return m
+
+
 class Projector:
     """Parallel-beam line integrals of slabs of a volume by the Fourier-slice theorem.
 
@@ -219,6 +238,11 @@ class Projector:
         8 bytes).
     nthreads : int, optional
         finufft threads; default all cores.
+    measure_fft : bool
+        Plan finufft's fine-grid FFTs with FFTW_MEASURE instead of FFTW_ESTIMATE: ≈ 3 s of
+        planning once (2000² slices), then ≈ 0.04 s of CPU less a row (the 2500² FFTs of
+        the estimated plan are twice as slow). Worth it for a full-size scan (858 rows), not
+        for a few rows; the line integrals differ by float32 rounding only (≈ 1e-7).
     """
 
     def __init__(
@@ -235,6 +259,7 @@ class Projector:
         upsampfac: float = 1.25,
         rows_per_batch: int = 8,
         nthreads: int | None = None,
+        measure_fft: bool = False,
     ) -> None:
         ny, nx = (int(s) for s in shape_yx)
         if ny < 2 or nx < 2:
@@ -276,8 +301,8 @@ class Projector:
         # The inverse FFT's window must also hold the whole detector row.
         m = max(math.ceil(r_support + reach), self.n_det) + 8
         m = sfft.next_fast_len(m + (m % 2), real=True)
-        m += m % 2
-        self.m = m
+        # Even, and still fast: 2025 + 1 = 2026 = 2 · 1013 at full size becomes 2048.
+        self.m = m = _even_fast_length(m + m % 2)
         omega = 2.0 * np.pi * np.arange(m // 2 + 1) / m  # rad per voxel, 0 … π
         kx = np.cos(self.angles)[:, None] * omega[None, :]
         ky = np.sin(self.angles)[:, None] * omega[None, :]
@@ -298,6 +323,7 @@ class Projector:
         self._eps = float(eps)
         self._upsampfac = float(upsampfac)
         self._nthreads = nthreads
+        self.measure_fft = bool(measure_fft)
         # Points are the same for every row: one plan per batch size, set once.
         # Two real rows a, b go through one complex transform c = a + i·b, sampled at k and
         # at −k: A(k) = (C(k) + C̄(−k))/2, B(k) = (C(k) − C̄(−k))/(2i) (real inputs have
@@ -309,6 +335,9 @@ class Projector:
             np.concatenate([kx.ravel(), -kx.ravel()]),
         )
         self._plans: dict[int, Any] = {}
+        # Buffers kept from batch to batch: fresh arrays of this size are mapped anew by the
+        # allocator each time and every page faults on first touch (≈ 0.4 GB a batch).
+        self._buffers: dict[str, np.ndarray] = {}
 
         if outer_radius_m is not None:
             self._outer_chord_m = annulus_chord_m(
@@ -324,6 +353,8 @@ class Projector:
     def _plan(self, n_trans: int) -> Any:
         plan = self._plans.get(n_trans)
         if plan is None:
+            # Measured for full batches only: the odd partial batch is not worth 3 s.
+            measure = self.measure_fft and n_trans == (self.rows_per_batch + 1) // 2
             kwargs: dict[str, Any] = {}
             if self._nthreads is not None:
                 kwargs["nthreads"] = self._nthreads
@@ -335,27 +366,92 @@ class Projector:
                 isign=-1,
                 dtype="complex64",
                 upsampfac=self._upsampfac,
+                fftw=_FFTW_MEASURE if measure else _FFTW_ESTIMATE,
                 **kwargs,
             )
             plan.setpts(self._points[0].astype(np.float32), self._points[1].astype(np.float32))
             self._plans[n_trans] = plan
         return plan
 
-    def _spectra(self, rows: np.ndarray) -> np.ndarray:
-        """Fourier transforms of real slices at the radial points, (rows, points) complex64.
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A kept array of ``shape`` (the first axis may shrink: a view of the kept one)."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape[1:] != shape[1:] or buf.shape[0] < shape[0]:
+            buf = np.empty(shape, dtype=dtype)
+            self._buffers[name] = buf
+        return buf[: shape[0]]
 
-        Rows are paired into complex transforms (see ``__init__``); an odd last row is paired
-        with zeros.
+    def _lines(self, k: int, fill: Callable[[np.ndarray], None]) -> np.ndarray:
+        """Projections (rows, angles, M) of ``k`` rows that ``fill`` pairs into a batch.
+
+        ``fill(batch)`` writes rows 2p + i·(2p + 1) into ``batch[p]`` (zero outside the mask,
+        an odd last row paired with zeros). Kept buffers throughout.
         """
-        k = rows.shape[0]
         pairs = (k + 1) // 2
-        batch = np.empty((pairs, *self.shape_yx), dtype=np.complex64)
-        inside = np.ones(self.shape_yx, bool) if self._inside is None else self._inside
-        _pair(np.ascontiguousarray(rows, dtype=np.float32), inside, batch)
-        c = self._plan(pairs).execute(batch).reshape(pairs, 2, self._n_points)
-        out = np.empty((k, self._n_points), dtype=np.complex64)
-        _unpair(c, out)
+        n_ang = self.angles.size
+        batch = self._buffer("batch", (pairs, *self.shape_yx), np.complex64)
+        fill(batch)
+        c = self._buffer("points", (pairs, 2 * self._n_points), np.complex64)
+        self._plan(pairs).execute(batch, out=c)
+        spectra = self._buffer("spectra", (k, n_ang, self.m // 2 + 1), np.complex64)
+        _unpair(c.reshape(pairs, 2, n_ang, -1), spectra)
+        # numpy's complex64 product (its SIMD loop rounds differently from a compiled one):
+        # the same line integrals, bit for bit, as before the kept buffers.
+        spectra *= self._factor[None]
+        lines = self._buffer("lines", (k, n_ang, self.m), np.float32)
+        # numpy's irfft writes into a kept array (scipy's returns a new one; the same
+        # pocketfft, the same numbers), in two threads over the rows.
+        halves = [(0, k)] if k < 2 else [(0, k // 2), (k // 2, k)]
+        if len(halves) == 1 or self._pool() is None:
+            np.fft.irfft(spectra, n=self.m, axis=-1, out=lines)
+        else:
+            list(
+                self._pool().map(  # type: ignore[union-attr]
+                    lambda h: np.fft.irfft(
+                        spectra[h[0] : h[1]], n=self.m, axis=-1, out=lines[h[0] : h[1]]
+                    ),
+                    halves,
+                )
+            )
+        return lines
+
+    def _pool(self) -> ThreadPoolExecutor | None:
+        """Two threads for the inverse FFTs (None on one core)."""
+        if (self._nthreads or os.cpu_count() or 1) < 2:
+            return None
+        pool = getattr(self, "_fft_pool", None)
+        if pool is None:
+            pool = self._fft_pool = ThreadPoolExecutor(2, thread_name_prefix="projector-fft")
+            weakref.finalize(self, pool.shutdown, wait=False)
+        return pool
+
+    def _project_rows(
+        self,
+        nz: int,
+        fill: Callable[[int, int, np.ndarray], None],
+        out: np.ndarray | None,
+        outer_value: float | None,
+    ) -> np.ndarray:
+        """Line integrals of ``nz`` rows, batch by batch, ``fill(z0, z1, batch)`` pairing."""
+        n_ang = self.angles.size
+        if out is None:
+            out = np.empty((n_ang, nz, self.n_det), dtype=np.float32)
+        elif out.shape != (n_ang, nz, self.n_det):
+            raise ValueError(f"out has shape {out.shape}, expected {(n_ang, nz, self.n_det)}")
+        for z0 in range(0, nz, self.rows_per_batch):
+            z1 = min(nz, z0 + self.rows_per_batch)
+            lines = self._lines(z1 - z0, lambda batch, a=z0, b=z1: fill(a, b, batch))
+            out[:, z0:z1, :] = lines[..., : self.n_det].transpose(1, 0, 2)
+        if self._outer_chord_m is not None:
+            value = self.outer_mu if outer_value is None else float(outer_value)
+            out += (value * self._outer_chord_m)[None, None, :]
         return out
+
+    def _mask(self) -> np.ndarray:
+        """Voxels projected: the inscribed cylinder with an outer cylinder, else all."""
+        if self._inside is None:
+            self._inside = np.ones(self.shape_yx, bool)
+        return self._inside
 
     def project(
         self, mu: np.ndarray, out: np.ndarray | None = None, outer_value: float | None = None
@@ -382,22 +478,12 @@ class Projector:
             mu = mu[None]
         if mu.ndim != 3 or mu.shape[1:] != self.shape_yx:
             raise ValueError(f"expected slices of shape {self.shape_yx}, got {mu.shape}")
-        nz = mu.shape[0]
-        n_ang = self.angles.size
-        if out is None:
-            out = np.empty((n_ang, nz, self.n_det), dtype=np.float32)
-        elif out.shape != (n_ang, nz, self.n_det):
-            raise ValueError(f"out has shape {out.shape}, expected {(n_ang, nz, self.n_det)}")
-        for z0 in range(0, nz, self.rows_per_batch):
-            z1 = min(nz, z0 + self.rows_per_batch)
-            spectra = self._spectra(mu[z0:z1]).reshape(z1 - z0, n_ang, -1)
-            spectra *= self._factor[None]
-            proj = sfft.irfft(spectra, n=self.m, axis=-1, workers=os.cpu_count())
-            out[:, z0:z1, :] = proj[..., : self.n_det].transpose(1, 0, 2)
-        if self._outer_chord_m is not None:
-            value = self.outer_mu if outer_value is None else float(outer_value)
-            out += (value * self._outer_chord_m)[None, None, :]
-        return out
+        inside = self._mask()
+
+        def fill(z0: int, z1: int, batch: np.ndarray) -> None:
+            _pair(np.ascontiguousarray(mu[z0:z1], dtype=np.float32), inside, batch)
+
+        return self._project_rows(mu.shape[0], fill, out, outer_value)
 
     def project_labels(
         self,
@@ -424,14 +510,26 @@ class Projector:
         labels = np.asarray(labels)
         if labels.dtype != np.uint8:
             raise ValueError(f"labels must be uint8 phase labels, got {labels.dtype}")
-        values = np.asarray(table, dtype=np.float32)[labels]
-        if np.isnan(values).any():
-            bad = sorted(set(np.unique(labels[np.isnan(values)]).tolist()))
+        if labels.ndim == 2:
+            labels = labels[None]
+        if labels.ndim != 3 or labels.shape[1:] != self.shape_yx:
+            raise ValueError(f"expected slices of shape {self.shape_yx}, got {labels.shape}")
+        values = np.full(256, np.nan, dtype=np.float32)
+        given = np.asarray(table, dtype=np.float32).ravel()[:256]
+        values[: given.size] = given
+        if _any_label(labels, np.isnan(values)):
+            bad = sorted(set(np.unique(labels[np.isnan(values[labels])]).tolist()))
             raise ValueError(f"labels {bad} are not phases; valid: {[int(p) for p in Phase]}")
-        return self.project(values, out=out, outer_value=outer_value)
+        inside = self._mask()
+
+        def fill(z0: int, z1: int, batch: np.ndarray) -> None:
+            # The table looked up while pairing: no float slab of values in between.
+            _pair_labels(np.ascontiguousarray(labels[z0:z1]), values, inside, batch)
+
+        return self._project_rows(labels.shape[0], fill, out, outer_value)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _pair(rows: np.ndarray, inside: np.ndarray, batch: np.ndarray) -> None:
     """``batch[p] = rows[2p] + i·rows[2p + 1]`` inside the mask, 0 outside (and no partner)."""
     k, ny, nx = rows.shape
@@ -446,24 +544,59 @@ def _pair(rows: np.ndarray, inside: np.ndarray, batch: np.ndarray) -> None:
                     batch[p, y, x] = 0.0
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _pair_labels(labels: np.ndarray, table: np.ndarray, inside: np.ndarray, batch: np.ndarray):
+    """:func:`_pair` of ``table[labels]``: the lookup done while pairing, in one pass.
+
+    Parallel over the frame's rows (y), so a batch of one pair uses every core too.
+    """
+    k, ny, nx = labels.shape
+    for y in numba.prange(ny):
+        for p in range(batch.shape[0]):
+            two = 2 * p + 1 < k
+            for x in range(nx):
+                if inside[y, x]:
+                    re = table[labels[2 * p, y, x]]
+                    im = table[labels[2 * p + 1, y, x]] if two else np.float32(0.0)
+                    batch[p, y, x] = complex(re, im)
+                else:
+                    batch[p, y, x] = 0.0
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _any_label(labels: np.ndarray, flagged: np.ndarray) -> bool:
+    """Whether any label of the slab is flagged (``flagged[label]``), e.g. not a phase."""
+    k, ny, nx = labels.shape
+    hits = 0
+    for y in numba.prange(ny):
+        for z in range(k):
+            for x in range(nx):
+                if flagged[labels[z, y, x]]:
+                    hits += 1
+    return hits > 0
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _unpair(c: np.ndarray, out: np.ndarray) -> None:
     """Spectra of the paired rows: A = (C(k) + C̄(−k))/2, B = (C(k) − C̄(−k))/(2i).
 
-    ``c``: (pairs, 2, points) complex64, the transforms at +k and −k; ``out``: (rows, points),
-    rows 2p and 2p + 1 from pair p (an odd last row has no partner). One pass, no temporaries.
+    ``c``: (pairs, 2, angles, ω) complex64, the transforms at +k and −k; ``out``: (rows,
+    angles, ω), rows 2p and 2p + 1 from pair p (an odd last row has no partner). One pass,
+    no temporaries; parallel over angles, so a batch of one pair uses every core too.
     """
-    pairs, _, n = c.shape
+    pairs, _, n_ang, n = c.shape
     rows = out.shape[0]
     half = np.float32(0.5)
-    for p in numba.prange(pairs):
-        for j in range(n):
-            plus = c[p, 0, j]
-            minus = np.conj(c[p, 1, j])
-            out[2 * p, j] = (plus + minus) * half
-            if 2 * p + 1 < rows:
-                d = plus - minus  # B = d / (2i) = (d.imag − i·d.real) / 2
-                out[2 * p + 1, j] = np.complex64(complex(d.imag * half, -d.real * half))
+    for a in numba.prange(n_ang):
+        for p in range(pairs):
+            two = 2 * p + 1 < rows
+            for j in range(n):
+                plus = c[p, 0, a, j]
+                minus = np.conj(c[p, 1, a, j])
+                out[2 * p, a, j] = (plus + minus) * half
+                if two:
+                    d = plus - minus  # B = d / (2i) = (d.imag − i·d.real) / 2
+                    out[2 * p + 1, a, j] = np.complex64(complex(d.imag * half, -d.real * half))
 
 
 # --------------------------------------------------------------------------- scan

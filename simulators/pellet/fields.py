@@ -37,11 +37,79 @@ def gaussian_kernel(sigma_vox: float) -> np.ndarray:
     return (w / w.sum()).astype(np.float32)
 
 
-def _noise_block(entropy: tuple[int, ...], block: int, ny: int, nx: int) -> np.ndarray:
-    """White noise of one block; its seed depends only on ``entropy`` and the block index."""
+def _noise_block(
+    entropy: tuple[int, ...], block: int, ny: int, nx: int, out: np.ndarray | None = None
+) -> np.ndarray:
+    """White noise of one block; its seed depends only on ``entropy`` and the block index.
+
+    Drawn into ``out`` (BLOCK_ROWS, ny, nx) float32 when given: the same numbers.
+    """
     seq = np.random.SeedSequence([*entropy, block + _BLOCK_OFFSET])
     rng = np.random.default_rng(seq)
-    return rng.standard_normal((BLOCK_ROWS, ny, nx), dtype=np.float32)
+    if out is None:
+        return rng.standard_normal((BLOCK_ROWS, ny, nx), dtype=np.float32)
+    return rng.standard_normal(dtype=np.float32, out=out)
+
+
+class _NoiseRing:
+    """Noise blocks of one volume in kept slots: a block drawn once serves the next slabs.
+
+    A caller walking the rows slab by slab needs the previous slab's last blocks again (the
+    z-filter's halo); they stay in their slots, and new blocks are drawn into the slots of
+    blocks no longer needed, so the noise is never copied and its memory is reused (fresh
+    arrays of this size cost a page fault per page, ≈ 0.1 s a full-size slab).
+    """
+
+    def __init__(self, key: tuple, slots: int) -> None:
+        _, ny, nx = key
+        self.key = key
+        self.data = np.empty((slots * BLOCK_ROWS, ny, nx), dtype=np.float32)
+        self.blocks: dict[int, int] = {}  # block index -> slot
+
+    @classmethod
+    def get(cls, cache: dict | None, key: tuple, slots: int) -> _NoiseRing:
+        """The cache's ring of this volume with at least ``slots`` slots (or a new one)."""
+        ring = None if cache is None else cache.get("ring")
+        if not isinstance(ring, cls) or ring.key != key:
+            ring = cls(key, slots)
+        elif ring.data.shape[0] < slots * BLOCK_ROWS:
+            grown = cls(key, slots)
+            for slot, (block, old) in enumerate(ring.blocks.items()):
+                grown.data[slot * BLOCK_ROWS : (slot + 1) * BLOCK_ROWS] = ring.slot(old)
+                grown.blocks[block] = slot
+            ring = grown
+        if cache is not None:
+            cache.clear()
+            cache["ring"] = ring
+        return ring
+
+    def slot(self, slot: int) -> np.ndarray:
+        """The rows of one slot."""
+        return self.data[slot * BLOCK_ROWS : (slot + 1) * BLOCK_ROWS]
+
+    def fill(self, b0: int, b1: int) -> None:
+        """Hold blocks ``b0..b1``: keep those held, draw the others into freed slots."""
+        wanted = range(b0, b1 + 1)
+        self.blocks = {b: s for b, s in self.blocks.items() if b in wanted}
+        free = sorted(set(range(self.data.shape[0] // BLOCK_ROWS)) - set(self.blocks.values()))
+        todo = [(b, free.pop(0)) for b in wanted if b not in self.blocks]
+        entropy, ny, nx = self.key
+
+        def draw(job: tuple[int, int]) -> None:
+            _noise_block(entropy, job[0], ny, nx, out=self.slot(job[1]))
+
+        if todo:
+            with ThreadPoolExecutor(max_workers=min(_workers(), len(todo))) as pool:
+                # Threads: the noise generator releases the GIL.
+                list(pool.map(draw, todo))
+        self.blocks.update(todo)
+
+    def rows(self, z0: int, z1: int) -> np.ndarray:
+        """Where volume rows ``z0:z1`` lie in :attr:`data` (their blocks held)."""
+        z = np.arange(z0, z1)
+        block, within = np.divmod(z, BLOCK_ROWS)
+        slots = np.array([self.blocks[int(b)] for b in block], dtype=np.int64)
+        return slots * BLOCK_ROWS + within
 
 
 def pore_field(
@@ -52,7 +120,8 @@ def pore_field(
     nx: int,
     sigma_vox: float,
     *,
-    cache: dict[tuple, np.ndarray] | None = None,
+    cache: dict | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Unit-variance Gaussian-filtered noise for rows ``z0:z1`` (identical to the whole).
 
@@ -67,9 +136,12 @@ def pore_field(
     sigma_vox : float
         Filter width in voxels (pore size).
     cache : dict, optional
-        Noise blocks of the previous call, reused where this call needs them and replaced by
-        this call's blocks: a caller that walks the rows slab by slab then draws every block
-        once instead of redrawing the z-filter's halo (2.5× the noise of a 16-row slab).
+        Kept between calls: the noise blocks of the previous call, reused where this call
+        needs them, their memory reused for the blocks it draws: a caller that walks the
+        rows slab by slab then draws every block once instead of redrawing the z-filter's
+        halo (2.5× the noise of a 16-row slab).
+    out : ndarray of float32, shape (z1 - z0, ny, nx), optional
+        Where to write the field (a buffer the caller keeps).
 
     Returns
     -------
@@ -78,44 +150,32 @@ def pore_field(
     w = gaussian_kernel(float(sigma_vox))
     r = (w.size - 1) // 2
     b0, b1 = (z0 - r) // BLOCK_ROWS, (z1 + r - 1) // BLOCK_ROWS
-    start = z0 - r - b0 * BLOCK_ROWS
     n = z1 - z0
-    noise = np.empty(((b1 + 1 - b0) * BLOCK_ROWS, ny, nx), dtype=np.float32)
     # The filtered white noise has variance (Σw²)³; dividing by its root gives a standard normal.
     norm = np.float32(np.sqrt(np.sum(w.astype(float) ** 2)) ** 3)
-    kept = {} if cache is None else dict(cache)
-
-    def draw(b: int) -> None:
-        i = (b - b0) * BLOCK_ROWS
-        key = (tuple(entropy), b, ny, nx)
-        block = kept.get(key)
-        noise[i : i + BLOCK_ROWS] = _noise_block(entropy, b, ny, nx) if block is None else block
-
-    with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        # Threads: the noise generator releases the GIL.
-        list(pool.map(draw, range(b0, b1 + 1)))
-    g = np.empty((n, ny, nx), dtype=np.float32)
+    ring = _NoiseRing.get(cache, (tuple(entropy), ny, nx), b1 + 1 - b0)
+    ring.fill(b0, b1)
+    if out is None:
+        out = np.empty((n, ny, nx), dtype=np.float32)
+    elif out.shape != (n, ny, nx) or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 of shape {(n, ny, nx)}, got {out.dtype} {out.shape}")
     # Each output row is computed from its own inputs in a fixed order, so a slab reproduces
     # the rows of the whole volume bit for bit, whatever the threads: the z-filter as
     # Σ_k w_k·noise[row + k] in float32, then the in-plane filters with the arithmetic of
     # scipy.ndimage.correlate1d (float64, "reflect"), in compiled loops that keep a few
     # rows in cache instead of numpy/ndimage passes over whole frames (5× faster).
-    _zfilter(noise, start, w, g)
-    _filter_plane_rows(g, w, norm)
-    if cache is not None:
-        cache.clear()
-        for b in range(b0, b1 + 1):
-            i = (b - b0) * BLOCK_ROWS
-            cache[(tuple(entropy), b, ny, nx)] = noise[i : i + BLOCK_ROWS]
-    return g
+    _zfilter(ring.data, ring.rows(z0 - r, z1 + r), w, out)
+    _filter_plane_rows(out, w, norm)
+    return out
 
 
-@numba.njit(parallel=True, cache=True)
-def _zfilter(noise: np.ndarray, start: int, w: np.ndarray, out: np.ndarray) -> None:
-    """``out[i] = Σ_k w[k]·noise[start + i + k]`` in float32, k ascending (no FMA contraction).
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _zfilter(noise: np.ndarray, rows: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
+    """``out[i] = Σ_k w[k]·noise[rows[i + k]]`` in float32, k ascending (no FMA contraction).
 
-    Parallel over the frame's rows (y): one y-row of every input row (a few hundred KB) stays
-    in cache while all output rows are summed from it.
+    ``rows`` maps the slab's input rows (its halo included) to rows of ``noise``. Parallel
+    over the frame's rows (y): one y-row of every input row (a few hundred KB) stays in
+    cache while all output rows are summed from it.
     """
     n, ny, nx = out.shape
     taps = w.size
@@ -125,7 +185,7 @@ def _zfilter(noise: np.ndarray, start: int, w: np.ndarray, out: np.ndarray) -> N
             acc[:] = 0.0
             for k in range(taps):
                 wk = w[k]
-                src = noise[start + i + k, y]
+                src = noise[rows[i + k], y]
                 for x in range(nx):
                     acc[x] = acc[x] + wk * src[x]
             out[i, y] = acc
@@ -138,7 +198,7 @@ def _reflect(i: int, n: int) -> int:
     return 2 * n - 1 - m if m >= n else m
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _filter_plane_rows(g: np.ndarray, w: np.ndarray, norm: np.float32) -> None:
     """In place: ``g[i] = correlate1d(correlate1d(g[i], w, axis=0), w, axis=1) / norm``.
 

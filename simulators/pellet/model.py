@@ -53,6 +53,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 from scipy import optimize, special
 
@@ -291,7 +292,9 @@ class VirtualPellet:
         self._build_threshold_nodes()
         self._plane_cache: dict[int, np.ndarray] = {}
         # Noise blocks of the last slab: the next slab's z-filter halo reuses them.
-        self._noise_cache: dict[tuple, np.ndarray] = {}
+        self._noise_cache: dict[str, Any] = {}
+        # The pore field of the slab being labelled, kept for the next slab.
+        self._field_buffer: np.ndarray | None = None
         self._raster_cache: dict[tuple[Any, ...], CrackRaster | None] = {}
 
     # --- microstructure ------------------------------------------------------------------
@@ -350,22 +353,48 @@ class VirtualPellet:
         """Expected local porosity φ_local at points (metres; z from row 0, y/x from the axis)."""
         return self._local_porosity(self.heterogeneity(z_m, y_m, x_m))
 
-    def _pores(self, z0: int, z1: int) -> np.ndarray:
-        """Boolean pore mask of rows ``z0:z1`` (electrolyte rows only are meaningful)."""
+    def _label_electrolyte(self, z0: int, z1: int, out: np.ndarray) -> None:
+        """Label electrolyte rows ``z0:z1`` into ``out``: PORE, ELECTROLYTE, OUTSIDE beyond.
+
+        A pore is where the pore field lies below the row's threshold, the threshold planes
+        of the two neighbouring coarse z-nodes mixed as ``(1 − w)·t_j + w·t_{j+1}`` in float32.
+        One compiled pass a row (:func:`_label_pore_row`) instead of the numpy expression's
+        threshold, mask, ``where`` and outside passes: the same labels, ≈ 25 ms a full-size
+        row less.
+        """
         nz, ny, nx = self.geometry.shape
-        g = pore_field(self._entropy, z0, z1, ny, nx, self._sigma_vox, cache=self._noise_cache)
-        out = np.empty(g.shape, dtype=bool)
+        buf = self._field_buffer
+        if buf is None or buf.shape[0] < z1 - z0 or buf.shape[1:] != (ny, nx):
+            buf = self._field_buffer = np.empty((z1 - z0, ny, nx), dtype=np.float32)
+        g = pore_field(
+            self._entropy,
+            z0,
+            z1,
+            ny,
+            nx,
+            self._sigma_vox,
+            cache=self._noise_cache,
+            out=buf[: z1 - z0],
+        )
         for i, z in enumerate(range(z0, z1)):
             zc = self._z_m[z] if 0 <= z < nz else (z + 0.5) * self.geometry.voxel_m
             j = int(np.clip(np.searchsorted(self._zn, zc) - 1, 0, self._zn.size - 2))
             w = np.float32((zc - self._zn[j]) / (self._zn[j + 1] - self._zn[j]))
-            t = (1 - w) * self._threshold_plane(j) + w * self._threshold_plane(j + 1)
-            out[i] = g[i] < t
-        return out
+            _label_pore_row(
+                g[i],
+                np.float32(1) - w,
+                w,
+                self._threshold_plane(j),
+                self._threshold_plane(j + 1),
+                self.inside,
+                _PORE_LABELS,
+                out[i],
+            )
 
     def clear_cache(self) -> None:
-        """Drop the noise blocks kept for the next slab (≈0.6 GB at full size)."""
+        """Drop the noise blocks and the field kept for the next slab (≈1 GB at full size)."""
         self._noise_cache.clear()
+        self._field_buffer = None
 
     # --- state mapping -------------------------------------------------------------------
     def electrode_thicknesses_m(self, state: CellState | None = None) -> tuple[float, float]:
@@ -467,10 +496,7 @@ class VirtualPellet:
         out[steel] = np.where(self.inside, Phase.COLLECTOR, Phase.OUTSIDE)
         if se.any():
             i = np.flatnonzero(se)
-            pores = self._pores(z0 + int(i[0]), z0 + int(i[-1]) + 1)
-            block = np.where(pores, np.uint8(Phase.PORE), np.uint8(Phase.ELECTROLYTE))
-            block[:, ~self.inside] = Phase.OUTSIDE
-            out[i[0] : i[-1] + 1] = block
+            self._label_electrolyte(z0 + int(i[0]), z0 + int(i[-1]) + 1, out[i[0] : i[-1] + 1])
         if state is not None:
             self._render_cracks(out, zc, se, state, tally)
         return out
@@ -639,9 +665,12 @@ class TruthCounter:
         zc = np.arange(z0, z1) + 0.5
         se = (zc >= top) & (zc < bot)
         n = len(Phase)
-        self._total += np.bincount(lab.ravel(), minlength=n)[:n]
+        # Per-row counts in one compiled pass (np.bincount widens uint8 to intp first: two
+        # bincounts, the electrolyte rows' copy included, were ≈ 55 ms a full-size row).
+        per_row = _count_labels(lab)
+        self._total += per_row.sum(axis=0)[:n]
         if se.any():
-            self._se_counts += np.bincount(lab[se].ravel(), minlength=n)[:n]
+            self._se_counts += per_row[se].sum(axis=0)[:n]
         self._counted[z0:z1] = True
         return lab
 
@@ -684,3 +713,49 @@ class TruthCounter:
             ),
             "state_crack_li_volume_m3": state.crack_li_volume_m3 if state is not None else 0.0,
         }
+
+
+#: Labels :func:`_label_pore_row` writes: pore, solid electrolyte, outside the pellet.
+_PORE_LABELS = np.array([Phase.PORE, Phase.ELECTROLYTE, Phase.OUTSIDE], dtype=np.uint8)
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _label_pore_row(
+    g: np.ndarray,
+    a: np.float32,
+    w: np.float32,
+    t0: np.ndarray,
+    t1: np.ndarray,
+    inside: np.ndarray,
+    labels: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """``out = PORE where g < a·t0 + w·t1, else ELECTROLYTE``; ``OUTSIDE`` off the pellet.
+
+    float32 throughout, each product and the sum rounded as numpy rounds them (no fused
+    multiply-add), so the labels equal the numpy expression's; ``labels`` = (pore, solid,
+    outside). No GIL: slabs can be labelled while another thread projects.
+    """
+    ny, nx = g.shape
+    pore, solid, outside = labels[0], labels[1], labels[2]
+    for y in numba.prange(ny):
+        for x in range(nx):
+            if inside[y, x]:
+                t = a * t0[y, x] + w * t1[y, x]
+                out[y, x] = pore if g[y, x] < t else solid
+            else:
+                out[y, x] = outside
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _count_labels(lab: np.ndarray) -> np.ndarray:
+    """Voxels of each label value (0–255) per row of a (rows, ny, nx) uint8 slab."""
+    rows = lab.shape[0]
+    counts = np.zeros((rows, 256), dtype=np.int64)
+    for i in numba.prange(rows):
+        c = counts[i]
+        plane = lab[i]
+        for y in range(plane.shape[0]):
+            for x in range(plane.shape[1]):
+                c[plane[y, x]] += 1
+    return counts
