@@ -199,6 +199,25 @@ def test_writer_stores_degrees_that_dxchange_reads_right(tmp_path) -> None:
     assert info.theta_rad[0] == 0.0 and info.energy_keV == 25.0
 
 
+def test_writer_rounds_and_clips_what_the_file_type_cannot_hold(tmp_path) -> None:
+    """uint16 file: a camera's uint16 (or uint8) frame goes in as it is; float frames are
+    rounded and int32 or float values beyond 0 … 65535 clipped, as before."""
+    path = tmp_path / "w.h5"
+    camera = np.arange(4, dtype=np.uint16).reshape(2, 2) * 21845  # 0 … 65535
+    with DataExchangeWriter(path, shape=(2, 2)) as w:
+        w.append("dark", camera)
+        w.append("dark", np.array([[1, 2], [3, 255]], dtype=np.uint8))
+        w.append("flat", np.array([[-3.0, 2.4], [2.6, 70000.0]]))
+        w.append("flat", np.array([[-1, 5], [65535, 65536]], dtype=np.int32))
+    with h5py.File(path, "r") as f:
+        darks, flats = f["/exchange/data_dark"][()], f["/exchange/data_white"][()]
+    assert darks.dtype == np.uint16
+    np.testing.assert_array_equal(darks[0], camera)
+    np.testing.assert_array_equal(darks[1], [[1, 2], [3, 255]])
+    np.testing.assert_array_equal(flats[0], [[0, 2], [3, 65535]])
+    np.testing.assert_array_equal(flats[1], [[0, 5], [65535, 65535]])
+
+
 def test_writer_errors_are_data_exchange_errors(tmp_path) -> None:
     with pytest.raises(DataExchangeError, match="unknown Data Exchange metadata"):
         DataExchangeWriter(tmp_path / "a.h5", shape=(2, 2), metadata={"energy": 25})
