@@ -43,11 +43,13 @@ __all__ = [
     "STATUS_CUT",
     "STATUS_NO_COLLECTOR",
     "STATUS_OK",
+    "WindowProfiles",
     "charge_balance",
     "electrode_thickness",
     "thickness_locations",
     "thickness_to_charge_mC",
     "transparent_volume",
+    "transparent_volume_from_counts",
 ]
 
 LI_DENSITY_G_CM3 = 0.534
@@ -132,6 +134,39 @@ def transparent_volume(
         if mask is not None:
             slab = slab & (mask if mask.ndim == 2 else mask[a:b])
         count += int(np.count_nonzero(slab))
+    return count * voxel_um**3
+
+
+def transparent_volume_from_counts(
+    row_counts: np.ndarray, *, value: float, voxel_um: float, interfaces: Sequence[float]
+) -> float:
+    """:func:`transparent_volume` of a uint8 volume from its per-row value counts.
+
+    Parameters
+    ----------
+    row_counts : ndarray of int, shape (nz, 256)
+        Voxels of each row holding each grey value, inside the region of interest
+        (:func:`~insitu.analysis.microstructure.segment.uint8_row_value_counts`).
+    value : float
+        The study threshold's grey value: a voxel is transparent iff ``grey < value``.
+    voxel_um : float
+        Voxel edge in µm.
+    interfaces : (float, float)
+        As for :func:`transparent_volume`.
+
+    Returns
+    -------
+    float
+        The same number as :func:`transparent_volume` of ``volume < value`` with that region.
+    """
+    voxel_um = _check_positive(voxel_um, "voxel_um", "µm")
+    counts = np.asarray(row_counts)
+    if counts.ndim != 2 or counts.shape[1] != 256:
+        raise ValueError(f"row_counts must have shape (nz, 256), got {counts.shape}")
+    top, bot = _check_interfaces(interfaces, counts.shape[0])
+    z0, z1 = int(np.ceil(top - 0.5)), int(np.ceil(bot - 0.5))
+    below = np.arange(256) < value
+    count = int(counts[z0:z1, below].sum()) if z1 > z0 else 0
     return count * voxel_um**3
 
 
@@ -309,6 +344,82 @@ def _electrolyte_level(profile: np.ndarray, top: float, bot: float) -> float:
     return float(np.median(profile[z0:z1]))
 
 
+def _windows(
+    shape_yx: tuple[int, int],
+    *,
+    voxel_um: float,
+    window_um: float,
+    mask: np.ndarray | None,
+    locations: np.ndarray | None,
+) -> tuple[np.ndarray, list[tuple[slice, slice, np.ndarray | None]]]:
+    """The locations and, per location, its window ``(ys, xs, m)``: ``m`` the mask's voxels
+    in it (None: every voxel, as when the mask has none there)."""
+    voxel_um = _check_positive(voxel_um, "voxel_um", "µm")
+    window_um = _check_positive(window_um, "window_um", "µm")
+    w = max(1, round(window_um / voxel_um))
+    if locations is None:
+        locations = thickness_locations(shape_yx, window_px=w, mask=mask)
+    locations = np.asarray(locations, dtype=int).reshape(-1, 2)
+    h = w // 2
+    windows = []
+    for y, x in locations:
+        y0, x0 = max(0, y - h), max(0, x - h)
+        ys, xs = slice(y0, y0 + w), slice(x0, x0 + w)
+        m = None if mask is None else np.asarray(mask)[ys, xs]
+        windows.append((ys, xs, m if m is not None and m.any() else None))
+    return locations, windows
+
+
+class WindowProfiles:
+    """The thickness windows' mean profiles of a uint8 volume, gathered slab by slab.
+
+    For a pass that reads the volume anyway (the experiment's study pass): the profiles then
+    need no read of their own, where :func:`electrode_thickness` reads every window's column
+    of the volume (whole Zarr chunks of it). Sums of integers, so the means are bit-identical
+    to the float64 means that function takes.
+
+    Parameters
+    ----------
+    shape : (int, int, int)
+        The volume's shape.
+    voxel_um, window_um, mask, locations
+        As for :func:`electrode_thickness`.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        *,
+        voxel_um: float,
+        window_um: float = 30.0,
+        mask: np.ndarray | None = None,
+        locations: np.ndarray | None = None,
+    ) -> None:
+        self.locations, self._windows = _windows(
+            tuple(shape[1:]),  # type: ignore[arg-type]
+            voxel_um=voxel_um,
+            window_um=window_um,
+            mask=mask,
+            locations=locations,
+        )
+        self._sums = np.zeros((len(self._windows), shape[0]), dtype=np.int64)
+        self._counts = np.zeros(len(self._windows), dtype=np.int64)
+
+    def add(self, slab: np.ndarray, z0: int) -> None:
+        """Adds rows ``z0 : z0 + len(slab)`` (uint8) of the volume."""
+        for i, (ys, xs, m) in enumerate(self._windows):
+            block = slab[:, ys, xs]
+            if m is not None:
+                block = block[:, m]
+            flat = block.reshape(len(block), -1)
+            self._sums[i, z0 : z0 + len(slab)] = flat.sum(axis=1, dtype=np.int64)
+            self._counts[i] = flat.shape[1]
+
+    def profiles(self) -> np.ndarray:
+        """The mean profiles, shape ``(n_locations, nz)``, float64."""
+        return self._sums / self._counts[:, None]
+
+
 def electrode_thickness(
     volume: Any,
     *,
@@ -318,6 +429,7 @@ def electrode_thickness(
     mask: np.ndarray | None = None,
     window_um: float = 30.0,
     locations: np.ndarray | None = None,
+    profiles: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Thickness of both Li electrodes at 15 lateral locations.
 
@@ -327,7 +439,7 @@ def electrode_thickness(
         Grey volume: a reconstruction (attenuation: the collector brighter than the
         electrolyte, brighter than Li), or with ``threshold`` any field where Li is above it
         and what lies beyond the electrode below it (e.g. a Li indicator 0/1). Only the
-        windows' columns are read.
+        windows' columns are read (nothing with ``profiles``).
     voxel_um : float
         Voxel edge in µm.
     interfaces : (float, float)
@@ -345,6 +457,9 @@ def electrode_thickness(
         Edge of each square window, µm; its mean profile averages out Li roughness and noise.
     locations : ndarray of int, shape (n, 2), optional
         Window centres (y, x) in pixels; default :func:`thickness_locations` (3 × 5).
+    profiles : ndarray, shape (n, nz), optional
+        The windows' mean profiles, already gathered (:class:`WindowProfiles`, with the same
+        ``voxel_um``, ``window_um``, ``mask`` and ``locations``); the volume is then not read.
 
     Returns
     -------
@@ -358,25 +473,25 @@ def electrode_thickness(
         15-location average (NaN locations left out; NaN if none was measured).
     """
     voxel_um = _check_positive(voxel_um, "voxel_um", "µm")
-    window_um = _check_positive(window_um, "window_um", "µm")
     shape = _check_volume(volume, "volume")
     top, bot = _check_interfaces(interfaces, shape[0])
-    w = max(1, round(window_um / voxel_um))
-    if locations is None:
-        locations = thickness_locations(shape[1:], window_px=w, mask=mask)
-    locations = np.asarray(locations, dtype=int).reshape(-1, 2)
-    h = w // 2
+    locations, windows = _windows(
+        shape[1:], voxel_um=voxel_um, window_um=window_um, mask=mask, locations=locations
+    )
     if threshold is not None and not np.isfinite(threshold):
         raise ValueError(f"threshold must be a finite grey value or None, got {threshold!r}")
+    if profiles is not None and np.shape(profiles) != (len(windows), shape[0]):
+        raise ValueError(
+            f"profiles must have shape {(len(windows), shape[0])} (one per location), got "
+            f"{np.shape(profiles)}"
+        )
     rows = []
-    for y, x in locations:
-        y0, x0 = max(0, y - h), max(0, x - h)
-        block = np.asarray(volume[:, y0 : y0 + w, x0 : x0 + w], dtype=np.float64)
-        if mask is not None:
-            m = np.asarray(mask)[y0 : y0 + w, x0 : x0 + w]
-            profile = block[:, m].mean(axis=1) if m.any() else block.mean(axis=(1, 2))
+    for i, ((y, x), (ys, xs, m)) in enumerate(zip(locations, windows, strict=True)):
+        if profiles is not None:
+            profile = np.asarray(profiles[i], dtype=np.float64)
         else:
-            profile = block.mean(axis=(1, 2))
+            block = np.asarray(volume[:, ys, xs], dtype=np.float64)
+            profile = block[:, m].mean(axis=1) if m is not None else block.mean(axis=(1, 2))
         record: dict[str, Any] = {"y": int(y), "x": int(x)}
         if threshold is None:
             se = _electrolyte_level(profile, top, bot)

@@ -51,8 +51,19 @@ Volumes are any sliceable ``(z, y, x)`` arrays (numpy, Zarr); grey values as rec
 read slab by slab. Held in memory at a time: the current step's binarised electrolyte (one
 byte per voxel), the first step's packed 8 voxels per byte, the current step's crack labels
 (one byte per voxel below 255 cracks) and the previous step's as their non-zero voxels only,
-and the local-thickness slabs (1 GiB); ``crack_labels`` keeps only the last step's. A
-non-zero alignment shift is applied in memory (the whole moving volume).
+and the local-thickness slabs (3 GiB, while the binarised electrolyte is filled);
+``crack_labels`` keeps only the last step's. A non-zero alignment shift is applied in memory
+(the whole moving volume).
+
+Reads. A uint8 scan is read (and its Zarr chunks decoded) twice: once in the *study pass*,
+which keeps its per-row grey-value counts inside the disc (256 integers a row) and the
+thickness windows' profiles, from which the interfaces, the threshold, the partial-volume
+levels and porosity, the transparent volume and the thickness are all summed; and once for
+the pore phase, which the local thickness reads slab by slab and fills in as it goes (the
+cracks and the porosity factor use it from memory). The first scan is read once more for its
+unmasked profile, which finds the disc. Sums of integers, so every number equals the one of
+a pass per measurement, which is still the path for other dtypes (``timings["study_pass"]``
+is the pass).
 """
 
 from __future__ import annotations
@@ -70,10 +81,16 @@ from ..errors import AnalysisInputError
 from ..tomo.prep.alignment import Shift, align_to, apply_shift
 from ..volumes.checks import check_finite
 from .cracks import crack_summary, find_cracks, match_cracks
-from .electrodes import charge_balance, electrode_thickness, transparent_volume
+from .electrodes import (
+    WindowProfiles,
+    charge_balance,
+    electrode_thickness,
+    transparent_volume,
+    transparent_volume_from_counts,
+)
 from .interface import interface_intensity_table, interfacial_intensity_maps
 from .maps import PorosityFactor, porosity_factor, section_stats
-from .partial_volume import PhaseLevels, pv_porosity
+from .partial_volume import PhaseLevels, pv_porosity, pv_porosity_from_counts
 from .pores import pore_analysis, psd_sample_blocks
 from .segment import (
     Interfaces,
@@ -82,6 +99,7 @@ from .segment import (
     estimate_pellet_radius,
     find_interfaces,
     pellet_mask,
+    uint8_row_value_counts,
 )
 
 __all__ = [
@@ -295,12 +313,15 @@ _PER_SCAN_COLUMNS = (
 _SLAB_ROWS = 64
 
 
-def _pore_phase(volume: Any, value: float, disc: np.ndarray, z0: int, z1: int) -> np.ndarray:
-    """``grey < value`` inside the disc for rows ``[z0, z1)``, read slab by slab.
+def _pore_phase(
+    volume: Any, value: float, disc: np.ndarray, z0: int, z1: int, out: np.ndarray | None = None
+) -> np.ndarray:
+    """``grey < value`` inside the disc for rows ``[z0, z1)``, read slab by slab (into
+    ``out`` when given).
 
     Only the boolean result is held (1 byte per voxel), never a float copy of the rows.
     """
-    pores = np.empty((z1 - z0, *disc.shape), dtype=bool)
+    pores = np.empty((z1 - z0, *disc.shape), dtype=bool) if out is None else out
     for a in range(z0, z1, _SLAB_ROWS):
         b = min(a + _SLAB_ROWS, z1)
         np.less(volume[a:b], value, out=pores[a - z0 : b - z0])
@@ -308,8 +329,8 @@ def _pore_phase(volume: Any, value: float, disc: np.ndarray, z0: int, z1: int) -
     return pores
 
 
-#: Memory for the local-thickness slabs (the rest of the budget holds the pore phase and the
-#: crack labels of two steps).
+#: Memory for the local-thickness slabs (the rest of the budget holds the pore phase, which
+#: the local thickness fills, and later the crack labels of two steps).
 _PSD_BUDGET_GIB = 3.0
 
 
@@ -494,15 +515,54 @@ def _aligned_volumes(
 
 
 @dataclass(frozen=True)
+class _GreyCounts:
+    """What a uint8 scan's grey values are needed for, gathered in one pass (the study pass).
+
+    ``rows[z, v]``: voxels of row ``z`` inside the disc with grey ``v``; ``profiles``: the
+    thickness windows' mean profiles (None when the windows do not fit: the thickness then
+    reads the volume and reports why). Every grey measurement of the study and of the steps
+    but the pore phase's is a sum over these: sums of integers, so the results are
+    bit-identical to the slab-wise passes each used to make over the scan (one read and
+    Zarr decode each: six per step at full size).
+    """
+
+    rows: np.ndarray
+    profiles: np.ndarray | None
+
+    def histogram(self, rows: tuple[int, int]) -> np.ndarray:
+        """Counts of each grey value in rows ``[z0, z1)``."""
+        return self.rows[rows[0] : rows[1]].sum(axis=0)
+
+    def profile(self, n_disc: int) -> np.ndarray:
+        """The row profile inside the disc (:func:`.segment.row_profile`)."""
+        sums = self.rows @ np.arange(256, dtype=np.int64)
+        return sums.astype(np.float64) / n_disc
+
+
+def _grey_counts(volume: Any, disc: np.ndarray, windows: WindowProfiles | None) -> _GreyCounts:
+    """One read of a uint8 scan: its per-row value counts in the disc and window profiles."""
+    nz = volume.shape[0]
+    rows = np.empty((nz, 256), dtype=np.int64)
+    for a in range(0, nz, _SLAB_ROWS):
+        slab = np.asarray(volume[a : min(nz, a + _SLAB_ROWS)])
+        rows[a : a + len(slab)] = uint8_row_value_counts(slab, disc)
+        if windows is not None:
+            windows.add(slab, a)
+    return _GreyCounts(rows, None if windows is None else windows.profiles())
+
+
+@dataclass(frozen=True)
 class _Study:
     """What every step is measured with: one pellet disc and one threshold for all scans,
-    and each scan's own interfaces and electrolyte rows."""
+    and each scan's own interfaces and electrolyte rows (and, for uint8 scans, the grey
+    counts of each)."""
 
     disc: np.ndarray
     interfaces: list[Interfaces]
     rows: list[tuple[int, int]]
     threshold: StudyThreshold
     levels: PhaseLevels | None = None
+    counts: list[_GreyCounts] | None = None
 
 
 def _study(volumes: Sequence[Any], settings: TomoSettings, timed: _Timer) -> _Study:
@@ -510,8 +570,62 @@ def _study(volumes: Sequence[Any], settings: TomoSettings, timed: _Timer) -> _St
 
     The pellet's disc is found on the first scan and used for all (the scans are aligned);
     the threshold is computed once from the pooled electrolyte histograms of all scans, so
-    every step is binarised the same way.
+    every step is binarised the same way. uint8 scans are read once each (after the first
+    scan's unmasked profile) for everything but the pore phase (:class:`_GreyCounts`).
     """
+    reference = volumes[0]
+    if not all(np.dtype(v.dtype) == np.uint8 for v in volumes):
+        return _study_by_passes(volumes, settings, timed)
+    with timed("interfaces"):
+        disc = _pellet_disc(reference, find_interfaces(reference), settings.mask_margin_px)
+    with timed("study_pass"):
+        counts = [_grey_counts(v, disc, _thickness_windows(v, disc, settings)) for v in volumes]
+    with timed("interfaces"):
+        n_disc = int(disc.sum())
+        interfaces = [
+            find_interfaces(v, profile=c.profile(n_disc))
+            for v, c in zip(volumes, counts, strict=True)
+        ]
+        rows = [electrolyte_rows(i, margin_rows=settings.interface_margin_rows) for i in interfaces]
+    with timed("threshold"):
+        # As StudyThreshold.from_volumes: uint8 histograms are binned one value per bin.
+        histogram = sum(c.histogram(r) for c, r in zip(counts, rows, strict=True))
+        threshold = StudyThreshold.from_histogram(
+            histogram, grey_range=(0.0, 256.0), method=settings.method
+        )
+    with timed("porosity_pv"):
+        try:
+            levels: PhaseLevels | None = PhaseLevels.from_histogram(
+                histogram,
+                grey_range=threshold.grey_range,
+                solid=settings.solid_level,
+                void=settings.void_level,
+            )
+        except AnalysisInputError:
+            levels = None  # no electrolyte peak: porosity_pv is left empty, not an error
+    return _Study(
+        disc=disc,
+        interfaces=interfaces,
+        rows=rows,
+        threshold=threshold,
+        levels=levels,
+        counts=counts,
+    )
+
+
+def _thickness_windows(
+    volume: Any, disc: np.ndarray, settings: TomoSettings
+) -> WindowProfiles | None:
+    """The thickness windows to gather in the study pass; None when they do not fit (the
+    per-step thickness then raises the reason, as it did before the pass gathered them)."""
+    try:
+        return WindowProfiles(tuple(volume.shape), voxel_um=settings.voxel_um, mask=disc)
+    except ValueError:
+        return None
+
+
+def _study_by_passes(volumes: Sequence[Any], settings: TomoSettings, timed: _Timer) -> _Study:
+    """:func:`_study` for scans that are not uint8: one pass over the scans per measurement."""
     reference = volumes[0]
     with timed("interfaces"):
         first_interfaces = find_interfaces(reference)
@@ -562,26 +676,43 @@ class _Measurements:
         self._previous_labels: _SparseLabels | None = None
 
     def add(
-        self, step: Step, volume: Any, inter: Interfaces, rows: tuple[int, int], shift: Shift
+        self,
+        step: Step,
+        volume: Any,
+        inter: Interfaces,
+        rows: tuple[int, int],
+        shift: Shift,
+        counts: _GreyCounts | None = None,
     ) -> None:
-        """Measure one step (the steps in protocol order) and keep its results."""
+        """Measure one step (the steps in protocol order) and keep its results.
+
+        ``counts``: the step's grey counts from the study pass (uint8 scans), from which the
+        grey measurements are summed instead of read again.
+        """
         # The previous step's dense labels go before this step's measurements start (they
         # are kept sparse for the matching; only the last step's are returned).
         self.crack_labels.clear()
         disc, threshold = self.study.disc, self.study.threshold
         z0, z1 = rows
-        # Before the step's pore phase is built, so the two never share the memory.
-        mean_pore_diameter = self._mean_pore_diameter(volume, rows)
-        with self.timed("binarize"):
-            pores = _pore_phase(volume, threshold.value, disc, z0, z1)
+        pores = np.empty((z1 - z0, *disc.shape), dtype=bool)
+        # The local thickness reads the pore phase anyway: it fills ``pores`` as it goes,
+        # which saves a read (and Zarr decode) of the step.
+        mean_pore_diameter = self._mean_pore_diameter(volume, rows, pores)
+        if not self.settings.psd:
+            with self.timed("binarize"):
+                _pore_phase(volume, threshold.value, disc, z0, z1, out=pores)
         porosity = float(pores.sum() / (disc.sum() * (z1 - z0)))
         porosity_pv = None
         if self.study.levels is not None:
             with self.timed("porosity_pv"):
-                porosity_pv = pv_porosity(volume, self.study.levels, mask=disc, rows=rows)
+                porosity_pv = (
+                    pv_porosity(volume, self.study.levels, mask=disc, rows=rows)
+                    if counts is None
+                    else pv_porosity_from_counts(counts.histogram(rows), self.study.levels)
+                )
         cracks = self._cracks(step.name, pores, (inter.top - z0, inter.bottom - z0))
         per_scan = self._cracks_per_scan(step.name, pores, (inter.top - z0, inter.bottom - z0))
-        transparent, thick = self._electrodes(step.name, volume, inter)
+        transparent, thick = self._electrodes(step.name, volume, inter, counts)
         record: dict[str, Any] = {
             "step": step.name,
             "charge_mC": step.charge_mC,
@@ -608,8 +739,11 @@ class _Measurements:
         record.update(self._interface_intensity(step.name, volume, inter))
         self.records.append(record)
 
-    def _mean_pore_diameter(self, volume: Any, rows: tuple[int, int]) -> float | None:
-        """Mean local thickness of the pores (None unless ``settings.psd``)."""
+    def _mean_pore_diameter(
+        self, volume: Any, rows: tuple[int, int], pores: np.ndarray
+    ) -> float | None:
+        """Mean local thickness of the pores (None unless ``settings.psd``); fills ``pores``
+        with the pore phase of ``rows`` when ``settings.psd``."""
         with self.timed("pore_sizes"):  # recorded (as ~0 s) without psd too
             if not self.settings.psd:
                 return None
@@ -622,19 +756,27 @@ class _Measurements:
                 memory_budget_gib=_PSD_BUDGET_GIB,
                 psd_fraction=self.settings.psd_fraction,
                 psd_seed=self.settings.psd_seed,
+                pores_out=pores,
             )
         return analysis.psd.mean_um
 
-    def _electrodes(self, name: str, volume: Any, inter: Interfaces) -> tuple[float, pd.DataFrame]:
+    def _electrodes(
+        self, name: str, volume: Any, inter: Interfaces, counts: _GreyCounts | None
+    ) -> tuple[float, pd.DataFrame]:
         """The X-ray-transparent volume and the electrodes' thickness at each location."""
         vox, disc, value = self.settings.voxel_um, self.study.disc, self.study.threshold.value
         with self.timed("transparent_volume"):
-            transparent = transparent_volume(
-                _Below(volume, value),
-                voxel_um=vox,
-                interfaces=(inter.top, inter.bottom),
-                mask=disc,
-            )
+            if counts is None:
+                transparent = transparent_volume(
+                    _Below(volume, value),
+                    voxel_um=vox,
+                    interfaces=(inter.top, inter.bottom),
+                    mask=disc,
+                )
+            else:
+                transparent = transparent_volume_from_counts(
+                    counts.rows, value=value, voxel_um=vox, interfaces=(inter.top, inter.bottom)
+                )
         with self.timed("electrode_thickness"):
             thick = electrode_thickness(
                 volume,
@@ -643,6 +785,7 @@ class _Measurements:
                 # No threshold: the Li's outer surface is its edge to the bright current
                 # collector, found per location (Li against gas is invisible at 25 keV).
                 mask=disc,
+                profiles=None if counts is None else counts.profiles,
             )
         self.thickness[name] = thick
         return float(transparent), thick
@@ -782,10 +925,11 @@ def analyze_experiment(steps: Sequence[Step], settings: TomoSettings) -> Experim
     volumes, shifts = _aligned_volumes(steps, settings.align, timed)
     study = _study(volumes, settings, timed)
     measured = _Measurements(settings, study, timed)
-    for step, volume, inter, rows, shift in zip(
-        steps, volumes, study.interfaces, study.rows, shifts, strict=True
+    counts = study.counts if study.counts is not None else [None] * len(steps)
+    for step, volume, inter, rows, shift, grey in zip(
+        steps, volumes, study.interfaces, study.rows, shifts, counts, strict=True
     ):
-        measured.add(step, volume, inter, rows, shift)
+        measured.add(step, volume, inter, rows, shift, grey)
     table = pd.DataFrame.from_records(measured.records)
     return ExperimentResult(
         table=table,

@@ -53,7 +53,12 @@ from ..errors import AnalysisInputError
 from .pores import _region
 from .segment import NBINS, grey_histogram, threshold_isodata_ij, uint8_value_counts
 
-__all__ = ["PhaseLevels", "pv_porosity", "solid_level_from_composition"]
+__all__ = [
+    "PhaseLevels",
+    "pv_porosity",
+    "pv_porosity_from_counts",
+    "solid_level_from_composition",
+]
 
 #: A void peak counts only if it holds this share of the solid peak's height...
 _VOID_PEAK_MIN_HEIGHT = 0.1
@@ -331,4 +336,32 @@ def pv_porosity(
     if count == 0:
         raise AnalysisInputError("no finite voxel in the region; check mask and rows")
     # mean(f) = (solid - mean(g)) / (solid - void): f is linear in g.
+    return float((levels.solid - total / count) / (levels.solid - levels.void))
+
+
+def pv_porosity_from_counts(value_counts: np.ndarray, levels: PhaseLevels) -> float:
+    """:func:`pv_porosity` of a uint8 region from its grey-value counts.
+
+    Parameters
+    ----------
+    value_counts : ndarray of int, shape (256,)
+        Voxels of the region holding each grey value 0..255
+        (:func:`~insitu.analysis.microstructure.segment.uint8_value_counts`, or the sum of
+        :func:`~insitu.analysis.microstructure.segment.uint8_row_value_counts` over its rows).
+    levels : PhaseLevels
+        The study's solid and void levels.
+
+    Returns
+    -------
+    float
+        The same number as :func:`pv_porosity` of that region: the grey sum is an integer,
+        exact in float64 either way.
+    """
+    counts = np.asarray(value_counts)
+    if counts.shape != (256,):
+        raise ValueError(f"value_counts must have shape (256,), got {counts.shape}")
+    count = int(counts.sum())
+    if count == 0:
+        raise AnalysisInputError("no finite voxel in the region; check mask and rows")
+    total = float(int(np.dot(np.arange(256, dtype=np.int64), counts.astype(np.int64))))
     return float((levels.solid - total / count) / (levels.solid - levels.void))

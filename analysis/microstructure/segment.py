@@ -46,6 +46,7 @@ __all__ = [
     "row_profile",
     "threshold_isodata_ij",
     "threshold_otsu_ij",
+    "uint8_row_value_counts",
     "uint8_value_counts",
 ]
 
@@ -291,6 +292,45 @@ def _uint8_counts(slab: np.ndarray, m2: np.ndarray) -> np.ndarray:
             for x in range(nx):
                 per[y, slab[z, y, x]] += m2[y, x]
     return per.sum(axis=0)
+
+
+def uint8_row_value_counts(slab: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """How many voxels of each row of a uint8 slab hold each value 0..255, inside the mask.
+
+    Everything the study needs from a uint8 scan's grey values is a sum over these counts: the
+    row profile, the histograms of the threshold and of the partial-volume levels, the
+    partial-volume porosity and the transparent volume of any rows. One pass over the scan
+    then serves them all, where each used to read (and decode) the scan again.
+
+    Parameters
+    ----------
+    slab : ndarray of uint8, shape (nz, ny, nx)
+    mask : ndarray of bool, shape (ny, nx), or None for every voxel
+
+    Returns
+    -------
+    ndarray of int64, shape (nz, 256)
+        ``counts[z].sum(axis=0)`` over rows equals :func:`uint8_value_counts` of those rows.
+    """
+    a = np.ascontiguousarray(slab)
+    m2 = np.ones(a.shape[1:], dtype=bool) if mask is None else np.ascontiguousarray(mask)
+    return _uint8_row_counts(a, m2)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _uint8_row_counts(slab: np.ndarray, m2: np.ndarray) -> np.ndarray:
+    nz, ny, nx = slab.shape
+    out = np.zeros((nz, 256), dtype=np.int64)
+    for z in numba.prange(nz):
+        # Four sub-histograms for alternate voxels: neighbours often share a value, and a
+        # single counter would serialise on it.
+        sub = np.zeros((4, 256), dtype=np.int64)
+        for y in range(ny):
+            for x in range(nx):
+                sub[x & 3, slab[z, y, x]] += m2[y, x]
+        for v in range(256):
+            out[z, v] = sub[0, v] + sub[1, v] + sub[2, v] + sub[3, v]
+    return out
 
 
 # --- the study threshold ----------------------------------------------------------------------
