@@ -77,6 +77,17 @@ def _average(frames: np.ndarray, averaging: str, name: str) -> np.ndarray:
     raise ValueError(f"averaging must be 'mean' or 'median', got {averaging!r}")
 
 
+def _float32_out(arr: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """``out`` checked to be a float32 array of ``arr``'s shape, or a new one."""
+    if out is None:
+        return np.empty(arr.shape, dtype=np.float32)
+    if out.dtype != np.float32 or out.shape != arr.shape:
+        raise ValueError(
+            f"out must be a float32 array of shape {arr.shape}, got {out.dtype} {out.shape}"
+        )
+    return out
+
+
 def _correction(
     flat: np.ndarray, dark: np.ndarray, averaging: str, frame_shape: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -142,12 +153,7 @@ def normalize(
     dark_avg, inverse = _correction(flat, dark, averaging, stack.shape[1:])
     if cutoff is not None and not cutoff > 0:
         raise ValueError(f"cutoff must be a positive transmission or None, got {cutoff}")
-    if out is None:
-        out = np.empty(arr.shape, dtype=np.float32)
-    elif out.dtype != np.float32 or out.shape != arr.shape:
-        raise ValueError(
-            f"out must be a float32 array of shape {arr.shape}, got {out.dtype} {out.shape}"
-        )
+    out = _float32_out(arr, out)
     result = out
     out = out[np.newaxis] if single else out
     # One projection at a time: the float32 temporaries stay one frame in size.
@@ -181,12 +187,7 @@ def minus_log(arr: np.ndarray, *, floor: float = 1e-6, out: np.ndarray | None = 
     if not floor > 0:
         raise ValueError(f"floor must be a positive transmission, got {floor}")
     arr = np.asarray(arr)
-    if out is None:
-        out = np.empty(arr.shape, dtype=np.float32)
-    elif out.dtype != np.float32 or out.shape != arr.shape:
-        raise ValueError(
-            f"out must be a float32 array of shape {arr.shape}, got {out.dtype} {out.shape}"
-        )
+    out = _float32_out(arr, out)
     # NaN in the input also becomes the floor: np.maximum would propagate it, fmax does not.
     np.fmax(arr, np.float32(floor), out=out, dtype=np.float32, casting="unsafe")
     np.log(out, out=out)
@@ -231,12 +232,7 @@ def attenuation(
     arr = np.asarray(arr)
     stack = _as_stack(arr, "arr")
     dark_avg, inverse = _correction(flat, dark, averaging, stack.shape[1:])
-    if out is None:
-        out = np.empty(arr.shape, dtype=np.float32)
-    elif out.dtype != np.float32 or out.shape != arr.shape:
-        raise ValueError(
-            f"out must be a float32 array of shape {arr.shape}, got {out.dtype} {out.shape}"
-        )
+    out = _float32_out(arr, out)
     frames = out[np.newaxis] if arr.ndim == 2 else out
     low = np.float32(floor)
     # normalize's and minus_log's operations, in their order, on one frame at a time.
