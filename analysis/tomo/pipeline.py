@@ -320,10 +320,13 @@ def preprocess_rows(
     t_read = time.perf_counter()
     check_projections(proj, first_row=a, source=info.path)
     into = proj if proj.dtype == np.float32 else None
-    if opts.zinger_dif is None and not opts.paganin:
-        data = attenuation(proj, flat, dark, averaging=opts.flat_averaging, out=into)
-    else:
+    # Zinger removal and Paganin work on the transmission, between the correction and −log;
+    # without them both run in one pass.
+    between = opts.zinger_dif is not None or opts.paganin
+    if between:
         data = normalize(proj, flat, dark, averaging=opts.flat_averaging, out=into)
+    else:
+        data = attenuation(proj, flat, dark, averaging=opts.flat_averaging, out=into)
     del proj, flat, dark
     if opts.zinger_dif is not None:
         data = remove_outlier(data, opts.zinger_dif, size=3, axis=0, out=data)
@@ -332,7 +335,7 @@ def preprocess_rows(
         data = retrieve_phase(
             data, pixel_size=pixel, dist=dist, energy=energy, delta_beta=opts.delta_beta, out=data
         )
-    if opts.zinger_dif is not None or opts.paganin:
+    if between:
         data = minus_log(data, out=data)
     data = np.ascontiguousarray(data[:, r0 - a : r1 - a, :])
     if opts.rings == "fw":
