@@ -88,6 +88,12 @@ def _float32_out(arr: np.ndarray, out: np.ndarray | None) -> np.ndarray:
     return out
 
 
+def _check_floor(floor: float) -> None:
+    """The −log's floor must be a positive transmission."""
+    if not floor > 0:
+        raise ValueError(f"floor must be a positive transmission, got {floor}")
+
+
 def _correction(
     flat: np.ndarray, dark: np.ndarray, averaging: str, frame_shape: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -184,8 +190,7 @@ def minus_log(arr: np.ndarray, *, floor: float = 1e-6, out: np.ndarray | None = 
     -------
     ndarray, float32
     """
-    if not floor > 0:
-        raise ValueError(f"floor must be a positive transmission, got {floor}")
+    _check_floor(floor)
     arr = np.asarray(arr)
     out = _float32_out(arr, out)
     # NaN in the input also becomes the floor: np.maximum would propagate it, fmax does not.
@@ -227,8 +232,7 @@ def attenuation(
     -------
     ndarray, float32
     """
-    if not floor > 0:
-        raise ValueError(f"floor must be a positive transmission, got {floor}")
+    _check_floor(floor)
     arr = np.asarray(arr)
     stack = _as_stack(arr, "arr")
     dark_avg, inverse = _correction(flat, dark, averaging, stack.shape[1:])
