@@ -55,8 +55,10 @@ the clamp to ``dmax`` every slab needs anyway is the exact transform voxel for v
 Working memory, in buffers reused from slab to slab (first touches of fresh memory cost more
 than the arithmetic on the 2-core test machine): per slab voxel 1 (pore mask) + 4 (D, then
 the float32 thickness of the core), per core voxel 4 (painted D) + 2 (clean-up flags), ≈ 11
-bytes, plus the input slab. Slabs are sized from ``memory_budget_gib``: for a 2000 × 1143 ×
-1000 uint8 volume at a 2 GiB budget a slab is ≈ 190 rows including the halo. Time scales
+bytes, plus two input slabs: the next slab's grey rows are read (and decoded, for Zarr or
+HDF5) in a background thread while this one is computed. Slabs are sized from
+``memory_budget_gib``: for a 2000 × 1143 × 1000 uint8 volume at a 2 GiB budget a slab is
+≈ 190 rows including the halo. Time scales
 linearly with the number of pore voxels times the mean ball volume of the ridge voxels (see
 ``benchmarks/bench_tomo_porosity.py``).
 
@@ -74,6 +76,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -140,7 +143,7 @@ def _envelope_1d(f: np.ndarray, out: np.ndarray, v: np.ndarray, zb: np.ndarray) 
         out[q] = val if val < inf else inf
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _edt_sq(mask: np.ndarray) -> np.ndarray:
     """Exact squared Euclidean distance (voxels) to the nearest False voxel; 0 on False."""
     nz, ny, nx = mask.shape
@@ -258,7 +261,7 @@ def _window_min_rows(a2: np.ndarray, r: int, cap: int) -> None:
             a2[i, x] = min(acc[x], cap)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _edt_sq_bounded(mask: np.ndarray, dmax: int, d: np.ndarray) -> np.ndarray:
     """Squared distances exact where they are ≤ ``dmax``; ``dmax + 1`` elsewhere.
 
@@ -400,7 +403,7 @@ def _paint(
     return out
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _interior(
     mask: np.ndarray, e0: int, e1: int, ex: np.ndarray, exy: np.ndarray, out: np.ndarray
 ) -> np.ndarray:
@@ -474,7 +477,7 @@ def _finish_rows(
     return lt
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _fill_rows(
     mask: np.ndarray,
     painted: np.ndarray,
@@ -541,14 +544,18 @@ def _thickness_lut(dmax: int, scale: float) -> np.ndarray:
     return (2.0 * np.sqrt(np.arange(dmax + 1, dtype=np.float64)) * scale).astype(np.float32)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _histogram_rows(
     lt: np.ndarray, pores: np.ndarray, edges: np.ndarray
 ) -> tuple[np.ndarray, int, float, float]:
     """``np.histogram(lt[pores], edges)`` counts, the number, sum and max of ``lt[pores]``.
 
     Per row, then summed: no float64 copy of the values and no sort (``np.histogram`` sorts
-    when given bin edges).
+    when given bin edges). A value's bin is the largest ``k`` with ``edges[k] ≤ v`` (what
+    ``searchsorted(edges, v, "right") - 1`` gives, the last bin closed): guessed as if the
+    bins were even, then corrected by comparing with the edges, which is exact for any
+    ascending edges and one or two comparisons for the default even ones (a binary search
+    took 8 % of the local-thickness pass at beamline size).
     """
     nz, ny, nx = lt.shape
     nb = edges.size - 1
@@ -557,6 +564,7 @@ def _histogram_rows(
     nums = np.zeros(nz, dtype=np.int64)
     maxs = np.zeros(nz, dtype=np.float64)
     lo, hi = edges[0], edges[-1]
+    per_bin = nb / (hi - lo) if hi > lo else 0.0
     for z in numba.prange(nz):
         for y in range(ny):
             line = 0.0
@@ -569,7 +577,11 @@ def _histogram_rows(
                 maxs[z] = max(maxs[z], v)
                 if v < lo or v > hi:
                     continue
-                k = np.searchsorted(edges, v, side="right") - 1
+                k = min(max(int((v - lo) * per_bin), 0), nb)
+                while k < nb and edges[k + 1] <= v:
+                    k += 1
+                while k > 0 and edges[k] > v:
+                    k -= 1
                 counts[z, min(k, nb - 1)] += 1
             sums[z] += line
     return counts.sum(axis=0), int(nums.sum()), float(sums.sum()), float(maxs.max())
@@ -801,25 +813,49 @@ def _chunked_lt(
     lut = _thickness_lut(dmax, voxel_um)
     band = _isqrt_py(dmax) + 3
     buf: _SlabBuffers | None = None
-    for a, b in cores:
+    prefetch = getattr(read, "prefetch", None)
+    for i, (a, b) in enumerate(cores):
         lo, hi = max(0, a - halo), min(n, b + halo)
         mask = read(lo, hi)
+        if prefetch is not None and i + 1 < len(cores):
+            a1, b1 = cores[i + 1]
+            prefetch(max(0, a1 - halo), min(n, b1 + halo))
         if buf is None:
             core = max(b2 - a2 for a2, b2 in cores)
             buf = _SlabBuffers(min(n, core + 2 * halo), core, mask.shape[1:])
         d = _slab_distances(mask, dmax, buf)
+        # Halo voxels far from the core may see too few solid voxels and overestimate D;
+        # their balls cannot reach the core (see the module notes), but they must stay
+        # within the template and the painting stripes. The clamp also gives each row's
+        # largest distance before it, for the checks below.
+        row_max = _clamp_rows(d, dmax)
         if check_bound:
-            band_max = int(d[max(lo, a - band) - lo : min(hi, b + band) - lo].max())
+            band_max = int(row_max[max(lo, a - band) - lo : min(hi, b + band) - lo].max())
             if band_max > dmax:
                 raise _GuessTooSmall(band_max)
             if observed is not None and b > a:
-                observed[0] = max(observed[0], int(d[a - lo : b - lo].max()))
-        # Halo voxels far from the core may see too few solid voxels and overestimate D;
-        # their balls cannot reach the core (see the module notes), but they must stay
-        # within the template and the painting stripes.
-        np.minimum(d, dmax, out=d)
+                observed[0] = max(observed[0], int(row_max[a - lo : b - lo].max()))
         lt = _lt_rows(mask, d, t, dmax, a - lo, b - lo, lut, clean_up, buf)
         yield a, b, lt, mask[a - lo : b - lo]
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _clamp_rows(d: np.ndarray, cap: int) -> np.ndarray:
+    """Clamps ``d`` to ``cap`` in place; returns each row's maximum before the clamp.
+
+    One parallel pass for what were three serial ones (two maxima and ``np.minimum``).
+    """
+    nz, ny, nx = d.shape
+    row_max = np.zeros(nz, dtype=np.int64)
+    for z in numba.prange(nz):
+        top = 0
+        for y in range(ny):
+            for x in range(nx):
+                v = d[z, y, x]
+                top = max(top, v)
+                d[z, y, x] = min(v, cap)
+        row_max[z] = top
+    return row_max
 
 
 class _GuessTooSmall(Exception):
@@ -1212,6 +1248,77 @@ def _count_pores(
     return n
 
 
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _below_in_mask(grey: np.ndarray, value: float, m2: np.ndarray, out: np.ndarray) -> None:
+    """``out = (grey < value) & m2`` (m2 broadcast over z) in one parallel pass."""
+    nz, ny, nx = grey.shape
+    for z in numba.prange(nz):
+        for y in range(ny):
+            for x in range(nx):
+                out[z, y, x] = m2[y, x] and grey[z, y, x] < value
+
+
+#: Grey dtypes :func:`_below_in_mask` compiles for; others take numpy's two passes.
+_KERNEL_DTYPES = frozenset(np.dtype(t) for t in ("uint8", "uint16", "float32", "float64"))
+
+
+class _PoreReader:
+    """Pore phase of virtual rows ``a:b`` (one solid row beyond each end of the electrolyte).
+
+    ``read(a, b)`` returns a view of a buffer that the next call overwrites: every caller
+    here is done with a slab before it reads the next. Why a buffer: a fresh slab-sized
+    array each call cost its page faults (≈ 0.3 GB a slab at beamline size), and the
+    threshold, the mask and the zero rows were three single-threaded passes; now one
+    parallel pass writes into memory already touched.
+
+    ``read.prefetch(a, b)`` starts reading (and decoding: Zarr, HDF5) the grey rows of the
+    next slab in a background thread while this one is computed; ``read.close()`` ends it.
+    """
+
+    def __init__(self, volume: Any, value: float, m2: np.ndarray, z0: int, n: int) -> None:
+        self.volume, self.value, self.m2, self.z0, self.n = volume, value, m2, z0, n
+        self._buf = np.empty((0, *m2.shape), dtype=bool)
+        self._pool: ThreadPoolExecutor | None = None
+        self._next: tuple[tuple[int, int], Future[np.ndarray]] | None = None
+
+    def _grey(self, ra: int, rb: int) -> np.ndarray:
+        return np.asarray(self.volume[self.z0 + ra - 1 : self.z0 + rb - 1])
+
+    def prefetch(self, a: int, b: int) -> None:
+        """Start reading the grey rows of ``read(a, b)`` in the background."""
+        ra, rb = max(a, 1), min(b, self.n - 1)
+        if rb <= ra:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="insitu-pores-read")
+        self._next = ((ra, rb), self._pool.submit(self._grey, ra, rb))
+
+    def close(self) -> None:
+        """Stop the background reader (waiting for a read in flight)."""
+        self._next = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __call__(self, a: int, b: int) -> np.ndarray:
+        if b - a > self._buf.shape[0]:
+            self._buf = np.empty((b - a, *self.m2.shape), dtype=bool)
+        res = self._buf[: b - a]
+        ra, rb = max(a, 1), min(b, self.n - 1)
+        res[: max(0, ra - a)] = False
+        res[max(0, rb - a) :] = False
+        if rb > ra:
+            ahead, self._next = self._next, None
+            grey = ahead[1].result() if ahead and ahead[0] == (ra, rb) else self._grey(ra, rb)
+            rows = res[ra - a : rb - a]
+            if grey.dtype in _KERNEL_DTYPES:
+                _below_in_mask(grey, float(self.value), self.m2, rows)
+            else:
+                np.less(grey, self.value, out=rows)
+                rows &= self.m2
+        return res
+
+
 def _split(ranges: list[tuple[int, int]], slab_rows: int) -> list[tuple[int, int]]:
     """Row ranges cut into cores of at most ``slab_rows`` rows."""
     return [(a + c0, a + c1) for a, b in ranges for c0, c1 in _core_slabs(b - a, slab_rows)]
@@ -1290,72 +1397,67 @@ def pore_analysis(
             )
     n = nrows + 2  # virtual rows: one solid row above and below the electrolyte
 
-    def read(a: int, b: int) -> np.ndarray:
-        res = np.zeros((b - a, *m2.shape), dtype=bool)
-        ra, rb = max(a, 1), min(b, n - 1)
-        if rb > ra:
-            g = np.asarray(volume[z0 + ra - 1 : z0 + rb - 1])
-            np.less(g, value, out=res[ra - a : rb - a])
-            res[ra - a : rb - a] &= m2
-        return res
-
-    ranges, sample = [(0, n)], None
-    if psd_fraction is not None:
-        blocks = psd_sample_blocks(nrows, psd_fraction, psd_seed)
-        ranges = [(a + 1, b + 1) for a, b in blocks]  # in the virtual rows
-        sample = {
-            "fraction": float(psd_fraction),
-            "seed": int(psd_seed),
-            "block_rows": PSD_BLOCK_ROWS,
-            "rows": [[z0 + a, z0 + b] for a, b in blocks],
-            "n_rows": sum(b - a for a, b in blocks),
-        }
-    plane = int(m2.size)
-    guess = _guess_dmax(read, n) if slab_rows is None else None
-    result = None
-    if guess is not None:
-        # Slabs sized from the guessed halo; the pass verifies the guess and finds the exact
-        # maximum as it goes, saving the whole-volume distance pass (a third of the time).
-        rows = _auto_slab_rows(plane, memory_budget_gib, _halo_rows(guess), _BYTES_PER_VOXEL)
-        try:
+    read = _PoreReader(volume, value, m2, z0, n)
+    try:
+        ranges, sample = [(0, n)], None
+        if psd_fraction is not None:
+            blocks = psd_sample_blocks(nrows, psd_fraction, psd_seed)
+            ranges = [(a + 1, b + 1) for a, b in blocks]  # in the virtual rows
+            sample = {
+                "fraction": float(psd_fraction),
+                "seed": int(psd_seed),
+                "block_rows": PSD_BLOCK_ROWS,
+                "rows": [[z0 + a, z0 + b] for a, b in blocks],
+                "n_rows": sum(b - a for a, b in blocks),
+            }
+        plane = int(m2.size)
+        guess = _guess_dmax(read, n) if slab_rows is None else None
+        result = None
+        if guess is not None:
+            # Slabs sized from the guessed halo; the pass verifies the guess and finds the exact
+            # maximum as it goes, saving the whole-volume distance pass (a third of the time).
+            rows = _auto_slab_rows(plane, memory_budget_gib, _halo_rows(guess), _BYTES_PER_VOXEL)
+            try:
+                result = _psd_pass(
+                    read,
+                    n,
+                    _split(ranges, rows),
+                    clean_up,
+                    v,
+                    guess,
+                    bin_edges_um,
+                    out,
+                    True,
+                    None if sample else pores_out,
+                )
+            except _GuessTooSmall:
+                result = None
+        if result is None:
+            if slab_rows is None:
+                # Slabs are sized from the real halo, known once the largest distance is: a
+                # guessed 40-row halo left 8-row cores in 90-row slabs at beamline width (many
+                # times the work). The distance pass holds only the mask and D (≈ 6 B/voxel).
+                dmax = _max_distance_sq(read, n, _auto_slab_rows(plane, memory_budget_gib, 16, 6))
+                slab_rows = _auto_slab_rows(
+                    plane, memory_budget_gib, _halo_rows(dmax), _BYTES_PER_VOXEL
+                )
+            else:
+                dmax = _max_distance_sq(read, n, slab_rows)
+            cores = _split(ranges, slab_rows)
             result = _psd_pass(
                 read,
                 n,
-                _split(ranges, rows),
+                cores,
                 clean_up,
                 v,
-                guess,
+                dmax,
                 bin_edges_um,
                 out,
-                True,
+                False,
                 None if sample else pores_out,
             )
-        except _GuessTooSmall:
-            result = None
-    if result is None:
-        if slab_rows is None:
-            # Slabs are sized from the real halo, known once the largest distance is: a
-            # guessed 40-row halo left 8-row cores in 90-row slabs at beamline width (many
-            # times the work). The distance pass holds only the mask and D (≈ 6 B/voxel).
-            dmax = _max_distance_sq(read, n, _auto_slab_rows(plane, memory_budget_gib, 16, 6))
-            slab_rows = _auto_slab_rows(
-                plane, memory_budget_gib, _halo_rows(dmax), _BYTES_PER_VOXEL
-            )
-        else:
-            dmax = _max_distance_sq(read, n, slab_rows)
-        cores = _split(ranges, slab_rows)
-        result = _psd_pass(
-            read,
-            n,
-            cores,
-            clean_up,
-            v,
-            dmax,
-            bin_edges_um,
-            out,
-            False,
-            None if sample else pores_out,
-        )
+    finally:
+        read.close()
     edges, counts, n_psd, total_um, max_um = result
     n_vox = nrows * int(m2.sum())
     if n_vox == 0:
