@@ -1324,6 +1324,47 @@ def _split(ranges: list[tuple[int, int]], slab_rows: int) -> list[tuple[int, int
     return [(a + c0, a + c1) for a, b in ranges for c0, c1 in _core_slabs(b - a, slab_rows)]
 
 
+def _thickness_histogram(
+    read: _PoreReader,
+    n: int,
+    ranges: list[tuple[int, int]],
+    slab_rows: int | None,
+    memory_budget_gib: float,
+    clean_up: bool,
+    voxel_um: float,
+    bin_edges_um: np.ndarray | None,
+    out: Any,
+    pores_out: Any,
+) -> tuple[np.ndarray, np.ndarray, int, float, float]:
+    """The local-thickness pass of :func:`pore_analysis` over the virtual rows ``ranges``,
+    with slabs sized from a guessed largest distance when it can (verified as it goes), else
+    from the exact one: edges, counts, n, sum, max."""
+    plane = int(np.prod(read.m2.shape))
+    if slab_rows is None:
+        guess = _guess_dmax(read, n)
+        if guess is not None:
+            # Slabs sized from the guessed halo; the pass verifies the guess and finds the
+            # exact maximum as it goes, saving the whole-volume distance pass (a third of the
+            # time).
+            rows = _auto_slab_rows(plane, memory_budget_gib, _halo_rows(guess), _BYTES_PER_VOXEL)
+            cores = _split(ranges, rows)
+            try:
+                return _psd_pass(
+                    read, n, cores, clean_up, voxel_um, guess, bin_edges_um, out, True, pores_out
+                )
+            except _GuessTooSmall:
+                pass
+        # Slabs are sized from the real halo, known once the largest distance is: a guessed
+        # 40-row halo left 8-row cores in 90-row slabs at beamline width (many times the
+        # work). The distance pass holds only the mask and D (≈ 6 B/voxel).
+        dmax = _max_distance_sq(read, n, _auto_slab_rows(plane, memory_budget_gib, 16, 6))
+        slab_rows = _auto_slab_rows(plane, memory_budget_gib, _halo_rows(dmax), _BYTES_PER_VOXEL)
+    else:
+        dmax = _max_distance_sq(read, n, slab_rows)
+    cores = _split(ranges, slab_rows)
+    return _psd_pass(read, n, cores, clean_up, voxel_um, dmax, bin_edges_um, out, False, pores_out)
+
+
 def pore_analysis(
     volume: Any,
     threshold: Any,
@@ -1397,65 +1438,31 @@ def pore_analysis(
             )
     n = nrows + 2  # virtual rows: one solid row above and below the electrolyte
 
+    ranges, sample = [(0, n)], None
+    if psd_fraction is not None:
+        blocks = psd_sample_blocks(nrows, psd_fraction, psd_seed)
+        ranges = [(a + 1, b + 1) for a, b in blocks]  # in the virtual rows
+        sample = {
+            "fraction": float(psd_fraction),
+            "seed": int(psd_seed),
+            "block_rows": PSD_BLOCK_ROWS,
+            "rows": [[z0 + a, z0 + b] for a, b in blocks],
+            "n_rows": sum(b - a for a, b in blocks),
+        }
     read = _PoreReader(volume, value, m2, z0, n)
     try:
-        ranges, sample = [(0, n)], None
-        if psd_fraction is not None:
-            blocks = psd_sample_blocks(nrows, psd_fraction, psd_seed)
-            ranges = [(a + 1, b + 1) for a, b in blocks]  # in the virtual rows
-            sample = {
-                "fraction": float(psd_fraction),
-                "seed": int(psd_seed),
-                "block_rows": PSD_BLOCK_ROWS,
-                "rows": [[z0 + a, z0 + b] for a, b in blocks],
-                "n_rows": sum(b - a for a, b in blocks),
-            }
-        plane = int(m2.size)
-        guess = _guess_dmax(read, n) if slab_rows is None else None
-        result = None
-        if guess is not None:
-            # Slabs sized from the guessed halo; the pass verifies the guess and finds the exact
-            # maximum as it goes, saving the whole-volume distance pass (a third of the time).
-            rows = _auto_slab_rows(plane, memory_budget_gib, _halo_rows(guess), _BYTES_PER_VOXEL)
-            try:
-                result = _psd_pass(
-                    read,
-                    n,
-                    _split(ranges, rows),
-                    clean_up,
-                    v,
-                    guess,
-                    bin_edges_um,
-                    out,
-                    True,
-                    None if sample else pores_out,
-                )
-            except _GuessTooSmall:
-                result = None
-        if result is None:
-            if slab_rows is None:
-                # Slabs are sized from the real halo, known once the largest distance is: a
-                # guessed 40-row halo left 8-row cores in 90-row slabs at beamline width (many
-                # times the work). The distance pass holds only the mask and D (≈ 6 B/voxel).
-                dmax = _max_distance_sq(read, n, _auto_slab_rows(plane, memory_budget_gib, 16, 6))
-                slab_rows = _auto_slab_rows(
-                    plane, memory_budget_gib, _halo_rows(dmax), _BYTES_PER_VOXEL
-                )
-            else:
-                dmax = _max_distance_sq(read, n, slab_rows)
-            cores = _split(ranges, slab_rows)
-            result = _psd_pass(
-                read,
-                n,
-                cores,
-                clean_up,
-                v,
-                dmax,
-                bin_edges_um,
-                out,
-                False,
-                None if sample else pores_out,
-            )
+        result = _thickness_histogram(
+            read,
+            n,
+            ranges,
+            slab_rows,
+            memory_budget_gib,
+            clean_up,
+            v,
+            bin_edges_um,
+            out,
+            None if sample else pores_out,
+        )
     finally:
         read.close()
     edges, counts, n_psd, total_um, max_um = result
