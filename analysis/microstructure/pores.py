@@ -874,11 +874,16 @@ def _guess_dmax(read: Callable[[int, int], np.ndarray], n: int) -> int | None:
     if n <= 3 * rows:
         return None
     found = 0
-    for centre in (n // 4, n // 2, 3 * n // 4):
-        lo = max(0, centre - rows // 2)
-        hi = min(n, lo + rows)
+    centres = (n // 4, n // 2, 3 * n // 4)
+    samples = [(lo, min(n, lo + rows)) for lo in (max(0, c - rows // 2) for c in centres)]
+    prefetch = getattr(read, "prefetch", None)
+    buf: np.ndarray | None = None
+    for i, (lo, hi) in enumerate(samples):
         mask = read(lo, hi)
-        buf = np.empty(mask.shape, dtype=np.int32)
+        if prefetch is not None and i + 1 < len(samples):
+            prefetch(*samples[i + 1])
+        if buf is None or buf.shape != mask.shape:
+            buf = np.empty(mask.shape, dtype=np.int32)
         # Only distances up to halo² matter here, so the bounded transform (exact up to its
         # bound, above it elsewhere) gives the same answer as the exact one: a third of the
         # time of the whole pass at beamline size with the envelope transform. A small

@@ -192,12 +192,16 @@ def test_histogram_bins_equal_searchsorted(edges: np.ndarray) -> None:
     assert (n, top) == (n_ref, top_ref)
 
 
-def test_each_slab_after_the_first_is_read_once_in_the_background() -> None:
+def test_each_slab_and_sample_after_the_first_is_read_once_in_the_background() -> None:
     grey = porous_grey()
     volume = CountingVolume(grey)
     pore_analysis(volume, 120.0, voxel_um=0.7, rows=(4, 196), memory_budget_gib=0.0015)
     samples, passes = volume.reads[:3], volume.reads[3:]
-    assert all(thread == "MainThread" for *_, thread in samples)
+    assert [thread.startswith("insitu-pores-read") for *_, thread in samples] == [
+        False,
+        True,
+        True,
+    ]
     assert len(passes) >= 3
     assert passes[0][2] == "MainThread"
     assert all(thread.startswith("insitu-pores-read") for *_, thread in passes[1:])
