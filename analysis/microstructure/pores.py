@@ -462,7 +462,8 @@ def _finish_rows(
     interior pore neighbours. That mean sums ≤ 27 float32 values in float64, which is exact
     (their exponents differ by < 24), so it does not depend on the order of the sum.
     ``lt`` (rows ``z0:z1``) receives the result; ``scratch`` holds ≥ 2 × (z1 - z0 + 4)
-    rows of booleans.
+    rows of booleans. With the clean-up, ``painted`` is overwritten (its memory holds the
+    interior voxels' thickness for it).
     """
     nz = mask.shape[0]
     _fill_rows(mask, painted, p0, z0, z1, lut, lt)
@@ -473,7 +474,10 @@ def _finish_rows(
     k = m1 - m0
     # ``inner`` overwrites ``ex``, which is no longer read once ``exy`` is built.
     inner = _interior(mask, e0, e1, scratch[:k], scratch[k : 2 * k], scratch[: e1 - e0])
-    _clean_up_rows(mask, painted, p0, inner, e0, z0, z1, lut, lt)
+    # The painting is not read again: its memory takes the interior voxels' thickness.
+    values = painted.view(np.float32)
+    _interior_values(painted, p0, inner, e0, lut, values)
+    _clean_up_rows(mask, values, p0, inner, e0, z0, z1, lt, 8 * numba.get_num_threads())
     return lt
 
 
@@ -496,47 +500,87 @@ def _fill_rows(
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
+def _interior_values(
+    painted: np.ndarray, p0: int, inner: np.ndarray, e0: int, lut: np.ndarray, values: np.ndarray
+) -> None:
+    """``values`` = the thickness ``lut[painted]`` of the interior voxels, 0 elsewhere, on the
+    rows of ``inner`` (row ``e0 + k``; ``painted[k]`` is row ``p0 + k``).
+
+    ``values`` may be ``painted``'s own memory viewed as float32: each voxel is read before it
+    is written, and the painting is not read again.
+    """
+    ne, ny, nx = inner.shape
+    for k in numba.prange(ne):
+        for y in range(ny):
+            for x in range(nx):
+                d = painted[e0 + k - p0, y, x]
+                values[e0 + k - p0, y, x] = lut[d] if inner[k, y, x] else np.float32(0.0)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _clean_up_rows(
     mask: np.ndarray,
-    painted: np.ndarray,
+    values: np.ndarray,
     p0: int,
     inner: np.ndarray,
     e0: int,
     z0: int,
     z1: int,
-    lut: np.ndarray,
     lt: np.ndarray,
+    blocks: int,
 ) -> None:
     """ImageJ's clean-up of rows ``z0:z1`` of ``lt``: each surface voxel (a pore voxel that is
     not interior) takes the mean thickness of its interior 26-neighbours, when it has any.
 
-    ``inner[k]`` is row ``e0 + k`` (rows ``z0 - 1 .. z1`` within the array), ``painted[k]``
-    row ``p0 + k``. The neighbours are summed directly, surface voxel by surface voxel: the
-    sum of ≤ 27 float32 values in float64 is exact (see :func:`_finish_rows`), so it equals
-    the plane-sum formulation it replaced (kept in the tests), which also summed every
-    interior voxel's 3×3 neighbourhood whether a surface voxel needed it or not.
+    ``values`` (:func:`_interior_values`) holds the interior voxels' thickness and 0
+    elsewhere, row ``p0 + k`` at ``values[k]``; ``inner[k]`` is row ``e0 + k`` (rows
+    ``z0 - 1 .. z1`` within the array). For a line (z, y) with a surface voxel, the nine
+    neighbouring lines are summed per x once (``col``, and ``cnt``, the interior voxels),
+    then each surface voxel adds three of those sums. Every partial sum is of ≤ 27 float32
+    values in float64, which is exact (see :func:`_finish_rows`): the same value, bit for
+    bit, as the voxel-by-voxel sum it replaced (kept in the tests), which read 27 neighbours
+    and branched on each for every surface voxel — 84 % of the pore voxels of the
+    benchmark's pores; this reads 9 values per x of the line, without a branch, and was
+    measured 35–45 % faster on a beamline-width slab. ``blocks``: the lines are split into
+    that many runs, each with its own line sums.
     """
     _, ny, nx = mask.shape
     e1 = e0 + inner.shape[0]
-    for zy in numba.prange((z1 - z0) * ny):
-        z = z0 + zy // ny
-        y = zy % ny
-        za, zb = max(e0, z - 1), min(e1, z + 2)
-        ya, yb = max(0, y - 1), min(ny, y + 2)
-        for x in range(nx):
-            if not mask[z, y, x] or inner[z - e0, y, x]:
+    lines = (z1 - z0) * ny
+    for blk in numba.prange(blocks):
+        col = np.empty(nx, dtype=np.float64)
+        cnt = np.empty(nx, dtype=np.int32)
+        for zy in range(blk * lines // blocks, (blk + 1) * lines // blocks):
+            z = z0 + zy // ny
+            y = zy % ny
+            surface = False
+            for x in range(nx):
+                if mask[z, y, x] and not inner[z - e0, y, x]:
+                    surface = True
+                    break
+            if not surface:
                 continue
-            xa, xb = max(0, x - 1), min(nx, x + 2)
-            acc = 0.0
-            n = 0
+            za, zb = max(e0, z - 1), min(e1, z + 2)
+            ya, yb = max(0, y - 1), min(ny, y + 2)
+            for x in range(nx):
+                col[x] = 0.0
+                cnt[x] = 0
             for k in range(za, zb):
                 for j in range(ya, yb):
-                    for i in range(xa, xb):
-                        if inner[k - e0, j, i]:
-                            acc += lut[painted[k - p0, j, i]]
-                            n += 1
-            if n > 0:
-                lt[z - z0, y, x] = acc / n
+                    for x in range(nx):
+                        v = values[k - p0, j, x]
+                        col[x] += v
+                        cnt[x] += v > 0
+            for x in range(nx):
+                if not mask[z, y, x] or inner[z - e0, y, x]:
+                    continue
+                acc = 0.0
+                n = 0
+                for i in range(max(0, x - 1), min(nx, x + 2)):
+                    acc += col[i]
+                    n += cnt[i]
+                if n > 0:
+                    lt[z - z0, y, x] = acc / n
 
 
 def _thickness_lut(dmax: int, scale: float) -> np.ndarray:

@@ -6,13 +6,17 @@ Each replaced numpy code that is kept here as the reference:
   parallel pass into a reused buffer, with the next slab's grey rows read in the background;
 * ``_clamp_rows``: two ``max`` passes and ``np.minimum``, now one pass;
 * ``_histogram_rows``: a binary search per value, now a guess from even bins corrected
-  against the edges (exact for any ascending edges).
+  against the edges (exact for any ascending edges);
+* the clean-up (``_finish_rows``): each surface voxel summed its 27 neighbours, now the nine
+  lines around a line are summed once per x, over the painting's memory.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 
+import numba
 import numpy as np
 import pytest
 import zarr
@@ -20,8 +24,14 @@ from scipy import ndimage as ndi
 
 from insitu.analysis.microstructure.pores import (
     _clamp_rows,
+    _containment_template,
+    _edt_sq,
+    _fill_rows,
+    _finish_rows,
     _histogram_rows,
+    _paint,
     _PoreReader,
+    _thickness_lut,
     pore_analysis,
 )
 
@@ -207,3 +217,54 @@ def test_each_slab_and_sample_after_the_first_is_read_once_in_the_background() -
     assert all(thread.startswith("insitu-pores-read") for *_, thread in passes[1:])
     starts = [a for a, *_ in passes]
     assert starts == sorted(set(starts))  # in order, none twice
+
+
+@numba.njit(parallel=True, cache=True)
+def clean_up_voxel_by_voxel(mask, painted, p0, inner, e0, z0, z1, lut, lt):
+    """The clean-up before the line sums: each surface voxel sums its interior neighbours."""
+    _, ny, nx = mask.shape
+    e1 = e0 + inner.shape[0]
+    for zy in numba.prange((z1 - z0) * ny):
+        z = z0 + zy // ny
+        y = zy % ny
+        za, zb = max(e0, z - 1), min(e1, z + 2)
+        ya, yb = max(0, y - 1), min(ny, y + 2)
+        for x in range(nx):
+            if not mask[z, y, x] or inner[z - e0, y, x]:
+                continue
+            xa, xb = max(0, x - 1), min(nx, x + 2)
+            acc = 0.0
+            n = 0
+            for k in range(za, zb):
+                for j in range(ya, yb):
+                    for i in range(xa, xb):
+                        if inner[k - e0, j, i]:
+                            acc += lut[painted[k - p0, j, i]]
+                            n += 1
+            if n > 0:
+                lt[z - z0, y, x] = acc / n
+
+
+@pytest.mark.parametrize(("core", "voxel_um"), [((0, 40), 0.7), ((9, 31), 1.0), ((39, 40), 2.3)])
+def test_clean_up_by_line_sums_equals_the_voxel_by_voxel_sums(core, voxel_um) -> None:
+    pores = porous_grey(shape=(40, 37, 53)) < 120
+    a, b = core
+    nz = pores.shape[0]
+    d = _edt_sq(pores)
+    dmax = int(d.max())
+    t, rmax = _containment_template(dmax), math.isqrt(dmax) + 1
+    o0, o1 = max(0, a - 1), min(nz, b + 1)
+    painted = _paint(
+        d, t, rmax, max(0, o0 - rmax), min(nz, o1 + rmax), o0, np.empty((o1 - o0, 37, 53), np.int32)
+    )
+    lut = _thickness_lut(dmax, voxel_um)
+    lt = np.empty((b - a, 37, 53), np.float32)
+    _fill_rows(pores, painted, o0, a, b, lut, lt)
+    inner = ndi.binary_erosion(pores, np.ones((3, 3, 3)), border_value=1)[o0:o1]
+    expected = lt.copy()
+    clean_up_voxel_by_voxel(pores, painted, o0, inner, o0, a, b, lut, expected)
+    assert not np.array_equal(expected, lt)
+    got = lt.copy()
+    scratch = np.empty((2 * (b - a + 4), 37, 53), bool)
+    _finish_rows(pores, painted, o0, a, b, lut, True, got, scratch)
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
