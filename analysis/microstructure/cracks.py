@@ -55,27 +55,31 @@ Memory at full size
 A full scan is 1143 × 2000 × 2000 voxels (2000 × 1143 × 1000 after cropping to the pellet):
 2.3–4.6 G voxels. A whole-volume ``cc3d`` labelling needs uint32 labels, 4 bytes a voxel:
 9–18 GB, over the 8 GiB this project allows. Here the volume is labelled **slab by slab**
-(``slab_rows`` rows at a time, only the electrolyte rows): each slab is labelled with
-``cc3d``, its provisional labels get a global offset, labels that touch across a slab
-boundary (the 9, 5 or 1 neighbours of 26-, 18- or 6-connectivity) are joined as graph edges,
-and the graph's connected components (``scipy.sparse.csgraph``) give the global components.
-Per-component moments are accumulated per slab and summed over each global component, then a
-second pass relabels each slab and writes the kept components as compact labels (uint8 when
-there are fewer than 255 cracks). Peak memory is the input, the output labels (1 byte a voxel
-for < 255 cracks) and a few times the slab (``slab_rows × ny × nx × ~12 bytes``): at 2000 ×
-1000 pixels and 64 rows ≈ 1.5 GB. The input may be any array that slices like numpy (Zarr,
-HDF5), so it need not be in memory; ``out=`` takes the output likewise. The slab-wise result
-equals the whole-volume one (tested).
+(``slab_rows`` rows at a time, only the electrolyte rows). Each slab is scanned once, in a
+compiled pass that reads the pore phase, the mask and the reference (as packed bits when it
+is stored so), into **runs** of set voxels along x; the runs are labelled by union-find (26-,
+18- or 6-connectivity: a run touches the runs of the previous rows whose intervals, grown by
+one for diagonal neighbours, overlap it), numbered in raster order of their first voxel as
+``cc3d`` numbers components. Labels that touch across a slab boundary are joined as graph
+edges (from the runs of the two boundary rows), and the graph's connected components
+(``scipy.sparse.csgraph``) give the global components. Per-component moments are
+accumulated per slab from the runs and summed over each global component; the kept
+components are written as compact labels (uint8 when there are fewer than 255 cracks) from
+the runs, kept from the first pass when they are few (the new voxels of a step) or found
+again. Peak memory is the input, the output labels (1 byte a voxel for < 255 cracks) and the
+runs of a slab (~16 bytes a run, ~2 M runs for a dense 64-row slab at 2000 × 1000 pixels).
+The input may be any array that slices like numpy (Zarr, HDF5), so it need not be in memory;
+``out=`` takes the output likewise. The slab-wise result equals the whole-volume one (tested).
 
 Speed
 -----
-The per-slab moments are summed in one compiled (numba) pass over the slab, in the float64
-order of the per-row numpy code it replaced, so the tables are bit-identical to it (tested
-against that code). Labels are written through compiled lookups; slabs with no kept
-component are not labelled a second time, and ``labels=False`` (the table only) skips the
-second pass altogether. On a quarter-size step (286 × 1000 × 2000, 2 busy cores) the two
-crack conventions went from 34 s and 23 s (two steps) to 10 s and 12 s; 5 s with
-``labels=False``; about half of what is left is ``cc3d``'s labelling.
+The per-slab moments are summed in one compiled pass, in the float64 order of the per-row
+numpy code it replaced, so the tables are bit-identical to it (tested against that code, and
+the run pipeline against the ``cc3d`` one it replaced). A slab without a set voxel (a step
+against itself as reference) costs its scan only. On a full-size step (857 × 1000 × 2000
+electrolyte rows, 2 busy cores, load 4–5) the grown convention went from 15–17 s (first
+step) and 18–30 s (second) to 1.4–2.4 s and 3.7–8.3 s, the per-scan one (``labels=False``)
+from 10–24 s to 6–7.5 s, with identical tables and labels.
 """
 
 from __future__ import annotations
@@ -98,13 +102,6 @@ __all__ = [
     "match_cracks",
     "pore_component_table",
 ]
-
-_OFFSETS = {
-    # In-plane offsets (dy, dx) of the neighbours in the next row for each connectivity.
-    6: [(0, 0)],
-    18: [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)],
-    26: [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)],
-}
 
 #: Moment accumulators per component: n, Σz, Σy, Σx, Σzz, Σyy, Σxx, Σzy, Σzx, Σyx, n_top, n_bot.
 _N_MOMENTS = 12
@@ -137,7 +134,7 @@ _COLUMNS = [
 
 # --- input checks ---------------------------------------------------------------------------
 def _check_connectivity(connectivity: int) -> int:
-    if connectivity not in _OFFSETS:
+    if connectivity not in _RUN_REACH:
         raise ValueError(f"connectivity must be 6, 18 or 26, got {connectivity!r}")
     return int(connectivity)
 
@@ -193,24 +190,464 @@ class _Slabs:
                 f"got {tuple(reference.shape)}"
             )
         self.reference = reference
+        self._extents: tuple[np.ndarray, np.ndarray] | None = None
 
     def mask_rows(self, z0: int, z1: int) -> np.ndarray | None:
         if self.mask is None:
             return None
         return self.mask[None] if self.mask.ndim == 2 else self.mask[z0:z1]
 
-    def __call__(self, z0: int, z1: int) -> np.ndarray:
-        """Pore phase of rows z0:z1 inside the mask; with a reference, only new voxels."""
-        a = np.asarray(self.binary[z0:z1], dtype=bool)
+    def window(self, z0: int, z1: int, ys: slice, xs: slice) -> np.ndarray:
+        """Pore phase of rows z0:z1, box ``ys`` × ``xs``, inside the mask; with a reference,
+        only new voxels."""
+        a = np.asarray(self.binary[z0:z1, ys, xs], dtype=bool)
         m = self.mask_rows(z0, z1)
         if m is not None:
-            a = np.logical_and(a, m)
+            a = np.logical_and(a, m[:, ys, xs])
         elif self.reference is not None:
             a = a.copy()  # written below; the input is the caller's
         if self.reference is not None:
             # a & ~reference without a temporary for ~reference: for booleans that is a > ref.
-            np.greater(a, np.asarray(self.reference[z0:z1], dtype=bool), out=a)
+            np.greater(a, np.asarray(self.reference[z0:z1, ys, xs], dtype=bool), out=a)
         return a
+
+    def _row_extents(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per image row y, the columns ``[first, last)`` the mask reaches (all without one).
+
+        Voxels outside them are never set: the run scan skips them (a pellet disc fills
+        π/4 of its bounding square, and often half of the detector's width or less)."""
+        ny, nx = self.shape[1:]
+        if self.mask is None:
+            return np.zeros(ny, np.int64), np.full(ny, nx, np.int64)
+        plane = self.mask if self.mask.ndim == 2 else self.mask.any(axis=0)
+        inside = plane.any(axis=1)
+        first = np.where(inside, np.argmax(plane, axis=1), 0).astype(np.int64)
+        last = np.where(inside, nx - np.argmax(plane[:, ::-1], axis=1), 0).astype(np.int64)
+        return first, last
+
+    def runs(self, z0: int, z1: int, connectivity: int) -> _Runs:
+        """The set voxels of rows z0:z1 (pore phase, mask, new since the reference) as labelled
+        runs, in one compiled pass over the rows: no boolean or label volume of the slab."""
+        if self._extents is None:
+            self._extents = self._row_extents()
+        pores = np.asarray(self.binary[z0:z1], dtype=bool)
+        mode = 0
+        mask = _NO_MASK
+        if self.mask is not None:
+            mode |= _MASK
+            mask = self.mask[None] if self.mask.ndim == 2 else self.mask[z0:z1]
+        ref = _NO_REF
+        if self.reference is not None:
+            packed = getattr(self.reference, "packed_rows", None)
+            if packed is not None:
+                # 8 voxels a byte (the experiment's first scan): read without unpacking.
+                mode |= _PACKED_REF
+                ref = packed(z0, z1)
+            else:
+                mode |= _DENSE_REF
+                ref = np.asarray(self.reference[z0:z1], dtype=bool).view(np.uint8)
+        return _Runs.scan(pores, mask, ref, mode, *self._extents, connectivity)
+
+
+#: ``_scan_runs`` modes: which of the mask and the reference (dense or packed) apply.
+_MASK, _DENSE_REF, _PACKED_REF = 1, 2, 4
+_NO_MASK = np.ones((1, 1, 1), dtype=bool)
+_NO_REF = np.zeros((1, 1, 1), dtype=np.uint8)
+
+#: Per connectivity, how far (in columns) a run reaches into the runs of the rows before it
+#: in raster order: (z, y - 1), (z - 1, y - 1), (z - 1, y), (z - 1, y + 1); -1: no contact.
+#: 1 = diagonal neighbours too (the run's interval grown by one), 0 = face neighbours only.
+_RUN_REACH = {
+    6: np.array([0, -1, 0, -1], dtype=np.int64),
+    18: np.array([1, 0, 1, 0], dtype=np.int64),
+    26: np.array([1, 1, 1, 1], dtype=np.int64),
+}
+
+
+@numba.njit(inline="always")
+def _voxel_set(
+    pores: np.ndarray, mask: np.ndarray, ref: np.ndarray, mode: int, i: int, y: int, x: int
+) -> bool:
+    if not pores[i, y, x]:
+        return False
+    if mode & 1 and not mask[0 if mask.shape[0] == 1 else i, y, x]:
+        return False
+    if mode & 2:
+        return ref[i, y, x] == 0
+    if mode & 4:
+        # np.packbits order: the first voxel of each byte is its most significant bit.
+        return (ref[i, y, x >> 3] >> (7 - (x & 7))) & 1 == 0
+    return True
+
+
+# The run scans are compiled with ``parallel=True`` even where one thread runs them: numba's
+# serial compilation of the same loops measured 10-15× slower (1.7 s against 0.12 s a
+# 64-row slab, one thread both).
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _count_runs(
+    pores: np.ndarray,
+    mask: np.ndarray,
+    ref: np.ndarray,
+    mode: int,
+    first: np.ndarray,
+    last: np.ndarray,
+    counts: np.ndarray,
+) -> None:
+    """Number of runs of set voxels along x in each image row ``i * ny + y`` of the slab."""
+    nz, ny = pores.shape[0], pores.shape[1]
+    for r in numba.prange(nz * ny):
+        i = r // ny
+        y = r - i * ny
+        k = 0
+        prev = False
+        for x in range(first[y], last[y]):
+            v = _voxel_set(pores, mask, ref, mode, i, y, x)
+            if v and not prev:
+                k += 1
+            prev = v
+        counts[r] = k
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _fill_runs(
+    pores: np.ndarray,
+    mask: np.ndarray,
+    ref: np.ndarray,
+    mode: int,
+    first: np.ndarray,
+    last: np.ndarray,
+    row_start: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+) -> None:
+    """Half-open columns ``[start, end)`` of each run; ``row_start``: each row's first run."""
+    nz, ny = pores.shape[0], pores.shape[1]
+    for r in numba.prange(nz * ny):
+        k = row_start[r]
+        if k == row_start[r + 1]:
+            continue
+        i = r // ny
+        y = r - i * ny
+        prev = False
+        for x in range(first[y], last[y]):
+            v = _voxel_set(pores, mask, ref, mode, i, y, x)
+            if v != prev:
+                if v:
+                    start[k] = x
+                else:
+                    end[k] = x
+                    k += 1
+                prev = v
+        if prev:
+            end[k] = last[y]
+
+
+@numba.njit(cache=True, nogil=True)
+def _root(parent: np.ndarray, a: int) -> int:
+    while parent[a] != a:
+        parent[a] = parent[parent[a]]  # path halving
+        a = parent[a]
+    return a
+
+
+@numba.njit(cache=True, nogil=True)
+def _label_runs(
+    row_start: np.ndarray, start: np.ndarray, end: np.ndarray, ny: int, reach: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """Component label (1..n) of each run, numbered in raster order of their first voxel.
+
+    Runs in one row never touch (a gap separates them); a run touches the runs of the four
+    rows before it in raster order whose column intervals, grown by ``reach``, overlap its
+    own. Union-find keeps the smallest run of a set as its root, so numbering the roots in
+    run order numbers the components in raster order of their first voxel, as cc3d does.
+    """
+    nr = start.size
+    nrows = row_start.size - 1
+    parent = np.arange(nr)
+    dzs = (0, -1, -1, -1)
+    dys = (-1, -1, 0, 1)
+    for r in range(nrows):
+        a0, a1 = row_start[r], row_start[r + 1]
+        if a0 == a1:
+            continue
+        i = r // ny
+        y = r - i * ny
+        for t in range(4):
+            e = reach[t]
+            yy = y + dys[t]
+            if e < 0 or i + dzs[t] < 0 or yy < 0 or yy >= ny:
+                continue
+            q = (i + dzs[t]) * ny + yy
+            ia, ib, b1 = a0, row_start[q], row_start[q + 1]
+            while ia < a1 and ib < b1:
+                if start[ia] < end[ib] + e and start[ib] < end[ia] + e:
+                    ra, rb = _root(parent, ia), _root(parent, ib)
+                    if ra < rb:
+                        parent[rb] = ra
+                    elif rb < ra:
+                        parent[ra] = rb
+                # The run that ends first can touch no later run of the other row.
+                if end[ia] < end[ib]:
+                    ia += 1
+                else:
+                    ib += 1
+    labels = np.empty(nr, np.int64)
+    n = 0
+    for j in range(nr):
+        p = _root(parent, j)
+        if p == j:
+            n += 1
+            labels[j] = n
+        else:
+            labels[j] = labels[p]
+    return labels, n
+
+
+@numba.njit(cache=True, nogil=True)
+def _run_edges(
+    rows_a: np.ndarray,
+    start_a: np.ndarray,
+    end_a: np.ndarray,
+    label_a: np.ndarray,
+    rows_b: np.ndarray,
+    start_b: np.ndarray,
+    end_b: np.ndarray,
+    label_b: np.ndarray,
+    reach: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label pairs (a, b) of runs that touch across a slab boundary: ``rows_a`` indexes the
+    runs of the last row of one slab, ``rows_b`` those of the first row of the next, per
+    image row y (``ny + 1`` entries each). Pairs may repeat (they feed a connected
+    components, where a repeated edge changes nothing)."""
+    ny = rows_a.size - 1
+    cap = 3 * (rows_a[ny] - rows_a[0] + rows_b[ny] - rows_b[0])
+    src = np.empty(cap, np.int64)
+    dst = np.empty(cap, np.int64)
+    n = 0
+    for y in range(ny):
+        b0, b1 = rows_b[y], rows_b[y + 1]
+        if b0 == b1:
+            continue
+        for dy in (-1, 0, 1):
+            e = reach[2 + dy]  # the (z - 1, y + dy) neighbours of _RUN_REACH
+            yy = y + dy
+            if e < 0 or yy < 0 or yy >= ny:
+                continue
+            ia, a1, ib = rows_a[yy], rows_a[yy + 1], b0
+            while ia < a1 and ib < b1:
+                if start_a[ia] < end_b[ib] + e and start_b[ib] < end_a[ia] + e:
+                    src[n] = label_a[ia]
+                    dst[n] = label_b[ib]
+                    n += 1
+                if end_a[ia] < end_b[ib]:
+                    ia += 1
+                else:
+                    ib += 1
+    return src[:n], dst[:n]
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate_runs_kernel(
+    row_start: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    run_label: np.ndarray,
+    lut: np.ndarray,
+    ny: int,
+    z0: int,
+    bands: np.ndarray,
+    m: np.ndarray,
+    bb: np.ndarray,
+) -> None:
+    """``_accumulate_kernel`` over runs: the same voxels in the same (raster) order, so the
+    same float64 sums bit for bit; labels are ``lut[run_label]``."""
+    nz = (row_start.size - 1) // ny
+    size = m.shape[0]
+    cnt = np.zeros(size, np.int64)
+    sy = np.zeros(size)
+    sx = np.zeros(size)
+    syy = np.zeros(size)
+    sxx = np.zeros(size)
+    syx = np.zeros(size)
+    touched = np.empty(size, np.int64)
+    for i in range(nz):
+        z_row = z0 + i
+        nt = 0
+        for r in range(ny):
+            row = i * ny + r
+            y = float(r)
+            for j in range(row_start[row], row_start[row + 1]):
+                k = lut[run_label[j]]
+                if k == 0:
+                    continue
+                if cnt[k] == 0:
+                    touched[nt] = k
+                    nt += 1
+                    bb[k, 0] = min(bb[k, 0], z_row)
+                    bb[k, 1] = max(bb[k, 1], z_row + 1)
+                # Voxel by voxel into the same accumulators: the float64 additions of the
+                # voxel loop, in its order.
+                a_y, a_x, a_yy, a_xx, a_yx = sy[k], sx[k], syy[k], sxx[k], syx[k]
+                for c in range(start[j], end[j]):
+                    x = float(c)
+                    a_y += y
+                    a_x += x
+                    a_yy += y * y
+                    a_xx += x * x
+                    a_yx += y * x
+                sy[k], sx[k], syy[k], sxx[k], syx[k] = a_y, a_x, a_yy, a_xx, a_yx
+                cnt[k] += end[j] - start[j]
+                bb[k, 2] = min(bb[k, 2], r)
+                bb[k, 3] = max(bb[k, 3], r + 1)
+                bb[k, 4] = min(bb[k, 4], start[j])
+                bb[k, 5] = max(bb[k, 5], end[j])
+        z = float(z_row)
+        top = bands[0] <= z_row < bands[1]
+        bot = bands[2] <= z_row < bands[3]
+        for t in range(nt):
+            k = touched[t]
+            n = float(cnt[k])
+            m[k, 0] += n
+            m[k, 1] += z * n
+            m[k, 2] += sy[k]
+            m[k, 3] += sx[k]
+            m[k, 4] += z * z * n
+            m[k, 5] += syy[k]
+            m[k, 6] += sxx[k]
+            m[k, 7] += z * sy[k]
+            m[k, 8] += z * sx[k]
+            m[k, 9] += syx[k]
+            if top:
+                m[k, 10] += n
+            if bot:
+                m[k, 11] += n
+            cnt[k] = 0
+            sy[k] = sx[k] = syy[k] = sxx[k] = syx[k] = 0.0
+
+
+@numba.njit(parallel=True, cache=True)
+def _write_runs(
+    row_start: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    run_label: np.ndarray,
+    lut: np.ndarray,
+    select: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """``out[run] = lut[label]`` for each run whose ``select[label]`` is set."""
+    ny = out.shape[1]
+    for r in numba.prange(row_start.size - 1):
+        i = r // ny
+        y = r - i * ny
+        for j in range(row_start[r], row_start[r + 1]):
+            k = run_label[j]
+            if select[k]:
+                out[i, y, start[j] : end[j]] = lut[k]
+
+
+class _Runs:
+    """The set voxels of a slab as runs along x, each with its component label in the slab.
+
+    ``row_start[r]:row_start[r + 1]`` are the runs of image row ``r = i * ny + y`` (slab row
+    i), in column order; ``labels`` numbers the slab's components 1..n in raster order of
+    their first voxel, as ``cc3d`` does (the crack numbering and the float64 order of the
+    sums rely on it). A few bytes per run instead of 4 bytes per voxel of a label slab.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        row_start: np.ndarray,
+        start: np.ndarray,
+        end: np.ndarray,
+        labels: np.ndarray,
+        n: int,
+    ) -> None:
+        self.shape = shape
+        self.row_start, self.start, self.end = row_start, start, end
+        self.labels, self.n = labels, int(n)
+
+    @classmethod
+    def scan(
+        cls,
+        pores: np.ndarray,
+        mask: np.ndarray,
+        ref: np.ndarray,
+        mode: int,
+        first: np.ndarray,
+        last: np.ndarray,
+        connectivity: int,
+    ) -> _Runs:
+        nz, ny, nx = pores.shape
+        counts = np.empty(nz * ny, np.int64)
+        _count_runs(pores, mask, ref, mode, first, last, counts)
+        row_start = np.zeros(nz * ny + 1, np.int64)
+        np.cumsum(counts, out=row_start[1:])
+        start = np.empty(int(row_start[-1]), np.int32)
+        end = np.empty(start.size, np.int32)
+        if start.size == 0:
+            return cls((nz, ny, nx), row_start, start, end, np.zeros(0, np.int64), 0)
+        _fill_runs(pores, mask, ref, mode, first, last, row_start, start, end)
+        labels, n = _label_runs(row_start, start, end, ny, _RUN_REACH[connectivity])
+        return cls((nz, ny, nx), row_start, start, end, labels, n)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.row_start, self.start, self.end, self.labels))
+
+    def accumulate(
+        self,
+        n: int,
+        z0: int,
+        bands: tuple[tuple[int, int], tuple[int, int]],
+        lut: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`_accumulate` of the slab's label volume (``lut[labels]`` with a lut)."""
+        m = np.zeros((n + 1, _N_MOMENTS))
+        bb = np.empty((n + 1, 6), dtype=np.int64)
+        bb[:, 0::2] = np.iinfo(np.int64).max
+        bb[:, 1::2] = -1
+        if self.start.size:
+            lut = np.arange(self.n + 1, dtype=np.int64) if lut is None else lut
+            band_array = np.array([*bands[0], *bands[1]], dtype=np.int64)
+            _accumulate_runs_kernel(
+                self.row_start,
+                self.start,
+                self.end,
+                self.labels,
+                np.asarray(lut, np.int64),
+                self.shape[1],
+                int(z0),
+                band_array,
+                m,
+                bb,
+            )
+        return m[1:], bb[1:]
+
+    def edges_to(self, after: _Runs, connectivity: int) -> tuple[np.ndarray, np.ndarray]:
+        """Label pairs (this slab's, ``after``'s) of runs that touch across the boundary from
+        this slab's last row to the first row of the slab ``after`` it."""
+        ny = self.shape[1]
+        nz = self.shape[0]
+        return _run_edges(
+            self.row_start[(nz - 1) * ny :],
+            self.start,
+            self.end,
+            self.labels,
+            after.row_start[: ny + 1],
+            after.start,
+            after.end,
+            after.labels,
+            _RUN_REACH[connectivity],
+        )
+
+    def write(self, lut: np.ndarray, out: np.ndarray, select: np.ndarray | None = None) -> None:
+        """``out[voxel] = lut[label]`` for the set voxels whose ``select[label]`` is set
+        (default: where ``lut[label]`` is not 0); ``out``: the slab, a numpy array."""
+        if self.start.size:
+            select = lut != 0 if select is None else select
+            _write_runs(self.row_start, self.start, self.end, self.labels, lut, select, out)
 
 
 def _slab_bounds(rows: tuple[int, int], slab_rows: int | None) -> list[tuple[int, int]]:
@@ -223,11 +660,6 @@ def _slab_bounds(rows: tuple[int, int], slab_rows: int | None) -> list[tuple[int
         )
     step = int(slab_rows)
     return [(a, min(a + step, z1)) for a in range(z0, z1, step)]
-
-
-def _label_slab(a: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
-    lab, n = cc3d.connected_components(a, connectivity=connectivity, return_N=True)
-    return lab, int(n)
 
 
 @numba.njit(cache=True)
@@ -340,43 +772,9 @@ def _accumulate(
     return m[1:], bb[1:]
 
 
-@numba.njit(cache=True)
-def _pair_keys(a: np.ndarray, b: np.ndarray, width: int, keys: np.ndarray, n: int) -> int:
-    """Appends ``a * width + b`` where both labels are set to ``keys[n:]``; returns the new n.
-
-    A key equal to the one just written is skipped: neighbouring pixels mostly repeat the
-    same pair, so the buffer (and the sort that makes the keys unique) stays small.
-    """
-    prev = -1
-    for y in range(a.shape[0]):
-        for x in range(a.shape[1]):
-            p, q = a[y, x], b[y, x]
-            if p > 0 and q > 0:
-                key = p * width + q
-                if key != prev:
-                    keys[n] = key
-                    n += 1
-                    prev = key
-    return n
-
-
-def _boundary_edges(
-    last: np.ndarray, first: np.ndarray, connectivity: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of global labels that touch across a slab boundary (last row → next row).
-
-    Each pair once (their order does not matter: they only feed a connected-components).
-    """
-    ny, nx = last.shape
-    width = int(max(last.max(), first.max())) + 1
-    keys = np.empty(ny * nx * len(_OFFSETS[connectivity]), dtype=np.int64)
-    n = 0
-    for dy, dx in _OFFSETS[connectivity]:
-        a = last[max(0, -dy) : ny - max(0, dy), max(0, -dx) : nx - max(0, dx)]
-        b = first[max(0, dy) : ny - max(0, -dy), max(0, dx) : nx - max(0, -dx)]
-        n = _pair_keys(a, b, width, keys, n)
-    keys = np.unique(keys[:n])
-    return keys // width, keys % width
+#: Runs kept from the first pass for the second (a few per cent of the electrolyte are new
+#: voxels); beyond this many, the second pass scans its slabs again.
+_KEPT_RUNS_MAX = 8_000_000
 
 
 def _components(
@@ -384,32 +782,44 @@ def _components(
     bounds: list[tuple[int, int]],
     connectivity: int,
     bands: tuple[tuple[int, int], tuple[int, int]],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    keep_runs: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int], list[_Runs] | None]:
     """Pass 1: global component of every provisional label, and the per-component sums.
 
     Returns the root (0-based component index, ordered by first voxel in raster order) of
-    each provisional label, moment sums and bounding boxes per component, and each slab's
-    label offset.
+    each provisional label, moment sums and bounding boxes per component, each slab's
+    label offset, and with ``keep_runs`` each slab's runs (None when they were too many).
     """
     moments, boxes, offsets = [], [], []
     src, dst = [], []
+    kept: list[_Runs] | None = [] if keep_runs else None
+    n_kept = 0
     total = 0
-    last: np.ndarray | None = None
+    last: tuple[_Runs, int] | None = None
     for z0, z1 in bounds:
-        lab, n = _label_slab(slabs(z0, z1), connectivity)
+        runs = slabs.runs(z0, z1, connectivity)
+        n = runs.n
         offsets.append(total)
-        m, bb = _accumulate(lab, n, z0, bands)
+        m, bb = runs.accumulate(n, z0, bands)
         moments.append(m)
         boxes.append(bb)
-        first = np.where(lab[0] > 0, lab[0].astype(np.int64) + total, 0)
-        if last is not None:
-            s, d = _boundary_edges(last, first, connectivity)
-            src.append(s)
-            dst.append(d)
-        last = np.where(lab[-1] > 0, lab[-1].astype(np.int64) + total, 0)
+        if kept is not None:
+            n_kept += runs.start.size
+            if n_kept <= _KEPT_RUNS_MAX:
+                kept.append(runs)
+            else:
+                kept = None
+        # A slab without a set voxel (e.g. a step against itself as reference) has no label
+        # to join across its boundaries.
+        if last is not None and n:
+            s, d = last[0].edges_to(runs, connectivity)
+            src.append(s + last[1])
+            dst.append(d + total)
+        last = (runs, total) if n else None
         total += n
     if total == 0:
-        return np.empty(0, np.int64), np.zeros((0, _N_MOMENTS)), np.zeros((0, 6), np.int64), offsets
+        empty = np.empty(0, np.int64), np.zeros((0, _N_MOMENTS)), np.zeros((0, 6), np.int64)
+        return *empty, offsets, kept
     s = np.concatenate(src) - 1 if src else np.empty(0, np.int64)
     d = np.concatenate(dst) - 1 if dst else np.empty(0, np.int64)
     graph = sparse.coo_matrix((np.ones(s.size), (s, d)), shape=(total, total))
@@ -431,7 +841,7 @@ def _components(
     bbox[:, 1::2] = -1
     for c in range(6):
         (np.minimum if c % 2 == 0 else np.maximum).at(bbox[:, c], root, bb_all[:, c])
-    return root, sums, bbox, offsets
+    return root, sums, bbox, offsets, kept
 
 
 def _table(
@@ -604,9 +1014,12 @@ def _label_volume(
     keep: Any,
     out: Any | None,
     write: bool = True,
+    runs_out: list[tuple[_Runs, np.ndarray] | None] | None = None,
 ) -> tuple[Any, pd.DataFrame]:
     """Shared core of :func:`label_pores` and :func:`find_cracks`; ``write=False``: the table
-    only (labels None), without the second, relabelling pass."""
+    only (labels None), without the second, relabelling pass. ``runs_out`` (a list) receives
+    each slab's runs and the lut that wrote them (None for a slab with nothing written), or
+    nothing when they were too many to keep."""
     voxel_um = _check_positive(voxel_um, "voxel_um")
     connectivity = _check_connectivity(connectivity)
     shape = _check_volume(binary)
@@ -614,30 +1027,56 @@ def _label_volume(
     slabs = _Slabs(binary, mask, reference)
     bounds = _slab_bounds(rows, slab_rows)
     bands = _bands(rows, interfaces, origin_band_rows)
-    root, sums, bbox, offsets = _components(slabs, bounds, connectivity, bands)
+    root, sums, bbox, offsets, kept = _components(slabs, bounds, connectivity, bands, write)
     table = _table(sums, bbox, voxel_um, bands, interfaces is not None)
     table, new_id = _keep(table, keep, reference, slabs, slab_rows)
     if not write:
         return None, table
     dtype = _smallest_uint(len(table))
+    # A new array is zeros already: only the kept components' voxels are written (no page of
+    # the volume is touched for nothing); a reused ``out`` is cleared explicitly.
+    fresh = out is None
     out = _output(out, shape, dtype)
-    # Rows outside the analysed range stay 0 (written explicitly: `out` may be a reused array).
-    zero = np.zeros((1, *shape[1:]), dtype=dtype)
-    for z in [*range(0, rows[0]), *range(rows[1], shape[0])]:
-        out[z : z + 1] = zero
-    # Pass 2: relabel each slab (cc3d is deterministic) and write the kept components.
+    if not fresh:
+        zero = np.zeros((1, *shape[1:]), dtype=dtype)
+        for z in [*range(0, rows[0]), *range(rows[1], shape[0])]:
+            out[z : z + 1] = zero
+    # Pass 2: write the kept components of each slab from its runs (kept from pass 1, or
+    # found again: the labelling is deterministic).
     lut_all = new_id[root + 1] if root.size else np.zeros(0, np.int64)
     ends = [*offsets[1:], root.size] if offsets else []
-    for (z0, z1), off, end in zip(bounds, offsets, ends, strict=True):
+    slab_runs = kept if kept is not None else [None] * len(bounds)
+    # The runs are handed on only when all were kept (a few, e.g. the new voxels of a step).
+    collect = runs_out is not None and kept is not None
+    for (z0, z1), off, end, runs in zip(bounds, offsets, ends, slab_runs, strict=True):
         if not lut_all[off:end].any():
-            # No kept component in this slab: nothing to relabel.
-            out[z0:z1] = np.zeros((z1 - z0, *shape[1:]), dtype=dtype)
+            # No kept component in this slab: nothing to write.
+            if not fresh:
+                out[z0:z1] = np.zeros((z1 - z0, *shape[1:]), dtype=dtype)
+            if collect:
+                runs_out.append(None)
             continue
-        lab, n = _label_slab(slabs(z0, z1), connectivity)
-        lut = np.zeros(n + 1, dtype=dtype)
-        lut[1:] = lut_all[off : off + n]
-        _write_lut(out, z0, z1, lab, lut)
+        runs = runs if runs is not None else slabs.runs(z0, z1, connectivity)
+        lut = np.zeros(runs.n + 1, dtype=dtype)
+        lut[1:] = lut_all[off:end]
+        _write_runs_to(out, z0, z1, runs, lut, fresh)
+        if collect:
+            runs_out.append((runs, lut))
     return out, table
+
+
+def _write_runs_to(out: Any, z0: int, z1: int, runs: _Runs, lut: np.ndarray, fresh: bool) -> None:
+    """Writes ``lut[labels]`` of a slab's runs to rows z0:z1 of ``out`` (0 elsewhere there);
+    ``fresh``: those rows are 0 already."""
+    if isinstance(out, np.ndarray) and out.dtype == lut.dtype:
+        target = out[z0:z1]
+        if not fresh:
+            target[...] = 0
+        runs.write(lut, target)
+    else:
+        buf = np.zeros((z1 - z0, *runs.shape[1:]), dtype=lut.dtype)
+        runs.write(lut, buf)
+        out[z0:z1] = buf
 
 
 def label_pores(
@@ -828,6 +1267,9 @@ def find_cracks(
     # nothing: dropped at once, so the fragment labels stay few (and narrow) at full size.
     smallest_crack = int(np.ceil(min_volume_um3 / _check_positive(voxel_um, "voxel_um") ** 3))
     floor = max(1, min(int(min_fragment_voxels), smallest_crack))
+    # The fragments are a few per cent of the volume at most: their runs are kept, and the
+    # joined cracks are measured and written from them rather than from the label volume.
+    frag_runs: list[tuple[_Runs, np.ndarray] | None] = []
     fragments, pieces = _label_volume(
         binary,
         voxel_um=voxel_um,
@@ -839,12 +1281,15 @@ def find_cracks(
         origin_band_rows=origin_band_rows,
         keep=lambda t: (t["voxels"] >= floor).to_numpy(),
         out=None,
+        runs_out=frag_runs,
     )
     joinable = np.zeros(len(pieces) + 1, dtype=bool)
     joinable[1:] = pieces["voxels"].to_numpy() >= int(min_fragment_voxels)
     return _joined_cracks(
         fragments,
         joinable,
+        pieces[["z0", "z1", "y0", "y1", "x0", "x1"]].to_numpy(np.int64),
+        frag_runs or None,
         _Slabs(binary, mask, None),
         reference,
         voxel_um=_check_positive(voxel_um, "voxel_um"),
@@ -862,19 +1307,10 @@ def find_cracks(
 _JOIN_HALO = 3
 
 
-def _window_box(big: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]] | None:
-    """(y0, y1), (x0, x1): the box of the set voxels grown by one voxel; None when empty."""
-    ys = np.flatnonzero(big.any(axis=(0, 2)))
-    if ys.size == 0:
-        return None
-    xs = np.flatnonzero(big.any(axis=(0, 1)))
-    ny, nx = big.shape[1:]
-    return (max(0, ys[0] - 1), min(ny, ys[-1] + 2)), (max(0, xs[0] - 1), min(nx, xs[-1] + 2))
-
-
 def _fragment_joins(
     fragments: np.ndarray,
     joinable: np.ndarray,
+    boxes: np.ndarray,
     pores: _Slabs,
     reference: Any,
     bounds: list[tuple[int, int]],
@@ -883,29 +1319,32 @@ def _fragment_joins(
     """Root fragment of each fragment label, joined through the old pores next to them.
 
     Only the fragments marked in ``joinable`` (indexed by label) join; the others stay apart.
+    ``boxes`` (one row per fragment: z0, z1, y0, y1, x0, x1) bound where they lie.
 
     Each slab is read with ``_JOIN_HALO`` rows either side, so that every join (at most four
     rows: a fragment, two shell voxels, a fragment) lies wholly inside some slab's window;
     joins are unions, so finding one twice changes nothing.
     """
-    n = int(fragments.max()) if fragments.size else 0
+    n = joinable.size - 1
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     src, dst = [], []
-    nz = fragments.shape[0]
+    nz, ny, nx = fragments.shape
+    join_boxes = boxes[joinable[1:]]
     for z0, z1 in bounds:
         a, b = max(0, z0 - _JOIN_HALO), min(nz, z1 + _JOIN_HALO)
-        frag = np.asarray(fragments[a:b])
-        big = joinable[frag]
-        box = _window_box(big)
-        if box is None:
+        near = join_boxes[(join_boxes[:, 0] < b) & (join_boxes[:, 1] > a)]
+        if near.size == 0:
             continue
-        (y0, y1), (x0, x1) = box
-        # Nothing outside the joinable fragments' box (and one voxel around it) can join
-        # them: the rest of the window is left out of the dilation and the labelling.
-        frag, big = frag[:, y0:y1, x0:x1], big[:, y0:y1, x0:x1]
-        ref = np.asarray(reference[a:b, y0:y1, x0:x1], dtype=bool)
-        old_pores = pores(a, b)[:, y0:y1, x0:x1] & ref
+        # Nothing outside the joinable fragments' boxes (and one voxel around them) can join
+        # them: only that part of the window is read, dilated and labelled. (A larger box
+        # than the tightest one finds the same joins: the extra voxels are not set.)
+        ys = slice(max(0, int(near[:, 2].min()) - 1), min(ny, int(near[:, 3].max()) + 1))
+        xs = slice(max(0, int(near[:, 4].min()) - 1), min(nx, int(near[:, 5].max()) + 1))
+        frag = np.asarray(fragments[a:b, ys, xs])
+        big = joinable[frag]
+        ref = np.asarray(reference[a:b, ys, xs], dtype=bool)
+        old_pores = np.logical_and(pores.window(a, b, ys, xs), ref, out=ref)
         # The 3×3×3 dilation as three 1-D maxima (the same set, border 0 as binary_dilation).
         grown = ndi.maximum_filter(big.view(np.uint8), size=3, mode="constant", cval=0)
         shell = grown.view(bool) & old_pores & (frag == 0)
@@ -934,6 +1373,8 @@ def _fragment_joins(
 def _joined_cracks(
     fragments: np.ndarray,
     joinable: np.ndarray,
+    boxes: np.ndarray,
+    runs: list[tuple[_Runs, np.ndarray] | None] | None,
     pores: _Slabs,
     reference: Any,
     *,
@@ -948,12 +1389,14 @@ def _joined_cracks(
 ) -> tuple[Any, pd.DataFrame]:
     """Cracks from fragment labels: join, measure the new voxels of each group, keep, relabel.
 
+    ``boxes``: each fragment's bounding box; ``runs``: each slab's fragment runs and the lut
+    from their labels to the fragments' (None: read ``fragments`` instead).
     ``write=False``: the table only (labels None)."""
     shape = fragments.shape
     rows = _row_range(shape[0], interfaces)
     bounds = _slab_bounds(rows, slab_rows)
     bands = _bands(rows, interfaces, origin_band_rows)
-    root = _fragment_joins(fragments, joinable, pores, reference, bounds, connectivity)
+    root = _fragment_joins(fragments, joinable, boxes, pores, reference, bounds, connectivity)
     n_frag = root.size
     # Groups numbered 1..g by their root (raster order of their first voxel).
     roots, group = np.unique(root, return_inverse=True)
@@ -964,8 +1407,14 @@ def _joined_cracks(
     bbox = np.empty((g, 6), dtype=np.int64)
     bbox[:, 0::2] = np.iinfo(np.int64).max
     bbox[:, 1::2] = -1
-    for z0, z1 in bounds:
-        m, bb = _accumulate(np.asarray(fragments[z0:z1]), g, z0, bands, lut=lut)
+    for (z0, z1), slab in zip(bounds, runs or [None] * len(bounds), strict=True):
+        if runs is None:
+            m, bb = _accumulate(np.asarray(fragments[z0:z1]), g, z0, bands, lut=lut)
+        elif slab is None:
+            continue  # no fragment in this slab: nothing to add
+        else:
+            # The same voxels in the same order as the slab of ``fragments``.
+            m, bb = slab[0].accumulate(g, z0, bands, lut=lut[slab[1]])
         sums += m
         bbox[:, 0::2] = np.minimum(bbox[:, 0::2], bb[:, 0::2])
         bbox[:, 1::2] = np.maximum(bbox[:, 1::2], bb[:, 1::2])
@@ -975,7 +1424,17 @@ def _joined_cracks(
         return None, table
     dtype = _smallest_uint(len(table))
     final = new_id[lut].astype(dtype)
-    if out is None and isinstance(fragments, np.ndarray) and fragments.dtype == dtype:
+    in_place = out is None and isinstance(fragments, np.ndarray) and fragments.dtype == dtype
+    if runs is not None and out is None:
+        # Only the fragments' voxels are written: in place, the fragment labels (this call's
+        # own array, 0 elsewhere) become crack labels; else a new array, zeros already.
+        target = fragments if in_place else np.zeros(shape, dtype=dtype)
+        for (z0, z1), slab in zip(bounds, runs, strict=True):
+            if slab is not None:
+                slab_runs, frag_lut = slab
+                slab_runs.write(final[frag_lut], target[z0:z1], select=frag_lut != 0)
+        return target, table
+    if in_place:
         # The fragment labels are this call's own array: relabelled in place, which spares
         # a second volume (its rows outside the analysed range are 0 already).
         for z0, z1 in bounds:
@@ -1008,6 +1467,98 @@ def crack_summary(table: pd.DataFrame) -> dict[str, float | int]:
         out[f"count_{origin}"] = int(sel.sum())
         out[f"volume_um3_{origin}"] = float(table.loc[sel, "volume_um3"].sum())
     return out
+
+
+@numba.njit(parallel=True, cache=True)
+def _fill_nonzero_rows(
+    rows: np.ndarray, row_start: np.ndarray, index: np.ndarray, values: np.ndarray
+) -> None:
+    width = rows.shape[1]
+    for z in numba.prange(rows.shape[0]):
+        k = row_start[z]
+        if k == row_start[z + 1]:
+            continue
+        for j in range(width):
+            v = rows[z, j]
+            if v != 0:
+                index[k] = z * width + j
+                values[k] = v
+                k += 1
+
+
+def _flat_nonzero(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``flatnonzero`` of a C-contiguous volume and the values there, in one compiled pass
+    per row (no boolean or index temporary of the volume's size)."""
+    rows = volume.reshape(volume.shape[0], int(np.prod(volume.shape[1:])))
+    # numpy's count_nonzero (vectorised) per row; the compiled pass visits only rows that
+    # hold a label (cracks are in a few rows; an empty volume costs the count alone).
+    counts = np.array([np.count_nonzero(row) for row in rows], dtype=np.int64)
+    row_start = np.zeros(rows.shape[0] + 1, np.int64)
+    np.cumsum(counts, out=row_start[1:])
+    index = np.empty(int(row_start[-1]), np.int64)
+    values = np.empty(index.size, volume.dtype)
+    _fill_nonzero_rows(rows, row_start, index, values)
+    return index, values
+
+
+def _nonzero_voxels(labels: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """Flat indices (ascending) and values of a label volume's non-zero voxels, where that
+    is cheap: a sparse store that has them, or a C-contiguous numpy array; else None."""
+    stored = getattr(labels, "nonzero_voxels", None)
+    if stored is not None:
+        return stored()
+    if isinstance(labels, np.ndarray) and labels.flags.c_contiguous and labels.ndim == 3:
+        return _flat_nonzero(labels)
+    return None
+
+
+def _counts(values: np.ndarray) -> dict[int, int]:
+    u, c = np.unique(values, return_counts=True)
+    return dict(zip(u.tolist(), c.tolist(), strict=True))
+
+
+def _overlap_counts(
+    before: tuple[np.ndarray, np.ndarray], after: tuple[np.ndarray, np.ndarray]
+) -> tuple[dict[int, int], dict[int, int], dict[tuple[int, int], int]]:
+    """Voxels of each label before and after, and of each overlapping (before, after) pair,
+    from the non-zero voxels of both steps (a few per cent of the volume)."""
+    # Labels are positive (signed label volumes: negative values are no crack).
+    (ia, va), (ib, vb) = ((i[v > 0], v[v > 0]) for i, v in (before, after))
+    _, pa, pb = np.intersect1d(ia, ib, assume_unique=True, return_indices=True)
+    pairs: dict[tuple[int, int], int] = {}
+    if pa.size:
+        both = np.stack([va[pa].astype(np.int64), vb[pb].astype(np.int64)], axis=1)
+        u, c = np.unique(both, axis=0, return_counts=True)
+        pairs = {(ka, kb): v for (ka, kb), v in zip(u.tolist(), c.tolist(), strict=True)}
+    return _counts(va.astype(np.int64)), _counts(vb.astype(np.int64)), pairs
+
+
+def _overlap_counts_by_slab(
+    labels_before: Any, labels_after: Any, slab_rows: int | None
+) -> tuple[dict[int, int], dict[int, int], dict[tuple[int, int], int]]:
+    """:func:`_overlap_counts` for any arrays that slice like numpy, slab by slab."""
+    bounds = _slab_bounds((0, labels_before.shape[0]), slab_rows)
+    pairs: dict[tuple[int, int], int] = {}
+    vol_a: dict[int, int] = {}
+    vol_b: dict[int, int] = {}
+    for z0, z1 in bounds:
+        a = np.asarray(labels_before[z0:z1]).ravel()
+        b = np.asarray(labels_after[z0:z1]).ravel()
+        # Cracks are a small fraction of the volume: widen only their voxels, not the slab
+        # (two int64 slabs were 2 GB at beamline size, the peak of a whole experiment).
+        where = np.flatnonzero(a | b)
+        a = a[where].astype(np.int64)
+        b = b[where].astype(np.int64)
+        for vol, x in ((vol_a, a), (vol_b, b)):
+            u, c = np.unique(x[x > 0], return_counts=True)
+            for k, v in zip(u.tolist(), c.tolist(), strict=True):
+                vol[k] = vol.get(k, 0) + v
+        both = (a > 0) & (b > 0)
+        if both.any():
+            u, c = np.unique(np.stack([a[both], b[both]], axis=1), axis=0, return_counts=True)
+            for (ka, kb), v in zip(u.tolist(), c.tolist(), strict=True):
+                pairs[(ka, kb)] = pairs.get((ka, kb), 0) + v
+    return vol_a, vol_b, pairs
 
 
 def match_cracks(
@@ -1050,27 +1601,11 @@ def match_cracks(
     for name, labels in (("labels_before", labels_before), ("labels_after", labels_after)):
         if np.dtype(labels.dtype).kind not in "ui":
             raise ValueError(f"{name} must be integer crack labels, got dtype {labels.dtype}")
-    bounds = _slab_bounds((0, shape[0]), slab_rows)
-    pairs: dict[tuple[int, int], int] = {}
-    vol_a: dict[int, int] = {}
-    vol_b: dict[int, int] = {}
-    for z0, z1 in bounds:
-        a = np.asarray(labels_before[z0:z1]).ravel()
-        b = np.asarray(labels_after[z0:z1]).ravel()
-        # Cracks are a small fraction of the volume: widen only their voxels, not the slab
-        # (two int64 slabs were 2 GB at beamline size, the peak of a whole experiment).
-        where = np.flatnonzero(a | b)
-        a = a[where].astype(np.int64)
-        b = b[where].astype(np.int64)
-        for vol, x in ((vol_a, a), (vol_b, b)):
-            u, c = np.unique(x[x > 0], return_counts=True)
-            for k, v in zip(u.tolist(), c.tolist(), strict=True):
-                vol[k] = vol.get(k, 0) + v
-        both = (a > 0) & (b > 0)
-        if both.any():
-            u, c = np.unique(np.stack([a[both], b[both]], axis=1), axis=0, return_counts=True)
-            for (ka, kb), v in zip(u.tolist(), c.tolist(), strict=True):
-                pairs[(ka, kb)] = pairs.get((ka, kb), 0) + v
+    sparse_a, sparse_b = _nonzero_voxels(labels_before), _nonzero_voxels(labels_after)
+    if sparse_a is not None and sparse_b is not None:
+        vol_a, vol_b, pairs = _overlap_counts(sparse_a, sparse_b)
+    else:
+        vol_a, vol_b, pairs = _overlap_counts_by_slab(labels_before, labels_after, slab_rows)
     v3 = voxel_um**3
     successors: dict[int, list[int]] = {}
     predecessors: dict[int, list[int]] = {}

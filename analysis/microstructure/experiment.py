@@ -80,7 +80,7 @@ import pandas as pd
 from ..errors import AnalysisInputError
 from ..tomo.prep.alignment import Shift, align_to, apply_shift
 from ..volumes.checks import check_finite
-from .cracks import crack_summary, find_cracks, match_cracks
+from .cracks import _flat_nonzero, crack_summary, find_cracks, match_cracks
 from .electrodes import (
     WindowProfiles,
     charge_balance,
@@ -346,8 +346,14 @@ class _PackedBits:
     def __getitem__(self, index: Any) -> np.ndarray:
         index = index if isinstance(index, tuple) else (index,)
         zy = index[:2]
-        rows = np.unpackbits(self._packed[zy], axis=-1, count=self.shape[-1]).astype(bool)
+        # unpackbits gives 0/1 bytes: viewed as booleans, without a second pass.
+        rows = np.unpackbits(self._packed[zy], axis=-1, count=self.shape[-1]).view(bool)
         return rows[..., index[2]] if len(index) > 2 else rows
+
+    def packed_rows(self, z0: int, z1: int) -> np.ndarray:
+        """Rows z0:z1 as stored (``np.packbits`` along x, a view): ``find_cracks`` reads the
+        bits directly instead of unpacking them."""
+        return self._packed[z0:z1]
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self[:]
@@ -367,15 +373,8 @@ class _SparseLabels:
         self.ndim = len(self.shape)
         self.dtype = labels.dtype
         plane = int(np.prod(self.shape[1:]))
-        index, values = [], []
-        # Row by row, so no temporary larger than a row's worth of indices is built.
-        for z in range(self.shape[0]):
-            flat = labels[z].ravel()
-            nz = np.flatnonzero(flat)
-            index.append(nz + z * plane)
-            values.append(flat[nz])
-        self._index = np.concatenate(index) if index else np.empty(0, np.int64)
-        self._values = np.concatenate(values) if values else np.empty(0, self.dtype)
+        # One compiled pass per row: no temporary larger than the non-zero voxels' indices.
+        self._index, self._values = _flat_nonzero(np.ascontiguousarray(labels))
         self._plane = plane
 
     @property
@@ -391,6 +390,11 @@ class _SparseLabels:
         lo, hi = np.searchsorted(self._index, [z0 * self._plane, z1 * self._plane])
         out.ravel()[self._index[lo:hi] - z0 * self._plane] = self._values[lo:hi]
         return out
+
+    def nonzero_voxels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Flat indices (ascending) and labels of the non-zero voxels (``match_cracks``
+        matches from them without rebuilding the dense slabs)."""
+        return self._index, self._values
 
 
 class _Timer:
@@ -808,11 +812,13 @@ class _Measurements:
                 mask=self.study.disc,
                 reference=self._reference_pores,
             )
+            # Sparse first: the matching reads the non-zero voxels of both steps from it.
+            current = _SparseLabels(labels)
             if self._previous_labels is not None:
-                self.crack_growth[name] = match_cracks(self._previous_labels, labels, voxel_um=vox)
+                self.crack_growth[name] = match_cracks(self._previous_labels, current, voxel_um=vox)
         self.crack_tables[name] = cracks
         self.crack_labels[name] = labels
-        self._previous_labels = _SparseLabels(labels)
+        self._previous_labels = current
         return cracks
 
     def _cracks_per_scan(
