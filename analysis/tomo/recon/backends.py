@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ...errors import AnalysisInputError, MissingDependencyError
-from .algorithm import GridrecPlan
+from .algorithm import GridrecPlan, output_slices
 
 __all__ = ["BACKENDS", "Backend", "BackendUnavailable", "make_backend"]
 
@@ -34,8 +34,9 @@ class Backend(Protocol):
 
     name: str
 
-    def reconstruct(self, sinograms: np.ndarray) -> np.ndarray:
-        """``(n_angles, rows, cols)`` line integrals → ``(rows, size, size)`` float32."""
+    def reconstruct(self, sinograms: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+        """``(n_angles, rows, cols)`` line integrals → ``(rows, size, size)`` float32, into
+        ``out`` when given (a buffer the caller reuses from slab to slab)."""
         ...
 
 
@@ -65,8 +66,8 @@ class InsituGridrec:
             rows=rows,
         )
 
-    def reconstruct(self, sinograms: np.ndarray) -> np.ndarray:
-        return self._plan.reconstruct(sinograms)
+    def reconstruct(self, sinograms: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+        return self._plan.reconstruct(sinograms, out=out)
 
     def prepare(self) -> None:
         """Plan the FFTs now (see :meth:`GridrecPlan.prepare`)."""
@@ -106,7 +107,7 @@ class TomopyGridrec:
         self._center = float(center)
         self._filter = filter_name
 
-    def reconstruct(self, sinograms: np.ndarray) -> np.ndarray:
+    def reconstruct(self, sinograms: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
         rec = self._tomopy.recon(
             np.asarray(sinograms, dtype=np.float32),
             self._theta,
@@ -115,7 +116,10 @@ class TomopyGridrec:
             filter_name=self._filter,
             sinogram_order=False,
         )
-        return np.asarray(rec, dtype=np.float32)
+        if out is None:
+            return np.asarray(rec, dtype=np.float32)
+        output_slices(out, tuple(rec.shape))[...] = rec
+        return out
 
 
 def _cupy_fbp(theta: np.ndarray, n_det: int, **options: Any) -> Backend:

@@ -58,7 +58,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from ...errors import AnalysisInputError
-from .algorithm import angle_weights, ramp_filter
+from .algorithm import angle_weights, output_slices, ramp_filter
 from .backends import BackendUnavailable
 
 __all__ = ["GPU_INSTALL_HINT", "CupyFBP", "probe_cupy"]
@@ -231,7 +231,9 @@ class CupyFBP:
         for the back-projection's gathers)."""
         return max(1, (self.memory_bytes // 2) // self._bytes_per_row())
 
-    def reconstruct(self, sinograms: np.ndarray, *, batch: int | None = None) -> np.ndarray:
+    def reconstruct(
+        self, sinograms: np.ndarray, *, batch: int | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """Reconstruct sinograms ``(n_angles, n_rows, n_det)`` → ``(n_rows, size, size)``.
 
         Parameters
@@ -241,11 +243,14 @@ class CupyFBP:
             dtype, h5py datasets and memory maps read a batch of rows at a time.
         batch : int, optional
             Rows per device batch; default :meth:`batch_rows`.
+        out : ndarray of float32, shape (n_rows, size, size), optional
+            Host array to write the slices into (reused by the caller); new if None.
 
         Returns
         -------
         ndarray of float32, in host memory
-            Slices in units of the sinogram per pixel, as ``InsituGridrec``'s.
+            Slices in units of the sinogram per pixel, as ``InsituGridrec``'s (``out`` when
+            given).
         """
         single = np.ndim(sinograms) == 2
         sino = sinograms[:, None, :] if single else sinograms
@@ -257,7 +262,7 @@ class CupyFBP:
             )
         n_rows = shape[1]
         step = self.batch_rows() if batch is None else max(1, int(batch))
-        out = np.empty((n_rows, self.size, self.size), dtype=np.float32)
+        out = output_slices(out, (n_rows, self.size, self.size))
         for r0 in range(0, n_rows, step):
             r1 = min(r0 + step, n_rows)
             block = np.asarray(sino[:, r0:r1, :], dtype=np.float32)

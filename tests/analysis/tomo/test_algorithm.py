@@ -103,6 +103,22 @@ def test_pairs_batches_and_single_sinogram_agree() -> None:
     assert together.dtype == np.float32 and together.shape == (5, n, n)
 
 
+def test_slices_are_written_into_out_when_given() -> None:
+    n, n_angles = 96, 120
+    theta = np.arange(n_angles) * math.pi / n_angles
+    stack = np.stack(
+        [gaussian_sinogram(theta, n, 47.5, [(3.0 * k, 0, 6, 1.0)]) for k in range(3)], axis=1
+    )
+    plan = GridrecPlan(theta, n)
+    fresh = plan.reconstruct(stack)
+    out = np.full((3, plan.size, plan.size), np.nan, dtype=np.float32)
+    assert plan.reconstruct(stack, out=out) is out
+    np.testing.assert_array_equal(out, fresh)
+    for bad in (np.empty((2, plan.size, plan.size), np.float32), out.astype(np.float64)):
+        with pytest.raises(ValueError, match="out must be float32 of shape"):
+            plan.reconstruct(stack, out=bad)
+
+
 def test_kept_buffers_change_no_slice_across_calls_and_threads() -> None:
     """A plan keeps its work arrays between calls: calls of other sizes (more rows, fewer,
     an odd count, one sinogram) and two threads sharing the plan each get exactly what a
