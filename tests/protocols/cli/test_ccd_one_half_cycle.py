@@ -121,6 +121,13 @@ def bench(request: pytest.FixtureRequest) -> Iterator[Bench]:
         b.emulator.stop()
 
 
+@pytest.fixture(autouse=True)
+def _new_catalog(tmp_path: Path, seed_catalog) -> None:
+    """The commands' data folder starts with an empty catalog (tests/protocols/conftest.py):
+    the subprocess skips tiled's ``catalog init`` subprocess, seconds that test nothing here."""
+    seed_catalog(tmp_path / "data")
+
+
 def ccd_command(tmp_path: Path, resource: str, *extra: str) -> list[str]:
     return [
         *COMMAND,

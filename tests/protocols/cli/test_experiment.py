@@ -100,8 +100,11 @@ def test_a_finished_experiment_is_not_resumed(tmp_path, capsys):
     "signals", [["SIGINT"], ["SIGTERM", "SIGINT"]], ids=["ctrl-c", "term-then-ctrl-c"]
 )
 def test_ctrl_c_or_term_during_plating_stops_with_the_cell_off_and_resumes(
-    tmp_path, capsys, signals
+    tmp_path, capsys, signals, seed_catalog
 ):
+    # An empty catalog to start from (tests/protocols/conftest.py): the subprocess skips
+    # tiled's `catalog init` subprocess.
+    seed_catalog(tmp_path / "data")
     cfg = {
         "material": "A-LPS",
         "schedule": {"current_densities_mA_cm2": [0.04], "eis": {"f_stop_Hz": 1.0}},

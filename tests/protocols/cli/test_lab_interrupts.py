@@ -81,6 +81,13 @@ def bench(request: pytest.FixtureRequest) -> Iterator[Bench]:
         b.emulator.stop()
 
 
+@pytest.fixture(autouse=True)
+def _new_catalog(tmp_path: Path, seed_catalog) -> None:
+    """The commands' data folder starts with an empty catalog (tests/protocols/conftest.py):
+    the subprocess skips tiled's ``catalog init`` subprocess, seconds that test nothing here."""
+    seed_catalog(tmp_path / "data")
+
+
 def visible_lines(raw: bytes) -> list[str]:
     """What a terminal shows: each line as its last carriage return left it (progress bar).
 

@@ -96,8 +96,10 @@ def export_rows(data: Path, uid: str, out: Path) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_a_killed_run_is_listed_exported_and_repaired(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_a_killed_run_is_listed_exported_and_repaired(tmp_path: Path, seed_catalog) -> None:
+    # An empty catalog to start from (tests/protocols/conftest.py): the killed process skips
+    # tiled's `catalog init` subprocess.
+    data = seed_catalog(tmp_path / "data")
     backup = kill_mid_run(data, tmp_path)
     uid = backup.stem
     points = backup_points(backup)

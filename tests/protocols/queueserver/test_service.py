@@ -183,8 +183,8 @@ def test_queue_server_rejects_an_unknown_tomo_option(tmp_path):
 
 
 @pytest.mark.slow
-def test_galvanostatic_hold_through_the_queue_lands_in_the_catalog(tmp_path):
-    data = tmp_path / "data"
+def test_galvanostatic_hold_through_the_queue_lands_in_the_catalog(tmp_path, seed_catalog):
+    data = seed_catalog(tmp_path / "data")  # an empty catalog: see tests/protocols/conftest.py
     with queue_server(data, potentiostat="sim:A-LPS", speedup=1e4, tomo="none") as qs:
         _check_loopback_only(qs)
         api = qs.api()
@@ -238,8 +238,8 @@ def test_galvanostatic_hold_through_the_queue_lands_in_the_catalog(tmp_path):
 
 
 @pytest.mark.slow
-def test_tomo_scan_on_the_simulated_beamline_through_the_queue(tmp_path):
-    data = tmp_path / "data"
+def test_tomo_scan_on_the_simulated_beamline_through_the_queue(tmp_path, seed_catalog):
+    data = seed_catalog(tmp_path / "data")  # an empty catalog: see tests/protocols/conftest.py
     with queue_server(data, potentiostat="sim:A-LPS", speedup=1e4, tomo="sim") as qs:
         qs.open_environment()
         api = qs.api()
@@ -405,11 +405,11 @@ def _is_redis_of(process: psutil.Process, info: dict) -> bool:
 
 
 @pytest.mark.slow
-def test_emergency_stop_from_the_queue_server(tmp_path):
+def test_emergency_stop_from_the_queue_server(tmp_path, seed_catalog):
     """The queue server's emergency stop: pause now, then abort. The running plan's cleanup
     switches the cell off, the run is closed as abort with its points, and the manager is
     ready for the next plan."""
-    data = tmp_path / "data"
+    data = seed_catalog(tmp_path / "data")  # an empty catalog: see tests/protocols/conftest.py
     with queue_server(data, potentiostat="sim:A-LPS", speedup=1e4, tomo="none") as qs:
         api = qs.api()
         qs.open_environment()

@@ -364,8 +364,11 @@ def _running(folder: Path, kind: str, min_index: int = 0) -> bool:
     return index >= min_index and any(e["type"] == "run" and e["index"] == index for e in entries)
 
 
-def test_kills_during_a_half_cycle_and_a_scan_then_resume(tmp_path):
+def test_kills_during_a_half_cycle_and_a_scan_then_resume(tmp_path, seed_catalog):
     cfg = config(tmp_path, devices={"simulation": {"speedup": 1000}})
+    # An empty catalog to start from (tests/protocols/conftest.py): the first process skips
+    # tiled's `catalog init` subprocess.
+    seed_catalog(tmp_path / "data")
     (tmp_path / "e.yaml").write_text(yaml.safe_dump(cfg))
     folder = tmp_path / "experiments" / "k1"
 

@@ -82,12 +82,15 @@ def test_scans_are_measured_on_a_dask_cluster_given_by_address(tmp_path, scans):
     check_against_truth(results, scans)
 
 
-def test_a_script_without_a_main_guard_gets_its_scans_analysed(tmp_path):
+def test_a_script_without_a_main_guard_gets_its_scans_analysed(tmp_path, seed_catalog):
     # Spawned workers import the parent's __main__: an unguarded script ran the whole
     # experiment again in each worker and the pool broke (BrokenProcessPool for every scan).
     import subprocess
     import sys
 
+    # An empty catalog in the script's 'data' folder (tests/protocols/conftest.py): the
+    # script skips tiled's `catalog init` subprocess.
+    seed_catalog(tmp_path / "data")
     script = tmp_path / "unguarded.py"
     script.write_text(
         "from insitu.protocols.workflows.experiment import run_experiment\n"
