@@ -144,3 +144,26 @@ def test_recon_dtypes_are_analysed_like_float32(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert err.startswith("insitu: error:") and "--dtype uint8 or uint16" in err
     assert err.count("\n") == 1 and not (tmp_path / "bad.zarr").exists()
+
+
+def test_recon_stops_numpys_huge_page_requests_unless_the_user_chose(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    from numpy._core.multiarray import _get_madvise_hugepage, _set_madvise_hugepage
+
+    from insitu.protocols.cli import recon
+
+    before = _get_madvise_hugepage()
+    try:
+        _set_madvise_hugepage(True)
+        monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")
+        assert recon.prefer_small_pages() is False and _get_madvise_hugepage() is True
+        monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE")
+        assert recon.prefer_small_pages() is True and _get_madvise_hugepage() is False
+        # The command asks for it before it reads anything (here: before its error).
+        calls = []
+        monkeypatch.setattr(recon, "prefer_small_pages", lambda: calls.append(1))
+        argv = ["recon", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "v.zarr")]
+        assert main(argv) == 2 and calls == [1]
+    finally:
+        _set_madvise_hugepage(before)
