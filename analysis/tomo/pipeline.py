@@ -496,16 +496,11 @@ def _backend_for(info: ScanInfo, opts: ReconOptions, center: float) -> Backend:
 
 
 def _grid_slab(
-    info: ScanInfo,
-    opts: ReconOptions,
-    center: float,
-    sino: np.ndarray,
-    out: np.ndarray | None = None,
+    info: ScanInfo, opts: ReconOptions, center: float, sino: np.ndarray
 ) -> tuple[np.ndarray, float]:
-    """Reconstructed slices of one pre-processed slab, masked as asked (into ``out`` when
-    given); and the seconds."""
+    """Reconstructed slices of one pre-processed slab, masked as asked; and the seconds."""
     t0 = time.perf_counter()
-    rec = _backend_for(info, opts, center).reconstruct(sino, out=out)
+    rec = _backend_for(info, opts, center).reconstruct(sino)
     if opts.mask_ratio is not None:
         apply_circular_mask(rec, opts.mask_ratio)
     return rec, time.perf_counter() - t0
@@ -797,20 +792,13 @@ def _run_slabs_overlapped(
             step()
 
         writing: Future[tuple[float, int]] | None = None
-        # Two slices buffers, one gridded into while the writer reads the other: a fresh
-        # array per slab cost its first touches (page faults, and the kernel compacting
-        # memory for huge pages), 0.1–0.3 s a 8-row slab of 2048² measured in the gridding.
-        buffers: list[np.ndarray | None] = [None, None]
         ahead = prepare(0)
         try:
             for k in range(len(slabs)):
                 sino = ahead.result()
                 if k + 1 < len(slabs):
                     ahead = prepare(k + 1)
-                out = _slices_buffer(buffers, k, sino.shape[1])
-                rec, seconds = _grid_slab(info, opts, center, sino, out)
-                if out is None:
-                    buffers[k % 2] = rec
+                rec, seconds = _grid_slab(info, opts, center, sino)
                 del sino
                 _add_time(timings, "gridding", seconds)
                 if writing is not None:
@@ -824,13 +812,6 @@ def _run_slabs_overlapped(
             ahead.cancel()
             raise
     return clipped
-
-
-def _slices_buffer(buffers: list[np.ndarray | None], k: int, rows: int) -> np.ndarray | None:
-    """Where slab ``k`` (of ``rows`` rows) is gridded: the first rows of one of two kept
-    arrays, each the first result gridded into its place (None: grid into a new one)."""
-    buf = buffers[k % 2]
-    return None if buf is None or rows > len(buf) else buf[:rows]
 
 
 def _run_slabs(

@@ -330,14 +330,14 @@ def test_the_next_slab_is_read_while_this_one_is_gridded(scan, tmp_path, monkeyp
         started_writing[row].set()
         return real_write(out_path, rec, row, storage)
 
-    def grid(info, opts, center, sino, out=None):
+    def grid(info, opts, center, sino):
         r0 = grid.next_row
         grid.next_row += 8
         if r0 + 8 < 40 and started_reading[r0 + 8].wait(10):
             overlaps.append(f"read {r0 + 8} during gridding {r0}")
         if r0 >= 8 and started_writing[r0 - 8].wait(10):
             overlaps.append(f"write {r0 - 8} during gridding {r0}")
-        return real_grid(info, opts, center, sino, out)
+        return real_grid(info, opts, center, sino)
 
     grid.next_row = 0
     monkeypatch.setattr(pipeline, "preprocess_rows", preprocess)
@@ -361,45 +361,6 @@ def test_the_next_slab_is_read_while_this_one_is_gridded(scan, tmp_path, monkeyp
     np.testing.assert_array_equal(
         zarr.open_array(str(tmp_path / "v.zarr"), mode="r")[:],
         zarr.open_array(str(tmp_path / "plain.zarr"), mode="r")[:],
-    )
-
-
-def test_slabs_are_gridded_into_two_kept_buffers_never_one_being_written(
-    scan, tmp_path, monkeypatch
-) -> None:
-    """From the third slab on, each is gridded into the array of the slab two before (here
-    the last, shorter one, into its first rows), and only after that slab was written: with
-    a writer slowed down, the volume is still the one-slab volume, value for value."""
-    import time
-
-    real_write, real_grid = pipeline._write_slab, pipeline._grid_slab
-    results: list[np.ndarray] = []
-    given: list[np.ndarray | None] = []
-
-    def slow_write(out_path, rec, row, storage):
-        time.sleep(0.2)  # the gridding of the next slab runs meanwhile
-        return real_write(out_path, rec, row, storage)
-
-    def grid(info, opts, center, sino, out=None):
-        given.append(out)
-        rec, seconds = real_grid(info, opts, center, sino, out)
-        results.append(rec)
-        return rec, seconds
-
-    monkeypatch.setattr(pipeline, "_write_slab", slow_write)
-    monkeypatch.setattr(pipeline, "_grid_slab", grid)
-    opts = ReconOptions(center=CENTER, rings="fw", slab_rows=16, rows=(0, 36))  # 16, 16, 4
-    reconstruct_scan(scan, tmp_path / "v.zarr", opts, progress=False)
-    assert given[0] is None and given[1] is None
-    for k in range(2, len(given)):
-        assert np.shares_memory(given[k], results[k - 2]) and results[k] is given[k]
-    assert len(given) == 3 and len(given[-1]) == 4
-    monkeypatch.undo()
-    one = ReconOptions(center=CENTER, rings="fw", rows=(0, 36))
-    reconstruct_scan(scan, tmp_path / "one.zarr", one, progress=False)
-    np.testing.assert_array_equal(
-        zarr.open_array(str(tmp_path / "v.zarr"), mode="r")[:],
-        zarr.open_array(str(tmp_path / "one.zarr"), mode="r")[:],
     )
 
 
