@@ -501,28 +501,7 @@ def _accumulate_runs_kernel(
                 bb[k, 3] = max(bb[k, 3], r + 1)
                 bb[k, 4] = min(bb[k, 4], start[j])
                 bb[k, 5] = max(bb[k, 5], end[j])
-        z = float(z_row)
-        top = bands[0] <= z_row < bands[1]
-        bot = bands[2] <= z_row < bands[3]
-        for t in range(nt):
-            k = touched[t]
-            n = float(cnt[k])
-            m[k, 0] += n
-            m[k, 1] += z * n
-            m[k, 2] += sy[k]
-            m[k, 3] += sx[k]
-            m[k, 4] += z * z * n
-            m[k, 5] += syy[k]
-            m[k, 6] += sxx[k]
-            m[k, 7] += z * sy[k]
-            m[k, 8] += z * sx[k]
-            m[k, 9] += syx[k]
-            if top:
-                m[k, 10] += n
-            if bot:
-                m[k, 11] += n
-            cnt[k] = 0
-            sy[k] = sx[k] = syy[k] = sxx[k] = syx[k] = 0.0
+        _add_row(m, touched, nt, z_row, bands, cnt, sy, sx, syy, sxx, syx)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -662,6 +641,47 @@ def _slab_bounds(rows: tuple[int, int], slab_rows: int | None) -> list[tuple[int
     return [(a, min(a + step, z1)) for a in range(z0, z1, step)]
 
 
+@numba.njit(cache=True, inline="always")
+def _add_row(
+    m: np.ndarray,
+    touched: np.ndarray,
+    nt: int,
+    z_row: int,
+    bands: np.ndarray,
+    cnt: np.ndarray,
+    sy: np.ndarray,
+    sx: np.ndarray,
+    syy: np.ndarray,
+    sxx: np.ndarray,
+    syx: np.ndarray,
+) -> None:
+    """Adds one row's sums of the ``nt`` labels in ``touched`` to their moments ``m`` (times
+    z where the moment has a z; the interface bands' counts) and clears them for the next
+    row: the per-row numpy code's order, which keeps the moments bit-identical to it."""
+    z = float(z_row)
+    top = bands[0] <= z_row < bands[1]
+    bot = bands[2] <= z_row < bands[3]
+    for t in range(nt):
+        k = touched[t]
+        n = float(cnt[k])
+        m[k, 0] += n
+        m[k, 1] += z * n
+        m[k, 2] += sy[k]
+        m[k, 3] += sx[k]
+        m[k, 4] += z * z * n
+        m[k, 5] += syy[k]
+        m[k, 6] += sxx[k]
+        m[k, 7] += z * sy[k]
+        m[k, 8] += z * sx[k]
+        m[k, 9] += syx[k]
+        if top:
+            m[k, 10] += n
+        if bot:
+            m[k, 11] += n
+        cnt[k] = 0
+        sy[k] = sx[k] = syy[k] = sxx[k] = syx[k] = 0.0
+
+
 @numba.njit(cache=True)
 def _accumulate_kernel(
     lab: np.ndarray,
@@ -718,28 +738,7 @@ def _accumulate_kernel(
                 bb[k, 3] = max(bb[k, 3], r + 1)
                 bb[k, 4] = min(bb[k, 4], c)
                 bb[k, 5] = max(bb[k, 5], c + 1)
-        z = float(z_row)
-        top = bands[0] <= z_row < bands[1]
-        bot = bands[2] <= z_row < bands[3]
-        for t in range(nt):
-            k = touched[t]
-            n = float(cnt[k])
-            m[k, 0] += n
-            m[k, 1] += z * n
-            m[k, 2] += sy[k]
-            m[k, 3] += sx[k]
-            m[k, 4] += z * z * n
-            m[k, 5] += syy[k]
-            m[k, 6] += sxx[k]
-            m[k, 7] += z * sy[k]
-            m[k, 8] += z * sx[k]
-            m[k, 9] += syx[k]
-            if top:
-                m[k, 10] += n
-            if bot:
-                m[k, 11] += n
-            cnt[k] = 0
-            sy[k] = sx[k] = syy[k] = sxx[k] = syx[k] = 0.0
+        _add_row(m, touched, nt, z_row, bands, cnt, sy, sx, syy, sxx, syx)
     return 0
 
 
