@@ -570,6 +570,8 @@ def _clean_up_rows(
                     for x in range(nx):
                         v = values[k - p0, j, x]
                         col[x] += v
+                        # Interior iff > 0: an interior voxel is a pore voxel, painted ≥ 1,
+                        # so its thickness 2·√D·voxel is > 0.
                         cnt[x] += v > 0
             for x in range(nx):
                 if not mask[z, y, x] or inner[z - e0, y, x]:
